@@ -1,0 +1,119 @@
+"""What the decoded states mean: per-state summaries, the state graph, transition explanations.
+
+Transition explanation (the paper's method, done as REFERENCE.md says it should be): at every time
+the decoded path goes i -> j between t and t+1, take the gradient of log p(s_{t+1} = j | z_1..t+1)
+with respect to the features z_{t+1} (a vector, one value per feature), and average its *absolute*
+value over those times. With Gaussian emissions the gradient is exact and closed-form:
+
+    d/dz log p(s_{t+1}=j | z_1..t+1) = g_j(z) - sum_j' w_j' g_j'(z),   g_j(z) = -Sigma_j^-1 (z - mu_j)
+
+where w is the filtered posterior at t+1. ``log_filtered_posterior`` computes the quantity itself so
+the gradient can be checked against finite differences.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+from scipy.special import logsumexp
+
+
+def _log_gauss(z: np.ndarray, means: np.ndarray, covars: np.ndarray) -> np.ndarray:
+    """log N(z; mu_j, Sigma_j) for every state j; z (F,), means (k, F), covars (k, F, F)."""
+    d = z[None, :] - means
+    sol = np.linalg.solve(covars, d[..., None])[..., 0]
+    _, logdet = np.linalg.slogdet(covars)
+    return -0.5 * (z.size * np.log(2 * np.pi) + logdet + (d * sol).sum(-1))
+
+
+def log_filtered(z: np.ndarray, startprob, transmat, means, covars) -> np.ndarray:
+    """(T, k): log p(s_t | z_1..t) by the forward algorithm."""
+    T, k = len(z), len(startprob)
+    out = np.empty((T, k))
+    with np.errstate(divide="ignore"):
+        log_a, log_pi = np.log(transmat), np.log(startprob)
+    prev = None
+    for t in range(T):
+        prior = log_pi if prev is None else logsumexp(prev[:, None] + log_a, axis=0)
+        joint = prior + _log_gauss(z[t], means, covars)
+        prev = out[t] = joint - logsumexp(joint)
+    return out
+
+
+def log_filtered_posterior(z: np.ndarray, t1: int, j: int, startprob, transmat, means, covars) -> float:
+    """log p(s_{t1} = j | z_1..t1): the quantity the transition explanation differentiates."""
+    return float(log_filtered(z[: t1 + 1], startprob, transmat, means, covars)[t1, j])
+
+
+def transition_gradient(z_next: np.ndarray, log_filtered_prev: np.ndarray, j: int, transmat, means,
+                        covars) -> np.ndarray:
+    """d log p(s_{t+1}=j | z_1..t+1) / d z_{t+1}, given log p(s_t | z_1..t)."""
+    with np.errstate(divide="ignore"):
+        prior = logsumexp(log_filtered_prev[:, None] + np.log(transmat), axis=0)
+    joint = prior + _log_gauss(z_next, means, covars)
+    w = np.exp(joint - logsumexp(joint))
+    g = -np.linalg.solve(covars, (z_next[None, :] - means)[..., None])[..., 0]  # (k, F)
+    return g[j] - w @ g
+
+
+def explain_transitions(zs: list[np.ndarray], paths: list[np.ndarray], startprob, transmat, means,
+                        covars) -> dict[tuple[int, int], np.ndarray]:
+    """Mean absolute gradient (one value per feature) for every transition i -> j (i != j) taken."""
+    sums: dict[tuple[int, int], list[np.ndarray]] = {}
+    for z, path in zip(zs, paths):
+        lf = log_filtered(z, startprob, transmat, means, covars)
+        for t in np.flatnonzero(path[:-1] != path[1:]):
+            i, j = int(path[t]), int(path[t + 1])
+            g = transition_gradient(z[t + 1], lf[t], j, transmat, means, covars)
+            sums.setdefault((i, j), []).append(np.abs(g))
+    return {edge: np.mean(v, axis=0) for edge, v in sums.items()}
+
+
+def state_graph(transmat: np.ndarray, paths: list[np.ndarray], seeds: list[int]) -> nx.DiGraph:
+    """States as nodes; an edge i -> j (i != j) only where p > 0 *and* some seed's path takes it.
+
+    Self-loops are kept as the ``stay`` node attribute rather than as edges."""
+    k = len(transmat)
+    g = nx.DiGraph()
+    for s in range(k):
+        g.add_node(s, stay=float(transmat[s, s]))
+    for path, seed in zip(paths, seeds):
+        for i, j in {(int(a), int(b)) for a, b in zip(path[:-1], path[1:]) if a != b}:
+            if transmat[i, j] <= 0:
+                continue
+            if g.has_edge(i, j):
+                g.edges[i, j]["seeds"].append(seed)
+            else:
+                g.add_edge(i, j, prob=float(transmat[i, j]), seeds=[seed])
+    for _, _, d in g.edges(data=True):
+        d["n_seeds"] = len(d["seeds"])
+    return g
+
+
+def state_summaries(paths, steps, raw, seeds, features, k) -> list[dict]:
+    """Per state: occupancy, seeds visiting, step range, mean first visit, metric means (raw units)."""
+    all_states = np.concatenate(paths)
+    all_raw = np.concatenate(raw)
+    all_steps = np.concatenate(steps)
+    out = []
+    for s in range(k):
+        mask = all_states == s
+        visiting = [seed for seed, p in zip(seeds, paths) if np.any(p == s)]
+        firsts = [st[np.argmax(p == s)] for p, st in zip(paths, steps) if np.any(p == s)]
+        out.append({
+            "state": s,
+            "occupancy": float(mask.mean()),
+            "seeds": visiting,
+            "first_step_mean": float(np.mean(firsts)) if firsts else None,
+            "step_min": int(all_steps[mask].min()) if mask.any() else None,
+            "step_max": int(all_steps[mask].max()) if mask.any() else None,
+            "means": {f: float(all_raw[mask, i].mean()) for i, f in enumerate(features)} if mask.any() else {},
+        })
+    return out
+
+
+def convergence_step(steps: np.ndarray, accuracy: np.ndarray, threshold: float) -> int | None:
+    """First step (in step order) where held-out accuracy reaches ``threshold``; None if never."""
+    order = np.argsort(steps)
+    hit = np.flatnonzero(np.asarray(accuracy)[order] >= threshold)
+    return int(np.asarray(steps)[order][hit[0]]) if hit.size else None

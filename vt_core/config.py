@@ -1,0 +1,256 @@
+"""Study configuration: pydantic models, loaded from TOML, validated at the edge.
+
+Every model forbids unknown keys, so a typo (``lerning_rate``) is an error naming the field rather
+than a silently ignored setting. :func:`load_config` turns pydantic's errors into one
+:class:`ConfigError` whose message lists each bad field with its dotted path and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: The paper's 14 weight metrics (REFERENCE.md), in the order the paper lists them.
+PAPER_METRICS: tuple[str, ...] = (
+    "l1",
+    "l2",
+    "trace",
+    "spectral",
+    "code_sparsity",
+    "computational_sparsity",
+    "mean_singular_value",
+    "var_singular_value",
+    "mean_w",
+    "median_w",
+    "var_w",
+    "mean_b",
+    "median_b",
+    "var_b",
+)
+SCALARS: tuple[str, ...] = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+class ConfigError(ValueError):
+    """A study configuration is invalid; the message names each field and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class MLPConfig(_Strict):
+    name: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128], min_length=1)
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    bias: bool = True
+
+
+class TransformerConfig(_Strict):
+    name: Literal["transformer"] = "transformer"
+    n_layers: int = Field(1, gt=0)
+    d_model: int = Field(128, gt=0)
+    n_heads: int = Field(4, gt=0)
+    d_head: int = Field(32, gt=0)
+    d_mlp: int = Field(512, gt=0)
+    activation: Literal["relu", "gelu"] = "relu"
+    layer_norm: bool = False
+
+
+ModelConfig = Annotated[Union[MLPConfig, TransformerConfig], Field(discriminator="name")]
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+class SparseParityConfig(_Strict):
+    """Sparse parity: x in {-1,+1}^n_bits, label = product of the first k bits."""
+
+    name: Literal["sparse_parity"] = "sparse_parity"
+    n_bits: int = Field(40, gt=0)
+    k: int = Field(3, gt=0)
+    n_train: int = Field(1000, gt=0)
+    n_test: int = Field(100, gt=0)
+    seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> "SparseParityConfig":
+        if self.k > self.n_bits:
+            raise ValueError(f"k={self.k} relevant bits cannot exceed n_bits={self.n_bits}; lower k")
+        return self
+
+
+class ModularConfig(_Strict):
+    """Modular addition: the pairs (a, b) in [0, p)^2 labelled (a + b) mod p, split at train_fraction."""
+
+    name: Literal["modular_addition"] = "modular_addition"
+    p: int = Field(113, gt=1)
+    train_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
+
+
+DataConfig = Annotated[Union[SparseParityConfig, ModularConfig], Field(discriminator="name")]
+
+
+# --- optimisation and schedule ------------------------------------------------------------------
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(gt=0)
+    batch_size: int | None = Field(None, gt=0, description="None: full batch")
+    loss: Literal["cross_entropy", "hinge", "mse"] = "cross_entropy"
+    grad_clip: float | None = Field(None, gt=0.0)
+    device: str = "cpu"
+
+
+class CheckpointConfig(_Strict):
+    every_epochs: int | None = Field(None, gt=0)
+    every_steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CheckpointConfig":
+        if (self.every_epochs is None) == (self.every_steps is None):
+            raise ValueError("set exactly one of every_epochs or every_steps")
+        return self
+
+
+class HooksConfig(_Strict):
+    activations: list[str] = Field(default_factory=list, description="hookpoint names or globs")
+    weights: list[str] = Field(default_factory=lambda: ["*"], description="parameter globs to store")
+    probe_size: int = Field(32, gt=0, description="examples in the fixed probe batch")
+
+
+class MetricsConfig(_Strict):
+    names: list[str] = Field(default_factory=lambda: list(PAPER_METRICS), min_length=1)
+    exclude: list[str] = Field(
+        default_factory=lambda: ["*embed*", "*ln*", "*norm*"],
+        description="parameter globs left out of the weight metrics (embeddings, LayerNorm)",
+    )
+
+    @field_validator("names")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in PAPER_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(PAPER_METRICS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("metric names must be unique")
+        return names
+
+
+class HMMConfig(_Strict):
+    max_states: int = Field(8, gt=0, description="fit k = 1..max_states")
+    restarts: int = Field(5, gt=0)
+    covariance: Literal["full", "diag", "spherical", "tied"] = "full"
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    n_iter: int = Field(100, gt=0)
+    tol: float = Field(1e-3, gt=0.0)
+    seed: int = Field(0, ge=0)
+    features: list[str] | None = Field(None, description="default: the metrics' names")
+    convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
+
+
+class StudyConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    output_dir: str = Field(min_length=1, description="study directory, relative to the working dir")
+    model: ModelConfig
+    data: DataConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    training: TrainingConfig
+    checkpoints: CheckpointConfig
+    hooks: HooksConfig = HooksConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    hmm: HMMConfig = HMMConfig()
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v):
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v <= 0:
+                raise ValueError(f"seeds={v}: give a positive count or a list of seeds")
+            return list(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ValueError(f"seeds must be unique; repeated: {dup}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudyConfig":
+        if self.training.loss == "hinge" and not isinstance(self.data, SparseParityConfig):
+            raise ValueError("training.loss='hinge' needs a binary task (data.name='sparse_parity')")
+        if isinstance(self.model, TransformerConfig) and not isinstance(self.data, ModularConfig):
+            raise ValueError("model.name='transformer' needs token inputs (data.name='modular_addition')")
+        feats = self.hmm.features or []
+        known = set(self.metrics.names) | set(SCALARS)
+        bad = [f for f in feats if f not in known]
+        if bad:
+            raise ValueError(f"hmm.features {bad} are not computed; choose from {sorted(known)}")
+        return self
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def training_dict(self) -> dict:
+        """The part of the config that determines what training writes (not seeds, paths, analysis)."""
+        d = self.model_dump(mode="json")
+        return {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
+
+    def training_hash(self) -> str:
+        blob = json.dumps(self.training_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def hmm_features(self) -> list[str]:
+        return list(self.hmm.features or self.metrics.names)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid study config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif e["type"] == "missing":
+            msg = "required; add it to the config"
+        lines.append(f"  {loc or '(top level)'}: {msg} (got {e.get('input')!r})"[:400])
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "<dict>") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Load and validate a TOML study config; raises ConfigError naming every bad field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass the path to a .toml study config")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    return parse_config(data, str(path))

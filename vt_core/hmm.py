@@ -1,0 +1,230 @@
+"""Gaussian HMMs over metric trajectories: seeded fits, model selection by BIC, canonical states.
+
+The pieces are separate so that an orchestrator can run the (k, restart) grid in parallel:
+``prepare`` -> ``fit_one`` (one per k x restart, each JSON-able result + an npz of parameters)
+-> ``select`` -> ``decode``. Nothing here is pickled: parameters go to npz, tables to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from hmmlearn.hmm import GaussianHMM
+
+from vt_core.config import HMMConfig
+
+logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+
+
+class HMMError(ValueError):
+    """The HMM input or settings cannot give a meaningful fit."""
+
+
+@dataclass
+class Sequences:
+    """Per-seed feature sequences, each sorted by the real training step."""
+
+    seeds: list[int]
+    steps: list[np.ndarray]
+    values: list[np.ndarray]  # raw, (T_s, F)
+    features: list[str]
+
+    def zscored(self) -> list[np.ndarray]:
+        """Each seed's sequence standardised on its own (the paper); constant columns -> 0."""
+        out = []
+        for x in self.values:
+            sd = x.std(axis=0)
+            out.append((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
+        return out
+
+
+def sequences_from_rows(seed: np.ndarray, step: np.ndarray, values: np.ndarray, features: list[str]) -> Sequences:
+    """Group long-format rows (in any order) into per-seed sequences sorted by ``step``.
+
+    Earlier tools fed rows in file-listing order; here the order of the rows never matters.
+    """
+    seed, step, values = np.asarray(seed), np.asarray(step), np.asarray(values, dtype=np.float64)
+    seeds, steps, vals = [], [], []
+    for s in np.unique(seed):
+        rows = np.flatnonzero(seed == s)
+        rows = rows[np.argsort(step[rows], kind="stable")]
+        keep = np.isfinite(values[rows]).all(axis=1)
+        if len(np.unique(step[rows])) != len(rows):
+            raise HMMError(f"seed {s}: repeated steps {np.unique(step[rows], return_counts=True)}")
+        seeds.append(int(s))
+        steps.append(step[rows][keep])
+        vals.append(values[rows][keep])
+    return Sequences(seeds, steps, vals, list(features))
+
+
+def sequences_from_features(value: xr.DataArray) -> Sequences:
+    """From ``value`` (seed, step, metric): rows with any NaN (missing checkpoints) are dropped."""
+    v = value.transpose("seed", "step", "metric")
+    n_seed, n_step, n_feat = v.shape
+    seed = np.repeat(v["seed"].values, n_step)
+    step = np.tile(v["step"].values, n_seed)
+    return sequences_from_rows(seed, step, v.values.reshape(-1, n_feat), [str(m) for m in v["metric"].values])
+
+
+def split_seeds(seeds: list[int], holdout_fraction: float, random_state: int) -> tuple[list[int], list[int]]:
+    """Seeded split into (fit, held-out) seeds; at least one seed is always fitted."""
+    seeds = sorted(seeds)
+    n_hold = int(round(holdout_fraction * len(seeds)))
+    if holdout_fraction > 0 and len(seeds) >= 2:
+        n_hold = max(1, n_hold)
+    n_hold = min(n_hold, len(seeds) - 1)
+    perm = np.random.default_rng(random_state).permutation(len(seeds))
+    held = sorted(seeds[i] for i in perm[:n_hold])
+    return [s for s in seeds if s not in held], held
+
+
+def restart_seed(base: int, k: int, restart: int) -> int:
+    """A distinct, reproducible random_state for every (k, restart)."""
+    return int(np.random.SeedSequence([base, k, restart]).generate_state(1)[0])
+
+
+def n_parameters(k: int, n_features: int, covariance: str) -> int:
+    cov = {"full": k * n_features * (n_features + 1) // 2, "diag": k * n_features,
+           "spherical": k, "tied": n_features * (n_features + 1) // 2}[covariance]
+    return (k - 1) + k * (k - 1) + k * n_features + cov
+
+
+def _stack(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    return np.concatenate(seqs), [len(s) for s in seqs]
+
+
+def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: int, cfg: HMMConfig,
+            params_path: Path | None = None) -> dict:
+    """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised."""
+    X, lengths = _stack(train)
+    rs = restart_seed(cfg.seed, k, restart)
+    row = {"k": k, "restart": restart, "random_state": rs, "status": "ok", "reason": None,
+           "n_params": n_parameters(k, X.shape[1], cfg.covariance), "n_obs": len(X),
+           "train_ll": None, "heldout_ll": None, "aic": None, "bic": None, "converged": None,
+           "params_path": None}
+    if row["n_params"] >= len(X):
+        row.update(status="failed", reason=f"{row['n_params']} parameters for {len(X)} observations: "
+                   f"add seeds or checkpoints, lower hmm.max_states, or use covariance='diag'")
+        return row
+    model = GaussianHMM(n_components=k, covariance_type=cfg.covariance, n_iter=cfg.n_iter, tol=cfg.tol,
+                        random_state=rs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, lengths)
+            ll = model.score(X, lengths)
+            params = model_params(model)
+            bad = [n for n, v in params.items() if not np.all(np.isfinite(v))]
+            if bad:
+                raise HMMError(f"non-finite parameters {bad}")
+            if not np.allclose(model.transmat_.sum(axis=1), 1.0, atol=1e-6):
+                raise HMMError("degenerate transition matrix (a row does not sum to 1)")
+            row.update(train_ll=float(ll), aic=float(model.aic(X, lengths)), bic=float(model.bic(X, lengths)),
+                       converged=bool(model.monitor_.converged))
+            if held:
+                Xh, lh = _stack(held)
+                row["heldout_ll"] = float(model.score(Xh, lh))
+    except Exception as err:  # noqa: BLE001 - a failed fit is data for the selection, not a crash
+        row.update(status="failed", reason=f"{type(err).__name__}: {err}")
+        return row
+    if not np.isfinite(row["train_ll"]):
+        row.update(status="failed", reason=f"non-finite log-likelihood {row['train_ll']}")
+        return row
+    if params_path is not None:
+        params_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(params_path, covariance_type=cfg.covariance, **params)
+        row["params_path"] = str(params_path)
+    return row
+
+
+def model_params(model: GaussianHMM) -> dict[str, np.ndarray]:
+    return {"startprob": model.startprob_, "transmat": model.transmat_, "means": model.means_,
+            "covars": model._covars_}  # the covariance in its own type's shape
+
+
+def load_model(params: dict[str, np.ndarray]) -> GaussianHMM:
+    cov = str(np.asarray(params["covariance_type"]))
+    k, n_features = params["means"].shape
+    m = GaussianHMM(n_components=k, covariance_type=cov)
+    m.n_features = n_features
+    m.startprob_, m.transmat_, m.means_ = params["startprob"], params["transmat"], params["means"]
+    m.covars_ = params["covars"]
+    return m
+
+
+def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict], int]:
+    """Best restart per k (highest training log-likelihood), and the k minimising ``criterion``."""
+    table = []
+    for k in sorted({f["k"] for f in fits}):
+        rows = [f for f in fits if f["k"] == k]
+        ok = [f for f in rows if f["status"] == "ok"]
+        entry = {"k": k, "n_ok": len(ok), "n_failed": len(rows) - len(ok),
+                 "failures": sorted({f["reason"] for f in rows if f["status"] != "ok"})}
+        if ok:
+            best = max(ok, key=lambda f: f["train_ll"])
+            bics = [f["bic"] for f in ok]
+            entry.update({key: best[key] for key in ("restart", "random_state", "train_ll", "heldout_ll",
+                                                      "aic", "bic", "n_params", "params_path")})
+            entry.update(bic_min=min(bics), bic_max=max(bics))
+        table.append(entry)
+    usable = [t for t in table if t["n_ok"]]
+    if not usable:
+        reasons = sorted({r for t in table for r in t["failures"]})
+        raise HMMError(f"every HMM fit failed: {reasons}")
+    if criterion == "heldout_ll" and all(t["heldout_ll"] is not None for t in usable):
+        chosen = max(usable, key=lambda t: t["heldout_ll"])["k"]
+    else:
+        chosen = min(usable, key=lambda t: t[criterion if criterion != "heldout_ll" else "bic"])["k"]
+    return table, chosen
+
+
+def canonical_permutation(paths: list[np.ndarray], steps: list[np.ndarray], k: int,
+                          means: np.ndarray) -> np.ndarray:
+    """``perm[old] = new``: states ordered by mean first-visit step over the seeds that visit them;
+    states never visited go last, ordered by their mean vector. hmmlearn's labels are arbitrary."""
+    first = np.full(k, np.inf)
+    for s in range(k):
+        visits = [st[np.argmax(p == s)] for p, st in zip(paths, steps) if np.any(p == s)]
+        if visits:
+            first[s] = float(np.mean(visits))
+    order = sorted(range(k), key=lambda s: (first[s], tuple(np.round(means[s], 8))))
+    perm = np.empty(k, dtype=int)
+    perm[order] = np.arange(k)
+    return perm
+
+
+def permute_params(params: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    inv = np.argsort(perm)  # inv[new] = old
+    out = dict(params)
+    out["startprob"] = params["startprob"][inv]
+    out["transmat"] = params["transmat"][np.ix_(inv, inv)]
+    out["means"] = params["means"][inv]
+    if str(np.asarray(params["covariance_type"])) != "tied":
+        out["covars"] = params["covars"][inv]
+    return out
+
+
+def decode(params: dict[str, np.ndarray], seqs: list[np.ndarray]) -> list[np.ndarray]:
+    model = load_model(params)
+    return [model.decode(z, algorithm="viterbi")[1] for z in seqs]
+
+
+def save_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -1,0 +1,75 @@
+"""Hookpoints: dotted ``named_modules()`` paths, glob selection, capture in a context manager.
+
+Hooks are global state on a module, so they are only ever installed inside :func:`capture`, which
+removes them on exit, including when the forward pass raises (as TransformerLens does).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class HookPoint(nn.Identity):
+    """An identity module that gives an intermediate value a name (``blocks.0.attn.hook_pattern``)."""
+
+
+class HookpointError(ValueError):
+    """A hookpoint or parameter selection matched nothing."""
+
+
+def hookpoint_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _select(patterns: list[str], names: list[str], what: str) -> list[str]:
+    chosen: list[str] = []
+    for pat in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+        if not hits:
+            close = difflib.get_close_matches(pat, names, n=5, cutoff=0.3) or names[:8]
+            raise HookpointError(f"{what} {pat!r} matches nothing; closest existing names: {close}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
+def select_hookpoints(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of the modules matching ``patterns`` (exact names or globs), in model order."""
+    names = hookpoint_names(model)
+    chosen = set(_select(patterns, names, "hookpoint"))
+    return [n for n in names if n in chosen]
+
+
+def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
+    names = [n for n, _ in model.named_parameters()]
+    chosen = set(_select(patterns, names, "parameter glob"))
+    return [n for n in names if n in chosen]
+
+
+@contextmanager
+def capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named modules into the yielded dict (detached copies)."""
+    modules = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_mod, _inp, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"hookpoint {name!r} returns {type(output).__name__}, not a tensor")
+            out[name] = output.detach().clone()
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(make_hook(name)))
+        yield out
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,3 @@
+from vt_core.models.registry import build_model
+
+__all__ = ["build_model"]

@@ -1,0 +1,167 @@
+"""One Zarr v3 store per seed, written one checkpoint at a time with an atomic commit.
+
+Layout of ``runs/seed=NNNN.zarr``::
+
+    step, epoch, train_loss, ...      (step)               scalars at the root, so that
+                                                           xr.open_zarr(store) is a labelled Dataset
+    weights/step, weights/<param>     (step, *shape)       e.g. weights/layers.0.weight
+    activations/step, activations/<hook>  (step, probe, *shape)
+    probe/x, probe/y                  the fixed probe batch
+    attrs: seed, config_hash, config, committed_steps, last_step, status, error
+
+and beside it ``seed=NNNN.resume.pt``: model + optimizer + RNG state of the last commit (a file
+inside the store would make zarr and xarray warn about a foreign object).
+
+Commit protocol: a checkpoint's arrays are written first (chunk 1 along ``step``, so one checkpoint
+is one write per array), then the resume state (tmp file + rename), and ``committed_steps`` is
+bumped last. Readers only look at the first ``committed_steps`` rows; on resume anything past them
+is cut off. Zarr's local store writes every file through a temporary + rename, so a kill leaves
+either the old or the new version of each file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+import zarr
+
+from vt_core.training import Checkpoint
+
+STATUSES = ("running", "complete", "failed", "diverged")
+GROUPS = ("weights", "activations")
+
+
+def resume_path(store_path: str | Path) -> Path:
+    p = Path(store_path)
+    return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")
+
+
+class StoreError(RuntimeError):
+    """A run store is missing, belongs to another config, or is damaged."""
+
+
+class RunStore:
+    def __init__(self, path: str | Path, mode: str = "r+"):
+        self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise StoreError(f"no run store at {self.path}; run the study (vt run CONFIG) to create it")
+        self.root = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
+
+    @classmethod
+    def create(cls, path: str | Path, *, seed: int, config_hash: str, config: dict) -> "RunStore":
+        path = Path(path)
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        root.attrs.update(
+            seed=seed, config_hash=config_hash, config=config, committed_steps=0,
+            last_step=None, status="running", error=None,
+        )
+        return cls(path)
+
+    # -- attributes -------------------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.root.attrs)
+
+    @property
+    def committed(self) -> int:
+        return int(self.root.attrs["committed_steps"])
+
+    @property
+    def status(self) -> str:
+        return str(self.root.attrs["status"])
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        assert status in STATUSES, status
+        self.root.attrs.update(status=status, error=error)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _put(self, group: zarr.Group, name: str, value: np.ndarray, index: int, dims: tuple[str, ...]) -> None:
+        value = np.asarray(value)
+        if name in group:
+            arr = group[name]
+        else:
+            fill = np.nan if value.dtype.kind == "f" else -1
+            arr = group.create_array(
+                name, shape=(0, *value.shape), chunks=(1, *value.shape), dtype=value.dtype,
+                fill_value=fill, dimension_names=dims,
+            )
+        if arr.shape[1:] != value.shape:
+            raise StoreError(f"{self.path}: array {group.path}/{name} has shape {arr.shape[1:]}, got {value.shape}")
+        if arr.shape[0] <= index:
+            arr.resize((index + 1, *arr.shape[1:]))
+        arr[index] = value
+
+    def write(self, ckpt: Checkpoint) -> None:
+        """Write every array of one checkpoint at row ``ckpt.index`` (idempotent: rewrites the row)."""
+        i = ckpt.index
+        self._put(self.root, "step", np.int64(ckpt.step), i, ("step",))
+        self._put(self.root, "epoch", np.float64(ckpt.epoch), i, ("step",))
+        for k, v in ckpt.scalars.items():
+            self._put(self.root, k, np.float64(v), i, ("step",))
+        for gname, arrays, lead in (("weights", ckpt.weights, ()), ("activations", ckpt.activations, ("probe",))):
+            if not arrays:
+                continue
+            g = self.root.require_group(gname)
+            self._put(g, "step", np.int64(ckpt.step), i, ("step",))
+            for name, value in arrays.items():
+                extra = tuple(f"{name}.d{j}" for j in range(len(lead), value.ndim))
+                self._put(g, name, value, i, ("step", *lead, *extra))
+
+    def write_probe(self, x: np.ndarray, y: np.ndarray) -> None:
+        g = self.root.require_group("probe")
+        for name, v in (("x", x), ("y", y)):
+            v = np.asarray(v)
+            dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
+            a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True)
+            a[...] = v
+
+    def save_resume(self, state: dict) -> None:
+        tmp = self.resume_path.with_name(f".{self.resume_path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.resume_path)
+
+    def load_resume(self) -> dict | None:
+        f = self.resume_path
+        return torch.load(f, weights_only=True) if f.is_file() else None
+
+    @property
+    def resume_path(self) -> Path:
+        """Beside the store (seed=0003.resume.pt): a foreign file inside it makes zarr warn."""
+        return resume_path(self.path)
+
+    def commit(self, n: int, last_step: int) -> None:
+        """Mark the first ``n`` rows as committed; the last write of a checkpoint."""
+        self.root.attrs.update(committed_steps=n, last_step=last_step)
+
+    def _step_arrays(self):
+        yield from (a for _, a in self.root.arrays())
+        for g in GROUPS:
+            if g in self.root:
+                yield from (a for _, a in self.root[g].arrays())
+
+    def truncate(self, n: int) -> None:
+        """Drop every row past ``n`` (uncommitted leftovers of a killed run)."""
+        for arr in self._step_arrays():
+            if arr.shape[0] > n:
+                arr.resize((n, *arr.shape[1:]))
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def dataset(self, group: str | None = None) -> xr.Dataset:
+        """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root)."""
+        ds = xr.open_zarr(str(self.path), group=group, consolidated=False, chunks={})
+        return ds.isel(step=slice(0, self.committed))
+
+    def validate(self) -> list[str]:
+        """Problems found (empty if none): arrays shorter than the committed count."""
+        problems = []
+        for arr in self._step_arrays():
+            if arr.shape[0] < self.committed:
+                problems.append(f"{self.path}: {arr.path} has {arr.shape[0]} rows < committed {self.committed}")
+        return problems

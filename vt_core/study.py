@@ -1,0 +1,183 @@
+"""The study directory: study.json, per-seed stores, and training one seed into its store."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from vt_core.config import ConfigError, StudyConfig, parse_config
+from vt_core.store import RunStore, StoreError, resume_path
+from vt_core.training import DivergedError, Trainer
+
+STUDY_JSON = "study.json"
+_VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
+
+
+class StudyError(ValueError):
+    """The study directory does not match the config, or is not a study at all."""
+
+
+def study_dir(config: StudyConfig) -> Path:
+    return Path(config.output_dir).expanduser().resolve()
+
+
+def run_path(study: Path, seed: int) -> Path:
+    return Path(study) / "runs" / f"seed={seed:04d}.zarr"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in _VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def prepare_study(config: StudyConfig) -> Path:
+    """Create (or reopen) the study directory for ``config`` and record it in study.json.
+
+    Reopening with a config that trains differently is refused: the stored runs would no longer
+    match their config. Changing seeds, metrics or HMM settings is fine.
+    """
+    study = study_dir(config)
+    meta_path = study / STUDY_JSON
+    created = _now()
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("training_hash") != config.training_hash():
+            raise StudyError(
+                f"{study} holds a study trained with another config (training hash "
+                f"{old.get('training_hash')} != {config.training_hash()}); set output_dir to a new "
+                f"directory, or restore the original model/data/optimizer/training/checkpoints/hooks"
+            )
+        created = old.get("created", created)
+    elif study.exists() and any(study.iterdir()):
+        raise StudyError(f"{study} exists, is not empty and has no {STUDY_JSON}; choose another output_dir")
+    (study / "runs").mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(meta_path, {
+        "config": config.model_dump(mode="json"),
+        "training_hash": config.training_hash(),
+        "versions": _versions(),
+        "created": created,
+        "updated": _now(),
+    })
+    return study
+
+
+def load_study(study: str | Path) -> StudyConfig:
+    meta_path = Path(study) / STUDY_JSON
+    if not meta_path.is_file():
+        raise StudyError(f"{study} is not a study directory (no {STUDY_JSON}); run `vt run CONFIG` first")
+    try:
+        return parse_config(json.loads(meta_path.read_text())["config"], str(meta_path))
+    except (KeyError, json.JSONDecodeError, ConfigError) as err:
+        raise StudyError(f"{meta_path} is damaged: {err}") from None
+
+
+def _summary(store: RunStore, seed: int, skipped: bool) -> dict:
+    a = store.attrs
+    acc = None
+    if store.committed:
+        acc = float(store.dataset()["test_accuracy"].values[-1])
+    return {"seed": seed, "status": a["status"], "committed_steps": a["committed_steps"],
+            "last_step": a["last_step"], "final_test_accuracy": acc, "error": a["error"],
+            "skipped": skipped, "path": str(store.path)}
+
+
+def open_run(study: Path, seed: int, config: StudyConfig) -> RunStore:
+    store = RunStore(run_path(study, seed))
+    if store.attrs.get("config_hash") != config.training_hash():
+        raise StoreError(f"seed {seed}: {store.path} was written by another config; "
+                         f"`vt rerun {study} --seed {seed}` retrains it")
+    return store
+
+
+def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None) -> dict:
+    """Train one seed into its store, resuming from the last commit; a finished seed is skipped."""
+    study = Path(study)
+    config = load_study(study)
+    path = run_path(study, seed)
+    if path.exists():
+        store = open_run(study, seed, config)
+        if store.status in ("complete", "diverged"):
+            return _summary(store, seed, skipped=True)
+    else:
+        store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
+                                config=config.training_dict())
+    trainer = Trainer(config, seed)
+    state = store.load_resume()
+    if state is not None:
+        trainer.load_state_dict(state)
+    elif store.committed:
+        raise StoreError(f"seed {seed}: {path} has {store.committed} committed checkpoints but no "
+                         f"resume state; `vt rerun {study} --seed {seed}` retrains it")
+    # a kill between the resume state and the commit leaves complete rows: roll the commit forward
+    store.truncate(trainer.n_checkpoints)
+    store.commit(trainer.n_checkpoints, store.attrs["last_step"] if state is None else trainer.step)
+    store.set_status("running")
+    if trainer.n_checkpoints == 0:
+        store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
+    try:
+        for ckpt in trainer.run():
+            store.write(ckpt)
+            store.save_resume(trainer.state_dict())
+            store.commit(ckpt.index + 1, ckpt.step)
+            if progress is not None:
+                progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
+                          "step": ckpt.step, **ckpt.scalars})
+    except DivergedError as err:
+        store.set_status("diverged", error=str(err))
+    except BaseException as err:
+        store.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    else:
+        store.set_status("complete")
+    return _summary(store, seed, skipped=False)
+
+
+def seed_status(study: str | Path) -> list[dict]:
+    """One row per configured seed: status, committed checkpoints, last step, error."""
+    study = Path(study)
+    config = load_study(study)
+    rows = []
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            rows.append({"seed": seed, "status": "missing", "committed_steps": 0, "last_step": None,
+                         "error": None, "path": str(path)})
+            continue
+        try:
+            a = RunStore(path, mode="r").attrs
+            rows.append({"seed": seed, "status": a["status"], "committed_steps": a["committed_steps"],
+                         "last_step": a["last_step"], "error": a["error"], "path": str(path)})
+        except Exception as err:  # a damaged store is reported, not fatal
+            rows.append({"seed": seed, "status": "damaged", "committed_steps": 0, "last_step": None,
+                         "error": f"{type(err).__name__}: {err}", "path": str(path)})
+    return rows
+
+
+def reset_seed(study: str | Path, seed: int) -> None:
+    """Delete one seed's store so that the next run retrains it from scratch."""
+    config = load_study(study)
+    if seed not in config.seeds:
+        raise StudyError(f"seed {seed} is not in this study's seeds {config.seeds}")
+    path = run_path(Path(study), seed)
+    shutil.rmtree(path, ignore_errors=True)
+    resume_path(path).unlink(missing_ok=True)

@@ -1,0 +1,192 @@
+"""The training loop: yields a :class:`Checkpoint` on the schedule, resumes exactly.
+
+Everything random is tied to the run's seed: the global torch RNG is seeded *before* the model is
+built (initialisation), data come from the seed, and batches are drawn from a dedicated
+``torch.Generator`` whose state is part of :meth:`Trainer.state_dict`. Restoring that state and
+continuing gives bitwise the same arrays as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vt_core.config import StudyConfig
+from vt_core.data import Task, build_task
+from vt_core.hooks import capture, select_hookpoints, select_parameters
+from vt_core.models import build_model
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training diverged at step {step}: loss={loss}")
+        self.step = step
+
+
+@dataclass
+class Checkpoint:
+    index: int
+    step: int
+    epoch: float
+    scalars: dict[str, float]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def loss_and_correct(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_classes: int):
+    """Loss (mean) and number of correct predictions for class-index targets ``y``."""
+    if loss_name == "hinge":  # one output; targets in {-1, +1}
+        t = y.float() * 2 - 1
+        margin = out.squeeze(-1) * t
+        return torch.clamp(1 - margin, min=0).mean(), (margin > 0).sum()
+    if loss_name == "mse":
+        loss = F.mse_loss(out, F.one_hot(y, n_classes).float())
+    else:
+        loss = F.cross_entropy(out, y)
+    return loss, (out.argmax(-1) == y).sum()
+
+
+class Trainer:
+    def __init__(self, config: StudyConfig, seed: int):
+        self.cfg, self.seed = config, seed
+        self.device = torch.device(config.training.device)
+        seed_everything(seed)  # before the model is built: initialisation follows the seed
+        task = build_task(config.data, seed)
+        self.task = Task(*(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in vars(task).values()))
+        self.d_out = 1 if config.training.loss == "hinge" else task.n_classes
+        self.model = build_model(config.model, task, self.d_out).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.hooks = select_hookpoints(self.model, config.hooks.activations) if config.hooks.activations else []
+        self.weight_names = select_parameters(self.model, config.hooks.weights)
+        n = len(task.x_train)
+        self.batch_size = min(config.training.batch_size or n, n)
+        self.batches_per_epoch = math.ceil(n / self.batch_size)
+        self.probe_x = self.task.x_test[: config.hooks.probe_size]
+        self.probe_y = self.task.y_test[: config.hooks.probe_size]
+        # position in training
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.perm: torch.Tensor | None = None
+        self.n_checkpoints = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optimizer
+        params = self.model.parameters()
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.training.epochs * self.batches_per_epoch
+
+    # -- exact resume -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
+            "position": torch.tensor([self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints]),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.perm = state["perm"] if state["perm"].numel() else None
+        self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints = (int(v) for v in state["position"])
+
+    # -- evaluation and capture -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _evaluate(self, x, y) -> tuple[float, float]:
+        self.model.eval()
+        loss, correct = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
+        self.model.train()
+        return float(loss), float(correct) / len(y)
+
+    @torch.no_grad()
+    def checkpoint(self) -> Checkpoint:
+        train_loss, train_acc = self._evaluate(self.task.x_train, self.task.y_train)
+        test_loss, test_acc = self._evaluate(self.task.x_test, self.task.y_test)
+        params = dict(self.model.named_parameters())
+        weights = {n: params[n].detach().cpu().numpy().copy() for n in self.weight_names}
+        acts = {}
+        if self.hooks:
+            self.model.eval()
+            with capture(self.model, self.hooks) as out:
+                self.model(self.probe_x)
+            self.model.train()
+            acts = {n: v.cpu().numpy() for n, v in out.items()}
+        ckpt = Checkpoint(
+            index=self.n_checkpoints,
+            step=self.step,
+            epoch=self.epoch + self.batch_in_epoch / self.batches_per_epoch,
+            scalars={"train_loss": train_loss, "train_accuracy": train_acc,
+                     "test_loss": test_loss, "test_accuracy": test_acc},
+            weights=weights,
+            activations=acts,
+        )
+        self.n_checkpoints += 1
+        return ckpt
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _train_step(self, idx: torch.Tensor) -> None:
+        x, y = self.task.x_train[idx], self.task.y_train[idx]
+        loss, _ = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
+        if not torch.isfinite(loss):
+            raise DivergedError(self.step, float(loss))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.training.grad_clip is not None:  # between backward and step, where it acts
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+
+    def _due(self, end_of_epoch: bool) -> bool:
+        c = self.cfg.checkpoints
+        if self.step == self.total_steps:
+            return True
+        if c.every_steps is not None:
+            return self.step % c.every_steps == 0
+        return end_of_epoch and self.epoch % c.every_epochs == 0
+
+    def run(self) -> Iterator[Checkpoint]:
+        """Train to the end, yielding checkpoints; starts from wherever the state says."""
+        if self.n_checkpoints == 0:
+            yield self.checkpoint()  # the initialisation, step 0
+        n = len(self.task.x_train)
+        while self.step < self.total_steps:
+            if self.perm is None:
+                self.perm = torch.randperm(n, generator=self.generator)
+            start = self.batch_in_epoch * self.batch_size
+            idx = self.perm[start : start + self.batch_size].to(self.device)
+            self._train_step(idx)
+            self.batch_in_epoch += 1
+            end_of_epoch = self.batch_in_epoch == self.batches_per_epoch
+            if end_of_epoch:
+                self.epoch, self.batch_in_epoch, self.perm = self.epoch + 1, 0, None
+            if self._due(end_of_epoch):
+                yield self.checkpoint()
