@@ -153,10 +153,16 @@ class RunStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def dataset(self, group: str | None = None) -> xr.Dataset:
-        """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root)."""
+    def dataset(self, group: str | None = None, chunk_bytes: int = 32 * 2**20) -> xr.Dataset:
+        """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root).
+
+        Dask chunks span as many stored checkpoints as fit in ``chunk_bytes`` for the largest
+        array: one task per few-MB block instead of one per checkpoint per array."""
         ds = xr.open_zarr(str(self.path), group=group, consolidated=False, chunks={})
-        return ds.isel(step=slice(0, self.committed))
+        ds = ds.isel(step=slice(0, self.committed))
+        per_step = max([v.dtype.itemsize * v.size // max(v.sizes["step"], 1)
+                        for v in ds.data_vars.values() if "step" in v.dims] or [1])
+        return ds.chunk({"step": max(1, int(chunk_bytes // max(per_step, 1)))})
 
     def validate(self) -> list[str]:
         """Problems found (empty if none): arrays shorter than the committed count."""

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from vt_core.config import ConfigError, StudyConfig, parse_config
 from vt_core.store import RunStore, StoreError, resume_path
 from vt_core.training import DivergedError, Trainer
@@ -109,9 +111,26 @@ def open_run(study: Path, seed: int, config: StudyConfig) -> RunStore:
     return store
 
 
-def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None) -> dict:
-    """Train one seed into its store, resuming from the last commit; a finished seed is skipped."""
+def is_finished(study: str | Path, seed: int) -> bool:
+    """True when the seed's store is complete (or diverged) under the study's current config."""
+    path = run_path(Path(study), seed)
+    if not path.exists():
+        return False
+    try:
+        store = open_run(Path(study), seed, load_study(study))
+    except StoreError:
+        return False
+    return store.status in ("complete", "diverged")
+
+
+def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None,
+               num_threads: int | None = None) -> dict:
+    """Train one seed into its store, resuming from the last commit; a finished seed is skipped.
+
+    ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
     study = Path(study)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     config = load_study(study)
     path = run_path(study, seed)
     if path.exists():

@@ -1,0 +1,128 @@
+"""The `vt` command: run, rerun, analyze, status, validate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import tasks  # noqa: F401  (analytics off before Prefect is imported)
+from vt_core.config import ConfigError, load_config
+from vt_core.hooks import HookpointError
+from vt_core.study import StudyError, load_study, seed_status, study_dir
+
+app = typer.Typer(help="vt: training dynamics studies (train seeds, metrics, HMM states, dashboards).",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
+Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or local Dask workers)")]
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False) -> dict:
+    from flows.runners import RunnerError, make_task_runner
+    from flows.study import analyze_flow, study_flow
+
+    try:
+        task_runner = make_task_runner(runner, workers)
+    except RunnerError as err:
+        _fail(err)
+    f = analyze_flow if analyze_only else study_flow
+    start = time.perf_counter()
+    result = f.with_options(task_runner=task_runner)(**flow_kwargs)
+    console.print(f"\n[bold green]done[/] in {time.perf_counter() - start:.1f} s")
+    console.print(f"dashboard: [bold]{result['dashboard']}[/]")
+    console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
+    return result
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], runner: Runner = "threads",
+        workers: Workers = 2) -> None:
+    """Train every seed (finished seeds are skipped, interrupted ones resume), then analyse."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        _fail(err)
+    console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}")
+    try:
+        _run({"config_path": str(config)}, runner, workers)
+    except (StudyError, HookpointError) as err:
+        _fail(err)
+
+
+@app.command()
+def rerun(study: Annotated[Path, typer.Argument(help="study directory")],
+          seed: Annotated[list[int], typer.Option(help="seed to retrain from scratch (repeatable)")],
+          runner: Runner = "threads", workers: Workers = 2) -> None:
+    """Retrain the given seeds from scratch, then analyse the whole study again."""
+    try:
+        cfg = load_study(study)
+    except StudyError as err:
+        _fail(err)
+    unknown = [s for s in seed if s not in cfg.seeds]
+    if unknown:
+        _fail(StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})"))
+    _run({"study": str(study.resolve()), "rerun_seeds": list(seed)}, runner, workers)
+
+
+@app.command()
+def analyze(study: Annotated[Path, typer.Argument(help="study directory")], runner: Runner = "threads",
+            workers: Workers = 2) -> None:
+    """Compute metrics, fit HMMs and rebuild the dashboard for the finished seeds of a study."""
+    try:
+        load_study(study)
+    except StudyError as err:
+        _fail(err)
+    _run({"study": str(study.resolve())}, runner, workers, analyze_only=True)
+
+
+@app.command()
+def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> None:
+    """Each seed's state (complete, running, failed, diverged, missing) and last committed step."""
+    try:
+        rows = seed_status(study)
+    except StudyError as err:
+        _fail(err)
+    table = Table(title=f"study {study}")
+    for col in ("seed", "status", "checkpoints", "last step", "error"):
+        table.add_column(col)
+    colors = {"complete": "green", "running": "yellow", "failed": "red", "diverged": "magenta"}
+    for r in rows:
+        c = colors.get(r["status"], "white")
+        table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
+                      r["error"] or "")
+    console.print(table)
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) -> None:
+    """Check a config (fields, hookpoint names) without training anything."""
+    from vt_core.data import build_task
+    from vt_core.hooks import select_hookpoints, select_parameters
+    from vt_core.models import build_model
+
+    try:
+        cfg = load_config(config)
+        task = build_task(cfg.data, cfg.seeds[0])
+        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+        hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
+        params = select_parameters(model, cfg.hooks.weights)
+    except (ConfigError, HookpointError) as err:
+        _fail(err)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
+                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,76 @@
+"""The study flow (train every seed, then analyse) and the analysis flow (existing runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, unmapped
+
+from tasks.hmm import build_dashboard_task, explain_task, fit_hmm_task, prepare_hmm_task, select_model_task
+from tasks.metrics import compute_metrics_task, init_metrics_task
+from tasks.report import publish_artifacts_task
+from tasks.training import train_seed_task
+from vt_core import stages
+from vt_core.config import load_config
+from vt_core.dashboard import DASHBOARD
+from vt_core.study import is_finished, load_study, prepare_study, reset_seed
+
+
+def _result_storage(study: str) -> Path:
+    return Path(study) / ".prefect" / "results"
+
+
+@flow(name="vt-analyze")
+def analyze_flow(study: str, force: bool = True) -> dict:
+    """Metrics (one task per seed), HMM fits (one task per k x restart), selection, dashboard.
+
+    With ``force=False`` an analysis already made from the same runs and settings is reused."""
+    seeds = stages.usable_seeds(Path(study))
+    if not force and stages.analysis_is_current(Path(study), seeds):
+        get_run_logger().info("analysis is up to date with the runs; reusing it")
+        dashboard, selection = str(Path(study) / DASHBOARD), stages.load_selection(Path(study))
+        publish_artifacts_task(study, dashboard, selection)
+        return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds}
+    init_metrics_task(study, seeds)
+    compute_metrics_task.map(study=unmapped(study), seed=seeds).result()
+    hmm_input = prepare_hmm_task(study)
+    grid = hmm_input["grid"]
+    fits = fit_hmm_task.map(study=unmapped(study), k=[k for k, _ in grid], restart=[r for _, r in grid]).result()
+    selection = select_model_task(study, fits)
+    explain_task(study)
+    dashboard = build_dashboard_task(study)
+    publish_artifacts_task(study, dashboard, selection)
+    return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds}
+
+
+@flow(name="vt-study")
+def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None) -> dict:
+    """Train every seed of a study (finished seeds come back cached), then analyse.
+
+    Give ``config_path`` for a new or continued study, or ``study`` for an existing directory.
+    ``rerun_seeds`` are deleted and trained again from scratch."""
+    logger = get_run_logger()
+    if config_path is not None:
+        study = str(prepare_study(load_config(config_path)))
+    elif study is None:
+        raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
+    config = load_study(study)
+    for seed in rerun_seeds or []:
+        reset_seed(study, seed)
+    task = train_seed_task.with_options(result_storage=_result_storage(study))
+    futures = {seed: task.with_options(refresh_cache=not is_finished(study, seed)).submit(study, seed)
+               for seed in config.seeds}
+    runs, failed = {}, {}
+    for seed, fut in futures.items():
+        fut.wait()
+        if fut.state.is_completed():
+            runs[seed] = fut.result()
+        else:
+            failed[seed] = str(fut.state.message)
+            logger.error("seed %d failed: %s", seed, fut.state.message)
+    result = analyze_flow(study, force=bool(rerun_seeds))
+    result.update(runs=runs, failed=failed)
+    if failed:
+        raise RuntimeError(f"seeds {sorted(failed)} failed (the others were analysed); see `vt status {study}` "
+                           f"and retrain them with `vt rerun {study} --seed N`")
+    return result

@@ -1,0 +1,203 @@
+"""The pipeline's stages on a study directory, each one function that Prefect tasks call.
+
+Stages exchange paths and small JSON-able values only; everything else lives on disk::
+
+    compute metrics  -> metrics.zarr
+    prepare_hmm      -> hmm/input.npz, hmm/split.json
+    fit_hmm (k, r)   -> hmm/fits/k=KK-r=RR.json (+ .npz parameters)
+    select_model     -> hmm/selection.json, hmm/model.npz, hmm/paths.json
+    explain          -> analysis.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+import vt_core
+from vt_core import analysis, hmm
+from vt_core.metrics import init_metrics_store, load_features, write_seed_metrics
+from vt_core.study import load_study, open_run, run_path
+
+HMM_DIR = "hmm"
+ANALYSIS_JSON = "analysis.json"
+
+
+def usable_seeds(study: Path) -> list[int]:
+    """Seeds whose store has at least two committed checkpoints (complete or diverged)."""
+    config = load_study(study)
+    out = []
+    for seed in config.seeds:
+        if run_path(study, seed).exists():
+            store = open_run(study, seed, config)
+            if store.status in ("complete", "diverged") and store.committed >= 2:
+                out.append(seed)
+    return out
+
+
+def analysis_fingerprint(study: Path, seeds: list[int]) -> str:
+    """What the analysis depends on: metric and HMM settings, each seed's committed checkpoints."""
+    config = load_study(study)
+    runs = []
+    for seed in seeds:
+        a = open_run(study, seed, config).attrs
+        runs.append([seed, a["status"], a["committed_steps"], a["config_hash"]])
+    blob = json.dumps([vt_core.__version__, config.metrics.model_dump(mode="json"),
+                       config.hmm.model_dump(mode="json"), runs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def analysis_is_current(study: Path, seeds: list[int]) -> bool:
+    """True when analysis.json, the selection and the dashboard were made from exactly these inputs."""
+    study = Path(study)
+    needed = [study / ANALYSIS_JSON, study / HMM_DIR / "selection.json", study / "dashboard" / "index.html"]
+    if not seeds or not all(p.is_file() for p in needed):
+        return False
+    try:
+        stored = json.loads((study / ANALYSIS_JSON).read_text()).get("fingerprint")
+    except json.JSONDecodeError:
+        return False
+    return stored == analysis_fingerprint(study, seeds)
+
+
+def load_selection(study: Path) -> dict:
+    sel = json.loads((Path(study) / HMM_DIR / "selection.json").read_text())
+    return {"chosen_k": sel["chosen_k"], "table": sel["table"]}
+
+
+def init_metrics(study: Path, seeds: list[int]) -> str:
+    config = load_study(study)
+    if not seeds:
+        raise hmm.HMMError(f"{study}: no seed has finished training; check `vt status {study}`")
+    return str(init_metrics_store(study, config, {s: open_run(study, s, config) for s in seeds}))
+
+
+def compute_metrics(study: Path, seed: int) -> int:
+    config = load_study(study)
+    return write_seed_metrics(study, config, open_run(study, seed, config), seed)
+
+
+def prepare_hmm(study: Path) -> dict:
+    """Read the features, sort each seed by step, z-score per seed, split seeds; save the input."""
+    config = load_study(study)
+    seqs = hmm.sequences_from_features(load_features(study, config.hmm_features))
+    short = [s for s, x in zip(seqs.seeds, seqs.values) if len(x) < 2]
+    if short:
+        raise hmm.HMMError(f"seeds {short} have fewer than 2 complete checkpoints; cannot fit an HMM")
+    train, held = hmm.split_seeds(seqs.seeds, config.hmm.holdout_fraction, config.hmm.seed)
+    z = seqs.zscored()
+    out = Path(study) / HMM_DIR
+    out.mkdir(exist_ok=True)
+    np.savez(out / "input.npz", seeds=np.array(seqs.seeds), lengths=np.array([len(x) for x in z]),
+             z=np.concatenate(z), raw=np.concatenate(seqs.values), steps=np.concatenate(seqs.steps),
+             features=np.array(seqs.features))
+    hmm.save_json(out / "split.json", {"train": train, "heldout": held, "features": seqs.features})
+    grid = [(k, r) for k in range(1, config.hmm.max_states + 1) for r in range(config.hmm.restarts)]
+    return {"grid": grid, "train": train, "heldout": held}
+
+
+def _load_input(study: Path):
+    d = np.load(Path(study) / HMM_DIR / "input.npz")
+    cut = np.cumsum(d["lengths"])[:-1]
+    split = lambda a: np.split(a, cut)  # noqa: E731
+    return ([int(s) for s in d["seeds"]], split(d["z"]), split(d["raw"]), split(d["steps"]),
+            [str(f) for f in d["features"]])
+
+
+def fit_hmm(study: Path, k: int, restart: int) -> dict:
+    config = load_study(study)
+    seeds, z, _, _, _ = _load_input(study)
+    split = json.loads((Path(study) / HMM_DIR / "split.json").read_text())
+    train = [z[seeds.index(s)] for s in split["train"]]
+    held = [z[seeds.index(s)] for s in split["heldout"]]
+    name = f"k={k:02d}-r={restart:02d}"
+    row = hmm.fit_one(train, held, k, restart, config.hmm, Path(study) / HMM_DIR / "fits" / f"{name}.npz")
+    hmm.save_json(Path(study) / HMM_DIR / "fits" / f"{name}.json", row)
+    return row
+
+
+def select_model(study: Path, fits: list[dict]) -> dict:
+    """Choose k by BIC, decode every seed with Viterbi, relabel states canonically, save."""
+    seeds, z, _, steps, _ = _load_input(study)
+    table, k = hmm.selection_table(fits, "bic")
+    best = next(t for t in table if t["k"] == k)
+    params = dict(np.load(best["params_path"]))
+    paths = hmm.decode(params, z)
+    perm = hmm.canonical_permutation(paths, steps, k, params["means"])
+    params = hmm.permute_params(params, perm)
+    paths = [perm[p] for p in paths]
+    out = Path(study) / HMM_DIR
+    np.savez(out / "model.npz", **params)
+    hmm.save_json(out / "selection.json", {"criterion": "bic", "chosen_k": k, "table": table})
+    hmm.save_json(out / "paths.json", {str(s): {"steps": st, "states": p} for s, st, p in zip(seeds, steps, paths)})
+    return {"chosen_k": k, "table": table}
+
+
+def explain(study: Path) -> dict:
+    """State summaries, the state graph and transition explanations -> analysis.json."""
+    config = load_study(study)
+    seeds, z, raw, steps, features = _load_input(study)
+    params = dict(np.load(Path(study) / HMM_DIR / "model.npz"))
+    model = hmm.load_model(params)
+    sel = json.loads((Path(study) / HMM_DIR / "selection.json").read_text())
+    stored = json.loads((Path(study) / HMM_DIR / "paths.json").read_text())
+    paths = [np.asarray(stored[str(s)]["states"]) for s in seeds]
+    k = sel["chosen_k"]
+    covars = model.covars_  # full (k, F, F) whatever the covariance type
+    graph = analysis.state_graph(params["transmat"], paths, seeds)
+    grads = analysis.explain_transitions(z, paths, params["startprob"], params["transmat"],
+                                         params["means"], covars)
+    summaries = analysis.state_summaries(paths, steps, raw, seeds, features, k)
+    transitions = []
+    for (i, j), g in sorted(grads.items()):
+        top = np.argsort(-g)[:5]
+        transitions.append({
+            "from": i, "to": j, "prob": float(params["transmat"][i, j]),
+            "n_seeds": graph.edges[i, j]["n_seeds"] if graph.has_edge(i, j) else 0,
+            "mean_abs_gradient": {features[f]: float(g[f]) for f in range(len(features))},
+            "top_features": [{"feature": features[f], "mean_abs_gradient": float(g[f]),
+                              "z_mean_change": float(params["means"][j, f] - params["means"][i, f]),
+                              "raw_mean_change": (summaries[j]["means"].get(features[f], np.nan)
+                                                  - summaries[i]["means"].get(features[f], np.nan))}
+                             for f in top],
+        })
+    value = load_features(study, ["test_accuracy"])
+    conv = {}
+    for s in seeds:
+        acc = value.sel(seed=s, metric="test_accuracy")
+        conv[str(s)] = analysis.convergence_step(acc["step"].values, acc.values, config.hmm.convergence_threshold)
+    result = {
+        "study": config.name, "chosen_k": k, "features": features, "states": summaries,
+        "graph": nx.node_link_data(graph, edges="edges"), "transitions": transitions,
+        "convergence_step": conv, "convergence_threshold": config.hmm.convergence_threshold,
+        "fingerprint": analysis_fingerprint(study, seeds),
+    }
+    hmm.save_json(Path(study) / ANALYSIS_JSON, result)
+    return {"chosen_k": k, "n_transitions": len(transitions)}
+
+
+def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
+    """The study's markdown summary: chosen k, states, key transitions, per-seed status."""
+    config = load_study(study)
+    a = json.loads((Path(study) / ANALYSIS_JSON).read_text())
+    lines = [f"# vt study `{config.name}`", "",
+             f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} metrics.", "",
+             *([f"> BIC is lowest at the largest k tried ({config.hmm.max_states}): raise `hmm.max_states` "
+                "to see whether it keeps falling.", ""] if a["chosen_k"] == config.hmm.max_states else []),
+             "## States", "", "| state | occupancy | mean first step | steps | seeds |", "|---|---|---|---|---|"]
+    for s in a["states"]:
+        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {s['first_step_mean']} | "
+                     f"{s['step_min']}–{s['step_max']} | {len(s['seeds'])} |")
+    lines += ["", "## Transitions (top features by mean |d log p / d z|)", ""]
+    for t in a["transitions"]:
+        feats = ", ".join(f"{f['feature']} ({f['z_mean_change']:+.2f} sd)" for f in t["top_features"][:3])
+        lines.append(f"- {t['from']} → {t['to']} (p={t['prob']:.3f}, {t['n_seeds']} seeds): {feats}")
+    lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
+    for r in seed_rows:
+        lines.append(f"| {r['seed']} | {r['status']} | {r['committed_steps']} | {r['last_step']} | "
+                     f"{a['convergence_step'].get(str(r['seed']))} |")
+    return "\n".join(lines)
