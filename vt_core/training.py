@@ -157,7 +157,7 @@ class Trainer:
         x, y = self.task.x_train[idx], self.task.y_train[idx]
         loss, _ = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
         if not torch.isfinite(loss):
-            raise DivergedError(self.step, float(loss))
+            raise DivergedError(self.step, loss.item())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.training.grad_clip is not None:  # between backward and step, where it acts

@@ -1,0 +1,67 @@
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from vt_core.config import parse_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_dict(out: Path, **over) -> dict:
+    """A sparse-parity study that trains in about a second per seed."""
+    d = {
+        "name": "tiny",
+        "seeds": [0, 1, 2],
+        "output_dir": str(out),
+        "model": {"name": "mlp", "hidden": [32]},
+        "data": {"name": "sparse_parity", "n_bits": 8, "k": 2, "n_train": 256, "n_test": 64},
+        "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.01},
+        "training": {"epochs": 12, "batch_size": 32, "loss": "hinge"},
+        "checkpoints": {"every_epochs": 1},
+        "hooks": {"activations": ["layers.1"], "probe_size": 8},
+        "hmm": {"max_states": 3, "restarts": 2, "covariance": "diag"},
+    }
+    for key, value in over.items():
+        same_kind = isinstance(d.get(key), dict) and value.get("name", d[key].get("name")) == d[key].get("name") \
+            if isinstance(value, dict) else False
+        if same_kind:
+            d[key] = {**d[key], **value}
+        else:
+            d[key] = value
+    return d
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    return parse_config(tiny_dict(tmp_path / "study"))
+
+
+@pytest.fixture(scope="session")
+def analysed_study(tmp_path_factory):
+    """A tiny study trained and analysed through vt_core alone (no Prefect)."""
+    from vt_core import stages
+    from vt_core.dashboard import build_dashboard
+    from vt_core.study import prepare_study, train_seed
+
+    config = parse_config(tiny_dict(
+        tmp_path_factory.mktemp("analysed") / "study", checkpoints={"every_epochs": None, "every_steps": 2},
+        hmm={"features": ["l2", "spectral", "code_sparsity", "mean_singular_value", "var_w", "mean_b",
+                          "train_loss", "test_accuracy"]}))
+    study = prepare_study(config)
+    for seed in config.seeds:
+        train_seed(study, seed)
+    seeds = stages.usable_seeds(study)
+    stages.init_metrics(study, seeds)
+    for seed in seeds:
+        stages.compute_metrics(study, seed)
+    grid = stages.prepare_hmm(study)["grid"]
+    fits = [stages.fit_hmm(study, k, r) for k, r in grid]
+    stages.select_model(study, fits)
+    stages.explain(study)
+    build_dashboard(study)
+    return study

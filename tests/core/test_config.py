@@ -1,0 +1,69 @@
+import pytest
+
+from tests.conftest import ROOT, tiny_dict
+from vt_core.config import PAPER_METRICS, ConfigError, load_config, parse_config
+
+
+def test_examples_load():
+    for path in sorted((ROOT / "examples").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.seeds and cfg.name
+
+
+def test_seed_count_expands_and_defaults(tmp_path):
+    cfg = parse_config(tiny_dict(tmp_path, seeds=4))
+    assert cfg.seeds == [0, 1, 2, 3]
+    assert cfg.metrics.names == list(PAPER_METRICS)
+    assert cfg.hmm_features == list(PAPER_METRICS)
+
+
+BAD = [
+    ({"lerning_rate": 1}, "lerning_rate: unknown key"),
+    ({"optimizer": {"lr": -1.0}}, "optimizer.lr"),
+    ({"optimizer": {"lr": "fast"}}, "optimizer.lr"),
+    ({"seeds": []}, "seeds"),
+    ({"seeds": [1, 1]}, "repeated: [1]"),
+    ({"seeds": -3}, "seeds"),
+    ({"model": {"name": "mlp", "hidden": [0]}}, "model.mlp.hidden.0"),
+    ({"model": {"name": "lstm"}}, "model"),
+    ({"data": {"name": "sparse_parity", "n_bits": 3, "k": 5}}, "k=5 relevant bits cannot exceed n_bits=3"),
+    ({"data": {"name": "modular_addition", "p": 1}}, "data.modular_addition.p"),
+    ({"data": {"name": "modular_addition", "train_fraction": 1.5}}, "train_fraction"),
+    ({"training": {"epochs": 0}}, "training.epochs"),
+    ({"training": {"epochs": 3, "loss": "hinge"}, "data": {"name": "modular_addition"}},
+     "needs a binary task"),
+    ({"checkpoints": {"every_epochs": 1, "every_steps": 5}}, "exactly one of every_epochs or every_steps"),
+    ({"metrics": {"names": ["l1", "entropy"]}}, "unknown metric(s) ['entropy']"),
+    ({"hmm": {"features": ["l7"]}}, "hmm.features ['l7'] are not computed"),
+    ({"hmm": {"covariance": "banded"}}, "hmm.covariance"),
+    ({"name": "has space"}, "name"),
+]
+
+
+@pytest.mark.parametrize("patch, message", BAD)
+def test_bad_configs_name_the_field(tmp_path, patch, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(tiny_dict(tmp_path, **patch))
+    assert message in str(err.value)
+
+
+def test_missing_section_is_named(tmp_path):
+    d = tiny_dict(tmp_path)
+    del d["training"]
+    with pytest.raises(ConfigError, match="training: required"):
+        parse_config(d)
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_training_hash_ignores_seeds_and_analysis_settings(tmp_path):
+    base = parse_config(tiny_dict(tmp_path))
+    assert parse_config(tiny_dict(tmp_path, seeds=[5, 6], hmm={"max_states": 5})).training_hash() == base.training_hash()
+    assert parse_config(tiny_dict(tmp_path, optimizer={"lr": 0.2})).training_hash() != base.training_hash()

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from hmmlearn.hmm import GaussianHMM
+from sklearn.metrics import adjusted_rand_score
+
+from vt_core import hmm
+from vt_core.config import HMMConfig
+
+
+def sample_known(sampler_seed: int, n_seqs=8, T=120):
+    """A left-to-right 3-state HMM on 3 features, like a network passing through training stages."""
+    true = GaussianHMM(n_components=3, covariance_type="diag", random_state=sampler_seed)
+    true.startprob_ = np.array([1.0, 0.0, 0.0])
+    true.transmat_ = np.array([[0.95, 0.05, 0.0], [0.0, 0.95, 0.05], [0.0, 0.0, 1.0]])
+    true.means_ = np.array([[0.0, 0.0, 0.0], [3.0, -2.0, 1.0], [6.0, 2.0, -3.0]])
+    true.covars_ = np.full((3, 3), 0.5)
+    rng = np.random.default_rng(sampler_seed)
+    seqs, states = [], []
+    for _ in range(n_seqs):
+        x, z = true.sample(T, random_state=int(rng.integers(2**31)))
+        seqs.append(x)
+        states.append(z)
+    return seqs, states
+
+
+@pytest.mark.parametrize("sampler_seed", [0, 1, 2])
+def test_known_hmm_is_recovered(sampler_seed):
+    seqs, states = sample_known(sampler_seed)
+    cfg = HMMConfig(max_states=5, restarts=3, covariance="diag", seed=7)
+    train, held = seqs[:6], seqs[6:]
+    fits = [hmm.fit_one(train, held, k, r, cfg) for k in range(1, 6) for r in range(3)]
+    for f in fits:  # params are needed for decoding: refit the chosen one into memory
+        assert f["status"] == "ok", f["reason"]
+    table, k = hmm.selection_table(fits)
+    assert k == 3
+    best = next(t for t in table if t["k"] == 3)
+    model = GaussianHMM(n_components=3, covariance_type="diag", n_iter=cfg.n_iter, tol=cfg.tol,
+                        random_state=best["random_state"]).fit(np.concatenate(train), [len(s) for s in train])
+    pred = [model.predict(s) for s in seqs]
+    ari = adjusted_rand_score(np.concatenate(states), np.concatenate(pred))
+    assert ari >= 0.9
+
+
+def test_shuffled_rows_give_step_ordered_sequences():
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 500, 10)
+    seed_col = np.repeat([3, 1], len(steps))
+    step_col = np.tile(steps, 2)
+    values = np.stack([step_col * 1.0 + seed_col, -step_col * 1.0], axis=1)
+    perm = rng.permutation(len(seed_col))
+    seqs = hmm.sequences_from_rows(seed_col[perm], step_col[perm], values[perm], ["a", "b"])
+    assert seqs.seeds == [1, 3]
+    for s, st, v in zip(seqs.seeds, seqs.steps, seqs.values):
+        np.testing.assert_array_equal(st, steps)
+        np.testing.assert_array_equal(v[:, 0], steps + s)
+
+
+def test_restarts_are_seeded_and_distinct():
+    seqs, _ = sample_known(0, n_seqs=3)
+    cfg = HMMConfig(max_states=3, restarts=2, covariance="diag", seed=1)
+    a = hmm.fit_one(seqs, [], 3, 0, cfg)
+    b = hmm.fit_one(seqs, [], 3, 0, cfg)
+    c = hmm.fit_one(seqs, [], 3, 1, cfg)
+    assert a == b
+    assert a["random_state"] != c["random_state"]
+    assert len({hmm.restart_seed(0, k, r) for k in range(1, 9) for r in range(5)}) == 40
+
+
+def test_each_k_keeps_its_own_model(tmp_path):
+    seqs, _ = sample_known(0, n_seqs=4)
+    cfg = HMMConfig(max_states=4, restarts=2, covariance="diag")
+    fits = [hmm.fit_one(seqs, [], k, r, cfg, tmp_path / f"{k}-{r}.npz") for k in range(1, 5) for r in range(2)]
+    table, _ = hmm.selection_table(fits)
+    assert [t["k"] for t in table] == [1, 2, 3, 4]
+    assert len({t["params_path"] for t in table}) == 4
+    for t in table:
+        assert np.load(t["params_path"])["means"].shape[0] == t["k"]
+
+
+def test_failed_fits_are_recorded_not_fatal():
+    short = [np.random.default_rng(0).normal(size=(6, 4))]
+    cfg = HMMConfig(max_states=4, restarts=1, covariance="full")
+    row = hmm.fit_one(short, [], 4, 0, cfg)
+    assert row["status"] == "failed" and "parameters for 6 observations" in row["reason"]
+    longer = [np.random.default_rng(1).normal(size=(40, 4))]
+    ok = hmm.fit_one(longer, [], 1, 0, HMMConfig(covariance="diag"))
+    table, k = hmm.selection_table([row, ok])
+    assert k == 1 and table[-1]["n_failed"] == 1
+    with pytest.raises(hmm.HMMError, match="every HMM fit failed"):
+        hmm.selection_table([row])
+
+
+def test_canonical_order_does_not_depend_on_labels():
+    seqs, _ = sample_known(0, n_seqs=3)
+    steps = [np.arange(len(s)) * 10 for s in seqs]
+    model = GaussianHMM(n_components=3, covariance_type="diag", random_state=0).fit(
+        np.concatenate(seqs), [len(s) for s in seqs])
+    params = {**hmm.model_params(model), "covariance_type": np.array("diag")}
+    labelled = []
+    for relabel in (np.array([0, 1, 2]), np.array([2, 0, 1]), np.array([1, 2, 0])):
+        p = hmm.permute_params(params, relabel)  # the same model with its states renamed
+        paths = hmm.decode(p, seqs)
+        perm = hmm.canonical_permutation(paths, steps, 3, p["means"])
+        labelled.append(np.concatenate([perm[x] for x in paths]))
+        assert perm[paths[0][0]] == 0  # the state the run starts in is state 0
+    np.testing.assert_array_equal(labelled[0], labelled[1])
+    np.testing.assert_array_equal(labelled[0], labelled[2])
+
+
+def test_split_is_seeded_and_keeps_a_training_seed():
+    assert hmm.split_seeds([0, 1, 2, 3, 4], 0.2, 0) == hmm.split_seeds([4, 3, 2, 1, 0], 0.2, 0)
+    train, held = hmm.split_seeds(list(range(10)), 0.2, 0)
+    assert len(held) == 2 and not set(train) & set(held)
+    assert hmm.split_seeds([5], 0.5, 0) == ([5], [])
+    assert hmm.split_seeds([1, 2], 0.9, 0)[0]
+
+
+def test_zscore_is_per_seed():
+    s = hmm.Sequences([0, 1], [np.arange(3), np.arange(3)], [np.array([[1.0], [2.0], [3.0]]),
+                                                           np.array([[10.0], [10.0], [10.0]])], ["a"])
+    z = s.zscored()
+    np.testing.assert_allclose(z[0][:, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+    np.testing.assert_array_equal(z[1], 0.0)  # a constant column stays finite

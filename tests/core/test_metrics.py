@@ -1,0 +1,100 @@
+import dask
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from vt_core.config import PAPER_METRICS, SCALARS
+from vt_core.metrics import load_features, seed_metrics
+from vt_core.metrics.weights import MATRIX_METRICS, global_stats, matrix_metrics
+from vt_core.study import load_study, open_run
+
+
+def naive(w: np.ndarray) -> dict:
+    """One matrix at a time, with torch calls, as REFERENCE.md defines the metrics."""
+    t = torch.tensor(w, dtype=torch.float64)
+    s = torch.linalg.svdvals(t)
+    s = torch.where(s < 1e-5, torch.zeros_like(s), s)
+    l1, l2 = t.abs().sum().item(), torch.linalg.norm(t).item()
+    tr, spec = torch.trace(t).item(), s.max().item()
+    return {"l1": l1, "l2": l2, "trace": tr, "spectral": spec, "code_sparsity": l1 / l2,
+            "computational_sparsity": tr / spec, "mean_singular_value": s.mean().item(),
+            "var_singular_value": s.var(unbiased=False).item()}
+
+
+def shapes_and_matrices():
+    rng = np.random.default_rng(0)
+    yield rng.normal(size=(5, 3))
+    yield rng.normal(size=(3, 7))
+    yield rng.normal(size=(6, 6))
+    low = rng.normal(size=(8, 2)) @ rng.normal(size=(2, 5))  # rank 2: zeroed singular values count
+    yield low
+    yield rng.normal(size=(4, 3 * 3 * 3)).reshape(4, 27)  # a conv kernel reshaped to (out, in*kh*kw)
+
+
+@pytest.mark.parametrize("w", list(shapes_and_matrices()), ids=lambda w: "x".join(map(str, w.shape)))
+def test_matrix_metrics_match_naive(w):
+    got = matrix_metrics(w[None])[0]
+    ref = naive(w)
+    np.testing.assert_allclose(got, [ref[k] for k in MATRIX_METRICS], rtol=1e-10, atol=1e-12)
+
+
+def test_variances_are_population_variances():
+    w = np.random.default_rng(1).normal(size=(4, 4))
+    s = np.linalg.svd(w, compute_uv=False)
+    got = matrix_metrics(w[None])[0][list(MATRIX_METRICS).index("var_singular_value")]
+    assert got == pytest.approx(np.var(s, ddof=0))
+    assert got != pytest.approx(np.var(s, ddof=1))
+    a, b = np.random.default_rng(2).normal(size=(3, 4, 2)), np.random.default_rng(3).normal(size=(3, 5))
+    flat = np.concatenate([a.reshape(3, -1), b], axis=1)
+    np.testing.assert_allclose(global_stats(a, b), np.stack(
+        [flat.mean(1), np.median(flat, 1), flat.var(1, ddof=0)], axis=-1))
+
+
+def test_nan_matrix_gives_nan_row_not_a_crash():
+    w = np.ones((2, 3, 3))
+    w[1, 0, 0] = np.nan
+    out = matrix_metrics(w)
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
+
+
+def test_seed_metrics_equal_a_per_checkpoint_loop(analysed_study):
+    config = load_study(analysed_study)
+    store = open_run(analysed_study, 0, config)
+    ds = seed_metrics(store, config).compute()
+    weights = store.dataset("weights").compute()
+    for i in (0, 5, int(ds.sizes["step"]) - 1):
+        mats = [weights[n].values[i] for n in ("layers.0.weight", "layers.2.weight")]
+        biases = [weights[n].values[i] for n in ("layers.0.bias", "layers.2.bias")]
+        per = [naive(m) for m in mats]
+        expect = {k: np.mean([p[k] for p in per]) for k in MATRIX_METRICS}
+        w_all = np.concatenate([m.ravel() for m in mats]).astype(np.float64)
+        b_all = np.concatenate([b.ravel() for b in biases]).astype(np.float64)
+        expect |= {"mean_w": w_all.mean(), "median_w": np.median(w_all), "var_w": w_all.var(),
+                   "mean_b": b_all.mean(), "median_b": np.median(b_all), "var_b": b_all.var()}
+        row = ds["value"].isel(step=i)
+        for k in PAPER_METRICS:
+            assert float(row.sel(metric=k)) == pytest.approx(expect[k], rel=1e-9, abs=1e-12), k
+    assert list(ds["metric"].values) == list(PAPER_METRICS) + list(SCALARS)
+    assert set(ds["layer"].values) == {"layers.0.weight", "layers.2.weight"}
+
+
+def test_nothing_is_computed_before_compute(analysed_study):
+    def refuse(*args, **kwargs):
+        raise AssertionError("dask computed something while building the metrics graph")
+
+    config = load_study(analysed_study)
+    store = open_run(analysed_study, 1, config)
+    with dask.config.set(scheduler=refuse):
+        ds = seed_metrics(store, config)
+        assert isinstance(ds["value"].data, dask.array.Array)
+    assert np.isfinite(ds["value"].compute().values).all()
+
+
+def test_metrics_zarr_holds_every_seed(analysed_study):
+    value = load_features(analysed_study, ["l2", "test_accuracy"])
+    assert list(value["seed"].values) == [0, 1, 2]
+    assert value.dims == ("seed", "step", "metric")
+    assert np.isfinite(value.values).all()
+    ds = xr.open_zarr(str(analysed_study / "metrics.zarr"), consolidated=False)
+    assert ds["per_layer"].dims == ("seed", "step", "matrix_metric", "layer")
