@@ -24,7 +24,7 @@ Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or lo
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"error: {err}", soft_wrap=True, markup=False, highlight=False, style="red")
     raise typer.Exit(2)
 
 
@@ -40,7 +40,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     start = time.perf_counter()
     result = f.with_options(task_runner=task_runner)(**flow_kwargs)
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - start:.1f} s")
-    console.print(f"dashboard: [bold]{result['dashboard']}[/]")
+    console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
     console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
     return result
 
@@ -120,8 +120,8 @@ def validate(config: Annotated[Path, typer.Argument(help="study config (.toml)")
     except (ConfigError, HookpointError) as err:
         _fail(err)
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
-                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}")
+    console.print(soft_wrap=True, *[f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
+                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import ROOT, tiny_dict
+from tests.flows.conftest import write_toml
+
+runner = CliRunner()
+
+
+def test_validate_example():
+    res = runner.invoke(app, ["validate", str(ROOT / "examples" / "sparse_parity.toml")])
+    assert res.exit_code == 0, res.output
+    assert "ok" in res.output and "layers.1" in res.output
+
+
+def test_validate_names_the_bad_field(tmp_path):
+    cfg = write_toml(tiny_dict(tmp_path / "s", optimizer={"lr": -1.0}), tmp_path / "bad.toml")
+    res = runner.invoke(app, ["validate", str(cfg)])
+    assert res.exit_code == 2 and "optimizer.lr" in res.output
+    assert not (tmp_path / "s").exists()  # nothing written
+
+
+def test_validate_unknown_hookpoint_suggests_names(tmp_path):
+    cfg = write_toml(tiny_dict(tmp_path / "s", hooks={"activations": ["layer.1"]}), tmp_path / "bad.toml")
+    res = runner.invoke(app, ["validate", str(cfg)])
+    assert res.exit_code == 2 and "'layer.1' matches nothing" in res.output and "layers.1" in res.output
+
+
+def test_status_and_analyze_need_a_study(tmp_path):
+    for cmd in ("status", "analyze"):
+        res = runner.invoke(app, [cmd, str(tmp_path)])
+        assert res.exit_code == 2 and "not a study directory" in res.output
+
+
+def test_status_lists_seeds(analysed_study):
+    res = runner.invoke(app, ["status", str(analysed_study)])
+    assert res.exit_code == 0 and res.output.count("complete") == 3
+
+
+def test_run_refuses_a_changed_training_config(analysed_study, tmp_path):
+    cfg = write_toml(tiny_dict(analysed_study, optimizer={"lr": 0.3}), tmp_path / "changed.toml")
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 2 and "trained with another config" in res.output
+
+
+def test_bad_runner(tmp_path, analysed_study):
+    res = runner.invoke(app, ["analyze", str(analysed_study), "--runner", "mpi"])
+    assert res.exit_code == 2 and "runner 'mpi' is unknown" in res.output

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
+                                            FlowRunFilterParentTaskRunId, TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.task_runners import ThreadPoolTaskRunner
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.study import study_flow
+from tasks.report import artifact_key
+from tests.conftest import tiny_dict
+from tests.flows.conftest import write_toml
+from vt_core.store import RunStore
+from vt_core.study import run_path
+
+runner = CliRunner()
+
+
+def _train_states(flow_run_id) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    return {r.name: r.state.name for r in runs if r.name.startswith("train-seed")}
+
+
+def _weights(study, seed):
+    store = RunStore(run_path(study, seed))
+    return store.root["weights"]["layers.0.weight"][:]
+
+
+def test_study_end_to_end_cached_rerun(tmp_path):
+    study = tmp_path / "study"
+    cfg = write_toml(tiny_dict(study, checkpoints={"every_epochs": None, "every_steps": 4},
+                               hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]}), tmp_path / "tiny.toml")
+
+    # 1. the CLI, as a user runs it
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "dashboard:" in res.output and "chosen number of states" in res.output
+    assert (study / "dashboard" / "index.html").is_file()
+    meta = json.loads((study / "study.json").read_text())
+    assert meta["versions"]["prefect"].startswith("3.9") and meta["training_hash"]
+
+    # the three artifacts
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=[artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")])))
+    by_key = {a.key: a for a in arts}
+    assert set(by_key) == {artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")}
+    assert by_key[artifact_key("tiny", "model-selection")].type == "table"
+    link = by_key[artifact_key("tiny", "dashboard")]  # Prefect stores a link artifact as markdown "[text](url)"
+    assert "index.html" in str(link.data) and str(link.data).startswith("[vt dashboard: tiny](file://")
+    assert "Chosen number of states" in str(by_key[artifact_key("tiny", "summary")].data)
+
+    # 2. running again trains nothing: every seed comes back cached, stores untouched
+    before = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
+    w1 = _weights(study, 1)
+    state = study_flow.with_options(task_runner=ThreadPoolTaskRunner(2))(config_path=str(cfg), return_state=True)
+    assert state.is_completed()
+    assert set(_train_states(state.state_details.flow_run_id).values()) == {"Cached"}
+    assert before == {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
+
+    # 3. rerun one seed: only that one trains; training is deterministic, so it comes out the same
+    res = runner.invoke(app, ["rerun", str(study), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    after = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+    np.testing.assert_array_equal(_weights(study, 1), w1)
+
+    # 4. status
+    res = runner.invoke(app, ["status", str(study)])
+    assert res.exit_code == 0 and res.output.count("complete") == 3
