@@ -88,7 +88,7 @@ def analyze(study: Annotated[Path, typer.Argument(help="study directory")], runn
 
 @app.command()
 def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> None:
-    """Each seed's state (complete, running, failed, diverged, missing) and last committed step."""
+    """Each seed's state (complete, running, interrupted, failed, diverged, missing) and last committed step."""
     try:
         rows = seed_status(study)
     except StudyError as err:
@@ -96,7 +96,8 @@ def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> No
     table = Table(title=f"study {study}")
     for col in ("seed", "status", "checkpoints", "last step", "error"):
         table.add_column(col)
-    colors = {"complete": "green", "running": "yellow", "failed": "red", "diverged": "magenta"}
+    colors = {"complete": "green", "running": "yellow", "interrupted": "yellow", "failed": "red",
+              "diverged": "magenta"}
     for r in rows:
         c = colors.get(r["status"], "white")
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),

@@ -22,6 +22,7 @@ either the old or the new version of each file.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,18 @@ from vt_core.training import Checkpoint
 
 STATUSES = ("running", "complete", "failed", "diverged")
 GROUPS = ("weights", "activations")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resume_path(store_path: str | Path) -> Path:
@@ -76,8 +89,18 @@ class RunStore:
         return str(self.root.attrs["status"])
 
     def set_status(self, status: str, error: str | None = None) -> None:
+        """Record the status; a running seed also records which process trains it."""
         assert status in STATUSES, status
-        self.root.attrs.update(status=status, error=error)
+        owner = {"host": socket.gethostname(), "pid": os.getpid()} if status == "running" else None
+        self.root.attrs.update(status=status, error=error, owner=owner)
+
+    def effective_status(self) -> str:
+        """``interrupted`` for a seed marked running whose process (on this host) is gone."""
+        a = self.attrs
+        owner = a.get("owner") or {}
+        if a["status"] == "running" and owner.get("host") == socket.gethostname() and not _alive(owner.get("pid")):
+            return "interrupted"
+        return str(a["status"])
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -183,8 +183,9 @@ def seed_status(study: str | Path) -> list[dict]:
                          "error": None, "path": str(path)})
             continue
         try:
-            a = RunStore(path, mode="r").attrs
-            rows.append({"seed": seed, "status": a["status"], "committed_steps": a["committed_steps"],
+            store = RunStore(path, mode="r")
+            a = store.attrs
+            rows.append({"seed": seed, "status": store.effective_status(), "committed_steps": a["committed_steps"],
                          "last_step": a["last_step"], "error": a["error"], "path": str(path)})
         except Exception as err:  # a damaged store is reported, not fatal
             rows.append({"seed": seed, "status": "damaged", "committed_steps": 0, "last_step": None,

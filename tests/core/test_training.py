@@ -145,6 +145,7 @@ def test_sigkill_during_training_resumes_bitwise(tmp_path):
         proc.wait()
     assert kills >= 2, "training finished before it could be killed; make the run longer"
     assert RunStore(path).status == "running"  # a killed run is never marked complete
+    assert seed_status(killed)[0]["status"] == "interrupted"  # ... and status says what happened
     summary = train_seed(killed, 0)
     assert summary["status"] == "complete"
     a, b = _all_arrays(RunStore(path)), _all_arrays(RunStore(run_path(clean, 0)))
