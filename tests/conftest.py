@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -34,6 +35,14 @@ def tiny_dict(out: Path, **over) -> dict:
         else:
             d[key] = value
     return d
+
+
+def committed_steps(store_path: Path) -> int:
+    """The committed count, read the cheap way a poller would (0 while the store does not exist)."""
+    try:
+        return json.loads((store_path / "zarr.json").read_text())["attributes"]["committed_steps"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
 
 
 @pytest.fixture

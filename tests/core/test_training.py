@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import subprocess
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import ROOT, committed_steps, tiny_dict
 from vt_core.config import parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model
@@ -106,13 +105,6 @@ train_seed(sys.argv[1], 0)
 """
 
 
-def _committed(path):
-    try:
-        return json.loads((path / "zarr.json").read_text())["attributes"]["committed_steps"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
-
-
 def _all_arrays(store):
     out = {}
     for name, arr in store.root.arrays():
@@ -136,7 +128,7 @@ def test_sigkill_during_training_resumes_bitwise(tmp_path):
     for target in (3, 12, 25):
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed)], env=env)
         deadline = time.time() + 120
-        while _committed(path) < target and proc.poll() is None and time.time() < deadline:
+        while committed_steps(path) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         time.sleep(float(rng.uniform(0, 0.05)))  # land anywhere inside a checkpoint's writes
         if proc.poll() is None:

@@ -1,6 +1,5 @@
 """SIGKILL the real `vt run` process during training, run it again: every checkpoint once."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,19 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import ROOT, committed_steps, tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core.store import RunStore
 from vt_core.study import run_path
 
 pytestmark = pytest.mark.integration
-
-
-def _committed(path):
-    try:
-        return json.loads((path / "zarr.json").read_text())["attributes"]["committed_steps"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
 
 
 def test_killed_study_completes_on_rerun(tmp_path):
@@ -37,12 +29,12 @@ def test_killed_study_completes_on_rerun(tmp_path):
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 180
-    while _committed(run_path(study, 0)) < 10 and proc.poll() is None and time.time() < deadline:
+    while committed_steps(run_path(study, 0)) < 10 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = {s: _committed(run_path(study, s)) for s in d["seeds"]}
+    partial = {s: committed_steps(run_path(study, s)) for s in d["seeds"]}
     assert 0 < partial[0] < 61
 
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -2,8 +2,7 @@ import json
 
 import numpy as np
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
-                                            FlowRunFilterParentTaskRunId, TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, TaskRunFilter, TaskRunFilterFlowRunId)
 from prefect.task_runners import ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
