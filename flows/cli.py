@@ -41,6 +41,9 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     result = f.with_options(task_runner=task_runner)(**flow_kwargs)
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - start:.1f} s")
     console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
+    cells = result.get("metric_cells") or {}
+    if cells.get("reused") is not None:
+        console.print(f"metrics: {cells['computed']} cells computed, {cells['reused']} reused")
     console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
     return result
 
@@ -103,6 +106,19 @@ def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> No
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
                       r["error"] or "")
     console.print(table)
+
+
+@app.command()
+def metrics() -> None:
+    """List every registered metric: its name, what it reads, its formula."""
+    from vt_core.metrics.registry import all_metrics
+
+    table = Table(title="vt metrics (* = the paper's 14)")
+    for col in ("name", "reads", "formula"):
+        table.add_column(col, overflow="fold")
+    for m in all_metrics().values():
+        table.add_row(m.name + (" *" if m.paper else ""), m.reads, m.formula)
+    Console(width=160).print(table)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.hmm import build_dashboard_task, explain_task, fit_hmm_task, prepare_hmm_task, select_model_task
-from tasks.metrics import compute_metrics_task, init_metrics_task
+from tasks.metrics import compute_metrics_task, finish_metrics_task, plan_metrics_task
 from tasks.report import publish_artifacts_task
 from tasks.training import train_seed_task
 from vt_core import stages
@@ -30,9 +30,12 @@ def analyze_flow(study: str, force: bool = True) -> dict:
         get_run_logger().info("analysis is up to date with the runs; reusing it")
         dashboard, selection = str(Path(study) / DASHBOARD), stages.load_selection(Path(study))
         publish_artifacts_task(study, dashboard, selection)
-        return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds}
-    init_metrics_task(study, seeds)
-    compute_metrics_task.map(study=unmapped(study), seed=seeds).result()
+        return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
+                "metric_cells": {"computed": 0, "reused": None}}
+    plan = plan_metrics_task(study, seeds)
+    counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
+    cells = finish_metrics_task(study, plan, counts)
+    get_run_logger().info("metrics: %d cells computed, %d reused", cells["computed"], cells["reused"])
     hmm_input = prepare_hmm_task(study)
     grid = hmm_input["grid"]
     fits = fit_hmm_task.map(study=unmapped(study), k=[k for k, _ in grid], restart=[r for _, r in grid]).result()
@@ -40,7 +43,8 @@ def analyze_flow(study: str, force: bool = True) -> dict:
     explain_task(study)
     dashboard = build_dashboard_task(study)
     publish_artifacts_task(study, dashboard, selection)
-    return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds}
+    return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
+            "metric_cells": cells}
 
 
 @flow(name="vt-study")

@@ -1,4 +1,4 @@
-"""Metrics: a template for metrics.zarr, then one task per seed writing its own region."""
+"""Metrics: plan metrics.zarr, one task per seed writing its own region, then swap it in."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ from prefect.cache_policies import NO_CACHE
 from vt_core import stages
 
 
-@task(name="init-metrics", cache_policy=NO_CACHE)
-def init_metrics_task(study: str, seeds: list[int]) -> str:
+@task(name="plan-metrics", cache_policy=NO_CACHE)
+def plan_metrics_task(study: str, seeds: list[int]) -> dict:
     return stages.init_metrics(Path(study), seeds)
 
 
 @task(name="compute-metrics", cache_policy=NO_CACHE, task_run_name="compute-metrics-{seed}")
-def compute_metrics_task(study: str, seed: int) -> int:
-    return stages.compute_metrics(Path(study), seed)
+def compute_metrics_task(study: str, seed: int, plan: dict) -> dict:
+    return stages.compute_metrics(Path(study), seed, plan)
+
+
+@task(name="finish-metrics", cache_policy=NO_CACHE)
+def finish_metrics_task(study: str, plan: dict, counts: list[dict]) -> dict:
+    return stages.finish_metrics(Path(study), plan, counts)

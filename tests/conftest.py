@@ -65,9 +65,8 @@ def analysed_study(tmp_path_factory):
     for seed in config.seeds:
         train_seed(study, seed)
     seeds = stages.usable_seeds(study)
-    stages.init_metrics(study, seeds)
-    for seed in seeds:
-        stages.compute_metrics(study, seed)
+    plan = stages.init_metrics(study, seeds)
+    stages.finish_metrics(study, plan, [stages.compute_metrics(study, seed, plan) for seed in seeds])
     grid = stages.prepare_hmm(study)["grid"]
     fits = [stages.fit_hmm(study, k, r) for k, r in grid]
     stages.select_model(study, fits)

@@ -32,7 +32,7 @@ PAPER_METRICS: tuple[str, ...] = (
     "median_b",
     "var_b",
 )
-SCALARS: tuple[str, ...] = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+SCALARS: tuple[str, ...] = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm")
 
 
 class ConfigError(ValueError):
@@ -136,18 +136,35 @@ class HooksConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
+    plugins: list[str] = Field(default_factory=list, description="modules that register extra metrics")
     names: list[str] = Field(default_factory=lambda: list(PAPER_METRICS), min_length=1)
     exclude: list[str] = Field(
         default_factory=lambda: ["*embed*", "*ln*", "*norm*"],
         description="parameter globs left out of the weight metrics (embeddings, LayerNorm)",
     )
+    dormant_threshold: float = Field(0.025, ge=0.0, description="tau of dormant_fraction")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data):
+        if isinstance(data, dict) and data.get("plugins"):
+            from vt_core.metrics.registry import MetricError, load_plugins
+
+            try:
+                load_plugins(list(data["plugins"]))
+            except MetricError as err:
+                raise ValueError(str(err)) from None
+        return data
 
     @field_validator("names")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in PAPER_METRICS]
+        from vt_core.metrics.registry import all_metrics
+
+        known = {n for n, m in all_metrics().items() if m.reads != "scalar"}
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(PAPER_METRICS)}")
+            raise ValueError(f"unknown metric(s) {unknown}; `vt metrics` lists them: {sorted(known)}")
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")
         return names
@@ -161,7 +178,8 @@ class HMMConfig(_Strict):
     n_iter: int = Field(100, gt=0)
     tol: float = Field(1e-3, gt=0.0)
     seed: int = Field(0, ge=0)
-    features: list[str] | None = Field(None, description="default: the metrics' names")
+    features: list[str] | None = Field(
+        None, description="default: the metrics' names; 'metric@layer' picks one layer's or hook's value")
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
 
 
@@ -203,7 +221,7 @@ class StudyConfig(_Strict):
             raise ValueError("model.name='transformer' needs token inputs (data.name='modular_addition')")
         feats = self.hmm.features or []
         known = set(self.metrics.names) | set(SCALARS)
-        bad = [f for f in feats if f not in known]
+        bad = [f for f in feats if f.split("@")[0] not in known]
         if bad:
             raise ValueError(f"hmm.features {bad} are not computed; choose from {sorted(known)}")
         return self

@@ -20,7 +20,7 @@ from bokeh.palettes import Category10, Category20
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from vt_core.metrics.compute import METRICS_ZARR
+from vt_core.metrics.incremental import METRICS_ZARR
 from vt_core.stages import ANALYSIS_JSON, HMM_DIR
 from vt_core.study import load_study
 

@@ -20,7 +20,7 @@ import numpy as np
 
 import vt_core
 from vt_core import analysis, hmm
-from vt_core.metrics import init_metrics_store, load_features, write_seed_metrics
+from vt_core.metrics.incremental import finalize_metrics, load_features, plan_metrics, write_seed_metrics
 from vt_core.study import load_study, open_run, run_path
 
 HMM_DIR = "hmm"
@@ -69,16 +69,21 @@ def load_selection(study: Path) -> dict:
     return {"chosen_k": sel["chosen_k"], "table": sel["table"]}
 
 
-def init_metrics(study: Path, seeds: list[int]) -> str:
+def init_metrics(study: Path, seeds: list[int]) -> dict:
+    """Plan metrics.zarr for ``seeds`` (a new template only when something was added)."""
     config = load_study(study)
-    if not seeds:
-        raise hmm.HMMError(f"{study}: no seed has finished training; check `vt status {study}`")
-    return str(init_metrics_store(study, config, {s: open_run(study, s, config) for s in seeds}))
+    return plan_metrics(study, config, {s: open_run(study, s, config) for s in seeds})
 
 
-def compute_metrics(study: Path, seed: int) -> int:
+def compute_metrics(study: Path, seed: int, plan: dict) -> dict:
+    """One seed's region: returns how many cells were computed and how many reused."""
     config = load_study(study)
-    return write_seed_metrics(study, config, open_run(study, seed, config), seed)
+    return write_seed_metrics(study, config, open_run(study, seed, config), seed, plan)
+
+
+def finish_metrics(study: Path, plan: dict, counts: list[dict]) -> dict:
+    finalize_metrics(study, plan)
+    return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts)}
 
 
 def prepare_hmm(study: Path) -> dict:

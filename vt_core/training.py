@@ -84,6 +84,8 @@ class Trainer:
         self.batch_in_epoch = 0
         self.perm: torch.Tensor | None = None
         self.n_checkpoints = 0
+        # (sum of gradient norms, steps) since the last checkpoint; on the device: no sync per step
+        self.grad_acc = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optimizer
@@ -107,6 +109,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
             "position": torch.tensor([self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints]),
+            "grad_acc": self.grad_acc.cpu().clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -116,6 +119,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.perm = state["perm"] if state["perm"].numel() else None
         self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints = (int(v) for v in state["position"])
+        self.grad_acc = state["grad_acc"].to(self.device).clone()
 
     # -- evaluation and capture -------------------------------------------------------------------
 
@@ -144,11 +148,13 @@ class Trainer:
             step=self.step,
             epoch=self.epoch + self.batch_in_epoch / self.batches_per_epoch,
             scalars={"train_loss": train_loss, "train_accuracy": train_acc,
-                     "test_loss": test_loss, "test_accuracy": test_acc},
+                     "test_loss": test_loss, "test_accuracy": test_acc,
+                     "grad_norm": float(self.grad_acc[0] / self.grad_acc[1]) if self.grad_acc[1] > 0 else float("nan")},
             weights=weights,
             activations=acts,
         )
         self.n_checkpoints += 1
+        self.grad_acc.zero_()
         return ckpt
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -160,6 +166,10 @@ class Trainer:
             raise DivergedError(self.step, loss.item())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        self.grad_acc[0] += norm.to(torch.float64)
+        self.grad_acc[1] += 1
         if self.cfg.training.grad_clip is not None:  # between backward and step, where it acts
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
         self.optimizer.step()

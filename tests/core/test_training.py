@@ -38,7 +38,8 @@ def test_schedule_and_scalars(tiny_config):
     ckpts = list(t.run())
     assert [c.index for c in ckpts] == list(range(13))  # init + 12 epochs
     assert [c.step for c in ckpts] == [8 * e for e in range(13)]  # 256 / 32 = 8 steps per epoch
-    assert set(ckpts[0].scalars) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
+    assert set(ckpts[0].scalars) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm"}
+    assert np.isnan(ckpts[0].scalars["grad_norm"]) and ckpts[1].scalars["grad_norm"] > 0  # no step before init
     assert ckpts[-1].activations["layers.1"].shape == (8, 32)
 
 

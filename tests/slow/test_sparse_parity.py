@@ -19,9 +19,8 @@ def test_sparse_parity_demo_generalises_and_has_stages(tmp_path):
     for seed in config.seeds:
         assert train_seed(study, seed)["status"] == "complete"
     seeds = stages.usable_seeds(study)
-    stages.init_metrics(study, seeds)
-    for seed in seeds:
-        stages.compute_metrics(study, seed)
+    plan = stages.init_metrics(study, seeds)
+    stages.finish_metrics(study, plan, [stages.compute_metrics(study, seed, plan) for seed in seeds])
     grid = stages.prepare_hmm(study)["grid"]
     stages.select_model(study, [stages.fit_hmm(study, k, r) for k, r in grid])
     stages.explain(study)

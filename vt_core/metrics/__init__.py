@@ -1,3 +1,5 @@
-from vt_core.metrics.compute import load_features, seed_metrics, write_seed_metrics, init_metrics_store
+"""Metrics: a registry of kernels (weights.py, activations.py) and their lazy computation (compute.py)."""
 
-__all__ = ["load_features", "seed_metrics", "write_seed_metrics", "init_metrics_store"]
+from vt_core.metrics.registry import REGISTRY, Metric, all_metrics, get, register_metric
+
+__all__ = ["REGISTRY", "Metric", "all_metrics", "get", "register_metric"]

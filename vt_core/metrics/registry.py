@@ -1,21 +1,96 @@
-"""Canonical metric names, what each reads, and its formula (``vt metrics`` prints this)."""
+"""The metric registry: one canonical name per metric, what it reads, its formula and its kernel.
+
+Kinds (what a kernel reads and returns, per checkpoint; leading axes are checkpoints, heads, ...):
+
+- ``matrix``      ``f(w, s) -> (...)`` for each weight matrix w (..., m, n) and its singular values s
+                  (..., min(m, n)), values below 1e-5 set to 0 (None unless ``needs_sv``); averaged over
+                  the model's matrices, and kept per matrix.
+- ``weights``     ``f(flat) -> (steps,)`` over all weight-matrix entries concatenated (steps, N).
+- ``biases``      the same over all bias entries.
+- ``init``        ``f(flat, flat0) -> (steps,)``: the weights against the first checkpoint's.
+- ``activation``  ``f(a) -> (steps,)`` for each hookpoint's activations (steps, probe, features);
+                  averaged over hookpoints, and kept per hookpoint.
+- ``activation_pair`` ``f(a_prev, a) -> (steps,)``: a checkpoint against the one before it.
+- ``scalar``      recorded during training (loss, accuracy, gradient norm); no kernel.
+
+Register your own with the decorator, in a module named in the config's ``metrics.plugins``::
+
+    from vt_core.metrics.registry import register_metric
+
+    @register_metric("frobenius_squared", reads="matrix")
+    def frobenius_squared(w, s):
+        \"\"\"sum w_ij^2\"\"\"
+        return (w * w).sum(axis=(-2, -1))
+"""
 
 from __future__ import annotations
 
-from vt_core.config import PAPER_METRICS, SCALARS
-from vt_core.metrics.weights import MATRIX_METRICS
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
 
-METRICS: dict[str, tuple[str, str]] = {
-    **{name: ("each weight matrix, averaged over matrices", f) for name, f in MATRIX_METRICS.items()},
-    "mean_w": ("all weight-matrix entries concatenated", "mean"),
-    "median_w": ("all weight-matrix entries concatenated", "median"),
-    "var_w": ("all weight-matrix entries concatenated", "population variance (no Bessel correction)"),
-    "mean_b": ("all bias entries concatenated", "mean"),
-    "median_b": ("all bias entries concatenated", "median"),
-    "var_b": ("all bias entries concatenated", "population variance (no Bessel correction)"),
-    "train_loss": ("scalars", "training-set loss, evaluated at the checkpoint"),
-    "train_accuracy": ("scalars", "training-set accuracy"),
-    "test_loss": ("scalars", "held-out loss"),
-    "test_accuracy": ("scalars", "held-out accuracy"),
-}
-assert set(METRICS) == set(PAPER_METRICS) | set(SCALARS)
+KINDS = ("matrix", "weights", "biases", "init", "activation", "activation_pair", "scalar")
+LAYER_KINDS = ("matrix", "activation", "activation_pair")  # kinds with per-layer / per-hook values
+
+
+class MetricError(ValueError):
+    """An unknown metric, a bad registration or a plugin that cannot be imported."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    reads: str
+    formula: str
+    kernel: Callable | None = field(default=None, compare=False)
+    needs_sv: bool = False
+    paper: bool = False
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(name: str, reads: str, formula: str | None = None, needs_sv: bool = False,
+                    paper: bool = False) -> Callable:
+    """Register ``kernel`` under ``name``; its docstring is the formula unless one is given."""
+    if reads not in KINDS:
+        raise MetricError(f"metric {name!r}: reads={reads!r} is not one of {KINDS}")
+
+    def deco(kernel: Callable) -> Callable:
+        if name in REGISTRY and REGISTRY[name].kernel is not kernel:
+            raise MetricError(f"metric {name!r} is already registered; pick another name")
+        text = formula or ((kernel.__doc__ or "").strip().splitlines() or [""])[0]
+        REGISTRY[name] = Metric(name, reads, text, kernel, needs_sv, paper)
+        return kernel
+
+    return deco
+
+
+def register_scalar(name: str, formula: str) -> None:
+    REGISTRY[name] = Metric(name, "scalar", formula)
+
+
+def load_plugins(modules: list[str]) -> None:
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as err:
+            raise MetricError(f"metrics.plugins: cannot import {mod!r} ({err}); is it installed / on PYTHONPATH?") from None
+
+
+def get(name: str) -> Metric:
+    _builtins()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise MetricError(f"unknown metric {name!r}; `vt metrics` lists them") from None
+
+
+def all_metrics() -> dict[str, Metric]:
+    _builtins()
+    return dict(REGISTRY)
+
+
+def _builtins() -> None:
+    import vt_core.metrics.activations  # noqa: F401  (registers)
+    import vt_core.metrics.weights  # noqa: F401

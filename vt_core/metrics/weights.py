@@ -1,57 +1,165 @@
-"""NumPy kernels for the paper's weight metrics over stacked matrices.
+"""Weight metrics: NumPy kernels over stacked matrices (..., m, n), registered by name.
 
-Every kernel takes a stack ``(..., m, n)`` (leading axes: steps, heads) and returns one row of
-values per matrix, so it can be lifted over a lazy (step, ...) array with ``xr.apply_ufunc``.
-A matrix holding NaN or inf yields a row of NaN instead of raising (SVD would).
+The paper's 14 (REFERENCE.md) are marked ``paper=True``. Variances are population variances (no
+Bessel correction), as the paper states. Everything is computed in float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vt_core.metrics.registry import register_metric, register_scalar
+
 SV_THRESHOLD = 1e-5  # singular values below this count as 0 (REFERENCE.md)
 
-MATRIX_METRICS: dict[str, str] = {
-    "l1": "sum |w| over all entries",
-    "l2": "Frobenius norm sqrt(sum w^2)",
-    "trace": "sum of the diagonal (rectangular: first min(m, n) entries, as torch.trace)",
-    "spectral": "largest singular value",
-    "code_sparsity": "l1 / l2",
-    "computational_sparsity": "trace / spectral",
-    "mean_singular_value": "mean of the singular values s_i (s_i < 1e-5 set to 0)",
-    "var_singular_value": "population variance of the s_i (no Bessel correction)",
-}
-GLOBAL_STATS = ("mean", "median", "var")
 
-
-def singular_values(stack: np.ndarray) -> np.ndarray:
-    s = np.linalg.svd(stack, compute_uv=False)
+def singular_values(w: np.ndarray) -> np.ndarray:
+    """Singular values of each matrix of the stack, descending, those below 1e-5 set to 0."""
+    s = np.linalg.svd(w, compute_uv=False)
     return np.where(s < SV_THRESHOLD, 0.0, s)
 
 
-def matrix_metrics(stack: np.ndarray) -> np.ndarray:
-    """(..., m, n) -> (..., 8): the metrics of MATRIX_METRICS, in that order, in float64."""
-    w = np.asarray(stack, dtype=np.float64)
-    finite = np.isfinite(w).all(axis=(-2, -1))
-    w = np.where(finite[..., None, None], w, 0.0)
-    s = singular_values(w)
-    l1 = np.abs(w).sum(axis=(-2, -1))
-    l2 = np.sqrt((w * w).sum(axis=(-2, -1)))
-    trace = np.trace(w, axis1=-2, axis2=-1)
-    spectral = s.max(axis=-1)
+def _div(a, b):
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.stack(
-            [l1, l2, trace, spectral, l1 / l2, trace / spectral, s.mean(axis=-1), s.var(axis=-1)],
-            axis=-1,
-        )
-    out[~finite] = np.nan
-    return out
+        return np.asarray(a, dtype=np.float64) / b
 
 
-def global_stats(*arrays: np.ndarray) -> np.ndarray:
-    """Each array (step, ...) -> (step, 3): mean, median and population variance of all entries
-    of all arrays concatenated per step."""
-    if not arrays:
-        raise ValueError("global_stats needs at least one array")
-    flat = np.concatenate([np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in arrays], axis=1)
-    return np.stack([flat.mean(axis=1), np.median(flat, axis=1), flat.var(axis=1)], axis=-1)
+# --- per matrix (averaged over the model's matrices) ---------------------------------------------
+
+@register_metric("l1", "matrix", paper=True)
+def l1(w, s):
+    """sum_ij |w_ij|"""
+    return np.abs(w).sum(axis=(-2, -1))
+
+
+@register_metric("l2", "matrix", paper=True)
+def l2(w, s):
+    """Frobenius norm sqrt(sum_ij w_ij^2)"""
+    return np.sqrt((w * w).sum(axis=(-2, -1)))
+
+
+@register_metric("trace", "matrix", paper=True)
+def trace(w, s):
+    """sum_i w_ii over i < min(m, n) (rectangular, as torch.trace)"""
+    return np.trace(w, axis1=-2, axis2=-1)
+
+
+@register_metric("spectral", "matrix", needs_sv=True, paper=True)
+def spectral(w, s):
+    """largest singular value s_1"""
+    return s.max(axis=-1)
+
+
+@register_metric("code_sparsity", "matrix", paper=True)
+def code_sparsity(w, s):
+    """l1 / l2"""
+    return _div(l1(w, s), l2(w, s))
+
+
+@register_metric("computational_sparsity", "matrix", needs_sv=True, paper=True)
+def computational_sparsity(w, s):
+    """trace / spectral"""
+    return _div(trace(w, s), spectral(w, s))
+
+
+@register_metric("mean_singular_value", "matrix", needs_sv=True, paper=True)
+def mean_singular_value(w, s):
+    """mean_i s_i (s_i < 1e-5 set to 0)"""
+    return s.mean(axis=-1)
+
+
+@register_metric("var_singular_value", "matrix", needs_sv=True, paper=True)
+def var_singular_value(w, s):
+    """population variance of the s_i (no Bessel correction)"""
+    return s.var(axis=-1)
+
+
+@register_metric("effective_rank", "matrix", needs_sv=True)
+def effective_rank(w, s):
+    """exp(-sum_i p_i log p_i), p_i = s_i / sum_j s_j (Roy & Vetterli 2007)"""
+    p = _div(s, s.sum(axis=-1, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+    return np.where(s.sum(axis=-1) > 0, np.exp(ent), np.nan)
+
+
+@register_metric("stable_rank", "matrix", needs_sv=True)
+def stable_rank(w, s):
+    """||W||_F^2 / ||W||_2^2"""
+    return _div((s * s).sum(axis=-1), s.max(axis=-1) ** 2)
+
+
+@register_metric("approx_rank", "matrix", needs_sv=True)
+def approx_rank(w, s):
+    """smallest r with sum_{i<=r} s_i^2 >= 0.99 sum_i s_i^2"""
+    e = np.cumsum(s * s, axis=-1)
+    total = e[..., -1:]
+    r = (e < 0.99 * total).sum(axis=-1) + 1
+    return np.where(total[..., 0] > 0, r, 0).astype(np.float64)
+
+
+@register_metric("rms", "matrix")
+def rms(w, s):
+    """root mean square entry sqrt(mean_ij w_ij^2)"""
+    return np.sqrt((w * w).mean(axis=(-2, -1)))
+
+
+# --- over all weights / biases concatenated ------------------------------------------------------
+
+@register_metric("mean_w", "weights", paper=True)
+def mean_w(flat):
+    """mean of all weight-matrix entries"""
+    return flat.mean(axis=-1)
+
+
+@register_metric("median_w", "weights", paper=True)
+def median_w(flat):
+    """median of all weight-matrix entries"""
+    return np.median(flat, axis=-1)
+
+
+@register_metric("var_w", "weights", paper=True)
+def var_w(flat):
+    """population variance of all weight-matrix entries"""
+    return flat.var(axis=-1)
+
+
+@register_metric("mean_b", "biases", paper=True)
+def mean_b(flat):
+    """mean of all bias entries"""
+    return flat.mean(axis=-1)
+
+
+@register_metric("median_b", "biases", paper=True)
+def median_b(flat):
+    """median of all bias entries"""
+    return np.median(flat, axis=-1)
+
+
+@register_metric("var_b", "biases", paper=True)
+def var_b(flat):
+    """population variance of all bias entries"""
+    return flat.var(axis=-1)
+
+
+@register_metric("dist_init_l2", "init")
+def dist_init_l2(flat, flat0):
+    """||w_t - w_0||_2 over all weight-matrix entries"""
+    d = flat - flat0
+    return np.sqrt((d * d).sum(axis=-1))
+
+
+@register_metric("dist_init_l1", "init")
+def dist_init_l1(flat, flat0):
+    """||w_t - w_0||_1 over all weight-matrix entries"""
+    return np.abs(flat - flat0).sum(axis=-1)
+
+
+for _name, _formula in {
+    "train_loss": "training-set loss at the checkpoint",
+    "train_accuracy": "training-set accuracy at the checkpoint",
+    "test_loss": "held-out loss at the checkpoint",
+    "test_accuracy": "held-out accuracy at the checkpoint",
+    "grad_norm": "mean L2 norm of the full gradient over the steps since the previous checkpoint",
+}.items():
+    register_scalar(_name, _formula)

@@ -1,0 +1,177 @@
+"""``metrics.zarr``: every seed's metrics, written by region, computing only what is missing.
+
+Layout (chunked 1 along ``seed``, so each seed's writer owns its chunks)::
+
+    value      (seed, step, metric)                   float64, NaN where not available
+    computed   (seed, step, metric)                   True where ``value`` has been computed
+    per_layer  (seed, step, layer_metric, layer)      per weight matrix / hookpoint
+    nonfinite  (seed, step)                           a weight held NaN/inf at that checkpoint
+    epoch      (seed, step)
+    attrs: training_hash, metrics_hash (kernel version + metric settings)
+
+The three stages are: :func:`plan_metrics` (the target coordinates; a new template when seeds,
+steps, metrics or layers were added, written beside the old store), :func:`write_seed_metrics`
+(one seed: reuse computed cells from the old store, compute the missing ones, write the region),
+:func:`finalize_metrics` (swap the new store in). A kill at any point leaves the old store intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import vt_core
+from vt_core.config import StudyConfig
+from vt_core.metrics.compute import MetricsError, layer_metric_names, layer_names, metric_names, seed_metrics
+from vt_core.store import RunStore
+
+METRICS_ZARR = "metrics.zarr"
+NEW_SUFFIX = ".new"
+
+
+def _labels(values) -> np.ndarray:
+    """Variable-length strings: zarr v3 has a specified dtype for them (fixed-width has none)."""
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def metrics_hash(config: StudyConfig) -> str:
+    blob = json.dumps([vt_core.__version__, config.metrics.exclude, config.metrics.dormant_threshold,
+                       config.metrics.plugins], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _open(path: Path) -> xr.Dataset | None:
+    if not (path / "zarr.json").is_file():
+        return None
+    return xr.open_zarr(str(path), consolidated=False)
+
+
+def _reusable(study: Path, config: StudyConfig) -> xr.Dataset | None:
+    """The existing metrics.zarr if its values are still valid for this config, else None."""
+    old = _open(Path(study) / METRICS_ZARR)
+    if old is None or "computed" not in old:
+        return None
+    if old.attrs.get("training_hash") != config.training_hash() or old.attrs.get("metrics_hash") != metrics_hash(config):
+        return None
+    return old
+
+
+def plan_metrics(study: Path, config: StudyConfig, stores: dict[int, RunStore]) -> dict:
+    """Target coordinates for ``stores``; writes a new template unless the old store already fits."""
+    study = Path(study)
+    if not stores:
+        raise MetricsError(f"{study}: no seed has finished training; check `vt status {study}`")
+    seeds = sorted(stores)
+    steps = np.unique(np.concatenate([st.dataset()["step"].values for st in stores.values()]))
+    layers: list[str] = []
+    for st in stores.values():
+        layers += [n for n in layer_names(st, config) if n not in layers]
+    coords = {"seed": seeds, "step": steps.tolist(), "metric": metric_names(config),
+              "layer_metric": layer_metric_names(config), "layer": layers}
+    old = _reusable(study, config)
+    same = old is not None and all(list(old[k].values) == list(v) for k, v in coords.items())
+    target = study / METRICS_ZARR if same else study / (METRICS_ZARR + NEW_SUFFIX)
+    if not same:
+        shape = {k: len(v) for k, v in coords.items()}
+        dims_v, dims_l = ("seed", "step", "metric"), ("seed", "step", "layer_metric", "layer")
+        template = xr.Dataset(
+            {"value": (dims_v, np.full([shape[d] for d in dims_v], np.nan)),
+             "computed": (dims_v, np.zeros([shape[d] for d in dims_v], bool)),
+             "per_layer": (dims_l, np.full([shape[d] for d in dims_l], np.nan)),
+             "nonfinite": (("seed", "step"), np.zeros((shape["seed"], shape["step"]), bool)),
+             "epoch": (("seed", "step"), np.full((shape["seed"], shape["step"]), np.nan))},
+            coords={k: (_labels(v) if k in ("metric", "layer_metric", "layer") else v) for k, v in coords.items()},
+            attrs={"training_hash": config.training_hash(), "metrics_hash": metrics_hash(config)},
+        ).chunk({"seed": 1})
+        template.to_zarr(str(target), mode="w", compute=False, consolidated=False, zarr_format=3)
+    return {"target": str(target), "rebuild": not same, "seeds": seeds}
+
+
+def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:
+    """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
+    target = _open(Path(plan["target"]))
+    if target is None or seed not in list(target["seed"].values):
+        raise MetricsError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
+    steps, metrics = target["step"].values, [str(m) for m in target["metric"].values]
+    lms, layers = [str(m) for m in target["layer_metric"].values], [str(x) for x in target["layer"].values]
+    have_steps = store.dataset()["step"].values
+    block = xr.Dataset({
+        "value": (("step", "metric"), np.full((len(steps), len(metrics)), np.nan)),
+        "computed": (("step", "metric"), np.zeros((len(steps), len(metrics)), bool)),
+        "per_layer": (("step", "layer_metric", "layer"), np.full((len(steps), len(lms), len(layers)), np.nan)),
+        "nonfinite": (("step",), np.zeros(len(steps), bool)),
+        "epoch": (("step",), np.full(len(steps), np.nan)),
+    }, coords={"step": steps, "metric": metrics, "layer_metric": lms, "layer": layers})
+    old = _reusable(study, config)
+    if old is not None and seed in list(old["seed"].values):
+        prev = old.sel(seed=seed).load()
+        prev = prev.reindex(step=steps, metric=metrics, layer_metric=lms, layer=layers)
+        ok = prev["computed"].fillna(False).astype(bool)
+        block["computed"][:] = ok.values
+        for var in ("value", "per_layer", "epoch", "nonfinite"):
+            block[var][:] = prev[var].fillna(False if var == "nonfinite" else np.nan).values
+    reused = int(block["computed"].sum())
+    # what is missing, among the checkpoints this seed has
+    present = np.isin(steps, have_steps)
+    missing = (~block["computed"].values) & present[:, None]
+    need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
+    need_steps = steps[missing.any(axis=1)]
+    if need_metrics:
+        index = np.searchsorted(have_steps, need_steps)
+        new = seed_metrics(store, config, names=need_metrics, index=index).compute()
+        cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
+        mask = missing[np.ix_(np.isin(steps, need_steps), [metrics.index(m) for m in need_metrics])]
+        block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
+        block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
+        block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
+        block["nonfinite"].loc[{"step": need_steps}] = new["nonfinite"].values
+        if "per_layer" in new:
+            nl = new["per_layer"].reindex(layer=layers)
+            sub = {"step": need_steps, "layer_metric": list(nl["layer_metric"].values)}
+            lm_mask = mask[:, [need_metrics.index(m) for m in sub["layer_metric"]]][:, :, None]
+            cur = block["per_layer"].loc[sub].values
+            block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
+    computed = int(missing.sum())
+    i = list(target["seed"].values).index(seed)
+    out = block.expand_dims(seed=[seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
+    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False)
+    return {"seed": seed, "computed": computed, "reused": reused}
+
+
+def finalize_metrics(study: Path, plan: dict) -> str:
+    """Put a rebuilt store in place of the old one (old moved aside first, then removed)."""
+    final = Path(study) / METRICS_ZARR
+    if plan["rebuild"]:
+        aside = Path(study) / (METRICS_ZARR + ".old")
+        shutil.rmtree(aside, ignore_errors=True)
+        if final.exists():
+            final.rename(aside)
+        Path(plan["target"]).rename(final)
+        shutil.rmtree(aside, ignore_errors=True)
+    return str(final)
+
+
+def load_features(study: Path, features: list[str]) -> xr.DataArray:
+    """The HMM input (seed, step, metric) in memory. ``name@layer`` picks one layer's value."""
+    ds = _open(Path(study) / METRICS_ZARR)
+    if ds is None:
+        raise MetricsError(f"{Path(study) / METRICS_ZARR} not found; compute metrics first (`vt analyze {study}`)")
+    cols = []
+    for f in features:
+        name, _, layer = f.partition("@")
+        if layer:
+            if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
+                raise MetricsError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
+                                   f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
+            col = ds["per_layer"].sel(layer_metric=name, layer=layer, drop=True)
+        else:
+            if name not in ds["metric"].values:
+                raise MetricsError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
+            col = ds["value"].sel(metric=name, drop=True)
+        cols.append(col)
+    return xr.concat(cols, dim="metric").assign_coords(metric=list(features)).transpose("seed", "step", "metric").load()
