@@ -155,18 +155,20 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
     try:
         for ckpt in trainer.run():
-            store.write(ckpt)
+            store.write(ckpt, capacity=trainer.expected_checkpoints)
             store.save_resume(trainer.state_dict())
             store.commit(ckpt.index + 1, ckpt.step)
             if progress is not None:
                 progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
                           "step": ckpt.step, **ckpt.scalars})
     except DivergedError as err:
+        store.truncate(store.committed)
         store.set_status("diverged", error=str(err))
     except BaseException as err:
         store.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     else:
+        store.truncate(store.committed)
         store.set_status("complete")
     return _summary(store, seed, skipped=False)
 

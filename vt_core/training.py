@@ -99,6 +99,13 @@ class Trainer:
     def total_steps(self) -> int:
         return self.cfg.training.epochs * self.batches_per_epoch
 
+    @property
+    def expected_checkpoints(self) -> int:
+        """How many checkpoints a full run writes (the initialisation, the schedule, the last step)."""
+        c = self.cfg.checkpoints
+        every, total = (c.every_steps, self.total_steps) if c.every_steps else (c.every_epochs, self.cfg.training.epochs)
+        return 1 + total // every + (1 if total % every else 0)
+
     # -- exact resume -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict:

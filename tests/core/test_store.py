@@ -23,6 +23,8 @@ def test_commit_and_read_back_labelled(store):
     for i in range(3):
         store.write(ckpt(i))
         store.commit(i + 1, 10 * i)
+    assert store.dataset()["step"].values.tolist() == [0, 10, 20]  # vt reads committed rows only
+    store.truncate(store.committed)  # what a finished run does
     ds = xr.open_zarr(str(store.path), consolidated=False)  # what a user types
     assert list(ds["step"].values) == [0, 10, 20]
     w = store.dataset("weights")
@@ -42,10 +44,22 @@ def test_uncommitted_rows_are_invisible_and_truncated(store):
     assert store.root["weights"]["layer.weight"].shape == (2, 3, 2)
 
 
+def test_capacity_sizes_arrays_once(store):
+    store.write(ckpt(0), capacity=10)
+    assert store.root["weights"]["layer.weight"].shape == (10, 3, 2)
+    store.write(ckpt(1), capacity=10)
+    store.commit(2, 10)
+    assert store.dataset("weights")["step"].size == 2
+    store.truncate(2)
+    assert store.root["weights"]["layer.weight"].shape == (2, 3, 2)
+
+
 def test_rewriting_a_row_is_idempotent(store):
     store.write(ckpt(0))
     store.write(ckpt(1))
     store.write(ckpt(1))  # a retried checkpoint rewrites its row; it never appends twice
+    store.commit(2, 10)
+    store.truncate(2)
     assert store.root["step"].shape == (2,)
 
 

@@ -37,6 +37,7 @@ def test_schedule_and_scalars(tiny_config):
     t = Trainer(tiny_config, 0)
     ckpts = list(t.run())
     assert [c.index for c in ckpts] == list(range(13))  # init + 12 epochs
+    assert t.expected_checkpoints == 13
     assert [c.step for c in ckpts] == [8 * e for e in range(13)]  # 256 / 32 = 8 steps per epoch
     assert set(ckpts[0].scalars) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm"}
     assert np.isnan(ckpts[0].scalars["grad_norm"]) and ckpts[1].scalars["grad_norm"] > 0  # no step before init
@@ -47,6 +48,7 @@ def test_every_steps_schedule(tmp_path):
     cfg = parse_config(tiny_dict(tmp_path, checkpoints={"every_epochs": None, "every_steps": 5}, training={"epochs": 2}))
     steps = [c.step for c in Trainer(cfg, 0).run()]
     assert steps == [0, 5, 10, 15, 16]  # the last step is always kept
+    assert Trainer(cfg, 0).expected_checkpoints == 5
 
 
 def test_resume_in_memory_is_exact(tmp_path):

@@ -84,8 +84,9 @@ def _matrix_kernel(metrics: list[Metric]):
 
     def kernel(w: np.ndarray) -> np.ndarray:
         w = np.asarray(w, dtype=np.float64)
-        finite = np.isfinite(w).all(axis=(-2, -1))
-        w = np.where(finite[..., None, None], w, 0.0)
+        finite = np.isfinite(w.sum(axis=(-2, -1)))  # NaN/inf anywhere in a matrix makes its sum so
+        if not finite.all():
+            w = np.where(finite[..., None, None], w, 0.0)
         s = singular_values(w) if need_sv else None
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.stack([np.broadcast_to(m.kernel(w, s), finite.shape) for m in metrics], axis=-1)
@@ -98,10 +99,11 @@ def _matrix_kernel(metrics: list[Metric]):
 
 def _flat_kernel(metrics: list[Metric], n_current: int, with_init: bool):
     def kernel(*arrays):
-        flat = [np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) if a.ndim > 0 else a for a in arrays]
-        cur = np.concatenate(flat[:n_current], axis=1)
+        # in the stored dtype (float32): the kernels accumulate in float64 themselves
+        cur = np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in arrays[:n_current]], axis=1)
         bad = ~np.isfinite(cur).all(axis=1)
-        cur = np.where(bad[:, None], 0.0, cur)
+        if bad.any():
+            cur = np.where(bad[:, None], 0, cur)
         with np.errstate(divide="ignore", invalid="ignore"):
             if with_init:
                 init = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays[n_current:]])

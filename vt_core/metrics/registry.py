@@ -5,7 +5,8 @@ Kinds (what a kernel reads and returns, per checkpoint; leading axes are checkpo
 - ``matrix``      ``f(w, s) -> (...)`` for each weight matrix w (..., m, n) and its singular values s
                   (..., min(m, n)), values below 1e-5 set to 0 (None unless ``needs_sv``); averaged over
                   the model's matrices, and kept per matrix.
-- ``weights``     ``f(flat) -> (steps,)`` over all weight-matrix entries concatenated (steps, N).
+- ``weights``     ``f(flat) -> (steps,)`` over all weight-matrix entries concatenated (steps, N), in the
+                  stored dtype (float32): accumulate in float64 (``flat.mean(axis=-1, dtype=np.float64)``).
 - ``biases``      the same over all bias entries.
 - ``init``        ``f(flat, flat0) -> (steps,)``: the weights against the first checkpoint's.
 - ``activation``  ``f(a) -> (steps,)`` for each hookpoint's activations (steps, probe, features);

@@ -14,8 +14,16 @@ SV_THRESHOLD = 1e-5  # singular values below this count as 0 (REFERENCE.md)
 
 
 def singular_values(w: np.ndarray) -> np.ndarray:
-    """Singular values of each matrix of the stack, descending, those below 1e-5 set to 0."""
-    s = np.linalg.svd(w, compute_uv=False)
+    """Singular values of each matrix of the stack (float64), descending, those below 1e-5 set to 0.
+
+    Computed as the square roots of the eigenvalues of the smaller Gram matrix (W W^T or W^T W):
+    several times faster than an SVD, and exact to about sqrt(machine eps) * ||W||_2 (~1e-8 * ||W||_2)
+    in absolute terms, far below the 1e-5 threshold that zeroes the small values anyway."""
+    w = np.asarray(w, dtype=np.float64)
+    m, n = w.shape[-2:]
+    gram = w @ np.swapaxes(w, -1, -2) if m <= n else np.swapaxes(w, -1, -2) @ w
+    lam = np.linalg.eigvalsh(gram)[..., ::-1]  # descending
+    s = np.sqrt(np.clip(lam, 0.0, None))
     return np.where(s < SV_THRESHOLD, 0.0, s)
 
 
@@ -106,53 +114,61 @@ def rms(w, s):
 
 # --- over all weights / biases concatenated ------------------------------------------------------
 
+def _median(flat: np.ndarray) -> np.ndarray:
+    """Median along the last axis in the stored dtype, the two middle values averaged in float64."""
+    n = flat.shape[-1]
+    k = [(n - 1) // 2, n // 2]
+    part = np.partition(flat, k, axis=-1)
+    return (part[..., k[0]].astype(np.float64) + part[..., k[1]].astype(np.float64)) / 2
+
+
 @register_metric("mean_w", "weights", paper=True)
 def mean_w(flat):
     """mean of all weight-matrix entries"""
-    return flat.mean(axis=-1)
+    return flat.mean(axis=-1, dtype=np.float64)
 
 
 @register_metric("median_w", "weights", paper=True)
 def median_w(flat):
-    """median of all weight-matrix entries"""
-    return np.median(flat, axis=-1)
+    """median of all weight-matrix entries (mean of the two middle values for an even count)"""
+    return _median(flat)
 
 
 @register_metric("var_w", "weights", paper=True)
 def var_w(flat):
     """population variance of all weight-matrix entries"""
-    return flat.var(axis=-1)
+    return flat.var(axis=-1, dtype=np.float64)
 
 
 @register_metric("mean_b", "biases", paper=True)
 def mean_b(flat):
     """mean of all bias entries"""
-    return flat.mean(axis=-1)
+    return flat.mean(axis=-1, dtype=np.float64)
 
 
 @register_metric("median_b", "biases", paper=True)
 def median_b(flat):
-    """median of all bias entries"""
-    return np.median(flat, axis=-1)
+    """median of all bias entries (mean of the two middle values for an even count)"""
+    return _median(flat)
 
 
 @register_metric("var_b", "biases", paper=True)
 def var_b(flat):
     """population variance of all bias entries"""
-    return flat.var(axis=-1)
+    return flat.var(axis=-1, dtype=np.float64)
 
 
 @register_metric("dist_init_l2", "init")
 def dist_init_l2(flat, flat0):
     """||w_t - w_0||_2 over all weight-matrix entries"""
-    d = flat - flat0
+    d = flat.astype(np.float64) - flat0
     return np.sqrt((d * d).sum(axis=-1))
 
 
 @register_metric("dist_init_l1", "init")
 def dist_init_l1(flat, flat0):
     """||w_t - w_0||_1 over all weight-matrix entries"""
-    return np.abs(flat - flat0).sum(axis=-1)
+    return np.abs(flat.astype(np.float64) - flat0).sum(axis=-1)
 
 
 for _name, _formula in {

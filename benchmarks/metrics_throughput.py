@@ -1,0 +1,184 @@
+"""The paper's 14 metrics over 8 seeds x 200 checkpoints of the paper's 1-layer transformer.
+
+vt's lazy, batched computation (the metric stage as the flow runs it: plan, one region per seed,
+swap) against the way earlier tools did it: for every checkpoint, read its weights, then for every
+matrix make one torch call per metric. Both read the same Zarr stores, in one run. Then the peak
+memory of vt's metric stage for one seed with 200 and with 2,000 checkpoints, each in a fresh
+process.
+
+    python benchmarks/metrics_throughput.py [--seeds 8] [--checkpoints 200] [--memory-checkpoints 2000]
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vt_core import stages  # noqa: E402
+from vt_core.config import parse_config  # noqa: E402
+from vt_core.store import RunStore  # noqa: E402
+from vt_core.study import prepare_study, run_path  # noqa: E402
+from vt_core.training import Checkpoint, Trainer  # noqa: E402
+
+
+def paper_config(out: Path, seeds: int) -> dict:
+    return {
+        "name": "bench", "seeds": seeds, "output_dir": str(out),
+        "model": {"name": "transformer", "n_layers": 1, "d_model": 128, "n_heads": 4, "d_head": 32,
+                  "d_mlp": 512, "layer_norm": False},
+        "data": {"name": "modular_addition", "p": 113, "train_fraction": 0.3},
+        "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 1.0},
+        "training": {"epochs": 1}, "checkpoints": {"every_epochs": 1},
+    }
+
+
+def make_study(out: Path, seeds: int, checkpoints: int) -> Path:
+    """Stores with the model's real initialisation, then a seeded random walk per checkpoint
+    (training 16,000 epochs on a CPU is not the point here: the metric stage is)."""
+    config = parse_config(paper_config(out, seeds))
+    study = prepare_study(config)
+    for seed in config.seeds:
+        trainer = Trainer(config, seed)
+        params = {n: p.detach().numpy().copy() for n, p in trainer.model.named_parameters()}
+        rng = np.random.default_rng(seed)
+        store = RunStore.create(run_path(study, seed), seed=seed, config_hash=config.training_hash(),
+                                config=config.training_dict())
+        for i in range(checkpoints):
+            for p in params.values():
+                p += rng.normal(scale=1e-3, size=p.shape).astype(np.float32)
+            store.write(Checkpoint(index=i, step=10 * i, epoch=float(i),
+                                   scalars={"train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.0,
+                                            "test_accuracy": 0.5, "grad_norm": 1.0},
+                                   weights=params), capacity=checkpoints)
+            store.commit(i + 1, 10 * i)
+        store.set_status("complete")
+    return study
+
+
+def vt_metrics(study: Path) -> dict:
+    seeds = stages.usable_seeds(study)
+    plan = stages.init_metrics(study, seeds)
+    return stages.finish_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
+
+
+def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
+    """Per checkpoint, per matrix, one torch call per metric (as visualizing-training did)."""
+    out = []
+    for seed in seeds:
+        store = RunStore(run_path(study, seed), mode="r")
+        g = store.root["weights"]
+        names = [n for n, _ in g.arrays() if n != "step" and not any(x in n for x in ("embed", "ln"))]
+        for i in range(store.committed):
+            tensors = {n: torch.from_numpy(np.asarray(g[n][i])).double() for n in names}
+            mats, biases = [], []
+            for n, t in tensors.items():
+                if t.ndim == 3:
+                    mats += list(t)
+                elif t.ndim == 2:
+                    mats.append(t)
+                else:
+                    biases.append(t)
+            rows = []
+            for w in mats:
+                s = torch.linalg.svdvals(w)
+                s = torch.where(s < 1e-5, torch.zeros_like(s), s)
+                l1 = torch.sum(torch.abs(w))
+                l2 = torch.linalg.norm(w)
+                tr = torch.trace(w)
+                spec = torch.linalg.matrix_norm(w, ord=2)
+                rows.append([l1, l2, tr, spec, l1 / l2, tr / torch.linalg.matrix_norm(w, ord=2),
+                             torch.mean(torch.linalg.svdvals(w)), torch.var(torch.linalg.svdvals(w), unbiased=False)])
+            per = torch.tensor([[float(x) for x in r] for r in rows]).mean(0)
+            wcat = torch.cat([m.flatten() for m in mats])
+            bcat = torch.cat([b.flatten() for b in biases])
+            # torch.median returns the lower middle value for an even count; the median is their mean
+            glob = [torch.mean(wcat), torch.quantile(wcat, 0.5), torch.var(wcat, unbiased=False),
+                    torch.mean(bcat), torch.quantile(bcat, 0.5), torch.var(bcat, unbiased=False)]
+            out.append(np.concatenate([per.numpy(), [float(x) for x in glob]]))
+    return np.array(out)
+
+
+MEMORY_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from benchmarks.metrics_throughput import vt_metrics
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+vt_metrics(Path(sys.argv[1]))
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "import_rss_mb": base / 1024, "seconds": time.perf_counter() - t}))
+"""
+
+
+def peak_memory(study: Path) -> dict:
+    res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(study), str(ROOT)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--checkpoints", type=int, default=200)
+    ap.add_argument("--memory-checkpoints", type=int, default=2000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vt-bench-metrics-"))
+    try:
+        t = time.perf_counter()
+        study = make_study(tmp / "study", args.seeds, args.checkpoints)
+        print(f"wrote {args.seeds} seeds x {args.checkpoints} checkpoints in {time.perf_counter() - t:.1f} s")
+
+        t = time.perf_counter()
+        base = baseline_metrics(study, list(range(args.seeds)))
+        baseline_s = time.perf_counter() - t
+        print(f"baseline (per checkpoint, per matrix, one torch call per metric): {baseline_s:.1f} s")
+
+        t = time.perf_counter()
+        cells = vt_metrics(study)
+        vt_s = time.perf_counter() - t
+        print(f"vt (lazy, batched, by region): {vt_s:.1f} s, cells {cells}")
+
+        from vt_core.config import PAPER_METRICS
+        from vt_core.metrics.incremental import load_features
+
+        got = load_features(study, list(PAPER_METRICS)).values.reshape(-1, len(PAPER_METRICS))
+        np.testing.assert_allclose(got, base, rtol=1e-5, atol=1e-8)  # the same numbers, or no ratio
+        print("vt and baseline agree (rtol 1e-5, atol 1e-8)")
+
+        mem = {}
+        for n in (args.checkpoints, args.memory_checkpoints):
+            one = make_study(tmp / f"mem{n}", 1, n)
+            mem[n] = peak_memory(one)
+            shutil.rmtree(one)
+            print(f"metric stage, 1 seed x {n} checkpoints: peak RSS {mem[n]['peak_rss_mb']:.0f} MB "
+                  f"(after imports {mem[n]['import_rss_mb']:.0f} MB), {mem[n]['seconds']:.1f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lo, hi = args.checkpoints, args.memory_checkpoints
+    print(json.dumps({
+        "ratio": round(baseline_s / vt_s, 2), "baseline_s": round(baseline_s, 2), "vt_s": round(vt_s, 2),
+        "seeds": args.seeds, "checkpoints": args.checkpoints,
+        f"peak_rss_mb_{lo}": round(mem[lo]["peak_rss_mb"], 1), f"peak_rss_mb_{hi}": round(mem[hi]["peak_rss_mb"], 1),
+        "cpu_cores": os.cpu_count(), "max_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
