@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -115,16 +114,23 @@ def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
 
 
 MEMORY_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from benchmarks.metrics_throughput import vt_metrics
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from benchmarks.metrics_throughput import vt_metrics, vm_hwm_mb
+base = vm_hwm_mb()
 t = time.perf_counter()
 vt_metrics(Path(sys.argv[1]))
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "import_rss_mb": base / 1024, "seconds": time.perf_counter() - t}))
+print(json.dumps({"peak_rss_mb": vm_hwm_mb(), "import_rss_mb": base, "seconds": time.perf_counter() - t}))
 """
+
+
+def vm_hwm_mb() -> float:
+    """Peak resident memory of this process image (VmHWM; unlike ru_maxrss it restarts at exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def peak_memory(study: Path) -> dict:
@@ -176,7 +182,7 @@ def main() -> None:
         "ratio": round(baseline_s / vt_s, 2), "baseline_s": round(baseline_s, 2), "vt_s": round(vt_s, 2),
         "seeds": args.seeds, "checkpoints": args.checkpoints,
         f"peak_rss_mb_{lo}": round(mem[lo]["peak_rss_mb"], 1), f"peak_rss_mb_{hi}": round(mem[hi]["peak_rss_mb"], 1),
-        "cpu_cores": os.cpu_count(), "max_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_cores": os.cpu_count(),
     }))
 
 

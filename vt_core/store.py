@@ -196,7 +196,7 @@ class RunStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def dataset(self, group: str | None = None, chunk_bytes: int = 32 * 2**20) -> xr.Dataset:
+    def dataset(self, group: str | None = None, chunk_bytes: int = 8 * 2**20) -> xr.Dataset:
         """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root).
 
         Each dask chunk spans as many stored checkpoints as fit in ``chunk_bytes`` for the largest

@@ -139,8 +139,10 @@ def test_incremental_seeds_metrics_and_checkpoints(tmp_path):
     d2 = dict(d, metrics={"names": list(load_study(study).metrics.names) + ["effective_rank", "act_sparsity"]})
     prepare_study(parse_config(d2))
     assert _analyse_metrics(study, [0, 1, 2]) == {"computed": 3 * n_steps * 2, "reused": 3 * n_steps * n_cols}
-    er = load_features(study, ["effective_rank", "act_sparsity@layers.1"])
+    er = load_features(study, ["effective_rank", "act_sparsity@layers.1", "l2@max", "l2@mean", "l2"])
     assert np.isfinite(er.values).all()
+    np.testing.assert_allclose(er.sel(metric="l2@mean").values, er.sel(metric="l2").values)
+    assert (er.sel(metric="l2@max") >= er.sel(metric="l2@mean")).all()
 
 
 def test_incremental_new_checkpoints(tmp_path):

@@ -92,6 +92,17 @@ def plan_metrics(study: Path, config: StudyConfig, stores: dict[int, RunStore]) 
     return {"target": str(target), "rebuild": not same, "seeds": seeds}
 
 
+BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not grow with the run
+
+
+def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray) -> xr.Dataset:
+    """``seed_metrics(...).compute()`` one block of checkpoints at a time, so that a long run never
+    has more than a block of weights in memory (dask alone may read far ahead of the kernels)."""
+    blocks = [seed_metrics(store, config, names=names, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
+              for i in range(0, len(index), BLOCK_CHECKPOINTS)]
+    return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step")
+
+
 def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:
     """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
     target = _open(Path(plan["target"]))
@@ -122,8 +133,7 @@ def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: 
     need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
     need_steps = steps[missing.any(axis=1)]
     if need_metrics:
-        index = np.searchsorted(have_steps, need_steps)
-        new = seed_metrics(store, config, names=need_metrics, index=index).compute()
+        new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
         cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
         mask = missing[np.ix_(np.isin(steps, need_steps), [metrics.index(m) for m in need_metrics])]
         block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
@@ -156,15 +166,28 @@ def finalize_metrics(study: Path, plan: dict) -> str:
     return str(final)
 
 
+AGGREGATIONS = ("mean", "median", "min", "max", "sum")
+
+
 def load_features(study: Path, features: list[str]) -> xr.DataArray:
-    """The HMM input (seed, step, metric) in memory. ``name@layer`` picks one layer's value."""
+    """The HMM input (seed, step, metric) in memory.
+
+    ``name`` is the column of ``value`` (layer kinds averaged over the model, as the paper does);
+    ``name@LAYER`` picks one weight matrix's or hookpoint's value; ``name@max`` (or mean, median,
+    min, sum) aggregates the per-layer values another way."""
     ds = _open(Path(study) / METRICS_ZARR)
     if ds is None:
         raise MetricsError(f"{Path(study) / METRICS_ZARR} not found; compute metrics first (`vt analyze {study}`)")
     cols = []
     for f in features:
         name, _, layer = f.partition("@")
-        if layer:
+        if layer in AGGREGATIONS:
+            if "per_layer" not in ds or name not in ds["layer_metric"].values:
+                raise MetricsError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
+            per = ds["per_layer"].sel(layer_metric=name, drop=True).load()
+            has = per.notnull().any(dim=("seed", "step"))  # the layers this metric applies to
+            col = getattr(per.where(has, drop=True), layer)(dim="layer", skipna=False)
+        elif layer:
             if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
                 raise MetricsError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
                                    f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
