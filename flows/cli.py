@@ -109,6 +109,32 @@ def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> No
 
 
 @app.command()
+def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) -> None:
+    """Every hookpoint of the configured model, the shapes it yields on the probe batch, and which
+    ones the config selects."""
+    from vt_core.data import build_task
+    from vt_core.hooks import INPUT_SUFFIX, describe_hookpoints, select_hookpoints
+    from vt_core.models import build_model
+
+    try:
+        cfg = load_config(config)
+        task = build_task(cfg.data, cfg.seeds[0])
+        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+        selected = set(select_hookpoints(model, cfg.hooks.activations)) if cfg.hooks.activations else set()
+    except (ConfigError, HookpointError, FileNotFoundError, ValueError) as err:
+        _fail(err)
+    rows = describe_hookpoints(model, task.x_test[: cfg.hooks.probe_size])
+    table = Table(title=f"hookpoints of {cfg.model.name} (probe batch of {cfg.hooks.probe_size}; "
+                        f"capture = {cfg.hooks.capture}; inputs are stored as NAME{INPUT_SUFFIX})")
+    for col in ("selected", "name", "module", "output shape", "input shape"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row("*" if r["name"] in selected else "", r["name"], r["type"], str(r["output"]), str(r["input"]))
+    Console(width=160).print(table)
+    console.print(f"{len(selected)} of {len(rows)} hookpoints selected by hooks.activations = {cfg.hooks.activations}")
+
+
+@app.command()
 def metrics() -> None:
     """List every registered metric: its name, what it reads, its formula."""
     from vt_core.metrics.registry import all_metrics
@@ -134,7 +160,7 @@ def validate(config: Annotated[Path, typer.Argument(help="study config (.toml)")
         model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
         hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
         params = select_parameters(model, cfg.hooks.weights)
-    except (ConfigError, HookpointError) as err:
+    except (ConfigError, HookpointError, FileNotFoundError, ValueError) as err:
         _fail(err)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(soft_wrap=True, *[f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "

@@ -28,8 +28,8 @@ def tiny_dict(out: Path, **over) -> dict:
         "hmm": {"max_states": 3, "restarts": 2, "covariance": "diag"},
     }
     for key, value in over.items():
-        same_kind = isinstance(d.get(key), dict) and value.get("name", d[key].get("name")) == d[key].get("name") \
-            if isinstance(value, dict) else False
+        same_kind = (isinstance(value, dict) and isinstance(d.get(key), dict) and "factory" not in value
+                     and value.get("name", d[key].get("name")) == d[key].get("name"))
         if same_kind:
             d[key] = {**d[key], **value}
         else:

@@ -11,9 +11,10 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 #: The paper's 14 weight metrics (REFERENCE.md), in the order the paper lists them.
 PAPER_METRICS: tuple[str, ...] = (
@@ -51,6 +52,7 @@ class MLPConfig(_Strict):
     hidden: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128], min_length=1)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     bias: bool = True
+    norm: Literal["none", "batch", "layer"] = "none"
 
 
 class TransformerConfig(_Strict):
@@ -64,7 +66,54 @@ class TransformerConfig(_Strict):
     layer_norm: bool = False
 
 
-ModelConfig = Annotated[Union[MLPConfig, TransformerConfig], Field(discriminator="name")]
+class ResNetConfig(_Strict):
+    """ResNet-18 style (CIFAR stem); ``batch_norm`` and ``residual`` off give the paper's
+    destabilised variant."""
+
+    name: Literal["resnet"] = "resnet"
+    width: int = Field(64, gt=0, description="channels of the first stage; doubled at each stage")
+    blocks: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
+    batch_norm: bool = True
+    residual: bool = True
+
+
+class LeNetConfig(_Strict):
+    name: Literal["lenet5"] = "lenet5"
+    activation: Literal["relu", "tanh"] = "relu"
+
+
+class CustomModelConfig(_Strict):
+    """Your own model: ``factory = "mypkg.nets:make_net"`` is imported and called with ``kwargs``
+    (plus ``input_shape`` and ``n_classes`` when it accepts them). Importing it runs its code."""
+
+    name: Literal["custom"] = "custom"
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("factory")
+    @classmethod
+    def _importable(cls, v: str) -> str:
+        from vt_core.models.registry import ModelFactoryError, resolve_factory
+
+        try:
+            resolve_factory(v)
+        except ModelFactoryError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+
+def _model_kind(v) -> str:
+    if isinstance(v, dict):
+        return "custom" if "factory" in v else v.get("name", "")
+    return getattr(v, "name", "")
+
+
+ModelConfig = Annotated[
+    Union[Annotated[MLPConfig, Tag("mlp")], Annotated[TransformerConfig, Tag("transformer")],
+          Annotated[ResNetConfig, Tag("resnet")], Annotated[LeNetConfig, Tag("lenet5")],
+          Annotated[CustomModelConfig, Tag("custom")]],
+    Discriminator(_model_kind),
+]
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -88,15 +137,57 @@ class SparseParityConfig(_Strict):
 
 
 class ModularConfig(_Strict):
-    """Modular addition: the pairs (a, b) in [0, p)^2 labelled (a + b) mod p, split at train_fraction."""
+    """Modular arithmetic: all pairs (a, b) labelled (a op b) mod p, split at train_fraction.
+    Division is a * b^-1 mod p over b != 0 and needs p prime."""
 
-    name: Literal["modular_addition"] = "modular_addition"
+    name: Literal["modular_addition", "modular_arithmetic"] = "modular_addition"
+    op: Literal["+", "-", "*", "/"] = "+"
     p: int = Field(113, gt=1)
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
 
+    @model_validator(mode="after")
+    def _prime_for_division(self) -> "ModularConfig":
+        if self.op == "/" and any(self.p % d == 0 for d in range(2, int(self.p ** 0.5) + 1)):
+            raise ValueError(f"op='/' needs a prime p (b has no inverse mod {self.p}); use e.g. p=113")
+        return self
 
-DataConfig = Annotated[Union[SparseParityConfig, ModularConfig], Field(discriminator="name")]
+
+class DigitsConfig(_Strict):
+    """scikit-learn's 8x8 handwritten digits (1,797 images shipped inside the package)."""
+
+    name: Literal["digits"] = "digits"
+    train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
+    seed: int | None = Field(None, ge=0)
+
+
+class SyntheticImagesConfig(_Strict):
+    """A seeded image task: one random template per class, plus noise and random shifts."""
+
+    name: Literal["synthetic_images"] = "synthetic_images"
+    n_classes: int = Field(10, gt=1)
+    channels: int = Field(3, gt=0)
+    size: int = Field(32, ge=8)
+    n_train: int = Field(2048, gt=0)
+    n_test: int = Field(512, gt=0)
+    noise: float = Field(1.0, ge=0.0)
+    seed: int | None = Field(None, ge=0)
+
+
+class TorchvisionConfig(_Strict):
+    """MNIST / CIFAR-10 / CIFAR-100 read from ``root`` in torchvision's layout (no torchvision needed)."""
+
+    name: Literal["mnist", "cifar10", "cifar100"]
+    root: str = Field(min_length=1)
+    download: bool = False
+    n_train: int | None = Field(None, gt=0, description="first n training images (default all)")
+    n_test: int | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0)
+
+
+DataConfig = Annotated[Union[SparseParityConfig, ModularConfig, DigitsConfig, SyntheticImagesConfig,
+                             TorchvisionConfig], Field(discriminator="name")]
+IMAGE_DATA = ("digits", "synthetic_images", "mnist", "cifar10", "cifar100")
 
 
 # --- optimisation and schedule ------------------------------------------------------------------
@@ -115,22 +206,34 @@ class TrainingConfig(_Strict):
     batch_size: int | None = Field(None, gt=0, description="None: full batch")
     loss: Literal["cross_entropy", "hinge", "mse"] = "cross_entropy"
     grad_clip: float | None = Field(None, gt=0.0)
-    device: str = "cpu"
+    lr_schedule: Literal["constant", "warmup_cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
+    device: str = Field("cpu", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto: cuda, then mps, then cpu")
 
 
 class CheckpointConfig(_Strict):
+    """Exactly one schedule. The initialisation (step 0) and the last step are always kept."""
+
     every_epochs: int | None = Field(None, gt=0)
     every_steps: int | None = Field(None, gt=0)
+    log_spaced: int | None = Field(None, gt=1, description="about this many steps, log-spaced (dense early)")
+    steps: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="explicit steps")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "CheckpointConfig":
-        if (self.every_epochs is None) == (self.every_steps is None):
-            raise ValueError("set exactly one of every_epochs or every_steps")
+        set_ = [k for k in ("every_epochs", "every_steps", "log_spaced", "steps") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError(f"set exactly one of every_epochs, every_steps, log_spaced or steps (got {set_ or 'none'})")
+        if self.steps is not None and sorted(set(self.steps)) != self.steps:
+            raise ValueError("steps must be strictly increasing")
         return self
 
 
 class HooksConfig(_Strict):
     activations: list[str] = Field(default_factory=list, description="hookpoint names or globs")
+    capture: Literal["output", "input", "both"] = "output"
     weights: list[str] = Field(default_factory=lambda: ["*"], description="parameter globs to store")
     probe_size: int = Field(32, gt=0, description="examples in the fixed probe batch")
 
@@ -219,6 +322,8 @@ class StudyConfig(_Strict):
             raise ValueError("training.loss='hinge' needs a binary task (data.name='sparse_parity')")
         if isinstance(self.model, TransformerConfig) and not isinstance(self.data, ModularConfig):
             raise ValueError("model.name='transformer' needs token inputs (data.name='modular_addition')")
+        if isinstance(self.model, (ResNetConfig, LeNetConfig)) and self.data.name not in IMAGE_DATA:
+            raise ValueError(f"model.name={self.model.name!r} needs images (data.name in {list(IMAGE_DATA)})")
         feats = self.hmm.features or []
         known = set(self.metrics.names) | set(SCALARS)
         bad = [f for f in feats if f.split("@")[0] not in known]

@@ -51,18 +51,26 @@ def select_parameters(model: nn.Module, patterns: list[str]) -> list[str]:
     return [n for n in names if n in chosen]
 
 
+INPUT_SUFFIX = ".input"
+
+
 @contextmanager
-def capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named modules into the yielded dict (detached copies)."""
+def capture(model: nn.Module, names: list[str], what: str = "output") -> Iterator[dict[str, torch.Tensor]]:
+    """Record the named modules' outputs (``name``), inputs (``name.input``) or both into the
+    yielded dict (detached copies). The hooks are removed on exit, also when the forward raises."""
     modules = dict(model.named_modules())
     out: dict[str, torch.Tensor] = {}
     handles = []
 
     def make_hook(name: str):
-        def hook(_mod, _inp, output):
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"hookpoint {name!r} returns {type(output).__name__}, not a tensor")
-            out[name] = output.detach().clone()
+        def hook(_mod, inputs, output):
+            if what in ("output", "both"):
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(f"hookpoint {name!r} returns {type(output).__name__}, not a tensor; "
+                                    f"capture its input, or hook a submodule")
+                out[name] = output.detach().clone()
+            if what in ("input", "both") and inputs and isinstance(inputs[0], torch.Tensor):
+                out[name + INPUT_SUFFIX] = inputs[0].detach().clone()
 
         return hook
 
@@ -73,3 +81,19 @@ def capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tens
     finally:
         for h in handles:
             h.remove()
+
+
+def describe_hookpoints(model: nn.Module, probe: torch.Tensor) -> list[dict]:
+    """Every hookpoint with its module type and the shapes it yields on ``probe`` (one forward)."""
+    names = hookpoint_names(model)
+    modules = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), capture(model, names, "both") as got:
+            model(probe)
+    finally:
+        model.train(was_training)
+    return [{"name": n, "type": type(modules[n]).__name__,
+             "output": tuple(got[n].shape) if n in got else None,
+             "input": tuple(got[n + INPUT_SUFFIX].shape) if n + INPUT_SUFFIX in got else None} for n in names]

@@ -41,6 +41,54 @@ class Checkpoint:
     activations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA if present, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class ScheduleError(ValueError):
+    """A checkpoint schedule that does not fit the run."""
+
+
+def checkpoint_steps(cfg, total_steps: int) -> set[int] | None:
+    """Step-based schedules as a set of steps (with 0 and the last step); None for every_epochs."""
+    c = cfg.checkpoints
+    if c.every_epochs is not None:
+        return None
+    if c.every_steps is not None:
+        steps = set(range(0, total_steps + 1, c.every_steps))
+    elif c.log_spaced is not None:  # dense early, as Pythia's checkpoints are
+        steps = {int(round(x)) for x in np.geomspace(1, total_steps, c.log_spaced)}
+    else:
+        late = [s for s in c.steps if s > total_steps]
+        if late:
+            raise ScheduleError(f"checkpoints.steps {late} lie past the last step {total_steps} "
+                                f"({cfg.training.epochs} epochs); drop them or train longer")
+        steps = set(c.steps)
+    return steps | {0, total_steps}
+
+
+def lr_lambda(cfg, total_steps: int):
+    t = cfg.training
+    if t.lr_schedule == "constant":
+        return lambda step: 1.0
+    warm, floor = t.warmup_steps, t.min_lr_ratio
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -63,7 +111,7 @@ def loss_and_correct(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_class
 class Trainer:
     def __init__(self, config: StudyConfig, seed: int):
         self.cfg, self.seed = config, seed
-        self.device = torch.device(config.training.device)
+        self.device = resolve_device(config.training.device)
         seed_everything(seed)  # before the model is built: initialisation follows the seed
         task = build_task(config.data, seed)
         self.task = Task(*(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in vars(task).values()))
@@ -76,6 +124,8 @@ class Trainer:
         n = len(task.x_train)
         self.batch_size = min(config.training.batch_size or n, n)
         self.batches_per_epoch = math.ceil(n / self.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, self.total_steps))
+        self.ckpt_steps = checkpoint_steps(config, self.total_steps)
         self.probe_x = self.task.x_test[: config.hooks.probe_size]
         self.probe_y = self.task.y_test[: config.hooks.probe_size]
         # position in training
@@ -102,8 +152,9 @@ class Trainer:
     @property
     def expected_checkpoints(self) -> int:
         """How many checkpoints a full run writes (the initialisation, the schedule, the last step)."""
-        c = self.cfg.checkpoints
-        every, total = (c.every_steps, self.total_steps) if c.every_steps else (c.every_epochs, self.cfg.training.epochs)
+        if self.ckpt_steps is not None:
+            return len(self.ckpt_steps)
+        every, total = self.cfg.checkpoints.every_epochs, self.cfg.training.epochs
         return 1 + total // every + (1 if total % every else 0)
 
     # -- exact resume -----------------------------------------------------------------------------
@@ -112,6 +163,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
@@ -122,6 +174,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.perm = state["perm"] if state["perm"].numel() else None
@@ -146,7 +199,7 @@ class Trainer:
         acts = {}
         if self.hooks:
             self.model.eval()
-            with capture(self.model, self.hooks) as out:
+            with capture(self.model, self.hooks, self.cfg.hooks.capture) as out:
                 self.model(self.probe_x)
             self.model.train()
             acts = {n: v.cpu().numpy() for n, v in out.items()}
@@ -180,15 +233,15 @@ class Trainer:
         if self.cfg.training.grad_clip is not None:  # between backward and step, where it acts
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
         self.optimizer.step()
+        self.scheduler.step()
         self.step += 1
 
     def _due(self, end_of_epoch: bool) -> bool:
-        c = self.cfg.checkpoints
         if self.step == self.total_steps:
             return True
-        if c.every_steps is not None:
-            return self.step % c.every_steps == 0
-        return end_of_epoch and self.epoch % c.every_epochs == 0
+        if self.ckpt_steps is not None:
+            return self.step in self.ckpt_steps
+        return end_of_epoch and self.epoch % self.cfg.checkpoints.every_epochs == 0
 
     def run(self) -> Iterator[Checkpoint]:
         """Train to the end, yielding checkpoints; starts from wherever the state says."""

@@ -148,3 +148,53 @@ def test_sigkill_during_training_resumes_bitwise(tmp_path):
     assert len(a["step"]) == 41 and len(np.unique(a["step"])) == 41  # none missing, none duplicated
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_log_spaced_and_explicit_schedules(tmp_path):
+    cfg = parse_config(tiny_dict(tmp_path, checkpoints={"every_epochs": None, "log_spaced": 6}))  # 96 steps
+    t = Trainer(cfg, 0)
+    steps = [c.step for c in t.run()]
+    assert steps == sorted(t.ckpt_steps) and steps[0] == 0 and steps[-1] == 96
+    gaps = np.diff(steps)
+    assert gaps[0] < gaps[-1]  # dense early
+    assert t.expected_checkpoints == len(steps)
+    cfg = parse_config(tiny_dict(tmp_path, checkpoints={"every_epochs": None, "steps": [3, 10, 50]}))
+    assert [c.step for c in Trainer(cfg, 0).run()] == [0, 3, 10, 50, 96]
+    cfg = parse_config(tiny_dict(tmp_path, checkpoints={"every_epochs": None, "steps": [3, 500]}))
+    with pytest.raises(ValueError, match=r"\[500\] lie past the last step 96"):
+        Trainer(cfg, 0)
+
+
+def test_warmup_cosine_schedule_and_its_resume(tmp_path):
+    cfg = parse_config(tiny_dict(tmp_path, training={"lr_schedule": "warmup_cosine", "warmup_steps": 10,
+                                                    "min_lr_ratio": 0.1},
+                                 checkpoints={"every_epochs": None, "every_steps": 7}))
+    t = Trainer(cfg, 0)
+    lrs = []
+    it = t.run()
+    for _ in range(8):
+        next(it)
+        lrs.append(t.optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.1 / 10)  # first step of the warm-up
+    assert max(lrs) <= 0.1 + 1e-12 and lrs[-1] < lrs[3]
+    state = t.state_dict()
+    t2 = Trainer(cfg, 0)
+    t2.load_state_dict(state)
+    assert t2.optimizer.param_groups[0]["lr"] == pytest.approx(t.optimizer.param_groups[0]["lr"])
+    full = [c.weights["layers.0.weight"] for c in Trainer(cfg, 0).run()]
+    rest = [c.weights["layers.0.weight"] for c in t2.run()]
+    np.testing.assert_array_equal(full[-1], rest[-1])
+
+
+def test_capture_inputs_and_outputs(tmp_path):
+    cfg = parse_config(tiny_dict(tmp_path, hooks={"activations": ["layers.1"], "capture": "both"}))
+    c = next(Trainer(cfg, 0).run())
+    assert set(c.activations) == {"layers.1", "layers.1.input"}
+    np.testing.assert_array_equal(c.activations["layers.1"], np.maximum(c.activations["layers.1.input"], 0))
+
+
+def test_device_auto_resolves_here():
+    from vt_core.training import resolve_device
+
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu").type == "cpu"

@@ -1,20 +1,25 @@
-"""Modular addition: every pair (a, b) as tokens [a, b, p] labelled (a + b) mod p."""
+"""Modular arithmetic: every pair (a, b) as tokens [a, b, p] labelled (a op b) mod p."""
 
 from __future__ import annotations
 
 import torch
 
-from vt_core.data import Task
+from vt_core.data import Task, split
+
+
+def modular_arithmetic(p: int, train_fraction: float, seed: int, op: str = "+") -> Task:
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    a, b = a.flatten(), b.flatten()
+    if op == "/":  # a * b^-1 mod p, b != 0 (p prime: b^-1 = b^(p-2))
+        keep = b != 0
+        a, b = a[keep], b[keep]
+        y = (a * torch.tensor([pow(int(v), p - 2, p) for v in b])) % p
+    else:
+        y = {"+": a + b, "-": a - b, "*": a * b}[op] % p
+    x = torch.stack([a, b, torch.full_like(a, p)], dim=1)  # token p is "="
+    x_tr, y_tr, x_te, y_te = split(x, y, train_fraction, seed)
+    return Task(x_tr, y_tr, x_te, y_te, n_classes=p, input_dim=p + 1)
 
 
 def modular_addition(p: int, train_fraction: float, seed: int) -> Task:
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    a, b = a.flatten(), b.flatten()
-    x = torch.stack([a, b, torch.full_like(a, p)], dim=1)  # (p*p, 3); token p is "="
-    y = (a + b) % p
-    perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(train_fraction * p * p))
-    if not 0 < n_train < p * p:
-        raise ValueError(f"train_fraction={train_fraction} leaves an empty split for p={p}")
-    tr, te = perm[:n_train], perm[n_train:]
-    return Task(x[tr], y[tr], x[te], y[te], n_classes=p, input_dim=p + 1)
+    return modular_arithmetic(p, train_fraction, seed, "+")

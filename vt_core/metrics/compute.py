@@ -55,8 +55,9 @@ def _as_matrices(var: xr.DataArray) -> xr.DataArray:
 
 
 def weight_arrays(weights: xr.Dataset, config: StudyConfig) -> tuple[list[str], list[str]]:
-    """(matrix parameters, bias parameters) that the weight metrics read, in store order."""
-    params = [str(v) for v in weights.data_vars if not _excluded(str(v), list(config.metrics.exclude))]
+    """(matrix parameters, bias parameters) that the weight metrics read, sorted by name."""
+    # sorted: zarr lists members in no fixed order, and layer labels must not depend on it
+    params = sorted(str(v) for v in weights.data_vars if not _excluded(str(v), list(config.metrics.exclude)))
     return [p for p in params if weights[p].ndim >= 3], [p for p in params if weights[p].ndim == 2]
 
 
@@ -68,7 +69,7 @@ def layer_names(store: RunStore, config: StudyConfig) -> list[str]:
     for p in mats:
         out += [f"{p}.{h}" for h in range(weights[p].shape[1])] if weights[p].ndim == 4 else [p]
     if "activations" in store.root:
-        out += [str(v) for v in store.dataset("activations").data_vars]
+        out += sorted(str(v) for v in store.dataset("activations").data_vars)
     return out
 
 
@@ -188,7 +189,7 @@ def seed_metrics(store: RunStore, config: StudyConfig, names: list[str] | None =
         acts = sel(full_a)
         hook_rows = []
         thr = config.metrics.dormant_threshold
-        for h in [str(v) for v in full_a.data_vars]:
+        for h in sorted(str(v) for v in full_a.data_vars):
             a = acts[h]
             core = [list(a.dims[1:])]
             parts = []

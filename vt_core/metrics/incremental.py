@@ -100,7 +100,7 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     has more than a block of weights in memory (dask alone may read far ahead of the kernels)."""
     blocks = [seed_metrics(store, config, names=names, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
               for i in range(0, len(index), BLOCK_CHECKPOINTS)]
-    return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step")
+    return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
 
 
 def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:

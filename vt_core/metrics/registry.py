@@ -72,6 +72,9 @@ def register_scalar(name: str, formula: str) -> None:
 
 
 def load_plugins(modules: list[str]) -> None:
+    from vt_core.models.registry import importable_from_cwd
+
+    importable_from_cwd()
     for mod in modules:
         try:
             importlib.import_module(mod)
