@@ -67,6 +67,7 @@ class RunStore:
         self.root = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
+        self._datasets: dict[tuple, xr.Dataset] = {}
 
     @classmethod
     def create(cls, path: str | Path, *, seed: int, config_hash: str, config: dict) -> "RunStore":
@@ -202,6 +203,9 @@ class RunStore:
 
         Each dask chunk spans as many stored checkpoints as fit in ``chunk_bytes`` for the largest
         array, so that one task reads a block of checkpoints in one (concurrent) zarr call."""
+        key = (group, chunk_bytes, self.committed)
+        if key in self._datasets:  # opening is slow (metadata of every array): reuse while unchanged
+            return self._datasets[key]
         g = self.root if group is None else self.root[group]
         per_step = max([a.dtype.itemsize * int(np.prod(a.shape[1:])) for _, a in g.arrays()] or [1])
         n = max(1, int(chunk_bytes // max(per_step, 1)))
@@ -210,7 +214,8 @@ class RunStore:
             # across blocks is intended (they are tiny), so zarr's advice does not apply
             warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
             ds = xr.open_zarr(str(self.path), group=group, consolidated=False, chunks={"step": n})
-        return ds.isel(step=slice(0, self.committed))
+        self._datasets[key] = ds = ds.isel(step=slice(0, self.committed))
+        return ds
 
     def validate(self) -> list[str]:
         """Problems found (empty if none): arrays shorter than the committed count."""

@@ -15,6 +15,7 @@ import torch
 from vt_core.config import ConfigError, StudyConfig, parse_config
 from vt_core.store import RunStore, StoreError, resume_path
 from vt_core.training import DivergedError, Trainer
+from vt_core.writer import CheckpointWriter
 
 STUDY_JSON = "study.json"
 _VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
@@ -153,14 +154,16 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
     store.set_status("running")
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
+    writer = CheckpointWriter(store, capacity=trainer.expected_checkpoints)
     try:
-        for ckpt in trainer.run():
-            store.write(ckpt, capacity=trainer.expected_checkpoints)
-            store.save_resume(trainer.state_dict())
-            store.commit(ckpt.index + 1, ckpt.step)
-            if progress is not None:
-                progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
-                          "step": ckpt.step, **ckpt.scalars})
+        try:
+            for ckpt in trainer.run():
+                writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
+                if progress is not None:
+                    progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
+                              "step": ckpt.step, **ckpt.scalars})
+        finally:
+            writer.close()  # everything queued is committed before the status changes
     except DivergedError as err:
         store.truncate(store.committed)
         store.set_status("diverged", error=str(err))

@@ -46,3 +46,15 @@ def test_run_refuses_a_changed_training_config(analysed_study, tmp_path):
 def test_bad_runner(tmp_path, analysed_study):
     res = runner.invoke(app, ["analyze", str(analysed_study), "--runner", "mpi"])
     assert res.exit_code == 2 and "runner 'mpi' is unknown" in res.output
+
+
+def test_hooks_lists_hookpoints_with_shapes():
+    res = runner.invoke(app, ["hooks", str(ROOT / "examples" / "modular_addition.toml")])
+    assert res.exit_code == 0, res.output
+    assert "blocks.0.attn.hook_pattern" in res.output and "(32, 4, 3, 3)" in res.output
+    assert "2 of" in res.output  # the two hookpoints the example selects
+
+
+def test_metrics_command_lists_the_paper_metrics():
+    res = runner.invoke(app, ["metrics"])
+    assert res.exit_code == 0 and "computational_sparsity *" in res.output
