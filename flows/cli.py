@@ -90,6 +90,22 @@ def analyze(study: Annotated[Path, typer.Argument(help="study directory")], runn
 
 
 @app.command()
+def report(study: Annotated[Path, typer.Argument(help="study directory")],
+           out: Annotated[Path | None, typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
+    """Markdown that puts the study's results beside the paper's: k, states, detours, R^2."""
+    from vt_core.report import report_markdown
+
+    try:
+        text = report_markdown(study)
+    except (StudyError, FileNotFoundError) as err:
+        _fail(err)
+    target = out or study / "report.md"
+    target.write_text(text)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"written to {target}")
+
+
+@app.command()
 def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> None:
     """Each seed's state (complete, running, interrupted, failed, diverged, missing) and last committed step."""
     try:

@@ -117,3 +117,66 @@ def convergence_step(steps: np.ndarray, accuracy: np.ndarray, threshold: float) 
     order = np.argsort(steps)
     hit = np.flatnonzero(np.asarray(accuracy)[order] >= threshold)
     return int(np.asarray(steps)[order][hit[0]]) if hit.size else None
+
+
+def time_in_states(path: np.ndarray, steps: np.ndarray, k: int) -> np.ndarray:
+    """Training steps spent in each state: each interval between checkpoints counts for the state
+    decoded at its start."""
+    out = np.zeros(k)
+    np.add.at(out, np.asarray(path)[:-1], np.diff(np.asarray(steps, dtype=float)))
+    return out
+
+
+def convergence_regression(conv: dict[int, int | None], occupancy: dict[int, np.ndarray]) -> dict:
+    """Least squares of each seed's convergence step on its time in each state (with an intercept).
+
+    Seeds that never converge are left out. With no more seeds than coefficients the fit is exact
+    and R^2 says nothing; ``determined`` is False then."""
+    seeds = [s for s, c in conv.items() if c is not None and s in occupancy]
+    k = len(next(iter(occupancy.values()))) if occupancy else 0
+    out = {"seeds": seeds, "n": len(seeds), "coefficients": [None] * k, "intercept": None, "r2": None,
+           "determined": len(seeds) > k + 1}
+    if len(seeds) < 2:
+        return out
+    X = np.column_stack([np.ones(len(seeds)), np.array([occupancy[s] for s in seeds])])
+    y = np.array([conv[s] for s in seeds], dtype=float)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    ss_res = float(((y - X @ beta) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    out.update(intercept=float(beta[0]), coefficients=[float(b) for b in beta[1:]],
+               r2=(1 - ss_res / ss_tot) if ss_tot > 0 else None)
+    return out
+
+
+def detour_states(coefficients: list[float | None], visits: list[list[int]], n_seeds: int) -> list[int]:
+    """States that only some seeds visit and whose regression coefficient is positive (they slow
+    convergence down): the paper's detours."""
+    return [s for s, (c, v) in enumerate(zip(coefficients, visits)) if c is not None and c > 0 and 0 < len(v) < n_seeds]
+
+
+def trajectory_dissimilarity(occupancy: dict[int, np.ndarray]) -> tuple[float | None, dict[str, float]]:
+    """Mean pairwise Wasserstein distance between the seeds' state-occupancy distributions (states
+    in canonical order on a line), and each seed's mean distance to the others."""
+    from scipy.stats import wasserstein_distance
+
+    seeds = sorted(occupancy)
+    if len(seeds) < 2:
+        return None, {}
+    k = len(occupancy[seeds[0]])
+    pos = np.arange(k, dtype=float)
+    dist = np.zeros((len(seeds), len(seeds)))
+    for a in range(len(seeds)):
+        for b in range(a + 1, len(seeds)):
+            u, v = occupancy[seeds[a]], occupancy[seeds[b]]
+            dist[a, b] = dist[b, a] = wasserstein_distance(pos, pos, u / u.sum(), v / v.sum())
+    per_seed = {str(s): float(dist[i].sum() / (len(seeds) - 1)) for i, s in enumerate(seeds)}
+    return float(dist[np.triu_indices(len(seeds), 1)].mean()), per_seed
+
+
+def unusual_seeds(per_seed: dict[str, float]) -> list[int]:
+    """Seeds whose mean distance to the others lies above Q3 + 1.5 IQR (needs 4 seeds or more)."""
+    if len(per_seed) < 4:
+        return []
+    vals = np.array(list(per_seed.values()))
+    q1, q3 = np.percentile(vals, [25, 75])
+    return [int(s) for s, v in per_seed.items() if v > q3 + 1.5 * (q3 - q1) and v > 0]

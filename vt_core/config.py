@@ -278,9 +278,11 @@ class HMMConfig(_Strict):
     restarts: int = Field(5, gt=0)
     covariance: Literal["full", "diag", "spherical", "tied"] = "full"
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    n_iter: int = Field(100, gt=0)
+    n_iter: int = Field(200, gt=0, description="EM iterations; a fit that has not converged is excluded")
     tol: float = Field(1e-3, gt=0.0)
     seed: int = Field(0, ge=0)
+    standardize: Literal["seed", "global"] = Field("seed", description="z-score each seed (paper) or all together")
+    pca_components: int | None = Field(None, gt=0, description="project the features on this many PCs first")
     features: list[str] | None = Field(
         None, description="default: the metrics' names; 'metric@layer' picks one layer's or hook's value")
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")

@@ -35,13 +35,39 @@ class Sequences:
     values: list[np.ndarray]  # raw, (T_s, F)
     features: list[str]
 
-    def zscored(self) -> list[np.ndarray]:
-        """Each seed's sequence standardised on its own (the paper); constant columns -> 0."""
+    def zscored(self, mode: str = "seed") -> list[np.ndarray]:
+        """Each seed's sequence standardised on its own (``seed``, the paper) or with the mean and
+        standard deviation of all seeds together (``global``); constant columns become 0."""
+        if mode == "global":
+            allx = np.concatenate(self.values)
+            mu, sd = allx.mean(axis=0), allx.std(axis=0)
+            return [(x - mu) / np.where(sd > 0, sd, 1.0) for x in self.values]
         out = []
         for x in self.values:
             sd = x.std(axis=0)
             out.append((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0))
         return out
+
+
+def pca_projection(train: list[np.ndarray], n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, components (n, F), explained variance ratio) fitted on the training sequences."""
+    x = np.concatenate(train)
+    mu = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mu, full_matrices=False)
+    n = min(n_components, vt.shape[0])
+    ratio = (s ** 2) / max((s ** 2).sum(), 1e-300)
+    return mu, vt[:n], ratio[:n]
+
+
+def check_feasible(n_obs: int, n_features: int, cfg: HMMConfig) -> int:
+    """The largest k with fewer free parameters than observations; an error if not even k = 1."""
+    feasible = [k for k in range(1, cfg.max_states + 1) if n_parameters(k, n_features, cfg.covariance) < n_obs]
+    if not feasible:
+        raise HMMError(
+            f"{n_obs} training observations cannot support even one state with {n_features} features and "
+            f"covariance={cfg.covariance!r} ({n_parameters(1, n_features, cfg.covariance)} parameters): add seeds "
+            f"or checkpoints, use fewer hmm.features, covariance='diag', or hmm.pca_components")
+    return max(feasible)
 
 
 def sequences_from_rows(seed: np.ndarray, step: np.ndarray, values: np.ndarray, features: list[str]) -> Sequences:
@@ -126,7 +152,9 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
             if not np.allclose(model.transmat_.sum(axis=1), 1.0, atol=1e-6):
                 raise HMMError("degenerate transition matrix (a row does not sum to 1)")
             row.update(train_ll=float(ll), aic=float(model.aic(X, lengths)), bic=float(model.bic(X, lengths)),
-                       converged=bool(model.monitor_.converged))
+                       converged=bool(model.monitor_.converged), n_iter=int(model.monitor_.iter))
+            if not model.monitor_.converged:
+                raise HMMError(f"no convergence in {cfg.n_iter} EM iterations (tol {cfg.tol}); raise hmm.n_iter")
             if held:
                 Xh, lh = _stack(held)
                 row["heldout_ll"] = float(model.score(Xh, lh))
@@ -177,6 +205,11 @@ def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict
     if not usable:
         reasons = sorted({r for t in table for r in t["failures"]})
         raise HMMError(f"every HMM fit failed: {reasons}")
+    # how decisive the choice is: BIC weights (Wagenmakers & Farrell 2004) and the gap to the next k
+    bics = np.array([t["bic"] for t in usable])
+    w = np.exp(-0.5 * (bics - bics.min()))
+    for t, wk in zip(usable, w / w.sum()):
+        t["bic_weight"] = float(wk)
     if criterion == "heldout_ll" and all(t["heldout_ll"] is not None for t in usable):
         chosen = max(usable, key=lambda t: t["heldout_ll"])["k"]
     else:

@@ -87,22 +87,34 @@ def finish_metrics(study: Path, plan: dict, counts: list[dict]) -> dict:
 
 
 def prepare_hmm(study: Path) -> dict:
-    """Read the features, sort each seed by step, z-score per seed, split seeds; save the input."""
+    """Read the features, sort each seed by step, standardise, optionally project on principal
+    components, split seeds, check that the data can support a fit; save the input."""
     config = load_study(study)
+    h = config.hmm
     seqs = hmm.sequences_from_features(load_features(study, config.hmm_features))
     short = [s for s, x in zip(seqs.seeds, seqs.values) if len(x) < 2]
     if short:
         raise hmm.HMMError(f"seeds {short} have fewer than 2 complete checkpoints; cannot fit an HMM")
-    train, held = hmm.split_seeds(seqs.seeds, config.hmm.holdout_fraction, config.hmm.seed)
-    z = seqs.zscored()
+    train, held = hmm.split_seeds(seqs.seeds, h.holdout_fraction, h.seed)
+    z = seqs.zscored(h.standardize)
+    names = list(seqs.features)
+    pca = {}
+    if h.pca_components:
+        mu, comps, ratio = hmm.pca_projection([z[seqs.seeds.index(s)] for s in train], h.pca_components)
+        z = [(x - mu) @ comps.T for x in z]
+        names = [f"pc{i + 1}" for i in range(len(comps))]
+        pca = {"components": comps.tolist(), "explained_variance_ratio": ratio.tolist(), "of": seqs.features}
+    n_obs = sum(len(z[seqs.seeds.index(s)]) for s in train)
+    max_k = hmm.check_feasible(n_obs, len(names), h)
     out = Path(study) / HMM_DIR
     out.mkdir(exist_ok=True)
     np.savez(out / "input.npz", seeds=np.array(seqs.seeds), lengths=np.array([len(x) for x in z]),
              z=np.concatenate(z), raw=np.concatenate(seqs.values), steps=np.concatenate(seqs.steps),
-             features=np.array(seqs.features))
-    hmm.save_json(out / "split.json", {"train": train, "heldout": held, "features": seqs.features})
-    grid = [(k, r) for k in range(1, config.hmm.max_states + 1) for r in range(config.hmm.restarts)]
-    return {"grid": grid, "train": train, "heldout": held}
+             features=np.array(names), raw_features=np.array(seqs.features))
+    hmm.save_json(out / "split.json", {"train": train, "heldout": held, "features": names, "n_obs": n_obs,
+                                       "max_feasible_k": max_k, "pca": pca})
+    grid = [(k, r) for k in range(1, h.max_states + 1) for r in range(h.restarts)]
+    return {"grid": grid, "train": train, "heldout": held, "max_feasible_k": max_k}
 
 
 def _load_input(study: Path):
@@ -110,12 +122,12 @@ def _load_input(study: Path):
     cut = np.cumsum(d["lengths"])[:-1]
     split = lambda a: np.split(a, cut)  # noqa: E731
     return ([int(s) for s in d["seeds"]], split(d["z"]), split(d["raw"]), split(d["steps"]),
-            [str(f) for f in d["features"]])
+            [str(f) for f in d["features"]], [str(f) for f in d["raw_features"]])
 
 
 def fit_hmm(study: Path, k: int, restart: int) -> dict:
     config = load_study(study)
-    seeds, z, _, _, _ = _load_input(study)
+    seeds, z, *_ = _load_input(study)
     split = json.loads((Path(study) / HMM_DIR / "split.json").read_text())
     train = [z[seeds.index(s)] for s in split["train"]]
     held = [z[seeds.index(s)] for s in split["heldout"]]
@@ -127,8 +139,9 @@ def fit_hmm(study: Path, k: int, restart: int) -> dict:
 
 def select_model(study: Path, fits: list[dict]) -> dict:
     """Choose k by BIC, decode every seed with Viterbi, relabel states canonically, save."""
-    seeds, z, _, steps, _ = _load_input(study)
+    seeds, z, _, steps, *_ = _load_input(study)
     table, k = hmm.selection_table(fits, "bic")
+    bics = sorted(t["bic"] for t in table if t["n_ok"])
     best = next(t for t in table if t["k"] == k)
     params = dict(np.load(best["params_path"]))
     paths = hmm.decode(params, z)
@@ -137,7 +150,11 @@ def select_model(study: Path, fits: list[dict]) -> dict:
     paths = [perm[p] for p in paths]
     out = Path(study) / HMM_DIR
     np.savez(out / "model.npz", **params)
-    hmm.save_json(out / "selection.json", {"criterion": "bic", "chosen_k": k, "table": table})
+    chosen = next(t for t in table if t["k"] == k)
+    hmm.save_json(out / "selection.json", {
+        "criterion": "bic", "chosen_k": k, "table": table, "bic_weight": chosen["bic_weight"],
+        "bic_gap_to_next": (bics[1] - bics[0]) if len(bics) > 1 else None,
+        "at_max_states": k == max(t["k"] for t in table)})
     hmm.save_json(out / "paths.json", {str(s): {"steps": st, "states": p} for s, st, p in zip(seeds, steps, paths)})
     return {"chosen_k": k, "table": table}
 
@@ -145,7 +162,7 @@ def select_model(study: Path, fits: list[dict]) -> dict:
 def explain(study: Path) -> dict:
     """State summaries, the state graph and transition explanations -> analysis.json."""
     config = load_study(study)
-    seeds, z, raw, steps, features = _load_input(study)
+    seeds, z, raw, steps, features, raw_features = _load_input(study)
     params = dict(np.load(Path(study) / HMM_DIR / "model.npz"))
     model = hmm.load_model(params)
     sel = json.loads((Path(study) / HMM_DIR / "selection.json").read_text())
@@ -156,7 +173,7 @@ def explain(study: Path) -> dict:
     graph = analysis.state_graph(params["transmat"], paths, seeds)
     grads = analysis.explain_transitions(z, paths, params["startprob"], params["transmat"],
                                          params["means"], covars)
-    summaries = analysis.state_summaries(paths, steps, raw, seeds, features, k)
+    summaries = analysis.state_summaries(paths, steps, raw, seeds, raw_features, k)
     transitions = []
     for (i, j), g in sorted(grads.items()):
         top = np.argsort(-g)[:5]
@@ -166,8 +183,8 @@ def explain(study: Path) -> dict:
             "mean_abs_gradient": {features[f]: float(g[f]) for f in range(len(features))},
             "top_features": [{"feature": features[f], "mean_abs_gradient": float(g[f]),
                               "z_mean_change": float(params["means"][j, f] - params["means"][i, f]),
-                              "raw_mean_change": (summaries[j]["means"].get(features[f], np.nan)
-                                                  - summaries[i]["means"].get(features[f], np.nan))}
+                              "raw_mean_change": (summaries[j]["means"].get(features[f], float("nan"))
+                                                  - summaries[i]["means"].get(features[f], float("nan")))}
                              for f in top],
         })
     value = load_features(study, ["test_accuracy"])
@@ -175,14 +192,30 @@ def explain(study: Path) -> dict:
     for s in seeds:
         acc = value.sel(seed=s, metric="test_accuracy")
         conv[str(s)] = analysis.convergence_step(acc["step"].values, acc.values, config.hmm.convergence_threshold)
+    occupancy = {s: analysis.time_in_states(p, st, k) for s, p, st in zip(seeds, paths, steps)}
+    regression = analysis.convergence_regression({s: conv[str(s)] for s in seeds}, occupancy)
+    detours = analysis.detour_states(regression["coefficients"], [st["seeds"] for st in summaries], len(seeds))
+    for st in summaries:
+        st["detour"] = st["state"] in detours
+        st["coefficient"] = regression["coefficients"][st["state"]]
+    dissimilarity, per_seed = analysis.trajectory_dissimilarity(occupancy)
     result = {
-        "study": config.name, "chosen_k": k, "features": features, "states": summaries,
-        "graph": nx.node_link_data(graph, edges="edges"), "transitions": transitions,
+        "study": config.name, "chosen_k": k, "features": features, "raw_features": raw_features,
+        "states": summaries, "graph": nx.node_link_data(graph, edges="edges"), "transitions": transitions,
         "convergence_step": conv, "convergence_threshold": config.hmm.convergence_threshold,
+        "time_in_states": {str(s): v.tolist() for s, v in occupancy.items()},
+        "regression": regression, "detour_states": detours,
+        "trajectory_dissimilarity": dissimilarity, "seed_dissimilarity": per_seed,
+        "unusual_seeds": analysis.unusual_seeds(per_seed),
+        "selection": {key: sel.get(key) for key in ("bic_weight", "bic_gap_to_next", "at_max_states")},
         "fingerprint": analysis_fingerprint(study, seeds),
     }
     hmm.save_json(Path(study) / ANALYSIS_JSON, result)
     return {"chosen_k": k, "n_transitions": len(transitions)}
+
+
+def _fmt(x, nd: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{nd}g}"
 
 
 def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
@@ -190,7 +223,9 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
     config = load_study(study)
     a = json.loads((Path(study) / ANALYSIS_JSON).read_text())
     lines = [f"# vt study `{config.name}`", "",
-             f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} metrics.", "",
+             f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} features "
+             f"(BIC weight {_fmt((a.get('selection') or {}).get('bic_weight'))}, gap to the next k "
+             f"{_fmt((a.get('selection') or {}).get('bic_gap_to_next'))}).", "",
              *([f"> BIC is lowest at the largest k tried ({config.hmm.max_states}): raise `hmm.max_states` "
                 "to see whether it keeps falling.", ""] if a["chosen_k"] == config.hmm.max_states else []),
              "## States", "", "| state | occupancy | mean first step | steps | seeds |", "|---|---|---|---|---|"]
@@ -201,6 +236,14 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
     for t in a["transitions"]:
         feats = ", ".join(f"{f['feature']} ({f['z_mean_change']:+.2f} sd)" for f in t["top_features"][:3])
         lines.append(f"- {t['from']} → {t['to']} (p={t['prob']:.3f}, {t['n_seeds']} seeds): {feats}")
+    r = a.get("regression") or {}
+    lines += ["", "## Convergence", "",
+              f"- convergence (held-out accuracy >= {a['convergence_threshold']}) regressed on time in each state: "
+              f"R^2 = {r.get('r2') if r.get('r2') is None else round(r['r2'], 3)} over {r.get('n')} seeds"
+              + ("" if r.get("determined") else " (no more seeds than coefficients: R^2 is not meaningful)"),
+              f"- detour states: {a.get('detour_states') or 'none'}",
+              f"- trajectory dissimilarity (mean pairwise Wasserstein): {a.get('trajectory_dissimilarity')}",
+              f"- unusual seeds: {a.get('unusual_seeds') or 'none'}"]
     lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
     for r in seed_rows:
         lines.append(f"| {r['seed']} | {r['status']} | {r['committed_steps']} | {r['last_step']} | "

@@ -115,48 +115,60 @@ class RunStore:
             self._arrays[key] = group[name]
         return self._arrays.get(key)
 
-    def _put(self, group: zarr.Group, name: str, value: np.ndarray, index: int, dims: tuple[str, ...],
+    def _put(self, group: zarr.Group, name: str, rows: np.ndarray, start: int, dims: tuple[str, ...],
              capacity: int) -> None:
-        value = np.asarray(value)
+        """Write ``rows`` (n, *shape) at rows start .. start + n of array ``group/name``."""
+        rows = np.asarray(rows)
+        shape = rows.shape[1:]
         arr = self._array(group, name)
         if arr is None:
-            fill = np.nan if value.dtype.kind == "f" else -1
+            fill = np.nan if rows.dtype.kind == "f" else -1
             # one checkpoint per chunk, except rows of a few bytes (scalars, step): there a chunk of
             # 512 rows is rewritten at each checkpoint (<= 4 KiB) and read back in one go
-            rows = SMALL_ROW_CHUNK if value.nbytes <= 64 else 1
+            per_chunk = SMALL_ROW_CHUNK if rows.dtype.itemsize * int(np.prod(shape)) <= 64 else 1
             arr = group.create_array(
-                name, shape=(0, *value.shape), chunks=(rows, *value.shape), dtype=value.dtype,
+                name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
                 fill_value=fill, dimension_names=dims,
                 # trained float32 weights compress by ~6% with zstd, for twice the write and read time
                 compressors=None if group.path == "weights" else "auto",
             )
             self._arrays[(group.path, name)] = arr
-        if arr.shape[1:] != value.shape:
-            raise StoreError(f"{self.path}: array {group.path}/{name} has shape {arr.shape[1:]}, got {value.shape}")
-        if arr.shape[0] <= index:  # grow to the expected size at once (or double): one metadata write
-            arr.resize((max(index + 1, capacity, 2 * arr.shape[0]), *arr.shape[1:]))
-        arr[index] = value
+        if arr.shape[1:] != shape:
+            raise StoreError(f"{self.path}: array {group.path}/{name} has shape {arr.shape[1:]}, got {shape}")
+        end = start + len(rows)
+        if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write
+            arr.resize((max(end, capacity, 2 * arr.shape[0]), *shape))
+        arr[start:end] = rows
 
     def write(self, ckpt: Checkpoint, capacity: int = 0) -> None:
-        """Write every array of one checkpoint at row ``ckpt.index`` (idempotent: rewrites the row).
+        """Write every array of one checkpoint at row ``ckpt.index`` (idempotent: rewrites the row)."""
+        self.write_batch([ckpt], capacity)
+
+    def write_batch(self, ckpts: list[Checkpoint], capacity: int = 0) -> None:
+        """Write consecutive checkpoints with one zarr call per array (rows ``ckpts[0].index`` on).
 
         ``capacity`` (the expected number of checkpoints) sizes the arrays once; rows past the
         committed count are never read, and :meth:`truncate` trims them when the run ends."""
-        i = ckpt.index
-        self._put(self.root, "step", np.int64(ckpt.step), i, ("step",), capacity)
-        self._put(self.root, "epoch", np.float64(ckpt.epoch), i, ("step",), capacity)
-        for k, v in ckpt.scalars.items():
-            self._put(self.root, k, np.float64(v), i, ("step",), capacity)
-        for gname, arrays, lead in (("weights", ckpt.weights, ()), ("activations", ckpt.activations, ("probe",))):
+        i = ckpts[0].index
+        if [c.index for c in ckpts] != list(range(i, i + len(ckpts))):
+            raise StoreError(f"{self.path}: checkpoints {[c.index for c in ckpts]} are not consecutive")
+        steps = np.array([c.step for c in ckpts], dtype=np.int64)
+        self._put(self.root, "step", steps, i, ("step",), capacity)
+        self._put(self.root, "epoch", np.array([c.epoch for c in ckpts], dtype=np.float64), i, ("step",), capacity)
+        for k in ckpts[0].scalars:
+            self._put(self.root, k, np.array([c.scalars[k] for c in ckpts], dtype=np.float64), i, ("step",), capacity)
+        for gname, lead in (("weights", ()), ("activations", ("probe",))):
+            arrays = getattr(ckpts[0], gname)
             if not arrays:
                 continue
             if gname not in self._groups:
                 self._groups[gname] = self.root.require_group(gname)
             g = self._groups[gname]
-            self._put(g, "step", np.int64(ckpt.step), i, ("step",), capacity)
+            self._put(g, "step", steps, i, ("step",), capacity)
             for name, value in arrays.items():
                 extra = tuple(f"{name}.d{j}" for j in range(len(lead), value.ndim))
-                self._put(g, name, value, i, ("step", *lead, *extra), capacity)
+                rows = np.stack([getattr(c, gname)[name] for c in ckpts])
+                self._put(g, name, rows, i, ("step", *lead, *extra), capacity)
 
     def write_probe(self, x: np.ndarray, y: np.ndarray) -> None:
         g = self.root.require_group("probe")

@@ -97,8 +97,8 @@ def load_study(study: str | Path) -> StudyConfig:
 def _summary(store: RunStore, seed: int, skipped: bool) -> dict:
     a = store.attrs
     acc = None
-    if store.committed:
-        acc = float(store.dataset()["test_accuracy"].values[-1])
+    if store.committed and "test_accuracy" in store.root:
+        acc = float(store.root["test_accuracy"][store.committed - 1])
     return {"seed": seed, "status": a["status"], "committed_steps": a["committed_steps"],
             "last_step": a["last_step"], "final_test_accuracy": acc, "error": a["error"],
             "skipped": skipped, "path": str(store.path)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -21,6 +22,9 @@ from vt_core.config import StudyConfig
 from vt_core.data import Task, build_task
 from vt_core.hooks import capture, select_hookpoints, select_parameters
 from vt_core.models import build_model
+
+
+_INIT_LOCK = threading.Lock()
 
 
 class DivergedError(RuntimeError):
@@ -112,11 +116,14 @@ class Trainer:
     def __init__(self, config: StudyConfig, seed: int):
         self.cfg, self.seed = config, seed
         self.device = resolve_device(config.training.device)
-        seed_everything(seed)  # before the model is built: initialisation follows the seed
         task = build_task(config.data, seed)
         self.task = Task(*(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in vars(task).values()))
         self.d_out = 1 if config.training.loss == "hinge" else task.n_classes
-        self.model = build_model(config.model, task, self.d_out).to(self.device)
+        # The global RNG is process-wide: seeds trained side by side in threads would interleave
+        # their initialisations. Seeding and building happen under one lock, before anything else.
+        with _INIT_LOCK:
+            seed_everything(seed)  # before the model is built: initialisation follows the seed
+            self.model = build_model(config.model, task, self.d_out).to(self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(seed)
         self.hooks = select_hookpoints(self.model, config.hooks.activations) if config.hooks.activations else []
@@ -176,7 +183,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        with _INIT_LOCK:
+            torch.set_rng_state(state["torch_rng"])
         self.perm = state["perm"] if state["perm"].numel() else None
         self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints = (int(v) for v in state["position"])
         self.grad_acc = state["grad_acc"].to(self.device).clone()

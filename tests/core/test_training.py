@@ -198,3 +198,15 @@ def test_device_auto_resolves_here():
 
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_initialisation_is_per_seed_even_in_threads(tiny_config):
+    """Seeds built side by side in threads (the default runner) get the same weights as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = {s: weights_of(Trainer(tiny_config, s))["layers.0.weight"] for s in range(6)}
+    with ThreadPoolExecutor(4) as pool:
+        together = dict(zip(range(6), pool.map(lambda s: weights_of(Trainer(tiny_config, s))["layers.0.weight"],
+                                               range(6))))
+    for s in range(6):
+        assert torch.equal(alone[s], together[s]), s
