@@ -151,9 +151,13 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
                 raise HMMError(f"non-finite parameters {bad}")
             if not np.allclose(model.transmat_.sum(axis=1), 1.0, atol=1e-6):
                 raise HMMError("degenerate transition matrix (a row does not sum to 1)")
+            # hmmlearn calls a fit "converged" when it merely ran out of iterations; we do not
+            mon = model.monitor_
+            hist = list(mon.history)
+            converged = mon.iter < cfg.n_iter or (len(hist) >= 2 and abs(hist[-1] - hist[-2]) < cfg.tol)
             row.update(train_ll=float(ll), aic=float(model.aic(X, lengths)), bic=float(model.bic(X, lengths)),
-                       converged=bool(model.monitor_.converged), n_iter=int(model.monitor_.iter))
-            if not model.monitor_.converged:
+                       converged=bool(converged), n_iter=int(mon.iter))
+            if not converged:
                 raise HMMError(f"no convergence in {cfg.n_iter} EM iterations (tol {cfg.tol}); raise hmm.n_iter")
             if held:
                 Xh, lh = _stack(held)

@@ -75,3 +75,57 @@ def test_study_analysis_files(analysed_study):
         assert p["steps"] == sorted(p["steps"])
     assert stages.analysis_is_current(analysed_study, [0, 1, 2])
     assert not stages.analysis_is_current(analysed_study, [0, 1])
+
+
+def test_time_in_states_counts_steps():
+    occ = analysis.time_in_states(np.array([0, 0, 1, 2, 2]), np.array([0, 10, 30, 60, 100]), 3)
+    np.testing.assert_array_equal(occ, [30, 30, 40])
+
+
+def test_regression_recovers_a_known_linear_law():
+    rng = np.random.default_rng(0)
+    occ = {s: rng.uniform(0, 100, 3) for s in range(12)}
+    conv = {s: int(5 + 2 * o[0] - 1 * o[1] + 0 * o[2]) for s, o in occ.items()}
+    r = analysis.convergence_regression(conv, occ)
+    assert r["determined"] and r["r2"] > 0.99
+    np.testing.assert_allclose(r["coefficients"], [2, -1, 0], atol=0.05)
+    conv[3] = None  # a seed that never converges is left out
+    assert analysis.convergence_regression(conv, occ)["n"] == 11
+    few = analysis.convergence_regression({0: 10, 1: 20}, {0: np.ones(3), 1: np.zeros(3)})
+    assert not few["determined"]
+
+
+def test_detours_are_positive_and_not_universal():
+    # 1: positive but every seed visits it; 3: only some seeds, but it speeds convergence up
+    assert analysis.detour_states([0.5, 2.0, 3.0, -1.0], [[0, 1], [0, 1, 2], [1], [2]], 3) == [0, 2]
+
+
+def test_wasserstein_dissimilarity_and_unusual_seeds():
+    same = {s: np.array([10.0, 10.0, 0.0]) for s in range(5)}
+    d, per = analysis.trajectory_dissimilarity(same)
+    assert d == 0 and analysis.unusual_seeds(per) == []
+    odd = dict(same)
+    odd[4] = np.array([0.0, 0.0, 20.0])  # spends its time in a state nobody else visits
+    d, per = analysis.trajectory_dissimilarity(odd)
+    assert d > 0 and analysis.unusual_seeds(per) == [4]
+    # occupancy (1,0) vs (0,1) on positions 0 and 1: moving all mass one state along costs 1
+    d2, _ = analysis.trajectory_dissimilarity({0: np.array([5.0, 0.0]), 1: np.array([0.0, 5.0])})
+    assert d2 == pytest.approx(1.0)
+
+
+def test_analysis_json_has_the_convergence_analysis(analysed_study):
+    a = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    for key in ("regression", "detour_states", "trajectory_dissimilarity", "unusual_seeds", "time_in_states"):
+        assert key in a
+    assert 0 < a["selection"]["bic_weight"] <= 1
+    assert all("detour" in s for s in a["states"])
+
+
+def test_report_puts_the_study_beside_the_paper(analysed_study):
+    from vt_core.report import paper_setting, report_markdown
+
+    text = report_markdown(analysed_study)
+    assert "| k chosen (lowest BIC) |" in text and "## States" in text
+    assert paper_setting("sparse_parity") == "sparse_parity"
+    assert paper_setting("modular_addition_stabilised_cpu") == "modular_addition_stabilised"
+    assert paper_setting("my_study") is None
