@@ -194,16 +194,17 @@ def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict
     """Best restart per k (highest training log-likelihood), and the k minimising ``criterion``."""
     table = []
     for k in sorted({f["k"] for f in fits}):
-        rows = [f for f in fits if f["k"] == k]
+        rows = sorted((f for f in fits if f["k"] == k), key=lambda f: f["restart"])  # order-independent
         ok = [f for f in rows if f["status"] == "ok"]
         entry = {"k": k, "n_ok": len(ok), "n_failed": len(rows) - len(ok),
                  "failures": sorted({f["reason"] for f in rows if f["status"] != "ok"})}
         if ok:
             best = max(ok, key=lambda f: f["train_ll"])
-            bics = [f["bic"] for f in ok]
             entry.update({key: best[key] for key in ("restart", "random_state", "train_ll", "heldout_ll",
                                                       "aic", "bic", "n_params", "params_path")})
-            entry.update(bic_min=min(bics), bic_max=max(bics))
+            for crit in ("bic", "aic", "heldout_ll"):  # the spread across restarts
+                vals = [f[crit] for f in ok if f[crit] is not None]
+                entry[f"{crit}_min"], entry[f"{crit}_max"] = (min(vals), max(vals)) if vals else (None, None)
         table.append(entry)
     usable = [t for t in table if t["n_ok"]]
     if not usable:

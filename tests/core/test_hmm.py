@@ -180,3 +180,21 @@ def test_per_seed_zscoring_inflates_k():
                                             for kk in range(1, 9) for r in range(2)])[1]
     assert chosen["global"] == 5
     assert chosen["seed"] > 5
+
+
+def test_restart_order_does_not_change_labels(tmp_path):
+    """The same grid fitted with the restarts in another order gives the same model and labels."""
+    seqs, _ = sample_known(1, n_seqs=4)
+    steps = [np.arange(len(s)) * 10 for s in seqs]
+    cfg = HMMConfig(max_states=4, restarts=3, covariance="diag")
+    labels = []
+    for order in ([0, 1, 2], [2, 1, 0]):
+        fits = [hmm.fit_one(seqs, [], k, r, cfg, tmp_path / f"{k}-{r}.npz") for k in range(1, 5) for r in order]
+        table, k = hmm.selection_table(fits)
+        best = next(t for t in table if t["k"] == k)
+        params = {**dict(np.load(best["params_path"]))}
+        paths = hmm.decode(params, seqs)
+        perm = hmm.canonical_permutation(paths, steps, k, params["means"])
+        labels.append(np.concatenate([perm[p] for p in paths]))
+        assert best["bic_min"] <= best["bic"] <= best["bic_max"] and best["aic_min"] <= best["aic_max"]
+    np.testing.assert_array_equal(labels[0], labels[1])
