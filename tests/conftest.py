@@ -64,12 +64,6 @@ def analysed_study(tmp_path_factory):
     study = prepare_study(config)
     for seed in config.seeds:
         train_seed(study, seed)
-    seeds = stages.usable_seeds(study)
-    plan = stages.init_metrics(study, seeds)
-    stages.finish_metrics(study, plan, [stages.compute_metrics(study, seed, plan) for seed in seeds])
-    grid = stages.prepare_hmm(study)["grid"]
-    fits = [stages.fit_hmm(study, k, r) for k, r in grid]
-    stages.select_model(study, fits)
-    stages.explain(study)
+    stages.analyse(study)
     build_dashboard(study)
     return study

@@ -249,3 +249,16 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
         lines.append(f"| {r['seed']} | {r['status']} | {r['committed_steps']} | {r['last_step']} | "
                      f"{a['convergence_step'].get(str(r['seed']))} |")
     return "\n".join(lines)
+
+
+def analyse(study: Path) -> dict:
+    """Every analysis stage in order, in this process (what the analyze flow fans out): for
+    scripts, notebooks and tests that do not want an orchestrator."""
+    study = Path(study)
+    seeds = usable_seeds(study)
+    plan = init_metrics(study, seeds)
+    cells = finish_metrics(study, plan, [compute_metrics(study, s, plan) for s in seeds])
+    grid = prepare_hmm(study)["grid"]
+    selection = select_model(study, [fit_hmm(study, k, r) for k, r in grid])
+    explain(study)
+    return {"seeds": seeds, "metric_cells": cells, "chosen_k": selection["chosen_k"]}

@@ -19,12 +19,7 @@ def test_stabilised_modular_addition_converges_and_reports(tmp_path):
     study = prepare_study(config)
     for seed in config.seeds:
         assert train_seed(study, seed, num_threads=2)["status"] == "complete"
-    seeds = stages.usable_seeds(study)
-    plan = stages.init_metrics(study, seeds)
-    stages.finish_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
-    grid = stages.prepare_hmm(study)["grid"]
-    stages.select_model(study, [stages.fit_hmm(study, k, r) for k, r in grid])
-    stages.explain(study)
+    stages.analyse(study)
     a = json.loads((study / "analysis.json").read_text())
     print(report_markdown(study))
     # REFERENCE.md: held-out accuracy passes 0.9 at about 120 epochs of batch 256

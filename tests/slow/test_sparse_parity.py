@@ -18,12 +18,7 @@ def test_sparse_parity_demo_generalises_and_has_stages(tmp_path):
     study = prepare_study(config)
     for seed in config.seeds:
         assert train_seed(study, seed)["status"] == "complete"
-    seeds = stages.usable_seeds(study)
-    plan = stages.init_metrics(study, seeds)
-    stages.finish_metrics(study, plan, [stages.compute_metrics(study, seed, plan) for seed in seeds])
-    grid = stages.prepare_hmm(study)["grid"]
-    stages.select_model(study, [stages.fit_hmm(study, k, r) for k, r in grid])
-    stages.explain(study)
+    stages.analyse(study)
     a = json.loads((study / "analysis.json").read_text())
     steps_per_epoch = 1000 // 32 + 1
     conv_epochs = {s: c / steps_per_epoch for s, c in a["convergence_step"].items()}
