@@ -13,7 +13,7 @@ from tasks.training import train_seed_task
 from vt_core import stages
 from vt_core.config import load_config
 from vt_core.dashboard import DASHBOARD
-from vt_core.study import is_finished, load_study, prepare_study, reset_seed
+from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
 
 
 def _result_storage(study: str) -> Path:
@@ -25,6 +25,11 @@ def analyze_flow(study: str, force: bool = True) -> dict:
     """Metrics (one task per seed), HMM fits (one task per k x restart), selection, dashboard.
 
     With ``force=False`` an analysis already made from the same runs and settings is reused."""
+    with study_lock(study):
+        return _analyze(study, force)
+
+
+def _analyze(study: str, force: bool) -> dict:
     seeds = stages.usable_seeds(Path(study))
     if not force and stages.analysis_is_current(Path(study), seeds):
         get_run_logger().info("analysis is up to date with the runs; reusing it")
@@ -58,6 +63,11 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
         study = str(prepare_study(load_config(config_path)))
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
+    with study_lock(study):
+        return _train_and_analyze(study, rerun_seeds, logger)
+
+
+def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger) -> dict:
     config = load_study(study)
     for seed in rerun_seeds or []:
         reset_seed(study, seed)

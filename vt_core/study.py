@@ -6,6 +6,8 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -13,7 +15,7 @@ from typing import Callable
 import torch
 
 from vt_core.config import ConfigError, StudyConfig, parse_config
-from vt_core.store import RunStore, StoreError, resume_path
+from vt_core.store import RunStore, StoreError, _alive, resume_path
 from vt_core.training import DivergedError, Trainer
 from vt_core.writer import CheckpointWriter
 
@@ -23,6 +25,53 @@ _VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "
 
 class StudyError(ValueError):
     """The study directory does not match the config, or is not a study at all."""
+
+
+class StudyLockedError(StudyError):
+    """Another live process is running this study."""
+
+
+LOCK = ".vt.lock"
+_held: dict[str, int] = {}  # study -> depth, for this process (the study flow runs the analyze flow)
+
+
+@contextmanager
+def study_lock(study: str | Path):
+    """Hold the study's lock file (re-entrant within a process). A lock left by a process that is
+    gone (same host) is taken over; a live one is refused with who holds it and since when."""
+    key = str(Path(study).resolve())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    path = Path(study) / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                other = {}
+            if other.get("host") == me["host"] and not _alive(other.get("pid")):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise StudyLockedError(
+                f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+                f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        _held.pop(key, None)
+        path.unlink(missing_ok=True)
 
 
 def study_dir(config: StudyConfig) -> Path:

@@ -58,3 +58,29 @@ def test_hooks_lists_hookpoints_with_shapes():
 def test_metrics_command_lists_the_paper_metrics():
     res = runner.invoke(app, ["metrics"])
     assert res.exit_code == 0 and "computational_sparsity *" in res.output
+
+
+def test_a_second_run_on_the_same_study_is_refused(analysed_study, tmp_path):
+    """While one process holds the study, another `vt analyze` refuses; a stale lock is taken over."""
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom vt_core.study import study_lock\n"
+        f"with study_lock({str(analysed_study)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = runner.invoke(app, ["analyze", str(analysed_study)])
+        assert res.exit_code == 2 and f"is being run by pid {holder.pid}" in res.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (analysed_study / ".vt.lock").exists()  # killed: its lock stays behind ...
+    time.sleep(0.1)
+    from vt_core.study import study_lock
+
+    with study_lock(analysed_study):  # ... and is taken over, since its process is gone
+        pass
+    assert not (analysed_study / ".vt.lock").exists()
