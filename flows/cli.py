@@ -167,12 +167,25 @@ def metrics() -> None:
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) -> None:
-    """Check a config (fields, hookpoint names) without training anything."""
+def validate(config: Annotated[Path, typer.Argument(help="study config (.toml), or a study directory")]) -> None:
+    """Check a config (fields, hookpoint names) without training anything; or check every store of
+    a study directory (each array readable, none shorter than its commit)."""
     from vt_core.data import build_task
     from vt_core.hooks import select_hookpoints, select_parameters
     from vt_core.models import build_model
+    from vt_core.study import validate_study
 
+    if config.is_dir():
+        try:
+            problems = validate_study(config)
+        except StudyError as err:
+            _fail(err)
+        for p in problems:
+            console.print(f"problem: {p}", soft_wrap=True, markup=False, highlight=False, style="red")
+        if problems:
+            raise typer.Exit(1)
+        console.print(f"[green]ok[/]: every store of {config} is readable and complete up to its commit")
+        return
     try:
         cfg = load_config(config)
         task = build_task(cfg.data, cfg.seeds[0])

@@ -247,6 +247,36 @@ def seed_status(study: str | Path) -> list[dict]:
     return rows
 
 
+def validate_study(study: str | Path) -> list[str]:
+    """Every problem found in a study's stores, each naming the seed and the array; empty if none.
+    Reads every committed row of every array, so damaged chunks are found, not just missing ones."""
+    study = Path(study)
+    config = load_study(study)
+    problems = []
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            problems.append(f"seed {seed}: store {path} is missing (`vt run` or `vt rerun {study} --seed {seed}`)")
+            continue
+        try:
+            store = RunStore(path, mode="r")
+            if store.attrs.get("config_hash") != config.training_hash():
+                problems.append(f"seed {seed}: {path} was written by another config (hash "
+                                f"{store.attrs.get('config_hash')} != {config.training_hash()})")
+                continue
+            problems += [f"seed {seed}: {p}" for p in store.validate()]
+            n = store.committed
+            for arr in store._step_arrays():
+                try:
+                    arr[:n]
+                except Exception as err:  # noqa: BLE001 - every kind of damage is reported
+                    problems.append(f"seed {seed}: array {arr.path} cannot be read ({type(err).__name__}: {err}); "
+                                    f"`vt rerun {study} --seed {seed}` retrains it")
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"seed {seed}: {path} cannot be opened ({type(err).__name__}: {err})")
+    return problems
+
+
 def reset_seed(study: str | Path, seed: int) -> None:
     """Delete one seed's store so that the next run retrains it from scratch."""
     config = load_study(study)

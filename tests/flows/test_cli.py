@@ -84,3 +84,21 @@ def test_a_second_run_on_the_same_study_is_refused(analysed_study, tmp_path):
     with study_lock(analysed_study):  # ... and is taken over, since its process is gone
         pass
     assert not (analysed_study / ".vt.lock").exists()
+
+
+def test_validate_study_finds_damage_and_names_seed_and_array(analysed_study, tmp_path):
+    import shutil
+
+    study = tmp_path / "copy"
+    shutil.copytree(analysed_study, study)
+    assert runner.invoke(app, ["validate", str(study)]).exit_code == 0
+    chunk = next((study / "runs" / "seed=0001.zarr" / "weights" / "layers.0.weight" / "c").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    chunk.write_bytes(chunk.read_bytes()[:10])  # a truncated chunk
+    shutil.rmtree(study / "runs" / "seed=0002.zarr")  # a deleted store
+    res = runner.invoke(app, ["validate", str(study)])
+    assert res.exit_code == 1
+    assert "seed 1: array weights/layers.0.weight cannot be read" in res.output
+    assert "seed 2: store" in res.output and "is missing" in res.output
+    assert "seed 0" not in res.output  # the other seeds are unaffected
