@@ -38,7 +38,7 @@ STATUSES = ("running", "complete", "failed", "diverged")
 GROUPS = ("weights", "activations")
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -103,7 +103,7 @@ class RunStore:
         """``interrupted`` for a seed marked running whose process (on this host) is gone."""
         a = self.attrs
         owner = a.get("owner") or {}
-        if a["status"] == "running" and owner.get("host") == socket.gethostname() and not _alive(owner.get("pid")):
+        if a["status"] == "running" and owner.get("host") == socket.gethostname() and not process_alive(owner.get("pid")):
             return "interrupted"
         return str(a["status"])
 
@@ -230,9 +230,16 @@ class RunStore:
         return ds
 
     def validate(self) -> list[str]:
-        """Problems found (empty if none): arrays shorter than the committed count."""
+        """Problems found (empty if none): arrays shorter than the committed count, or whose
+        committed rows cannot be read back (every chunk is read, so damage is found)."""
         problems = []
+        n = self.committed
         for arr in self._step_arrays():
-            if arr.shape[0] < self.committed:
-                problems.append(f"{self.path}: {arr.path} has {arr.shape[0]} rows < committed {self.committed}")
+            if arr.shape[0] < n:
+                problems.append(f"array {arr.path} has {arr.shape[0]} rows < committed {n}")
+                continue
+            try:
+                arr[:n]
+            except Exception as err:  # noqa: BLE001 - every kind of damage is reported
+                problems.append(f"array {arr.path} cannot be read ({type(err).__name__}: {err})")
         return problems

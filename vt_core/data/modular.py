@@ -19,7 +19,3 @@ def modular_arithmetic(p: int, train_fraction: float, seed: int, op: str = "+") 
     x = torch.stack([a, b, torch.full_like(a, p)], dim=1)  # token p is "="
     x_tr, y_tr, x_te, y_te = split(x, y, train_fraction, seed)
     return Task(x_tr, y_tr, x_te, y_te, n_classes=p, input_dim=p + 1)
-
-
-def modular_addition(p: int, train_fraction: float, seed: int) -> Task:
-    return modular_arithmetic(p, train_fraction, seed, "+")
