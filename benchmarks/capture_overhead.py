@@ -5,10 +5,11 @@ torch on one thread as in the flow's tasks). The *bare* loop is vt's own Trainer
 switched off: the same steps and the same evaluation of loss and accuracy at each checkpoint, no
 weights, no activations, no writes. *vt* is ``train_seed`` into a Zarr store: all weights at every
 checkpoint, the activations of every hookpoint on the probe batch, the resume state, the commit.
-Three cadences (every 1, 2 = the demo's, and 10 epochs); each figure is the best of ``--repeats``.
+Three cadences (every 1, 2 = the demo's, and 10 epochs); each figure is the best of ``--repeats``,
+bare and vt runs interleaved.
 Then the peak memory of a training process with 100 and with 1,000 checkpoints (VmHWM).
 
-    python benchmarks/capture_overhead.py [--repeats 3] [--epochs 200]
+    python benchmarks/capture_overhead.py [--repeats 5] [--epochs 200]
 
 The last line printed is one JSON object with the figures.
 """
@@ -96,7 +97,7 @@ def peak_memory(tmp: Path, epochs: int, every_steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -105,9 +106,11 @@ def main() -> None:
     try:
         for every in (1, 2, 10):
             sched = {"every_epochs": every}
-            b = min(bare(args.epochs, sched) for _ in range(args.repeats))
-            runs = [captured(tmp, args.epochs, sched) for _ in range(args.repeats)]
-            v = min(r[0] for r in runs)
+            bares, runs = [], []
+            for _ in range(args.repeats):  # interleaved, so that drift in the machine hits both sides
+                bares.append(bare(args.epochs, sched))
+                runs.append(captured(tmp, args.epochs, sched))
+            b, v = min(bares), min(r[0] for r in runs)
             results[every] = {"bare_s": round(b, 3), "vt_s": round(v, 3), "ratio": round(v / b, 3),
                               "checkpoints": runs[0][1]}
             print(f"every {every:2d} epochs ({runs[0][1]} checkpoints): bare {b:.2f} s, vt {v:.2f} s, "

@@ -26,12 +26,14 @@ import socket
 import warnings
 from pathlib import Path
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import xarray as xr
 import zarr
 
-from vt_core.training import Checkpoint
+if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
+    import xarray as xr
 
 SMALL_ROW_CHUNK = 512
 STATUSES = ("running", "complete", "failed", "diverged")
@@ -55,6 +57,18 @@ def resume_path(store_path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")
 
 
+@dataclass
+class Checkpoint:
+    """One checkpoint as the trainer yields it and the store writes it (host numpy arrays)."""
+
+    index: int
+    step: int
+    epoch: float
+    scalars: dict[str, float]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class StoreError(RuntimeError):
     """A run store is missing, belongs to another config, or is damaged."""
 
@@ -67,7 +81,7 @@ class RunStore:
         self.root = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
-        self._datasets: dict[tuple, xr.Dataset] = {}
+        self._datasets: dict[tuple, "xr.Dataset"] = {}
 
     @classmethod
     def create(cls, path: str | Path, *, seed: int, config_hash: str, config: dict) -> "RunStore":
@@ -178,12 +192,22 @@ class RunStore:
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True)
             a[...] = v
 
-    def save_resume(self, state: dict) -> None:
+    def save_resume(self, state: dict | bytes) -> None:
+        """Write the resume state (a state dict, or one already ``torch.save``-d to bytes)
+        atomically: a temporary file, then a rename."""
         tmp = self.resume_path.with_name(f".{self.resume_path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
+        if isinstance(state, bytes):
+            with open(tmp, "wb") as f:
+                f.write(state)
+        else:
+            import torch
+
+            torch.save(state, tmp)
         os.replace(tmp, self.resume_path)
 
     def load_resume(self) -> dict | None:
+        import torch
+
         f = self.resume_path
         return torch.load(f, weights_only=True) if f.is_file() else None
 
@@ -210,7 +234,7 @@ class RunStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def dataset(self, group: str | None = None, chunk_bytes: int = 8 * 2**20) -> xr.Dataset:
+    def dataset(self, group: str | None = None, chunk_bytes: int = 8 * 2**20) -> "xr.Dataset":
         """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root).
 
         Each dask chunk spans as many stored checkpoints as fit in ``chunk_bytes`` for the largest
@@ -218,6 +242,8 @@ class RunStore:
         key = (group, chunk_bytes, self.committed)
         if key in self._datasets:  # opening is slow (metadata of every array): reuse while unchanged
             return self._datasets[key]
+        import xarray as xr
+
         g = self.root if group is None else self.root[group]
         per_step = max([a.dtype.itemsize * int(np.prod(a.shape[1:])) for _, a in g.arrays()] or [1])
         n = max(1, int(chunk_bytes // max(per_step, 1)))

@@ -17,7 +17,7 @@ import torch
 from vt_core.config import ConfigError, StudyConfig, parse_config
 from vt_core.store import RunStore, StoreError, process_alive, resume_path
 from vt_core.training import DivergedError, Trainer
-from vt_core.writer import CheckpointWriter
+from vt_core.writer import make_writer
 
 STUDY_JSON = "study.json"
 _VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
@@ -203,7 +203,7 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
     store.set_status("running")
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
-    writer = CheckpointWriter(store, capacity=trainer.expected_checkpoints)
+    writer = make_writer(store, capacity=trainer.expected_checkpoints)
     try:
         try:
             for ckpt in trainer.run():
@@ -212,12 +212,18 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
                     progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
                               "step": ckpt.step, **ckpt.scalars})
         finally:
-            writer.close()  # everything queued is committed before the status changes
+            try:
+                writer.close()  # everything queued is committed before the status changes
+            finally:  # the writer process committed: attributes held here are stale, read them anew
+                store = RunStore(path)
     except DivergedError as err:
         store.truncate(store.committed)
         store.set_status("diverged", error=str(err))
     except BaseException as err:
-        store.set_status("failed", error=f"{type(err).__name__}: {err}")
+        try:
+            store.set_status("failed", error=f"{type(err).__name__}: {err}")
+        except OSError:  # e.g. the disk is still full: the store then says "interrupted" once we exit
+            pass
         raise
     else:
         store.truncate(store.committed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -22,6 +21,7 @@ from vt_core.config import StudyConfig
 from vt_core.data import Task, build_task
 from vt_core.hooks import capture, select_hookpoints, select_parameters
 from vt_core.models import build_model
+from vt_core.store import Checkpoint  # noqa: F401 - re-exported: the trainer yields them
 
 
 _INIT_LOCK = threading.Lock()
@@ -34,15 +34,6 @@ class DivergedError(RuntimeError):
         super().__init__(f"training diverged at step {step}: loss={loss}")
         self.step = step
 
-
-@dataclass
-class Checkpoint:
-    index: int
-    step: int
-    epoch: float
-    scalars: dict[str, float]
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    activations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,4 +1,14 @@
-"""Write checkpoints in a background thread while training goes on.
+"""Write checkpoints in the background while training goes on: in a writer process, or a thread.
+
+:func:`make_writer` picks the writer. On Linux it is a **writer process** (``python -m
+vt_core.writer``): the training process pickles each checkpoint's host arrays and its resume state
+(already ``torch.save``-d) into a pipe, and the child does all the zarr work on another core. In a
+thread, that work (a few milliseconds of Python per array per write) takes the GIL from the
+training loop: 1.34x at the demo's cadence against 1.0x for a process (benchmarks/RESULTS.md).
+The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed run leaves no writer behind
+to race the resumed one. ``VT_WRITER=thread`` (and other systems) use the thread below.
+
+The thread writer:
 
 The training thread hands over a checkpoint (numpy copies) and a snapshot of the resume state
 (cloned tensors); one writer thread writes the arrays, then the resume state, then bumps the
@@ -14,18 +24,29 @@ instead of filling the RAM.
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import pickle
 import queue
+import struct
+import subprocess
+import sys
 import threading
 import time
 
-import torch
+import zarr
 
-from vt_core.store import RunStore
-from vt_core.training import Checkpoint
+from vt_core.store import Checkpoint, RunStore
 
 
-def snapshot(state: dict) -> dict:
-    """A deep copy of a (nested) state dict whose tensors no longer alias the live ones, on the CPU."""
+def snapshot(state):
+    """A deep copy of a (nested) state dict whose tensors no longer alias the live ones, on the
+    CPU; bytes (a state already serialised) are kept as they are."""
+    if isinstance(state, bytes):
+        return state
+    import torch
+
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
@@ -105,3 +126,175 @@ class CheckpointWriter:
             self._queue.put(None)
             self._thread.join()
         self._raise()
+
+
+class WriterError(OSError):
+    """Writing checkpoints failed; what was committed before stays readable."""
+
+
+def _serialise_state(state: dict) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)  # copies the tensors out now: later steps cannot change what is saved
+    return buf.getvalue()
+
+
+class ProcessCheckpointWriter:
+    """The interface of :class:`CheckpointWriter`, with the writing done by a child process.
+
+    Frames on the child's stdin: 8-byte length + pickle of ``(Checkpoint, state bytes)``; an empty
+    frame asks it to write what is queued and exit. It answers one JSON line on stdout: ``{"ok":
+    committed}`` or ``{"error": ...}`` as soon as a write fails (then it exits)."""
+
+    def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
+                 flush_every: int = 16, flush_seconds: float = 2.0):
+        self.store = store
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "vt_core.writer", str(store.path), str(capacity), str(max_pending_bytes),
+             str(flush_every), str(flush_seconds), str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        try:  # a larger pipe: fewer wake-ups per checkpoint (Linux; the default 64 KiB otherwise)
+            import fcntl
+
+            fcntl.fcntl(self._proc.stdin.fileno(), 1031, 2**20)  # F_SETPIPE_SZ
+        except (ImportError, OSError):
+            pass
+        self._answer: dict | None = None
+        self._reader = threading.Thread(target=self._read, name=f"vt-writer-reply-{store.path.name}", daemon=True)
+        self._reader.start()
+        # a feeder thread writes to the pipe (the GIL is released while it blocks), so training
+        # never waits for the child to start up or to read; at most ``max_pending_bytes`` queue here
+        self._frames: queue.Queue = queue.Queue()
+        self._room = threading.Condition()
+        self._pending, self._max_pending = 0, max_pending_bytes
+        self._broken = False
+        self._feeder = threading.Thread(target=self._feed, name=f"vt-writer-feed-{store.path.name}", daemon=True)
+        self._feeder.start()
+
+    def _read(self) -> None:
+        line = self._proc.stdout.readline()
+        try:
+            self._answer = json.loads(line) if line else None
+        except ValueError:
+            self._answer = {"error": {"type": "WriterError", "errno": None, "message": line.decode(errors="replace")}}
+
+    def _failure(self) -> WriterError:
+        self._reader.join(timeout=30)
+        err = (self._answer or {}).get("error")
+        if err is None:
+            code = self._proc.wait(timeout=30)
+            return WriterError(f"{self.store.path}: the checkpoint writer process ended unexpectedly (exit "
+                               f"code {code}); checkpoints up to the last commit "
+                               f"({self.store.committed}) are intact — run again to resume")
+        committed = RunStore(self.store.path, mode="r").committed
+        msg = (f"{self.store.path}: writing checkpoints failed: {err['type']}: {err['message']}. The "
+               f"first {committed} checkpoints are committed and intact; fix the cause and run again to "
+               f"resume from there")
+        return WriterError(err["errno"], msg) if err.get("errno") else WriterError(msg)
+
+    def _feed(self) -> None:
+        while True:
+            payload = self._frames.get()
+            try:
+                if not self._broken:
+                    self._proc.stdin.write(struct.pack("<Q", len(payload)) + payload)
+                    self._proc.stdin.flush()
+                    if not payload:
+                        self._proc.stdin.close()
+            except (BrokenPipeError, ValueError, OSError):
+                self._broken = True
+            with self._room:
+                self._pending -= len(payload)
+                self._room.notify_all()
+            if not payload:
+                return
+
+    def _send(self, payload: bytes) -> None:
+        if self._answer is not None or self._broken:
+            raise self._failure()
+        with self._room:
+            while self._pending > 0 and self._pending + len(payload) > self._max_pending and not self._broken:
+                self._room.wait(timeout=1.0)
+            self._pending += len(payload)
+        self._frames.put(payload)
+
+    def submit(self, ckpt: Checkpoint, state: dict) -> None:
+        """Hand one checkpoint to the writer (blocks while the writer is far behind)."""
+        self._send(pickle.dumps((ckpt, _serialise_state(state)), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def close(self) -> None:
+        """Write everything queued, wait for the writer, raise if anything failed."""
+        if self._feeder.is_alive():
+            self._frames.put(b"")  # asks the child to write what is queued and exit
+            self._feeder.join()
+        self._reader.join()
+        self._proc.wait()
+        if not self._answer or "ok" not in self._answer:
+            raise self._failure()
+
+
+def make_writer(store: RunStore, capacity: int):
+    """The process writer on Linux (``VT_WRITER=thread`` opts out), the thread writer elsewhere."""
+    kind = os.environ.get("VT_WRITER", "process" if sys.platform.startswith("linux") else "thread")
+    if kind not in ("process", "thread"):
+        raise ValueError(f"VT_WRITER={kind!r}: use 'process' or 'thread'")
+    return (ProcessCheckpointWriter if kind == "process" else CheckpointWriter)(store, capacity)
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data
+
+
+def _child_main(argv: list[str]) -> int:
+    path, capacity, max_pending, flush_every, flush_seconds, parent = argv
+    _die_with_parent(int(parent))
+    try:  # training comes first: where the cores are all busy the writer yields to it
+        os.nice(int(os.environ.get("VT_WRITER_NICE", "10")))
+    except (OSError, AttributeError, ValueError):
+        pass
+    zarr.config.set({"threading.max_workers": 1})  # one core's worth of writing, not every core's
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but the answer goes to the parent's pipe
+    inp = sys.stdin.buffer
+    writer = None
+    try:
+        store = RunStore(path)
+        writer = CheckpointWriter(store, int(capacity), int(max_pending), int(flush_every), float(flush_seconds))
+        while True:
+            try:
+                (n,) = struct.unpack("<Q", _read_exact(inp, 8))
+            except EOFError:
+                return 1  # the parent went away without closing: write nothing more
+            if n == 0:
+                break
+            ckpt, state = pickle.loads(_read_exact(inp, n))
+            writer.submit(ckpt, state)
+        writer.close()
+        answer = {"ok": store.committed}
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        answer = {"error": {"type": type(err).__name__, "errno": getattr(err, "errno", None), "message": str(err)}}
+    out.write(json.dumps(answer) + "\n")
+    out.flush()
+    return 0 if "ok" in answer else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

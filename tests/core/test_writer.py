@@ -1,0 +1,177 @@
+"""The background checkpoint writers: a child process (Linux default) and a thread.
+
+Both must store exactly the same arrays; a full disk stops the run with a clear error while every
+committed checkpoint stays readable and the run resumes from there; a killed trainer takes its
+writer process with it (an orphan would race the resumed run)."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, committed_steps, tiny_dict
+from vt_core.config import parse_config
+from vt_core.store import RunStore
+from vt_core.study import prepare_study, run_path, seed_status, train_seed
+from vt_core.writer import ProcessCheckpointWriter, WriterError, make_writer
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is Linux-only")
+
+
+def _arrays(path: Path) -> dict:
+    store = RunStore(path, mode="r")
+    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
+    for g in ("weights", "activations"):
+        out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}
+    return out
+
+
+def _study(tmp_path: Path, name: str, epochs: int = 12):
+    over = dict(model={"name": "mlp", "hidden": [64]}, training={"epochs": epochs}, seeds=[0])
+    return prepare_study(parse_config(tiny_dict(tmp_path / name, **over)))
+
+
+def test_writer_choice(tmp_path, monkeypatch):
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    monkeypatch.setenv("VT_WRITER", "threads")
+    with pytest.raises(ValueError, match="VT_WRITER='threads': use 'process' or 'thread'"):
+        make_writer(store, 4)
+
+
+@linux_only
+def test_process_and_thread_writers_store_the_same_arrays(tmp_path, monkeypatch):
+    monkeypatch.setenv("VT_WRITER", "process")
+    a = _study(tmp_path, "process")
+    assert train_seed(a, 0)["committed_steps"] == 13
+    monkeypatch.setenv("VT_WRITER", "thread")
+    b = _study(tmp_path, "thread")
+    train_seed(b, 0)
+    x, y = _arrays(run_path(a, 0)), _arrays(run_path(b, 0))
+    assert x.keys() == y.keys() and len(x) > 8
+    for k in x:
+        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+# Installed in the writer *process* through PYTHONPATH (or run here for the thread writer): the
+# write of checkpoint N's first weight chunk, and every write after it, fails as on a full disk.
+ENOSPC_PATCH = textwrap.dedent("""
+    import errno, os
+    from zarr.storage import LocalStore
+    _limit = int(os.environ["VT_TEST_ENOSPC_AT"])
+    _state = {"chunks": 0, "full": False}
+    _set = LocalStore.set
+    async def set(self, key, value, *a, **k):
+        if key.startswith("weights/layers.0.weight/c/"):
+            _state["chunks"] += 1
+            _state["full"] = _state["full"] or _state["chunks"] > _limit
+        if _state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await _set(self, key, value, *a, **k)
+    LocalStore.set = set
+""")
+
+
+def _full_disk(monkeypatch, tmp_path, writer: str, at: int) -> None:
+    monkeypatch.setenv("VT_WRITER", writer)
+    monkeypatch.setenv("VT_TEST_ENOSPC_AT", str(at))
+    if writer == "process":
+        site = tmp_path / "site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(ENOSPC_PATCH)
+        monkeypatch.setenv("PYTHONPATH", str(site))
+    else:
+        from zarr.storage import LocalStore
+
+        monkeypatch.setattr(LocalStore, "set", LocalStore.set)  # restored when the context ends
+        exec(ENOSPC_PATCH, {})
+
+
+@pytest.mark.parametrize("writer", [pytest.param("process", marks=linux_only), "thread"])
+def test_full_disk_stops_the_run_clearly_and_keeps_what_was_committed(tmp_path, monkeypatch, writer):
+    clean = _study(tmp_path, "clean", epochs=30)
+    train_seed(clean, 0)
+    study = _study(tmp_path, "full", epochs=30)
+    with monkeypatch.context() as m:
+        _full_disk(m, tmp_path, writer, at=20)
+        with pytest.raises(OSError, match="No space left on device") as info:
+            train_seed(study, 0)
+    msg = str(info.value)
+    assert isinstance(info.value, WriterError) or writer == "thread"
+    path = run_path(study, 0)
+    store = RunStore(path, mode="r")
+    assert 1 <= store.committed <= 20  # a batch (<= 16 checkpoints) before the disk filled
+    if writer == "process":
+        assert info.value.errno == errno.ENOSPC
+        assert f"first {store.committed} checkpoints are committed and intact" in msg
+    if writer == "process":  # the trainer's own disk was not full: it recorded the failure
+        assert store.status == "failed" and "No space left on device" in store.attrs["error"]
+        row = seed_status(study)[0]
+        assert row["status"] == "failed" and "No space left" in row["error"]
+    else:  # the status could not be written either; the original error was raised all the same
+        assert store.status == "running"
+    assert store.validate() == []  # everything committed reads back
+    ds = store.dataset("weights")
+    assert ds.sizes["step"] == store.committed and np.isfinite(ds["layers.0.weight"].values).all()
+    # space again: the same command resumes from the last commit and ends where a clean run ends
+    assert train_seed(study, 0)["status"] == "complete"
+    a, b = _arrays(path), _arrays(run_path(clean, 0))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+KILL_PARENT = """
+import sys
+from vt_core.study import train_seed
+train_seed(sys.argv[1], 0)
+"""
+
+
+def _writer_pids(store_path: Path) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"vt_core.writer" in cmd and str(store_path).encode() in cmd:
+                pids.append(int(p.name))
+    return pids
+
+
+@linux_only
+def test_writer_process_dies_with_a_killed_trainer(tmp_path):
+    study = _study(tmp_path, "orphan", epochs=400)
+    path = run_path(study, 0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VT_WRITER": "process"}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_PARENT, str(study)], env=env)
+    deadline = time.time() + 120
+    while committed_steps(path) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    assert _writer_pids(path), "no writer process found while training"
+    proc.send_signal(signal.SIGKILL)  # the trainer alone, not its process group
+    proc.wait()
+    deadline = time.time() + 10
+    while _writer_pids(path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _writer_pids(path) == []
+    assert RunStore(path, mode="r").validate() == []
+
+
+@linux_only
+def test_writer_process_that_vanishes_is_reported(tmp_path):
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    w = ProcessCheckpointWriter(store, capacity=4)
+    w._proc.kill()
+    w._proc.wait()
+    with pytest.raises(WriterError, match=r"writer process ended unexpectedly \(exit code -9\).*intact"):
+        w.close()
