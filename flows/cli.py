@@ -1,4 +1,4 @@
-"""The `vt` command: run, rerun, analyze, status, validate."""
+"""The `vt` command: run, rerun, analyze, dashboard, status, validate, hooks, metrics, report."""
 
 from __future__ import annotations
 
@@ -106,6 +106,31 @@ def report(study: Annotated[Path, typer.Argument(help="study directory")],
     target.write_text(text)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written to {target}")
+
+
+@app.command()
+def dashboard(study: Annotated[Path, typer.Argument(help="study directory")],
+              open_: Annotated[bool, typer.Option("--open", help="open it in the default web browser")] = False,
+              serve: Annotated[bool, typer.Option("--serve", help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
+              host: Annotated[str, typer.Option(help="address --serve binds to")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="port for --serve (0: any free port)")] = 8765,
+              max_points: Annotated[int, typer.Option(min=10, help="checkpoints drawn per seed curve")] = 300) -> None:
+    """Rebuild the study's standalone dashboard from its analysis; optionally open or serve it."""
+    from vt_core.dashboard import build_dashboard
+
+    try:
+        path = build_dashboard(study, max_points=max_points)
+    except (StudyError, FileNotFoundError) as err:
+        _fail(StudyError(f"{err}; run `vt analyze {study}` first") if isinstance(err, FileNotFoundError) else err)
+    console.print(f"dashboard: [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    if serve:
+        from flows.serve_dashboard import serve_directory
+
+        serve_directory(path.parent, host, port, console.print)
 
 
 @app.command()

@@ -219,7 +219,9 @@ def _fmt(x, nd: int = 3) -> str:
 
 
 def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
-    """The study's markdown summary: chosen k, states, key transitions, per-seed status."""
+    """The study's markdown summary: chosen k, a small PNG of the state graph (data URI), states,
+    key transitions, per-seed status."""
+    from vt_core.dashboard import state_graph_data_uri
     config = load_study(study)
     a = json.loads((Path(study) / ANALYSIS_JSON).read_text())
     lines = [f"# vt study `{config.name}`", "",
@@ -228,6 +230,9 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
              f"{_fmt((a.get('selection') or {}).get('bic_gap_to_next'))}).", "",
              *([f"> BIC is lowest at the largest k tried ({config.hmm.max_states}): raise `hmm.max_states` "
                 "to see whether it keeps falling.", ""] if a["chosen_k"] == config.hmm.max_states else []),
+             "## State graph", "",
+             f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
+             f"({state_graph_data_uri(a)})", "",
              "## States", "", "| state | occupancy | mean first step | steps | seeds |", "|---|---|---|---|---|"]
     for s in a["states"]:
         lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {s['first_step_mean']} | "
