@@ -1,6 +1,13 @@
+import base64
+import io
 import re
 
-from vt_core.dashboard import DASHBOARD, state_palette
+import numpy as np
+from PIL import Image
+
+from benchmarks.dashboard_scale import synthetic
+from vt_core import stages
+from vt_core.dashboard import DASHBOARD, render, segments, state_graph_png, state_palette, thin
 
 
 def test_dashboard_is_standalone_html(analysed_study):
@@ -8,8 +15,65 @@ def test_dashboard_is_standalone_html(analysed_study):
     assert not re.findall(r"<script[^>]+src=", html), "resources must be INLINE (works offline)"
     assert "Bokeh" in html and "State-transition graph" in html and "Model selection" in html
     assert "Decoded state per seed" in html
+    for name in ("state-graph", "model-selection", "metric-curves", "metric-curves-log", "state-timeline",
+                 "state-table", "metric-select", "seed-select", "x-scale"):
+        assert f'"name":"{name}"' in html.replace(" ", ""), name
 
 
 def test_palette_is_stable_and_distinct():
     assert state_palette(4) == state_palette(8)[:4]
     assert len(set(state_palette(10))) == 10
+
+
+def test_segments_against_a_naive_run_length_encoding():
+    rng = np.random.default_rng(1)
+    steps = np.cumsum(rng.integers(1, 5, size=200)).astype(float)
+    states = np.repeat(rng.integers(0, 4, size=20), 10)
+    segs = segments(steps, states)
+    # naive: every checkpoint paints [step_i, step_{i+1}) in its state; merging runs gives the segments
+    painted = [(steps[i], steps[i + 1] if i + 1 < len(steps) else steps[-1] + steps[-1] - steps[-2], states[i])
+               for i in range(len(steps))]
+    merged = []
+    for a, b, s in painted:
+        if merged and merged[-1][2] == s and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b, s)
+        else:
+            merged.append((a, b, s))
+    assert segs == [(float(a), float(b), int(s)) for a, b, s in merged]
+
+
+def test_thinning_keeps_every_change_of_state_and_the_ends():
+    states = np.repeat([0, 1, 0, 2, 3], [400, 3, 300, 250, 47])
+    idx = thin(len(states), states, 300)
+    assert idx[0] == 0 and idx[-1] == len(states) - 1 and len(idx) < 200
+    changes = np.flatnonzero(np.diff(states)) + 1
+    assert set(changes) <= set(idx)
+    assert (thin(50, states[:50], 300) == np.arange(50)).all()
+
+
+def test_config_strings_are_escaped():
+    a, sel, paths, value = synthetic(3, 40)
+    a["features"] = ["l2"] + a["features"][1:]
+    html = render("<script>alert('study')</script>", "sub", a, sel, paths, value)
+    assert "<script>alert('study')</script>" not in html
+    assert "<title>vt: &lt;script&gt;alert(" in html
+    # the header Div holds escaped text, which Bokeh's embedded JSON escapes once more
+    assert "&amp;lt;script&amp;gt;alert(" in html
+
+
+def test_large_study_is_thinned_to_a_bounded_page():
+    a, sel, paths, value = synthetic(100, 1000)
+    small, full = render("big", "", a, sel, paths, value), render("big", "", a, sel, paths, value, max_points=2000)
+    assert len(small) < 6e6 < len(full)
+    assert "Curves show at most 300 checkpoints per seed" in small
+
+
+def test_state_graph_png_and_markdown_data_uri(analysed_study):
+    import json
+
+    a = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    img = Image.open(io.BytesIO(state_graph_png(a)))
+    assert img.format == "PNG" and img.size == (480, 220)
+    md = stages.summary_markdown(analysed_study, [])
+    uri = re.search(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert uri and Image.open(io.BytesIO(base64.b64decode(uri.group(1)))).size == (480, 220)

@@ -102,3 +102,42 @@ def test_validate_study_finds_damage_and_names_seed_and_array(analysed_study, tm
     assert "seed 1: array weights/layers.0.weight cannot be read" in res.output
     assert "seed 2: store" in res.output and "is missing" in res.output
     assert "seed 0" not in res.output  # the other seeds are unaffected
+
+
+def test_dashboard_command_rebuilds_and_serves_on_loopback(analysed_study, tmp_path):
+    import threading
+    import time
+    import urllib.request
+
+    from flows.serve_dashboard import make_server, serve_directory
+    from vt_core.dashboard import DASHBOARD
+
+    page = analysed_study / DASHBOARD
+    page.unlink()
+    res = runner.invoke(app, ["dashboard", str(analysed_study), "--max-points", "20"])
+    assert res.exit_code == 0, res.output
+    assert page.is_file() and "dashboard:" in res.output
+    server = make_server(page.parent)
+    assert server.server_address[0] == "127.0.0.1"  # loopback unless --host says otherwise
+    server.server_close()
+    stop, said = threading.Event(), []
+    t = threading.Thread(target=serve_directory, args=(page.parent, "127.0.0.1", 0, said.append, stop))
+    t.start()
+    try:
+        deadline = time.time() + 10
+        while not said and time.time() < deadline:
+            time.sleep(0.05)
+        url = said[0].split()[1]
+        assert url.startswith("http://127.0.0.1:")
+        assert b"Bokeh" in urllib.request.urlopen(url, timeout=10).read()
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_dashboard_needs_an_analysed_study(tmp_path, tiny_config):
+    from vt_core.study import prepare_study
+
+    study = prepare_study(tiny_config)
+    res = runner.invoke(app, ["dashboard", str(study)])
+    assert res.exit_code == 2 and "vt analyze" in res.output
