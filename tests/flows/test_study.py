@@ -50,7 +50,8 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     assert by_key[artifact_key("tiny", "model-selection")].type == "table"
     link = by_key[artifact_key("tiny", "dashboard")]  # Prefect stores a link artifact as markdown "[text](url)"
     assert "index.html" in str(link.data) and str(link.data).startswith("[vt dashboard: tiny](file://")
-    assert "Chosen number of states" in str(by_key[artifact_key("tiny", "summary")].data)
+    summary = str(by_key[artifact_key("tiny", "summary")].data)
+    assert "Chosen number of states" in summary and "](data:image/png;base64," in summary
 
     # 2. running again trains nothing: every seed comes back cached, stores untouched
     before = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
