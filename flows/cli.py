@@ -13,7 +13,7 @@ from rich.table import Table
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
 from vt_core.config import ConfigError, load_config
 from vt_core.hooks import HookpointError
-from vt_core.study import StudyError, StudyLockedError, load_study, seed_status, study_dir
+from vt_core.study import StudyError, StudyLockedError, load_study, seed_status, study_dir, study_state
 
 app = typer.Typer(help="vt: training dynamics studies (train seeds, metrics, HMM states, dashboards).",
                   no_args_is_help=True, add_completion=False)
@@ -150,6 +150,9 @@ def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> No
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
                       r["error"] or "")
     console.print(table)
+    state, todo = study_state(rows)
+    console.print(f"study: [bold]{state}[/]" + (f" — retrain with `vt rerun {study} --seed N` for N in "
+                                                 f"{todo}" if todo else ""), soft_wrap=True)
 
 
 @app.command()

@@ -82,7 +82,9 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger) -> dic
         else:
             failed[seed] = str(fut.state.message)
             logger.error("seed %d failed: %s", seed, fut.state.message)
-    result = analyze_flow(study, force=bool(rerun_seeds))
+    # in this flow, not as a subflow: a subflow would get its own default (thread) task runner, and
+    # the metric and HMM tasks would not go to the Dask cluster the training went to
+    result = _analyze(study, force=bool(rerun_seeds))
     result.update(runs=runs, failed=failed)
     if failed:
         raise RuntimeError(f"seeds {sorted(failed)} failed (the others were analysed); see `vt status {study}` "

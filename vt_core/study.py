@@ -231,6 +231,20 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
     return _summary(store, seed, skipped=False)
 
 
+def study_state(rows: list[dict]) -> tuple[str, list[int]]:
+    """``complete`` (every seed finished: complete or diverged), ``partial`` (some seeds failed or
+    were interrupted, the rest finished), ``running`` or ``incomplete``; and the seeds to redo."""
+    statuses = {r["status"] for r in rows}
+    todo = [r["seed"] for r in rows if r["status"] in ("failed", "interrupted")]
+    if statuses <= {"complete", "diverged"}:
+        return "complete", []
+    if "running" in statuses:
+        return "running", todo
+    if todo and statuses <= {"complete", "diverged", "failed", "interrupted"}:
+        return "partial", todo
+    return "incomplete", todo
+
+
 def seed_status(study: str | Path) -> list[dict]:
     """One row per configured seed: status, committed checkpoints, last step, error."""
     study = Path(study)

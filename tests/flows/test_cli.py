@@ -34,7 +34,7 @@ def test_status_and_analyze_need_a_study(tmp_path):
 
 def test_status_lists_seeds(analysed_study):
     res = runner.invoke(app, ["status", str(analysed_study)])
-    assert res.exit_code == 0 and res.output.count("complete") == 3
+    assert res.exit_code == 0 and res.output.count("complete") == 4  # 3 seeds + "study: complete"
 
 
 def test_run_refuses_a_changed_training_config(analysed_study, tmp_path):

@@ -70,4 +70,49 @@ def test_study_end_to_end_cached_rerun(tmp_path):
 
     # 4. status
     res = runner.invoke(app, ["status", str(study)])
-    assert res.exit_code == 0 and res.output.count("complete") == 3
+    assert res.exit_code == 0 and res.output.count("complete") == 4  # 3 seeds + "study: complete"
+
+
+def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch):
+    """An exception in one seed's training (injected): the others train and are analysed, the study
+    is partial, `vt status` names the seed, `vt rerun --seed N` completes it without retraining
+    the others."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from vt_core.store import RunStore
+    from vt_core.study import run_path
+
+    study = tmp_path / "study"
+    d = tiny_dict(study, model={"factory": "tests.plugins.faulty:make_net", "kwargs": {"width": 32}},
+                  hooks={"activations": ["layers.2"], "probe_size": 8},
+                  hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]})
+    cfg = write_toml(d, tmp_path / "faulty.toml")
+    runner = CliRunner()
+    monkeypatch.setenv("VT_TEST_FAIL_SEED", "1")
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code != 0
+    assert "seeds [1] failed (the others were analysed)" in str(res.exception)
+    a = json.loads((study / "analysis.json").read_text())
+    assert sorted(int(s) for s in a["convergence_step"]) == [0, 2]  # analysed without seed 1
+    assert (study / "dashboard" / "index.html").is_file()
+    mtimes = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 2)}
+
+    res = runner.invoke(app, ["status", str(study)])
+    assert res.exit_code == 0
+    assert "partial" in res.output and "--seed N` for N in [1]" in res.output
+    from vt_core.study import seed_status
+
+    row = {r["seed"]: r for r in seed_status(study)}[1]
+    assert row["status"] == "failed" and "injected failure in seed 1" in row["error"]
+    assert RunStore(run_path(study, 1)).status == "failed"
+
+    monkeypatch.delenv("VT_TEST_FAIL_SEED")  # the fix
+    res = runner.invoke(app, ["rerun", str(study), "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert RunStore(run_path(study, 1)).status == "complete"
+    assert {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 2)} == mtimes  # not retrained
+    a = json.loads((study / "analysis.json").read_text())
+    assert sorted(int(s) for s in a["convergence_step"]) == [0, 1, 2]
+    res = runner.invoke(app, ["status", str(study)])
+    assert "complete" in res.output.split("study:")[-1]
