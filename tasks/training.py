@@ -15,7 +15,9 @@ def train_cache_key(_context, parameters) -> str:
     return f"vt-train-{config.training_hash()}-seed{parameters['seed']}-v{vt_core.__version__}"
 
 
-@task(name="train-seed", cache_key_fn=train_cache_key, persist_result=True, task_run_name="train-seed-{seed}")
+# results are stored in the study directory as JSON: nothing there is ever unpickled
+@task(name="train-seed", cache_key_fn=train_cache_key, persist_result=True, result_serializer="json",
+      task_run_name="train-seed-{seed}")
 def train_seed_task(study: str, seed: int) -> dict:
     logger = get_run_logger()
     epochs = load_study(study).training.epochs

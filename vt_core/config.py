@@ -301,6 +301,24 @@ class StudyConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     hmm: HMMConfig = HMMConfig()
 
+    @field_validator("output_dir")
+    @classmethod
+    def _local_dir(cls, v: str) -> str:
+        """A path, or a file:// URL (fsspec's local scheme). Other fsspec schemes are refused: the
+        commit protocol needs atomic renames and the study lock an exclusive create."""
+        if v.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            u = urlparse(v)
+            if u.netloc not in ("", "localhost"):
+                raise ValueError(f"output_dir {v!r}: a file:// URL names this machine (file:///path)")
+            return unquote(u.path)
+        if "://" in v:
+            raise ValueError(f"output_dir {v!r}: only local paths and file:// URLs are supported (a study "
+                             f"needs atomic renames and an exclusive lock file); mount the bucket (s3fs, "
+                             f"gcsfuse) or use a shared filesystem (NFS) and give its path")
+        return v
+
     @field_validator("seeds", mode="before")
     @classmethod
     def _seed_count(cls, v):

@@ -49,7 +49,20 @@ BAD = [
     ({"hmm": {"features": ["l7"]}}, "hmm.features ['l7'] are not computed"),
     ({"hmm": {"covariance": "banded"}}, "hmm.covariance"),
     ({"name": "has space"}, "name"),
+    ({"output_dir": "s3://bucket/studies/x"}, "only local paths and file:// URLs are supported"),
+    ({"output_dir": "memory://studies/x"}, "mount the bucket"),
+    ({"output_dir": "file://otherhost/studies/x"}, "a file:// URL names this machine"),
+    ({"training": {"batch_size": 0}}, "training.batch_size"),
+    ({"hooks": {"probe_size": -4}}, "hooks.probe_size"),
 ]
+
+
+def test_file_url_output_dir_is_a_local_path(tmp_path):
+    from vt_core.study import prepare_study
+
+    cfg = parse_config(tiny_dict(tmp_path, output_dir=(tmp_path / "my study").as_uri()))
+    assert cfg.output_dir == str(tmp_path / "my study")
+    assert prepare_study(cfg) == tmp_path / "my study" and (tmp_path / "my study" / "study.json").is_file()
 
 
 @pytest.mark.parametrize("patch, message", BAD)

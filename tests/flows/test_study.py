@@ -53,6 +53,14 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     summary = str(by_key[artifact_key("tiny", "summary")].data)
     assert "Chosen number of states" in summary and "](data:image/png;base64," in summary
 
+    # the cached task results in the study directory are JSON (nothing there is ever unpickled)
+    results = [p for p in (study / ".prefect" / "results").rglob("*") if p.is_file()]
+    assert len(results) >= 3
+    for p in results:
+        stored = json.loads(p.read_text())
+        assert stored["metadata"]["serializer"]["type"] == "json", p
+        assert json.loads(stored["result"])["status"] == "complete"
+
     # 2. running again trains nothing: every seed comes back cached, stores untouched
     before = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
     w1 = _weights(study, 1)

@@ -1,7 +1,9 @@
 """A real Prefect server on loopback: the deployment in deployments/prefect.yaml is created with
-`prefect deploy`, a flow run of it (a tiny study) is executed by `prefect worker start` from a
-process work pool, and the artifacts are read back from the server's API."""
+`prefect deploy`, a flow run of it (a tiny study with one seed that raises) is executed by
+`prefect worker start` from a process work pool and fails naming the seed; `prefect flow-run
+retry` completes it without retraining the others; the artifacts are read back from the API."""
 
+import json
 import os
 import signal
 import socket
@@ -81,8 +83,11 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
         cli("deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
 
         study = tmp_path / "study"
-        cfg = write_toml(tiny_dict(study, hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]}),
-                         tmp_path / "tiny.toml")
+        # seed 1 raises in the first run (an injected failure); the fix is to unset the variable
+        d = tiny_dict(study, model={"factory": "tests.plugins.faulty:make_net", "kwargs": {"width": 32}},
+                      hooks={"activations": ["layers.2"], "probe_size": 8},
+                      hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]})
+        cfg = write_toml(d, tmp_path / "tiny.toml")
         with httpx.Client(base_url=api, timeout=30) as c:
             dep = c.get("/deployments/name/vt-study/sparse-parity-nightly")
             assert dep.status_code == 200, dep.text
@@ -92,23 +97,40 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
             run = c.post(f"/deployments/{dep['id']}/create_flow_run",
                          json={"parameters": {"config_path": str(cfg)}}).json()
 
-            worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "vt-process", "--limit", "1"], env=env,
-                                      cwd=ROOT, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+            def start_worker(extra: dict, log: str):
+                return subprocess.Popen([PREFECT, "worker", "start", "--pool", "vt-process", "--limit", "1"],
+                                        env=env | extra, cwd=ROOT, stdout=open(logs / log, "w"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
 
             def finished():
                 state = c.get(f"/flow_runs/{run['id']}").json()["state"]
                 return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
+            worker = start_worker({"VT_TEST_FAIL_SEED": "1"}, "worker-1.log")
             state = _wait(finished, 420, "the flow run", [server, worker])
-            assert state["type"] == "COMPLETED", (state, (logs / "worker.log").read_text()[-4000:])
+            assert state["type"] == "FAILED", (state, (logs / "worker-1.log").read_text()[-4000:])
+            assert "seeds [1] failed (the others were analysed)" in state["message"]
+            _stop(worker)
+            assert (study / "analysis.json").is_file()  # seeds 0 and 2 were analysed
+            mtimes = {s: (study / "runs" / f"seed={s:04d}.zarr" / "zarr.json").stat().st_mtime_ns for s in (0, 2)}
+
+            # `prefect flow-run retry` schedules the same run again; a worker without the fault runs it
+            cli("flow-run", "retry", run["id"])
+            worker = start_worker({}, "worker-2.log")
+            state = _wait(finished, 420, "the retried flow run", [server, worker])
+            assert state["type"] == "COMPLETED", (state, (logs / "worker-2.log").read_text()[-4000:])
+            assert {s: (study / "runs" / f"seed={s:04d}.zarr" / "zarr.json").stat().st_mtime_ns
+                    for s in (0, 2)} == mtimes  # finished seeds came back cached, untouched
+            assert "complete" in json.loads((study / "runs" / "seed=0001.zarr" / "zarr.json").read_text())[
+                "attributes"]["status"]
             arts = c.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
             by_key = {a["key"]: a for a in arts}
             assert {"vt-tiny-dashboard", "vt-tiny-summary", "vt-tiny-model-selection"} <= set(by_key), by_key.keys()
             assert "data:image/png;base64," in by_key["vt-tiny-summary"]["data"]
             assert by_key["vt-tiny-model-selection"]["type"] == "table"
         assert (study / "dashboard" / "index.html").is_file()
-        assert (study / "analysis.json").is_file()
+        a = json.loads((study / "analysis.json").read_text())
+        assert sorted(a["convergence_step"]) == ["0", "1", "2"]
     finally:
         if worker is not None:
             _stop(worker)
