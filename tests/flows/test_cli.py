@@ -141,3 +141,23 @@ def test_dashboard_needs_an_analysed_study(tmp_path, tiny_config):
     study = prepare_study(tiny_config)
     res = runner.invoke(app, ["dashboard", str(study)])
     assert res.exit_code == 2 and "vt analyze" in res.output
+
+
+def test_validate_study_json_from_another_config(analysed_study, tmp_path):
+    import shutil
+
+    from vt_core.config import parse_config
+    from vt_core.study import prepare_study
+
+    study = tmp_path / "copy"
+    shutil.copytree(analysed_study, study)
+    other = prepare_study(parse_config(tiny_dict(tmp_path / "other", optimizer={"lr": 0.3})))
+    shutil.copy(other / "study.json", study / "study.json")  # the wrong study.json
+    res = runner.invoke(app, ["validate", str(study)])
+    assert res.exit_code == 1
+    for seed in (0, 1, 2):
+        assert f"seed {seed}: " in res.output
+    assert res.output.count("written by another config") == 3
+    # nothing was changed by looking
+    assert (study / "runs" / "seed=0000.zarr" / "zarr.json").read_bytes() == \
+        (analysed_study / "runs" / "seed=0000.zarr" / "zarr.json").read_bytes()
