@@ -9,10 +9,11 @@ from prefect import flow, get_run_logger, unmapped
 from tasks.hmm import build_dashboard_task, explain_task, fit_hmm_task, prepare_hmm_task, select_model_task
 from tasks.metrics import compute_metrics_task, finish_metrics_task, plan_metrics_task
 from tasks.report import publish_artifacts_task
-from tasks.training import train_seed_task
+from tasks.training import train_group_task, train_seed_task
 from vt_core import stages
 from vt_core.config import load_config
 from vt_core.dashboard import DASHBOARD
+from vt_core.groups import resolve_group_size
 from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
 
 
@@ -72,16 +73,29 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger) -> dic
     for seed in rerun_seeds or []:
         reset_seed(study, seed)
     task = train_seed_task.with_options(result_storage=_result_storage(study))
-    futures = {seed: task.with_options(refresh_cache=not is_finished(study, seed)).submit(study, seed)
-               for seed in config.seeds}
+    size = resolve_group_size(config)
+    todo = [s for s in config.seeds if not is_finished(study, s)]
+    # finished seeds: the per-seed task, a cache hit ("Cached"); the rest in groups of `size`
+    futures = {(seed,): task.submit(study, seed) for seed in config.seeds if seed not in todo}
+    for i in range(0, len(todo), size):
+        seeds = todo[i : i + size]
+        futures[tuple(seeds)] = (task.with_options(refresh_cache=True).submit(study, seeds[0]) if len(seeds) == 1
+                                 else train_group_task.submit(study, seeds))
     runs, failed = {}, {}
-    for seed, fut in futures.items():
+    for seeds, fut in futures.items():
         fut.wait()
         if fut.state.is_completed():
-            runs[seed] = fut.result()
+            result = fut.result()
+            for summary in result if isinstance(result, list) else [result]:
+                if summary["status"] == "failed":  # a seed of a group whose writes failed
+                    failed[summary["seed"]] = summary["error"]
+                    logger.error("seed %d failed: %s", summary["seed"], summary["error"])
+                else:
+                    runs[summary["seed"]] = summary
         else:
-            failed[seed] = str(fut.state.message)
-            logger.error("seed %d failed: %s", seed, fut.state.message)
+            for seed in seeds:
+                failed[seed] = str(fut.state.message)
+                logger.error("seed %d failed: %s", seed, fut.state.message)
     # in this flow, not as a subflow: a subflow would get its own default (thread) task runner, and
     # the metric and HMM tasks would not go to the Dask cluster the training went to
     result = _analyze(study, force=bool(rerun_seeds))

@@ -1,13 +1,15 @@
-"""Training: one task per seed, cached on (training config hash, seed, vt version)."""
+"""Training: one task per seed, cached on (training config hash, seed, vt version), or one task per
+group of seeds trained together as one batched model (not cached: its seeds are skipped once done)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 import vt_core
-from vt_core.study import load_study, train_seed
+from vt_core.study import load_study, train_group, train_seed
 
 
 def train_cache_key(_context, parameters) -> str:
@@ -15,22 +17,38 @@ def train_cache_key(_context, parameters) -> str:
     return f"vt-train-{config.training_hash()}-seed{parameters['seed']}-v{vt_core.__version__}"
 
 
+def _progress(seed_epochs: int, logger):
+    every = max(1, seed_epochs // 10)
+    last: dict[int, float] = {}
+
+    def progress(p: dict) -> None:
+        seed = p["seed"]
+        if p["epoch"] - last.get(seed, -every) >= every or p["epoch"] >= seed_epochs:
+            last[seed] = p["epoch"]
+            logger.info("seed %d: epoch %.0f/%d  train acc %.3f  held-out acc %.3f  loss %.4f", seed,
+                        p["epoch"], seed_epochs, p["train_accuracy"], p["test_accuracy"], p["train_loss"])
+
+    return progress
+
+
 # results are stored in the study directory as JSON: nothing there is ever unpickled
 @task(name="train-seed", cache_key_fn=train_cache_key, persist_result=True, result_serializer="json",
       task_run_name="train-seed-{seed}")
 def train_seed_task(study: str, seed: int) -> dict:
     logger = get_run_logger()
-    epochs = load_study(study).training.epochs
-    every = max(1, epochs // 10)
-    last = {"epoch": -every}
-
-    def progress(p: dict) -> None:
-        if p["epoch"] - last["epoch"] >= every or p["epoch"] >= epochs:
-            last["epoch"] = p["epoch"]
-            logger.info("seed %d: epoch %.0f/%d  train acc %.3f  held-out acc %.3f  loss %.4f", seed,
-                        p["epoch"], epochs, p["train_accuracy"], p["test_accuracy"], p["train_loss"])
-
-    summary = train_seed(Path(study), seed, progress=progress, num_threads=1)
+    summary = train_seed(Path(study), seed, progress=_progress(load_study(study).training.epochs, logger),
+                         num_threads=1)
     logger.info("seed %d: %s (%d checkpoints)%s", seed, summary["status"], summary["committed_steps"],
                 " - already trained, skipped" if summary["skipped"] else "")
     return summary
+
+
+@task(name="train-seed-group", cache_policy=NO_CACHE, task_run_name="train-seeds-{seeds}")
+def train_group_task(study: str, seeds: list[int]) -> list[dict]:
+    """Seeds trained together; each seed's summary (a seed whose writes failed says so in it)."""
+    logger = get_run_logger()
+    summaries = train_group(Path(study), seeds, progress=_progress(load_study(study).training.epochs, logger))
+    for s in summaries:
+        logger.info("seed %d: %s (%d checkpoints)%s", s["seed"], s["status"], s["committed_steps"],
+                    f" - {s['error']}" if s["status"] == "failed" else "")
+    return summaries

@@ -211,6 +211,17 @@ class TrainingConfig(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
     device: str = Field("cpu", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto: cuda, then mps, then cpu")
+    seed_group_size: int | Literal["auto"] = Field(
+        "auto", description="seeds trained together as one batched model; auto: 1 on a CPU, 40 on CUDA")
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="training step arithmetic: fp32 (exact), tf32 matmuls (CUDA) or bf16 autocast")
+
+    @field_validator("seed_group_size")
+    @classmethod
+    def _group(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"seed_group_size={v}: give a positive number of seeds, or 'auto'")
+        return v
 
 
 class CheckpointConfig(_Strict):
@@ -356,7 +367,14 @@ class StudyConfig(_Strict):
     def training_dict(self) -> dict:
         """The part of the config that determines what training writes (not seeds, paths, analysis)."""
         d = self.model_dump(mode="json")
-        return {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
+        out = {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
+        # how seeds are grouped changes nothing a seed stores (up to float rounding): not part of
+        # its identity, so a seed trained in a group resumes alone; fp32 (the default) is left out
+        # so that studies made before these options existed keep their hash
+        out["training"].pop("seed_group_size", None)
+        if out["training"].get("precision") == "fp32":
+            out["training"].pop("precision")
+        return out
 
     def training_hash(self) -> str:
         blob = json.dumps(self.training_dict(), sort_keys=True).encode()

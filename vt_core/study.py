@@ -173,15 +173,9 @@ def is_finished(study: str | Path, seed: int) -> bool:
     return store.status in ("complete", "diverged")
 
 
-def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None,
-               num_threads: int | None = None) -> dict:
-    """Train one seed into its store, resuming from the last commit; a finished seed is skipped.
-
-    ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
-    study = Path(study)
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    config = load_study(study)
+def _start(study: Path, seed: int, config: StudyConfig) -> dict | tuple[RunStore, Trainer]:
+    """Open (or create) the seed's store and a Trainer resumed from its last commit; a finished
+    seed gives its summary instead."""
     path = run_path(study, seed)
     if path.exists():
         store = open_run(study, seed, config)
@@ -203,32 +197,164 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
     store.set_status("running")
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
-    writer = make_writer(store, capacity=trainer.expected_checkpoints)
-    try:
-        try:
-            for ckpt in trainer.run():
-                writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
-                if progress is not None:
-                    progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
-                              "step": ckpt.step, **ckpt.scalars})
-        finally:
-            try:
-                writer.close()  # everything queued is committed before the status changes
-            finally:  # the writer process committed: attributes held here are stale, read them anew
-                store = RunStore(path)
-    except DivergedError as err:
+    return store, trainer
+
+
+def _end(path: Path, seed: int, outcome: BaseException | None) -> dict:
+    """Record how the seed's training ended (re-reading the store: a writer process committed)."""
+    store = RunStore(path)
+    if isinstance(outcome, DivergedError):
         store.truncate(store.committed)
-        store.set_status("diverged", error=str(err))
-    except BaseException as err:
+        store.set_status("diverged", error=str(outcome))
+    elif outcome is not None:
         try:
-            store.set_status("failed", error=f"{type(err).__name__}: {err}")
+            store.set_status("failed", error=f"{type(outcome).__name__}: {outcome}")
         except OSError:  # e.g. the disk is still full: the store then says "interrupted" once we exit
             pass
-        raise
     else:
         store.truncate(store.committed)
         store.set_status("complete")
     return _summary(store, seed, skipped=False)
+
+
+def _report(progress, seed: int, config: StudyConfig, ckpt) -> None:
+    if progress is not None:
+        progress({"seed": seed, "epoch": ckpt.epoch, "epochs": config.training.epochs,
+                  "step": ckpt.step, **ckpt.scalars})
+
+
+def _train_alone(store: RunStore, trainer: Trainer, writer, progress) -> dict:
+    """Run one trainer to its end into ``writer``; raise what training or writing raised
+    (except divergence, which ends the seed as ``diverged``)."""
+    outcome: BaseException | None = None
+    try:
+        try:
+            for ckpt in trainer.run():
+                writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
+                _report(progress, trainer.seed, trainer.cfg, ckpt)
+        finally:
+            writer.close()  # everything queued is committed before the status changes
+    except DivergedError as err:
+        outcome = err
+    except BaseException as err:
+        _end(store.path, trainer.seed, err)
+        raise
+    return _end(store.path, trainer.seed, outcome)
+
+
+def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None,
+               num_threads: int | None = None) -> dict:
+    """Train one seed into its store, resuming from the last commit; a finished seed is skipped.
+
+    ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
+    study = Path(study)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    config = load_study(study)
+    started = _start(study, seed, config)
+    if isinstance(started, dict):
+        return started
+    store, trainer = started
+    return _train_alone(store, trainer, make_writer(store, capacity=trainer.expected_checkpoints), progress)
+
+
+def train_group(study: str | Path, seeds: list[int], progress: Callable[[dict], None] | None = None,
+                num_threads: int | None = None) -> list[dict]:
+    """Train several seeds together as one batched model (:mod:`vt_core.groups`), each into its
+    own store exactly as :func:`train_seed` would; finished seeds are skipped.
+
+    Seeds resumed from different steps form separate groups; a group of one, or a model that
+    cannot be batched, trains alone. A seed whose writes fail ends ``failed`` and the others go
+    on; an error in the group's own step fails every seed of it and is raised."""
+    from collections import defaultdict
+
+    from vt_core.groups import GroupTrainer, groupable
+
+    study = Path(study)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    config = load_study(study)
+    summaries: dict[int, dict] = {}
+    by_step: dict[int, list] = defaultdict(list)
+    for seed in seeds:
+        started = _start(study, seed, config)
+        if isinstance(started, dict):
+            summaries[seed] = started
+        else:
+            by_step[started[1].step].append(started)
+    for items in by_step.values():
+        if len(items) == 1 or groupable(items[0][1].model) is not None:
+            for store, trainer in items:
+                try:
+                    summaries[trainer.seed] = _train_alone(
+                        store, trainer, make_writer(store, trainer.expected_checkpoints), progress)
+                except Exception as err:  # noqa: BLE001 - this seed failed; the others go on
+                    summaries[trainer.seed] = _summary(RunStore(store.path, mode="r"), trainer.seed, False) | {
+                        "error": f"{type(err).__name__}: {err}"}
+            continue
+        summaries.update(_train_together(items, GroupTrainer, progress))
+    return [summaries[s] for s in seeds]
+
+
+def _train_together(items: list[tuple[RunStore, Trainer]], group_cls, progress) -> dict[int, dict]:
+    writers = {t.seed: make_writer(store, t.expected_checkpoints) for store, t in items}
+    trainers = {t.seed: t for _, t in items}
+    paths = {t.seed: store.path for store, t in items}
+    outcome: dict[int, BaseException | None] = {seed: None for seed in trainers}
+    failed_writes: dict[int, BaseException] = {}
+
+    def submit(seed, ckpt):
+        if seed in failed_writes:
+            return
+        try:
+            writers[seed].submit(ckpt, trainers[seed].state_dict())
+        except Exception as err:  # noqa: BLE001 - a full disk for this store: this seed fails alone
+            failed_writes[seed] = err
+        _report(progress, seed, trainers[seed].cfg, ckpt)
+
+    try:
+        try:
+            group = group_cls([t for _, t in items])
+            start = group.step
+            try:
+                for i, event in group.run():
+                    seed = items[i][1].seed
+                    if isinstance(event, DivergedError):
+                        outcome[seed] = event
+                    else:
+                        submit(seed, event)
+            except (RuntimeError, NotImplementedError) as err:
+                if group.step != start:
+                    raise
+                # no batching rule for some op of this model (found at the first step, before any
+                # update): train the seeds one by one from where they stand, same writers
+                import warnings
+
+                warnings.warn(f"training seeds {sorted(trainers)} as a group failed at its first step "
+                              f"({type(err).__name__}: {err}); training them one by one", stacklevel=2)
+                for seed, t in trainers.items():
+                    try:
+                        for ckpt in t.run():
+                            submit(seed, ckpt)
+                    except DivergedError as div:
+                        outcome[seed] = div
+        finally:
+            for seed, w in writers.items():
+                try:
+                    w.close()
+                except Exception as err:  # noqa: BLE001
+                    failed_writes.setdefault(seed, err)
+    except BaseException as err:
+        for seed in trainers:
+            _end(paths[seed], seed, err)
+        raise
+    out = {}
+    for seed in trainers:
+        err = failed_writes.get(seed)
+        out[seed] = _end(paths[seed], seed, err if err is not None else outcome[seed])
+        if err is not None:
+            out[seed]["error"] = f"{type(err).__name__}: {err}"
+    return out
 
 
 def study_state(rows: list[dict]) -> tuple[str, list[int]]:

@@ -8,6 +8,7 @@ continuing gives bitwise the same arrays as an uninterrupted run (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -101,6 +102,24 @@ def loss_and_correct(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_class
     else:
         loss = F.cross_entropy(out, y)
     return loss, (out.argmax(-1) == y).sum()
+
+
+@contextlib.contextmanager
+def precision(name: str, device: torch.device):
+    """``fp32`` (exact), ``tf32`` (TF32 matmuls on CUDA) or ``bf16`` (autocast) for the training step."""
+    if name == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if name == "tf32" and device.type == "cuda":
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        return
+    yield
 
 
 class Trainer:
@@ -220,7 +239,8 @@ class Trainer:
 
     def _train_step(self, idx: torch.Tensor) -> None:
         x, y = self.task.x_train[idx], self.task.y_train[idx]
-        loss, _ = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
+        with precision(self.cfg.training.precision, self.device):
+            loss, _ = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
         if not torch.isfinite(loss):
             raise DivergedError(self.step, loss.item())
         self.optimizer.zero_grad(set_to_none=True)

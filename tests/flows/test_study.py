@@ -124,3 +124,26 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
     assert sorted(int(s) for s in a["convergence_step"]) == [0, 1, 2]
     res = runner.invoke(app, ["status", str(study)])
     assert "complete" in res.output.split("study:")[-1]
+
+
+def test_seed_groups_through_the_flow(tmp_path):
+    """seed_group_size = 2 with 3 seeds: one group task for seeds 0 and 1, a per-seed task for 2;
+    a second run trains nothing and leaves every store untouched."""
+    study = tmp_path / "study"
+    cfg = write_toml(tiny_dict(study, training={"epochs": 6, "seed_group_size": 2},
+                               hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]}), tmp_path / "g.toml")
+    state = study_flow.with_options(task_runner=ThreadPoolTaskRunner(2))(config_path=str(cfg), return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert sorted(result["runs"]) == [0, 1, 2] and not result["failed"]
+    with get_client(sync_client=True) as client:
+        names = {t.name for t in client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
+    assert "train-seeds-[0, 1]" in names and "train-seed-2" in names
+    for seed in (0, 1, 2):
+        assert RunStore(run_path(study, seed)).status == "complete"
+    before = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
+    again = study_flow.with_options(task_runner=ThreadPoolTaskRunner(2))(config_path=str(cfg))
+    assert sorted(again["runs"]) == [0, 1, 2] and not again["failed"]
+    assert again["runs"][0]["skipped"] and again["runs"][1]["skipped"]  # seed 2's came from the cache
+    assert {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)} == before

@@ -1,0 +1,163 @@
+"""Seeds trained together as one batched model store what each would store alone.
+
+Tolerance: a batched matmul sums in a different order than an unbatched one, so float32 results
+agree to rounding, which grows slowly with the number of steps. Here (100-400 SGD/AdamW steps) the
+largest relative difference seen was 1e-7 (MLP) and 2e-8 (transformer); the tests allow rtol 1e-5,
+atol 1e-6. A grouping mistake (a shared gradient norm, a seed's batches or optimizer state mixed
+up) moves values by far more."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, committed_steps, tiny_dict
+from vt_core.config import parse_config
+from vt_core.groups import GroupTrainer, groupable, resolve_group_size
+from vt_core.store import RunStore
+from vt_core.study import prepare_study, run_path, train_group, train_seed
+from vt_core.training import Trainer
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _arrays(path):
+    store = RunStore(path, mode="r")
+    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
+    for g in ("weights", "activations"):
+        if g in store.root:
+            out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}
+    return out
+
+
+def _assert_same(a, b, exact=False):
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact or a[k].dtype.kind not in "fc":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(a[k], b[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+def _pair(tmp_path, **over):
+    alone = prepare_study(parse_config(tiny_dict(tmp_path / "alone", **over)))
+    group = prepare_study(parse_config(tiny_dict(tmp_path / "group", **over)))
+    return alone, group
+
+
+MLP = dict(model={"name": "mlp", "hidden": [48, 24]}, hooks={"activations": ["layers.*"], "probe_size": 8},
+           optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01})
+TRANSFORMER = dict(
+    model={"name": "transformer", "d_model": 32, "n_heads": 2, "d_mlp": 64, "n_layers": 1},
+    data={"name": "modular_addition", "p": 17, "train_fraction": 0.4}, training={"epochs": 60, "loss": "cross_entropy"},
+    optimizer={"name": "adamw", "lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98]},
+    checkpoints={"every_epochs": 10}, hooks={"activations": ["blocks.0.hook_resid_post"], "probe_size": 8})
+
+
+@pytest.mark.parametrize("over", [MLP, TRANSFORMER], ids=["mlp", "transformer"])
+def test_group_stores_what_each_seed_stores_alone(tmp_path, over):
+    alone, group = _pair(tmp_path, **over)
+    for seed in (0, 1, 2):
+        train_seed(alone, seed)
+    summaries = train_group(group, [0, 1, 2])
+    assert [s["status"] for s in summaries] == ["complete"] * 3
+    for seed in (0, 1, 2):
+        a, b = _arrays(run_path(alone, seed)), _arrays(run_path(group, seed))
+        assert len(a["step"]) == len(b["step"]) > 3
+        _assert_same(a, b)
+        # the resume states have the same form: a group-trained seed continues alone
+        sa, sb = RunStore(run_path(alone, seed)).load_resume(), RunStore(run_path(group, seed)).load_resume()
+        assert sa.keys() == sb.keys() and sa["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys()
+        np.testing.assert_array_equal(sa["position"].numpy(), sb["position"].numpy())
+
+
+def test_gradient_clipping_is_per_seed(tmp_path):
+    over = dict(MLP, training={"epochs": 4, "grad_clip": 0.05})
+    alone, group = _pair(tmp_path, **over)
+    for seed in (0, 1, 2):
+        train_seed(alone, seed)
+    train_group(group, [0, 1, 2])
+    for seed in (0, 1, 2):
+        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+
+
+def test_one_seed_diverges_the_others_go_on(tmp_path):
+    over = dict(model={"factory": "tests.plugins.blowup:make_net", "kwargs": {"width": 16, "blowup_seed": 1}},
+                hooks={"activations": [], "probe_size": 8}, training={"epochs": 6},
+                hmm={"features": ["l2", "test_accuracy"]})
+    alone, group = _pair(tmp_path, **over)
+    solo = {s: train_seed(alone, s) for s in (0, 1, 2)}
+    grouped = dict(zip((0, 1, 2), train_group(group, [0, 1, 2])))
+    assert solo[1]["status"] == grouped[1]["status"] == "diverged"
+    assert "training diverged at step" in grouped[1]["error"]
+    step = lambda e: int(e.split("at step ")[1].split(":")[0])  # noqa: E731
+    assert step(grouped[1]["error"]) == step(solo[1]["error"])
+    assert grouped[1]["committed_steps"] == solo[1]["committed_steps"]
+    for seed in (0, 2):
+        assert grouped[seed]["status"] == "complete"
+        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+
+
+def test_batch_norm_models_train_one_by_one_exactly(tmp_path):
+    over = dict(model={"name": "mlp", "hidden": [32], "norm": "batch"}, training={"epochs": 3})
+    cfg = parse_config(tiny_dict(tmp_path / "x", **over))
+    assert "running statistics" in groupable(Trainer(cfg, 0).model)
+    with pytest.raises(ValueError, match="cannot be trained as a group"):
+        GroupTrainer([Trainer(cfg, 0), Trainer(cfg, 1)])
+    alone, group = _pair(tmp_path, **over)
+    for seed in (0, 1):
+        train_seed(alone, seed)
+    assert [s["status"] for s in train_group(group, [0, 1])] == ["complete"] * 2
+    for seed in (0, 1):
+        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)), exact=True)
+
+
+def test_group_size_resolution(tmp_path):
+    cfg = parse_config(tiny_dict(tmp_path, seeds=list(range(50))))
+    assert resolve_group_size(cfg) == 1  # auto on a CPU
+    cfg = parse_config(tiny_dict(tmp_path, seeds=list(range(50)), training={"epochs": 2, "device": "cuda"}))
+    assert resolve_group_size(cfg) == 40
+    cfg = parse_config(tiny_dict(tmp_path, seeds=[0, 1, 2], training={"epochs": 2, "seed_group_size": 8}))
+    assert resolve_group_size(cfg) == 3
+    # grouping is not part of a seed's identity; fp32 is left out of the hash (older studies keep theirs)
+    a = parse_config(tiny_dict(tmp_path, training={"epochs": 2, "seed_group_size": 4}))
+    b = parse_config(tiny_dict(tmp_path, training={"epochs": 2}))
+    c = parse_config(tiny_dict(tmp_path, training={"epochs": 2, "precision": "bf16"}))
+    assert a.training_hash() == b.training_hash() != c.training_hash()
+    assert "seed_group_size" not in a.training_dict()["training"] and "precision" not in b.training_dict()["training"]
+
+
+GROUP_SCRIPT = """
+import sys
+from vt_core.study import train_group
+train_group(sys.argv[1], [0, 1, 2])
+"""
+
+
+def test_sigkilled_group_resumes_alone_or_together(tmp_path):
+    """Kill a group mid-run; then seed 0 continues alone and seeds 1, 2 as a group: each ends as
+    an uninterrupted group run does."""
+    over = dict(MLP, training={"epochs": 40})
+    clean, killed = _pair(tmp_path, **over)
+    train_group(clean, [0, 1, 2])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", GROUP_SCRIPT, str(killed)], env=env)
+    deadline = time.time() + 120
+    while min(committed_steps(run_path(killed, s)) for s in (0, 1, 2)) < 12 and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the group finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {s: committed_steps(run_path(killed, s)) for s in (0, 1, 2)}
+    assert all(0 < n < 41 for n in done.values()), done
+    assert train_seed(killed, 0)["status"] == "complete"
+    assert [s["status"] for s in train_group(killed, [1, 2])] == ["complete"] * 2
+    for seed in (0, 1, 2):
+        a, b = _arrays(run_path(killed, seed)), _arrays(run_path(clean, seed))
+        assert len(np.unique(a["step"])) == len(a["step"]) == 41
+        _assert_same(a, b)
