@@ -10,9 +10,9 @@ alone:
 - the loss is the *sum* of the seeds' mean losses, so each seed's gradient is its own;
 - SGD, Adam and AdamW are elementwise, so one optimizer over stacked tensors updates each slice as
   that seed's optimizer would; gradient clipping is done per seed (each seed's own norm);
-- at a checkpoint the slice is copied back into the member, which evaluates, captures and
-  serialises itself exactly as when alone: the stored arrays and the resume state have the same
-  format, so a seed trained in a group resumes alone (``vt rerun --seed N``) and vice versa.
+- at a checkpoint the whole group is evaluated and probed at once (vmapped), copied to the host
+  once per stacked tensor, and sliced into each seed's checkpoint and resume state, with the values
+  and the format a seed trained alone stores: a seed trained in a group resumes alone and vice versa.
 
 A seed whose loss becomes NaN/inf is marked diverged at that step; its slice keeps being updated
 (NaNs do not cross slices) but nothing more is recorded for it. Models with batch-norm running
@@ -28,6 +28,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from vt_core.config import StudyConfig
+from vt_core.hooks import capture
 from vt_core.store import Checkpoint
 from vt_core.training import DivergedError, Trainer, loss_and_correct, lr_lambda, precision, resolve_device
 
@@ -83,6 +84,14 @@ class GroupTrainer:
         # every member's training set on the device, stacked: one gather per step for the group
         self.x_train = torch.stack([m.task.x_train for m in members])
         self.y_train = torch.stack([m.task.y_train for m in members])
+        self.x_test = torch.stack([m.task.x_test for m in members])
+        self.y_test = torch.stack([m.task.y_test for m in members])
+        self.probe_x = torch.stack([m.probe_x for m in members])
+        # evaluation runs all seeds at once; chunks of seeds keep a large test set within memory
+        self.eval_chunk = max(1, min(self.G, 200_000 // max(len(m0.task.x_test), len(m0.task.x_train), 1)))
+        self.state_keys = list(m0.model.state_dict().keys())
+        self.buffers_host = {k: v.detach().to("cpu") for k, v in self.buffers.items() if k in self.state_keys}
+        self.param_groups_template = m0.optimizer.state_dict()["param_groups"]
         self.arange = torch.arange(self.G, device=self.device)[:, None]
         self.grad_acc = torch.stack([m.grad_acc for m in members])  # (G, 2): sum of norms, steps
         self.first_bad = torch.full((self.G,), -1, dtype=torch.long, device=self.device)
@@ -116,22 +125,6 @@ class GroupTrainer:
                 else:  # e.g. Adam's step count: the same for every seed of the group
                     stacked[key] = v.clone() if isinstance(v, torch.Tensor) else v
             self.optimizer.state[self.params[n]] = stacked
-
-    def _sync_member(self, i: int) -> None:
-        """Copy seed ``i``'s slice (parameters, optimizer and scheduler state, position) back."""
-        m = self.members[i]
-        with torch.no_grad():
-            for p, n in zip(self._member_params(m), self.names):
-                p.copy_(self.params[n][i])
-        for p, n in zip(self._member_params(m), self.names):
-            st = self.optimizer.state.get(self.params[n])
-            if st:
-                m.optimizer.state[p] = {k: (v[i].clone() if isinstance(v, torch.Tensor) and v.dim() > 0 else
-                                            (v.clone() if isinstance(v, torch.Tensor) else v)) for k, v in st.items()}
-        m.scheduler.load_state_dict(self.scheduler.state_dict())
-        for mg, g in zip(m.optimizer.param_groups, self.optimizer.param_groups):
-            mg["lr"] = g["lr"]
-        m.grad_acc = self.grad_acc[i].clone()
 
     # -- the step ---------------------------------------------------------------------------------
 
@@ -194,27 +187,89 @@ class GroupTrainer:
                 out.append((i, DivergedError(s, float("nan"))))
         return out
 
+    def _eval(self, params, buffers, x, y):
+        out = functional_call(self.base, (params, buffers), (x,))
+        return loss_and_correct(self.loss_name, out, y, self.n_classes)
+
+    def _probe(self, params, buffers, x):
+        m0 = self.members[0]
+        with capture(self.base, m0.hooks, self.cfg.hooks.capture) as out:
+            functional_call(self.base, (params, buffers), (x,))
+        return dict(out)
+
+    @torch.no_grad()
+    def _checkpoints(self) -> list[tuple[int, Checkpoint, dict]]:
+        """Every live seed's checkpoint and resume state, computed for the whole group at once:
+        one vmapped evaluation per split, one vmapped probe forward, one copy to the host per
+        stacked tensor; then sliced per seed (same values and format as :meth:`Trainer.checkpoint`
+        and :meth:`Trainer.state_dict` alone)."""
+        self.base.eval()
+        try:
+            ev = vmap(self._eval, chunk_size=self.eval_chunk)
+            tr_loss, tr_ok = ev(self.params, self.buffers, self.x_train, self.y_train)
+            te_loss, te_ok = ev(self.params, self.buffers, self.x_test, self.y_test)
+            acts = vmap(self._probe)(self.params, self.buffers, self.probe_x) if self.members[0].hooks else {}
+        finally:
+            self.base.train()
+        scalars = torch.stack([tr_loss.float(), tr_ok.float(), te_loss.float(), te_ok.float()]).cpu()
+        grad = self.grad_acc.to("cpu", copy=True)  # a copy: zeroed below
+        host = {n: self.params[n].detach().cpu() for n in self.names}
+        acts = {k: v.cpu() for k, v in acts.items()}
+        opt = {n: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.optimizer.state[self.params[n]].items()}
+               for n in self.names if self.optimizer.state.get(self.params[n])}
+        sched = self.scheduler.state_dict()
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": t["params"]}
+                  for g, t in zip(self.optimizer.param_groups, self.param_groups_template)]
+        self.grad_acc.zero_()
+        out = []
+        for i, m in enumerate(self.members):
+            if not self.alive[i]:
+                continue
+            n_tr, n_te = len(m.task.y_train), len(m.task.y_test)
+            ckpt = Checkpoint(
+                index=m.n_checkpoints, step=self.step,
+                epoch=m.epoch + m.batch_in_epoch / m.batches_per_epoch,
+                scalars={"train_loss": float(scalars[0, i]), "train_accuracy": float(scalars[1, i]) / n_tr,
+                         "test_loss": float(scalars[2, i]), "test_accuracy": float(scalars[3, i]) / n_te,
+                         "grad_norm": float(grad[i, 0] / grad[i, 1]) if grad[i, 1] > 0 else float("nan")},
+                weights={n: host[n][i].numpy().copy() for n in m.weight_names},
+                activations={k: v[i].numpy().copy() for k, v in acts.items()})
+            m.n_checkpoints += 1
+            state = {
+                "model": {k: (host[k][i] if k in host else self.buffers_host[k][i]).clone() for k in self.state_keys},
+                "optimizer": {"state": {j: {k: (v[i].clone() if isinstance(v, torch.Tensor) and v.dim() > 0 else
+                                                (v.clone() if isinstance(v, torch.Tensor) else v))
+                                            for k, v in opt[n].items()} for j, n in enumerate(self.names) if n in opt},
+                              "param_groups": [dict(g) for g in groups]},
+                "scheduler": dict(sched),
+                "generator": m.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "perm": m.perm if m.perm is not None else torch.empty(0, dtype=torch.long),
+                "position": torch.tensor([m.step, m.epoch, m.batch_in_epoch, m.n_checkpoints]),
+                "grad_acc": torch.zeros(2, dtype=torch.float64),
+            }
+            out.append((i, ckpt, state))
+        return out
+
     def train_steps(self, n: int) -> None:
         """``n`` steps with no checkpoints (for benchmarks)."""
         for _ in range(n):
             self._train_step(self._next_indices())
             self._advance_members()
 
-    def run(self) -> Iterator[tuple[int, Checkpoint | DivergedError]]:
-        """Train to the end; yields ``(member index, Checkpoint)`` for every live seed at each
-        checkpoint, and ``(member index, DivergedError)`` once for a seed that diverged."""
+    def run(self) -> Iterator[tuple[int, Checkpoint | DivergedError, dict | None]]:
+        """Train to the end; yields ``(member index, Checkpoint, resume state)`` for every live
+        seed at each checkpoint, and ``(member index, DivergedError, None)`` once for a seed that
+        diverged."""
         if self.members[0].n_checkpoints == 0:
             for i, m in enumerate(self.members):
-                yield i, m.checkpoint()
+                yield i, m.checkpoint(), m.state_dict()
         while self.step < self.total_steps:
             self._train_step(self._next_indices())
             end_of_epoch = self._advance_members()
             if self.members[0]._due(end_of_epoch):
-                yield from self._divergences()
-                for i, m in enumerate(self.members):
-                    if self.alive[i]:
-                        self._sync_member(i)
-                        ckpt = m.checkpoint()
-                        self.grad_acc[i].zero_()
-                        yield i, ckpt
-        yield from self._divergences()
+                for i, err in self._divergences():
+                    yield i, err, None
+                yield from self._checkpoints()
+        for i, err in self._divergences():
+            yield i, err, None

@@ -303,11 +303,11 @@ def _train_together(items: list[tuple[RunStore, Trainer]], group_cls, progress) 
     outcome: dict[int, BaseException | None] = {seed: None for seed in trainers}
     failed_writes: dict[int, BaseException] = {}
 
-    def submit(seed, ckpt):
+    def submit(seed, ckpt, state):
         if seed in failed_writes:
             return
         try:
-            writers[seed].submit(ckpt, trainers[seed].state_dict())
+            writers[seed].submit(ckpt, state)
         except Exception as err:  # noqa: BLE001 - a full disk for this store: this seed fails alone
             failed_writes[seed] = err
         _report(progress, seed, trainers[seed].cfg, ckpt)
@@ -317,12 +317,12 @@ def _train_together(items: list[tuple[RunStore, Trainer]], group_cls, progress) 
             group = group_cls([t for _, t in items])
             start = group.step
             try:
-                for i, event in group.run():
+                for i, event, state in group.run():
                     seed = items[i][1].seed
                     if isinstance(event, DivergedError):
                         outcome[seed] = event
                     else:
-                        submit(seed, event)
+                        submit(seed, event, state)
             except (RuntimeError, NotImplementedError) as err:
                 if group.step != start:
                     raise
@@ -335,7 +335,7 @@ def _train_together(items: list[tuple[RunStore, Trainer]], group_cls, progress) 
                 for seed, t in trainers.items():
                     try:
                         for ckpt in t.run():
-                            submit(seed, ckpt)
+                            submit(seed, ckpt, t.state_dict())
                     except DivergedError as div:
                         outcome[seed] = div
         finally:
