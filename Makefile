@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv demo test test-slow bench clean
 
+# each prints, as its last line, one JSON object with its figures (benchmarks/RESULTS.md); the
+# GPU study (benchmarks/study_timing.py, benchmarks/gpu_session.sh) is run by hand on a GPU
+BENCHMARKS = benchmarks/metrics_throughput.py benchmarks/capture_overhead.py benchmarks/hmm_selection.py \
+	benchmarks/dashboard_scale.py benchmarks/seed_groups.py
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
@@ -23,7 +28,7 @@ test-slow: venv
 	$(BIN)/python -m pytest -m slow -q
 
 bench: venv
-	@for b in benchmarks/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) studies .pytest_cache
