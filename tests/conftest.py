@@ -37,6 +37,15 @@ def tiny_dict(out: Path, **over) -> dict:
     return d
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback interface (for servers a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def committed_steps(store_path: Path) -> int:
     """The committed count, read the cheap way a poller would (0 while the store does not exist)."""
     try:

@@ -3,7 +3,6 @@ processes started on 127.0.0.1, as a user would start them on their machines."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import ROOT, free_port, tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core.store import RunStore
 from vt_core.study import run_path
@@ -22,16 +21,10 @@ pytestmark = pytest.mark.integration
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_study_runs_on_an_external_dask_cluster(tmp_path):
     from distributed import Client
 
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

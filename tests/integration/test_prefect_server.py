@@ -6,7 +6,6 @@ retry` completes it without retraining the others; the artifacts are read back f
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, tiny_dict
+from tests.conftest import ROOT, free_port, tiny_dict
 from tests.flows.conftest import write_toml
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, procs=()):
@@ -52,7 +45,7 @@ def _stop(proc):
 
 
 def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api, "VT_REPO": str(ROOT),
