@@ -181,3 +181,31 @@ def test_precision_bf16_changes_the_arithmetic_and_the_hash(tmp_path):
     assert rel < 0.05, rel
     assert parse_config(tiny_dict(tmp_path, **over)).training_hash() != \
         parse_config(tiny_dict(tmp_path, **dict(MLP, training={"epochs": 3}))).training_hash()
+
+
+def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, monkeypatch):
+    """The writes of seed 1's store fail (ENOSPC, in its writer process): seed 1 ends `failed`
+    with the error and its committed checkpoints intact; seeds 0 and 2 finish as if alone."""
+    from tests.core.test_writer import ENOSPC_PATCH
+
+    alone, group = _pair(tmp_path, **dict(MLP, training={"epochs": 30}))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(ENOSPC_PATCH)
+    with monkeypatch.context() as m:
+        m.setenv("VT_WRITER", "process")
+        m.setenv("PYTHONPATH", str(site))
+        m.setenv("VT_TEST_ENOSPC_AT", "20")
+        m.setenv("VT_TEST_ENOSPC_STORE", "seed=0001")
+        out = dict(zip((0, 1, 2), train_group(group, [0, 1, 2])))
+    assert out[1]["status"] == "failed" and "No space left on device" in out[1]["error"]
+    store = RunStore(run_path(group, 1), mode="r")
+    assert 1 <= store.committed <= 20 and store.validate() == []
+    for seed in (0, 2):
+        assert out[seed]["status"] == "complete"
+        train_seed(alone, seed)
+        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+    # room again: seed 1 resumes (alone here) and ends as a clean run of it does
+    assert train_seed(group, 1)["status"] == "complete"
+    train_seed(alone, 1)
+    _assert_same(_arrays(run_path(alone, 1)), _arrays(run_path(group, 1)))
