@@ -30,7 +30,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from vt_core.config import StudyConfig
 from vt_core.hooks import capture
 from vt_core.store import Checkpoint
-from vt_core.training import DivergedError, Trainer, loss_and_correct, lr_lambda, precision, resolve_device
+from vt_core.training import (DivergedError, Trainer, loss_and_correct, lr_lambda, make_optimizer, precision,
+                               resolve_device)
 
 AUTO_GROUP_CUDA = 40
 
@@ -75,7 +76,7 @@ class GroupTrainer:
         self.params = {n: params[n].detach().clone().requires_grad_(True) for n in self.names}
         self.buffers = {n: b.detach().clone() for n, b in buffers.items()}
         self.base = m0.model  # its structure only; its own tensors are never used in the group step
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.cfg, [self.params[n] for n in self.names])
         self._stack_optimizer_state()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(self.cfg, self.total_steps))
         self.scheduler.load_state_dict(m0.scheduler.state_dict())
@@ -98,14 +99,6 @@ class GroupTrainer:
         self.alive = [True] * self.G
         self.loss_name, self.n_classes = self.cfg.training.loss, m0.task.n_classes
         self._losses = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="error")
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optimizer
-        params = [self.params[n] for n in self.names]
-        if o.name == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
     # -- optimizer state: members (per seed) <-> group (stacked) -----------------------------------
 

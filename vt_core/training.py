@@ -122,6 +122,15 @@ def precision(name: str, device: torch.device):
     yield
 
 
+def make_optimizer(cfg, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params`` (one model's, or a group's stacked tensors)."""
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
 class Trainer:
     def __init__(self, config: StudyConfig, seed: int):
         self.cfg, self.seed = config, seed
@@ -155,12 +164,7 @@ class Trainer:
         self.grad_acc = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optimizer
-        params = self.model.parameters()
-        if o.name == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return make_optimizer(self.cfg, list(self.model.parameters()))
 
     @property
     def total_steps(self) -> int:
