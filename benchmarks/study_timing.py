@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--max-states", type=int, default=None)
     ap.add_argument("--covariance", default=None, help="override hmm.covariance (the paper's config: full)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--analysis-workers", type=int, default=1,
+                    help="processes for metrics and HMM fits (the GPU runs in RESULTS.md used 1)")
     args = ap.parse_args()
 
     import torch
@@ -79,7 +81,7 @@ def main() -> None:
     print(f"{name}: trained {args.seeds} seeds x {args.epochs} epochs in groups of {size}: "
           f"{times['train_s']:.1f} s ({args.seeds * args.epochs / times['train_s']:.0f} seed-epochs/s)", flush=True)
     t = time.perf_counter()
-    res = stages.analyse(study)
+    res = stages.analyse(study, workers=args.analysis_workers)
     times["analyse_s"] = time.perf_counter() - t
     t = time.perf_counter()
     build_dashboard(study)
@@ -88,7 +90,7 @@ def main() -> None:
     a = json.loads((study / stages.ANALYSIS_JSON).read_text())
     conv = [v for v in a["convergence_step"].values() if v is not None]
     result = {
-        "device": name, "seeds": args.seeds, "epochs": args.epochs, "group_size": size, "precision": args.precision,
+        "device": name, "analysis_workers": args.analysis_workers, "seeds": args.seeds, "epochs": args.epochs, "group_size": size, "precision": args.precision,
         "checkpoints_per_seed": summaries[0]["committed_steps"],
         "statuses": {s: sum(x["status"] == s for x in summaries) for s in {x["status"] for x in summaries}},
         **{k: round(v, 1) for k, v in times.items()},

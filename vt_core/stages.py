@@ -256,14 +256,40 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def analyse(study: Path) -> dict:
-    """Every analysis stage in order, in this process (what the analyze flow fans out): for
-    scripts, notebooks and tests that do not want an orchestrator."""
+def analyse(study: Path, workers: int = 1) -> dict:
+    """Every analysis stage in order, without an orchestrator (what the analyze flow fans out as
+    Prefect tasks): for scripts, notebooks and tests. ``workers`` > 1 computes the seeds' metrics
+    and the HMM fits in that many processes (each writes its own files, as the tasks do)."""
     study = Path(study)
     seeds = usable_seeds(study)
-    plan = init_metrics(study, seeds)
-    cells = finish_metrics(study, plan, [compute_metrics(study, s, plan) for s in seeds])
-    grid = prepare_hmm(study)["grid"]
-    selection = select_model(study, [fit_hmm(study, k, r) for k, r in grid])
+    with _pool(workers) as pool:
+        plan = init_metrics(study, seeds)
+        counts = list(pool.map(compute_metrics, [study] * len(seeds), seeds, [plan] * len(seeds)))
+        cells = finish_metrics(study, plan, counts)
+        grid = prepare_hmm(study)["grid"]
+        fits = list(pool.map(fit_hmm, [study] * len(grid), [k for k, _ in grid], [r for _, r in grid]))
+    selection = select_model(study, fits)
     explain(study)
     return {"seeds": seeds, "metric_cells": cells, "chosen_k": selection["chosen_k"]}
+
+
+class _InProcess:
+    """The executor interface, run here: ``analyse`` with one worker."""
+
+    map = staticmethod(map)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _pool(workers: int):
+    if workers <= 1:
+        return _InProcess()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked copy of a process that runs torch or writer threads is not safe
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))

@@ -129,3 +129,20 @@ def test_report_puts_the_study_beside_the_paper(analysed_study):
     assert paper_setting("sparse_parity") == "sparse_parity"
     assert paper_setting("modular_addition_stabilised_cpu") == "modular_addition_stabilised"
     assert paper_setting("my_study") is None
+
+
+def test_analyse_in_worker_processes_equals_in_process(analysed_study, tmp_path):
+    """stages.analyse(workers=2) fans the metric stage and the HMM fits out to processes and
+    writes the same analysis as the in-process run (the session fixture's)."""
+    import json
+    import shutil
+
+    from vt_core import stages
+
+    copy = tmp_path / "copy"
+    shutil.copytree(analysed_study, copy, ignore=shutil.ignore_patterns("metrics.zarr", "hmm", "analysis.json"))
+    stages.analyse(copy, workers=2)
+    a = json.loads((copy / stages.ANALYSIS_JSON).read_text())
+    b = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    for key in ("chosen_k", "states", "transitions", "convergence_step"):
+        assert a[key] == b[key], key
