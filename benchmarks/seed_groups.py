@@ -88,7 +88,8 @@ def grouped(cfg, size: int, epochs: int, warmup: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=None, help="timed epochs per measurement (default: 3 on CPU, 100 on CUDA)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="timed epochs per measurement (default: 3 on CPU, 100 on CUDA)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 40])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()

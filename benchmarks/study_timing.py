@@ -90,7 +90,8 @@ def main() -> None:
     a = json.loads((study / stages.ANALYSIS_JSON).read_text())
     conv = [v for v in a["convergence_step"].values() if v is not None]
     result = {
-        "device": name, "analysis_workers": args.analysis_workers, "seeds": args.seeds, "epochs": args.epochs, "group_size": size, "precision": args.precision,
+        "device": name, "analysis_workers": args.analysis_workers, "seeds": args.seeds, "epochs": args.epochs,
+        "group_size": size, "precision": args.precision,
         "checkpoints_per_seed": summaries[0]["committed_steps"],
         "statuses": {s: sum(x["status"] == s for x in summaries) for s in {x["status"] for x in summaries}},
         **{k: round(v, 1) for k, v in times.items()},

@@ -111,7 +111,8 @@ def report(study: Annotated[Path, typer.Argument(help="study directory")],
 @app.command()
 def dashboard(study: Annotated[Path, typer.Argument(help="study directory")],
               open_: Annotated[bool, typer.Option("--open", help="open it in the default web browser")] = False,
-              serve: Annotated[bool, typer.Option("--serve", help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
+              serve: Annotated[bool, typer.Option("--serve",
+                                                  help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
               host: Annotated[str, typer.Option(help="address --serve binds to")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="port for --serve (0: any free port)")] = 8765,
               max_points: Annotated[int, typer.Option(min=10, help="checkpoints drawn per seed curve")] = 300) -> None:

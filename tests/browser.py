@@ -147,7 +147,8 @@ class Chromium:
                 page._event(reply)
 
     def open(self, target: str | Path) -> Page:
-        url = Path(target).resolve().as_uri() if not str(target).startswith(("http:", "https:", "file:")) else str(target)
+        remote = str(target).startswith(("http:", "https:", "file:"))
+        url = str(target) if remote else Path(target).resolve().as_uri()
         tid = self.send("Target.createTarget", url="about:blank")["targetId"]
         session = self.send("Target.attachToTarget", targetId=tid, flatten=True)["sessionId"]
         page = self._pages[session] = Page(self, session)

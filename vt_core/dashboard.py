@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
-from bokeh.models import (BooleanFilter, CDSView, ColumnDataSource, CustomJS, DataTable, Div,
-                          HoverTool, HTMLTemplateFormatter, Label, ScientificFormatter, LabelSet, LinearAxis, NumberFormatter,
-                          Range1d, RadioButtonGroup, Select, Span, TableColumn, TapTool, Whisker)
+from bokeh.models import (BooleanFilter, CDSView, ColumnDataSource, CustomJS, DataTable, Div, HoverTool,
+                          HTMLTemplateFormatter, Label, LabelSet, LinearAxis, NumberFormatter, RadioButtonGroup,
+                          Range1d, ScientificFormatter, Select, Span, TableColumn, TapTool, Whisker)
 from bokeh.palettes import Category10, Category20
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
@@ -176,7 +176,8 @@ def _selection_figure(sel: dict):
     p.legend.orientation = "horizontal"
     p.legend.label_text_font_size = "10px"
     p.add_layout(p.legend[0], "below")
-    p.add_tools(HoverTool(tooltips=[("k", "@k"), ("BIC", "@bic{0.0}"), ("BIC over restarts", "@bic_min{0.0} – @bic_max{0.0}"),
+    p.add_tools(HoverTool(tooltips=[("k", "@k"), ("BIC", "@bic{0.0}"),
+                                    ("BIC over restarts", "@bic_min{0.0} – @bic_max{0.0}"),
                                     ("AIC", "@aic{0.0}"), ("held-out log L", "@heldout{0.0}"),
                                     ("restarts converged", "@n_ok")]))
     return p
@@ -345,12 +346,17 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
     # one selected state, highlighted everywhere; tapping a node or a table row selects it
     highlight = CustomJS(args={"nodes": nodes, "table": table_src, "pts": pts, "bands": bands, "tl": tsrc}, code="""
         const idx = cb_obj.indices;
-        const s = idx.length ? (cb_obj === table.selected ? table.data['state'][idx[0]] : Number(nodes.data['label'][idx[0]])) : null;
-        const dim = (src, col, on, off) => { src.data[col] = Array.from(src.data['state'], (v) => (s === null || v === s) ? on : off); src.change.emit(); };
+        const s = idx.length ? (cb_obj === table.selected ? table.data['state'][idx[0]]
+                                                          : Number(nodes.data['label'][idx[0]])) : null;
+        const dim = (src, col, on, off) => {
+            src.data[col] = Array.from(src.data['state'], (v) => (s === null || v === s) ? on : off);
+            src.change.emit();
+        };
         dim(pts, 'alpha', 1.0, 0.08); dim(bands, 'alpha', 0.18, 0.03); dim(tl, 'alpha', 1.0, 0.15);
         const want = s === null ? [] : [s];
-        if (cb_obj !== table.selected && JSON.stringify(table.selected.indices) !== JSON.stringify(want)) { table.selected.indices = want; }
-        if (cb_obj !== nodes.selected && JSON.stringify(nodes.selected.indices) !== JSON.stringify(want)) { nodes.selected.indices = want; }
+        const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+        if (cb_obj !== table.selected && !same(table.selected.indices, want)) { table.selected.indices = want; }
+        if (cb_obj !== nodes.selected && !same(nodes.selected.indices, want)) { nodes.selected.indices = want; }
     """)
     nodes.selected.js_on_change("indices", highlight)
     table_src.selected.js_on_change("indices", highlight)

@@ -208,7 +208,8 @@ class GroupTrainer:
         grad = self.grad_acc.to("cpu", copy=True)  # a copy: zeroed below
         host = {n: self.params[n].detach().cpu() for n in self.names}
         acts = {k: v.cpu() for k, v in acts.items()}
-        opt = {n: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.optimizer.state[self.params[n]].items()}
+        opt = {n: {k: v.cpu() if isinstance(v, torch.Tensor) else v
+                   for k, v in self.optimizer.state[self.params[n]].items()}
                for n in self.names if self.optimizer.state.get(self.params[n])}
         sched = self.scheduler.state_dict()
         groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": t["params"]}

@@ -38,7 +38,8 @@ def _keep(path: Path) -> None:
 
 
 def _js(page, body: str):
-    return page.evaluate(f"(() => {{ const d = Bokeh.documents[0]; const m = (n) => d.get_model_by_name(n); {body} }})()")
+    return page.evaluate("(() => { const d = Bokeh.documents[0]; const m = (n) => d.get_model_by_name(n); "
+                         f"{body} }})()")
 
 
 def _settle(page):
