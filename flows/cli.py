@@ -13,7 +13,8 @@ from rich.table import Table
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
 from vt_core.config import ConfigError, load_config
 from vt_core.hooks import HookpointError
-from vt_core.study import StudyError, StudyLockedError, load_study, seed_status, study_dir, study_state
+from vt_core.study import (SeedsFailedError, StudyError, StudyLockedError, load_study, seed_status, study_dir,
+                           study_state)
 
 app = typer.Typer(help="vt: training dynamics studies (train seeds, metrics, HMM states, dashboards).",
                   no_args_is_help=True, add_completion=False)
@@ -42,6 +43,9 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
         result = f.with_options(task_runner=task_runner)(**flow_kwargs)
     except StudyLockedError as err:
         _fail(err)
+    except SeedsFailedError as err:
+        console.print(f"\n{err}", soft_wrap=True, markup=False, highlight=False, style="red")
+        raise typer.Exit(1) from None
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - start:.1f} s")
     console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
     cells = result.get("metric_cells") or {}

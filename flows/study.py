@@ -14,7 +14,7 @@ from vt_core import stages
 from vt_core.config import load_config
 from vt_core.dashboard import DASHBOARD
 from vt_core.groups import resolve_group_size
-from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
+from vt_core.study import SeedsFailedError, is_finished, load_study, prepare_study, reset_seed, study_lock
 
 
 def _result_storage(study: str) -> Path:
@@ -100,7 +100,6 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger) -> dic
     # the metric and HMM tasks would not go to the Dask cluster the training went to
     result = _analyze(study, force=bool(rerun_seeds))
     result.update(runs=runs, failed=failed)
-    if failed:
-        raise RuntimeError(f"seeds {sorted(failed)} failed (the others were analysed); see `vt status {study}` "
-                           f"and retrain them with `vt rerun {study} --seed N`")
+    if failed:  # the flow run ends Failed (so `prefect flow-run retry` applies), naming the seeds
+        raise SeedsFailedError(study, failed)
     return result

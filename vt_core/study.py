@@ -31,6 +31,17 @@ class StudyLockedError(StudyError):
     """Another live process is running this study."""
 
 
+class SeedsFailedError(RuntimeError):
+    """Some seeds failed; the others were trained and analysed."""
+
+    def __init__(self, study: str | Path, failed: dict[int, str]):
+        self.failed = failed
+        lines = "\n".join(f"  seed {s}: {msg}" for s, msg in sorted(failed.items()))
+        super().__init__(f"seeds {sorted(failed)} failed (the others were analysed):\n{lines}\n"
+                         f"see `vt status {study}`, fix the cause, and retrain them with "
+                         f"`vt rerun {study} --seed N` (or run the same command again to resume them)")
+
+
 LOCK = ".vt.lock"
 _held: dict[str, int] = {}  # study -> depth, for this process (the study flow runs the analyze flow)
 
