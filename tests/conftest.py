@@ -46,6 +46,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def store_arrays(store_path: Path) -> dict:
+    """Every committed row of every array of a run store, by name (``weights/<param>`` ...)."""
+    from vt_core.store import RunStore
+
+    store = RunStore(store_path, mode="r")
+    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
+    for g in ("weights", "activations"):
+        if g in store.root:
+            out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}
+    return out
+
+
 def committed_steps(store_path: Path) -> int:
     """The committed count, read the cheap way a poller would (0 while the store does not exist)."""
     try:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, tiny_dict
+from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
 from vt_core.groups import GroupTrainer, groupable, resolve_group_size
 from vt_core.store import RunStore
@@ -23,15 +23,6 @@ from vt_core.study import prepare_study, run_path, train_group, train_seed
 from vt_core.training import Trainer
 
 RTOL, ATOL = 1e-5, 1e-6
-
-
-def _arrays(path):
-    store = RunStore(path, mode="r")
-    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
-    for g in ("weights", "activations"):
-        if g in store.root:
-            out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}
-    return out
 
 
 def _assert_same(a, b, exact=False):
@@ -66,7 +57,7 @@ def test_group_stores_what_each_seed_stores_alone(tmp_path, over):
     summaries = train_group(group, [0, 1, 2])
     assert [s["status"] for s in summaries] == ["complete"] * 3
     for seed in (0, 1, 2):
-        a, b = _arrays(run_path(alone, seed)), _arrays(run_path(group, seed))
+        a, b = store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed))
         assert len(a["step"]) == len(b["step"]) > 3
         _assert_same(a, b)
         # the resume states have the same form: a group-trained seed continues alone
@@ -82,7 +73,7 @@ def test_gradient_clipping_is_per_seed(tmp_path):
         train_seed(alone, seed)
     train_group(group, [0, 1, 2])
     for seed in (0, 1, 2):
-        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+        _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)))
 
 
 def test_one_seed_diverges_the_others_go_on(tmp_path):
@@ -99,7 +90,7 @@ def test_one_seed_diverges_the_others_go_on(tmp_path):
     assert grouped[1]["committed_steps"] == solo[1]["committed_steps"]
     for seed in (0, 2):
         assert grouped[seed]["status"] == "complete"
-        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+        _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)))
 
 
 def test_batch_norm_models_train_one_by_one_exactly(tmp_path):
@@ -113,7 +104,7 @@ def test_batch_norm_models_train_one_by_one_exactly(tmp_path):
         train_seed(alone, seed)
     assert [s["status"] for s in train_group(group, [0, 1])] == ["complete"] * 2
     for seed in (0, 1):
-        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)), exact=True)
+        _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)), exact=True)
 
 
 def test_group_size_resolution(tmp_path):
@@ -158,7 +149,7 @@ def test_sigkilled_group_resumes_alone_or_together(tmp_path):
     assert train_seed(killed, 0)["status"] == "complete"
     assert [s["status"] for s in train_group(killed, [1, 2])] == ["complete"] * 2
     for seed in (0, 1, 2):
-        a, b = _arrays(run_path(killed, seed)), _arrays(run_path(clean, seed))
+        a, b = store_arrays(run_path(killed, seed)), store_arrays(run_path(clean, seed))
         assert len(np.unique(a["step"])) == len(a["step"]) == 41
         _assert_same(a, b)
 
@@ -172,7 +163,7 @@ def test_precision_bf16_changes_the_arithmetic_and_the_hash(tmp_path):
     train_seed(alone, 0)
     train_seed(fp32, 0)
     train_group(group, [0, 1])
-    a, b, c = (_arrays(run_path(s, 0)) for s in (alone, group, fp32))
+    a, b, c = (store_arrays(run_path(s, 0)) for s in (alone, group, fp32))
     w = "weights/layers.0.weight"
     assert np.isfinite(a[w]).all() and not np.allclose(a[w][-1], c[w][-1], rtol=1e-6, atol=1e-7)
     # bf16 keeps 8 bits of mantissa: alone and group round differently, and SGD with momentum
@@ -204,8 +195,8 @@ def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, m
     for seed in (0, 2):
         assert out[seed]["status"] == "complete"
         train_seed(alone, seed)
-        _assert_same(_arrays(run_path(alone, seed)), _arrays(run_path(group, seed)))
+        _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)))
     # room again: seed 1 resumes (alone here) and ends as a clean run of it does
     assert train_seed(group, 1)["status"] == "complete"
     train_seed(alone, 1)
-    _assert_same(_arrays(run_path(alone, 1)), _arrays(run_path(group, 1)))
+    _assert_same(store_arrays(run_path(alone, 1)), store_arrays(run_path(group, 1)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, committed_steps, tiny_dict
+from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model
@@ -108,16 +108,6 @@ train_seed(sys.argv[1], 0)
 """
 
 
-def _all_arrays(store):
-    out = {}
-    for name, arr in store.root.arrays():
-        out[name] = arr[: store.committed]
-    for g in ("weights", "activations"):
-        for name, arr in store.root[g].arrays():
-            out[f"{g}/{name}"] = arr[: store.committed]
-    return out
-
-
 def test_sigkill_during_training_resumes_bitwise(tmp_path):
     """Kill a real training process at several points; the resumed store equals an uninterrupted run."""
     over = dict(model={"name": "mlp", "hidden": [64]}, training={"epochs": 40}, seeds=[0])
@@ -143,7 +133,7 @@ def test_sigkill_during_training_resumes_bitwise(tmp_path):
     assert seed_status(killed)[0]["status"] == "interrupted"  # ... and status says what happened
     summary = train_seed(killed, 0)
     assert summary["status"] == "complete"
-    a, b = _all_arrays(RunStore(path)), _all_arrays(RunStore(run_path(clean, 0)))
+    a, b = store_arrays(path), store_arrays(run_path(clean, 0))
     assert a.keys() == b.keys()
     assert len(a["step"]) == 41 and len(np.unique(a["step"])) == 41  # none missing, none duplicated
     for k in a:

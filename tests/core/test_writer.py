@@ -16,21 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, tiny_dict
+from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
 from vt_core.store import RunStore
 from vt_core.study import prepare_study, run_path, seed_status, train_seed
 from vt_core.writer import ProcessCheckpointWriter, WriterError, make_writer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is Linux-only")
-
-
-def _arrays(path: Path) -> dict:
-    store = RunStore(path, mode="r")
-    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
-    for g in ("weights", "activations"):
-        out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}
-    return out
 
 
 def _study(tmp_path: Path, name: str, epochs: int = 12):
@@ -46,14 +38,14 @@ def test_writer_choice(tmp_path, monkeypatch):
 
 
 @linux_only
-def test_process_and_thread_writers_store_the_same_arrays(tmp_path, monkeypatch):
+def test_process_and_thread_writers_store_the_samestore_arrays(tmp_path, monkeypatch):
     monkeypatch.setenv("VT_WRITER", "process")
     a = _study(tmp_path, "process")
     assert train_seed(a, 0)["committed_steps"] == 13
     monkeypatch.setenv("VT_WRITER", "thread")
     b = _study(tmp_path, "thread")
     train_seed(b, 0)
-    x, y = _arrays(run_path(a, 0)), _arrays(run_path(b, 0))
+    x, y = store_arrays(run_path(a, 0)), store_arrays(run_path(b, 0))
     assert x.keys() == y.keys() and len(x) > 8
     for k in x:
         np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -124,7 +116,7 @@ def test_full_disk_stops_the_run_clearly_and_keeps_what_was_committed(tmp_path, 
     assert ds.sizes["step"] == store.committed and np.isfinite(ds["layers.0.weight"].values).all()
     # space again: the same command resumes from the last commit and ends where a clean run ends
     assert train_seed(study, 0)["status"] == "complete"
-    a, b = _arrays(path), _arrays(run_path(clean, 0))
+    a, b = store_arrays(path), store_arrays(run_path(clean, 0))
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
