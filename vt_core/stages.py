@@ -259,7 +259,8 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
 def analyse(study: Path, workers: int = 1) -> dict:
     """Every analysis stage in order, without an orchestrator (what the analyze flow fans out as
     Prefect tasks): for scripts, notebooks and tests. ``workers`` > 1 computes the seeds' metrics
-    and the HMM fits in that many processes (each writes its own files, as the tasks do)."""
+    and the HMM fits in that many processes (each writes its own files, as the tasks do); they are
+    spawned, so a script that asks for workers runs under ``if __name__ == "__main__":``."""
     study = Path(study)
     seeds = usable_seeds(study)
     with _pool(workers) as pool:
