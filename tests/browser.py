@@ -118,7 +118,7 @@ class Chromium:
         if url is None:
             self.proc.kill()
             raise RuntimeError(f"chromium did not start: {''.join(seen)[-2000:]}")
-        self.ws = connect(url, max_size=2**28, open_timeout=30)
+        self.ws = connect(url, max_size=2**28, open_timeout=30, proxy=None)  # loopback: never via a proxy
         return self
 
     def __exit__(self, *exc) -> None:

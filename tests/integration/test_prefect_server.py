@@ -50,7 +50,8 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api, "VT_REPO": str(ROOT),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT),
-            "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "NO_PROXY": ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")]))}
     logs = tmp_path / "logs"
     logs.mkdir()
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
@@ -60,7 +61,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
     try:
         def healthy():
             try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+                return httpx.get(f"{api}/health", timeout=2, trust_env=False).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -81,7 +82,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
                       hooks={"activations": ["layers.2"], "probe_size": 8},
                       hmm={"features": ["l2", "spectral", "var_w", "test_accuracy"]})
         cfg = write_toml(d, tmp_path / "tiny.toml")
-        with httpx.Client(base_url=api, timeout=30) as c:
+        with httpx.Client(base_url=api, timeout=30, trust_env=False) as c:  # loopback: no proxy
             dep = c.get("/deployments/name/vt-study/sparse-parity-nightly")
             assert dep.status_code == 200, dep.text
             dep = dep.json()
