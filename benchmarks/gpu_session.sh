@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
 # What one lent GPU session runs (device tool): wheels for what the GPU image lacks, then the
 # seed-group throughput benchmark and a timed 40-seed study. Results land in $OUT.
+#
+# The GPU image has Python 3.12 and torch but not vt's other dependencies; fetch them here first
+# (into .whl/, listed in .git/info/exclude, carried with the run: `carry = [".whl"]`):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#     zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 hmmlearn==0.3.3 bokeh==3.9.2 \
+#     tornado==6.6.1 xyzservices==2026.9.1 dask==2026.8.0 partd==1.4.2 locket==1.0.0 xarray==2026.9.0 \
+#     narwhals==2.29.0 pandas==3.1.1 typing_extensions==4.16.0
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VT_WRITER=process
