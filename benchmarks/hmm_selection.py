@@ -26,25 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402,F401  (analytics off)
-from hmmlearn.hmm import GaussianHMM  # noqa: E402
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from benchmarks.known_hmm import left_to_right  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
 from vt_core import hmm  # noqa: E402
 from vt_core.config import HMMConfig  # noqa: E402
 
 
 def sample(n_seeds=8, T=200, F=14, k=5, seed=0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    true = GaussianHMM(n_components=k, covariance_type="diag", random_state=seed)
-    true.startprob_ = np.eye(k)[0]
-    A = np.eye(k) * 0.97 + np.eye(k, k=1) * 0.03
-    A[-1, -1] = 1.0
-    true.transmat_ = A
-    true.means_ = rng.normal(scale=2.0, size=(k, F))
-    true.covars_ = np.full((k, F), 0.5)
-    raw = [true.sample(T, random_state=int(rng.integers(2**31)))[0] for _ in range(n_seeds)]
+    raw = left_to_right(n_seeds, T, F, k, seed)
     # standardised together: per-seed z-scoring inflates k when seeds spend different times in
     # states (tests/core/test_hmm.py::test_per_seed_zscoring_inflates_k)
     allx = np.concatenate(raw)

@@ -100,15 +100,11 @@ class GroupTrainer:
         self.loss_name, self.n_classes = self.cfg.training.loss, m0.task.n_classes
         self._losses = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="error")
 
-    # -- optimizer state: members (per seed) <-> group (stacked) -----------------------------------
-
-    def _member_params(self, m: Trainer) -> list[torch.Tensor]:
-        named = dict(m.model.named_parameters())
-        return [named[n] for n in self.names]
-
     def _stack_optimizer_state(self) -> None:
-        for j, n in enumerate(self.names):
-            states = [m.optimizer.state.get(self._member_params(m)[j], {}) for m in self.members]
+        """The members' optimizer states (resumed seeds have one), stacked like the parameters."""
+        named = [dict(m.model.named_parameters()) for m in self.members]
+        for n in self.names:
+            states = [m.optimizer.state.get(p[n], {}) for m, p in zip(self.members, named)]
             if not states[0]:
                 continue
             stacked = {}

@@ -264,31 +264,23 @@ def analyse(study: Path, workers: int = 1) -> dict:
     study = Path(study)
     seeds = usable_seeds(study)
     with _pool(workers) as pool:
+        run = map if pool is None else pool.map
         plan = init_metrics(study, seeds)
-        counts = list(pool.map(compute_metrics, [study] * len(seeds), seeds, [plan] * len(seeds)))
+        counts = list(run(compute_metrics, [study] * len(seeds), seeds, [plan] * len(seeds)))
         cells = finish_metrics(study, plan, counts)
         grid = prepare_hmm(study)["grid"]
-        fits = list(pool.map(fit_hmm, [study] * len(grid), [k for k, _ in grid], [r for _, r in grid]))
+        fits = list(run(fit_hmm, [study] * len(grid), [k for k, _ in grid], [r for _, r in grid]))
     selection = select_model(study, fits)
     explain(study)
     return {"seeds": seeds, "metric_cells": cells, "chosen_k": selection["chosen_k"]}
 
 
-class _InProcess:
-    """The executor interface, run here: ``analyse`` with one worker."""
-
-    map = staticmethod(map)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _pool(workers: int):
+    """Worker processes for :func:`analyse`, or no pool (work in this process) for one worker."""
     if workers <= 1:
-        return _InProcess()
+        import contextlib
+
+        return contextlib.nullcontext()
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

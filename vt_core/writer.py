@@ -186,12 +186,12 @@ class ProcessCheckpointWriter:
     def _failure(self) -> WriterError:
         self._reader.join(timeout=30)
         err = (self._answer or {}).get("error")
+        committed = RunStore(self.store.path, mode="r").committed  # the child committed: read it anew
         if err is None:
             code = self._proc.wait(timeout=30)
             return WriterError(f"{self.store.path}: the checkpoint writer process ended unexpectedly (exit "
-                               f"code {code}); checkpoints up to the last commit "
-                               f"({self.store.committed}) are intact — run again to resume")
-        committed = RunStore(self.store.path, mode="r").committed
+                               f"code {code}); checkpoints up to the last commit ({committed}) are intact — "
+                               f"run again to resume")
         msg = (f"{self.store.path}: writing checkpoints failed: {err['type']}: {err['message']}. The "
                f"first {committed} checkpoints are committed and intact; fix the cause and run again to "
                f"resume from there")

@@ -3,6 +3,7 @@ import pytest
 from hmmlearn.hmm import GaussianHMM
 from sklearn.metrics import adjusted_rand_score
 
+from benchmarks.known_hmm import left_to_right
 from vt_core import hmm
 from vt_core.config import HMMConfig
 
@@ -161,16 +162,8 @@ def test_per_seed_zscoring_inflates_k():
     """A finding, pinned: with seeds that spend different times in each state, z-scoring each seed
     on its own (the paper's choice, our default) moves a state's mean from seed to seed, and BIC
     then asks for more states than there are; standardising all seeds together recovers k."""
-    rng = np.random.default_rng(0)
     k, F = 5, 14
-    true = GaussianHMM(n_components=k, covariance_type="diag", random_state=0)
-    true.startprob_ = np.eye(k)[0]
-    A = np.eye(k) * 0.97 + np.eye(k, k=1) * 0.03
-    A[-1, -1] = 1.0
-    true.transmat_ = A
-    true.means_ = rng.normal(scale=2.0, size=(k, F))
-    true.covars_ = np.full((k, F), 0.5)
-    raw = [true.sample(200, random_state=int(rng.integers(2**31)))[0] for _ in range(8)]
+    raw = left_to_right(n_seqs=8, T=200, F=F, k=k, seed=0)
     s = hmm.Sequences(list(range(8)), [np.arange(200)] * 8, raw, [str(i) for i in range(F)])
     chosen = {}
     for mode in ("seed", "global"):
