@@ -13,6 +13,7 @@ from rich.table import Table
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
 from vt_core.config import ConfigError, load_config
 from vt_core.hooks import HookpointError
+from vt_core.location import LocationError, is_remote, location, same_process_only, url
 from vt_core.study import (SeedsFailedError, StudyError, StudyLockedError, load_study, seed_status, study_dir,
                            study_state)
 
@@ -29,10 +30,24 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False) -> dict:
+StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
+
+
+def _study(value: str):
+    """The study location (a local path or an fsspec URL), or a clean error."""
+    try:
+        return location(value)
+    except LocationError as err:
+        _fail(err)
+
+
+def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False, study=None) -> dict:
     from flows.runners import RunnerError, make_task_runner
     from flows.study import analyze_flow, study_flow
 
+    if study is not None and same_process_only(study) and runner != "threads":
+        _fail(LocationError(f"{url(study)} lives in this process's memory: Dask workers cannot see it; "
+                            f"use --runner threads, or a shared location (a path, s3://...)"))
     try:
         task_runner = make_task_runner(runner, workers)
     except RunnerError as err:
@@ -65,16 +80,17 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
         _fail(err)
     console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}")
     try:
-        _run({"config_path": str(config)}, runner, workers)
+        _run({"config_path": str(config)}, runner, workers, study=study_dir(cfg))
     except (StudyError, HookpointError) as err:
         _fail(err)
 
 
 @app.command()
-def rerun(study: Annotated[Path, typer.Argument(help="study directory")],
+def rerun(study: StudyArg,
           seed: Annotated[list[int], typer.Option(help="seed to retrain from scratch (repeatable)")],
           runner: Runner = "threads", workers: Workers = 2) -> None:
     """Retrain the given seeds from scratch, then analyse the whole study again."""
+    study = _study(study)
     try:
         cfg = load_study(study)
     except StudyError as err:
@@ -82,26 +98,27 @@ def rerun(study: Annotated[Path, typer.Argument(help="study directory")],
     unknown = [s for s in seed if s not in cfg.seeds]
     if unknown:
         _fail(StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})"))
-    _run({"study": str(study.resolve()), "rerun_seeds": list(seed)}, runner, workers)
+    _run({"study": url(study), "rerun_seeds": list(seed)}, runner, workers, study=study)
 
 
 @app.command()
-def analyze(study: Annotated[Path, typer.Argument(help="study directory")], runner: Runner = "threads",
-            workers: Workers = 2) -> None:
+def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -> None:
     """Compute metrics, fit HMMs and rebuild the dashboard for the finished seeds of a study."""
+    study = _study(study)
     try:
         load_study(study)
     except StudyError as err:
         _fail(err)
-    _run({"study": str(study.resolve())}, runner, workers, analyze_only=True)
+    _run({"study": url(study)}, runner, workers, analyze_only=True, study=study)
 
 
 @app.command()
-def report(study: Annotated[Path, typer.Argument(help="study directory")],
+def report(study: StudyArg,
            out: Annotated[Path | None, typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
     """Markdown that puts the study's results beside the paper's: k, states, detours, R^2."""
     from vt_core.report import report_markdown
 
+    study = _study(study)
     try:
         text = report_markdown(study)
     except (StudyError, FileNotFoundError) as err:
@@ -113,7 +130,7 @@ def report(study: Annotated[Path, typer.Argument(help="study directory")],
 
 
 @app.command()
-def dashboard(study: Annotated[Path, typer.Argument(help="study directory")],
+def dashboard(study: StudyArg,
               open_: Annotated[bool, typer.Option("--open", help="open it in the default web browser")] = False,
               serve: Annotated[bool, typer.Option("--serve",
                                                   help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
@@ -123,11 +140,19 @@ def dashboard(study: Annotated[Path, typer.Argument(help="study directory")],
     """Rebuild the study's standalone dashboard from its analysis; optionally open or serve it."""
     from vt_core.dashboard import build_dashboard
 
+    study = _study(study)
     try:
         path = build_dashboard(study, max_points=max_points)
     except (StudyError, FileNotFoundError) as err:
         _fail(StudyError(f"{err}; run `vt analyze {study}` first") if isinstance(err, FileNotFoundError) else err)
-    console.print(f"dashboard: [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
+    page = path.read_bytes()
+    console.print(f"dashboard: [bold]{path}[/] ({len(page) / 1e6:.1f} MB)", soft_wrap=True)
+    if is_remote(path) and (open_ or serve):  # a browser needs a local copy (the page is standalone)
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="vt-dashboard-")) / "index.html"
+        path.write_bytes(page)
+        console.print(f"local copy: {path}", soft_wrap=True)
     if open_:
         import webbrowser
 
@@ -139,8 +164,9 @@ def dashboard(study: Annotated[Path, typer.Argument(help="study directory")],
 
 
 @app.command()
-def status(study: Annotated[Path, typer.Argument(help="study directory")]) -> None:
+def status(study: StudyArg) -> None:
     """Each seed's state (complete, running, interrupted, failed, diverged, missing) and last committed step."""
+    study = _study(study)
     try:
         rows = seed_status(study)
     except StudyError as err:
@@ -200,7 +226,7 @@ def metrics() -> None:
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="study config (.toml), or a study directory")]) -> None:
+def validate(config: Annotated[str, typer.Argument(help="study config (.toml), or a study directory (path or URL)")]) -> None:
     """Check a config (fields, hookpoint names) without training anything; or check every store of
     a study directory (each array readable, none shorter than its commit)."""
     from vt_core.data import build_task
@@ -208,7 +234,9 @@ def validate(config: Annotated[Path, typer.Argument(help="study config (.toml), 
     from vt_core.models import build_model
     from vt_core.study import validate_study
 
-    if config.is_dir():
+    where = _study(config)
+    if is_remote(where) or where.is_dir():
+        config = where
         try:
             problems = validate_study(config)
         except StudyError as err:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.hmm import build_dashboard_task, explain_task, fit_hmm_task, prepare_hmm_task, select_model_task
@@ -14,11 +12,23 @@ from vt_core import stages
 from vt_core.config import load_config
 from vt_core.dashboard import DASHBOARD
 from vt_core.groups import resolve_group_size
+from vt_core.location import is_remote, location, url
 from vt_core.study import SeedsFailedError, is_finished, load_study, prepare_study, reset_seed, study_lock
 
 
-def _result_storage(study: str) -> Path:
-    return Path(study) / ".prefect" / "results"
+def _result_storage(study: str):
+    """Task results (JSON) in the study: a local folder, or for a URL an fsspec block saved on the
+    Prefect server under a name derived from the URL (Prefect needs result storage blocks saved)."""
+    where = location(study) / ".prefect" / "results"
+    if not is_remote(where):
+        return where
+    import hashlib
+
+    from prefect.filesystems import RemoteFileSystem
+
+    name = "vt-results-" + hashlib.sha256(url(where).encode()).hexdigest()[:16]
+    RemoteFileSystem(basepath=url(where)).save(name, overwrite=True)
+    return f"remote-file-system/{name}"
 
 
 @flow(name="vt-analyze")
@@ -31,10 +41,10 @@ def analyze_flow(study: str, force: bool = True) -> dict:
 
 
 def _analyze(study: str, force: bool) -> dict:
-    seeds = stages.usable_seeds(Path(study))
-    if not force and stages.analysis_is_current(Path(study), seeds):
+    seeds = stages.usable_seeds(study)
+    if not force and stages.analysis_is_current(study, seeds):
         get_run_logger().info("analysis is up to date with the runs; reusing it")
-        dashboard, selection = str(Path(study) / DASHBOARD), stages.load_selection(Path(study))
+        dashboard, selection = url(location(study) / DASHBOARD), stages.load_selection(study)
         publish_artifacts_task(study, dashboard, selection)
         return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
                 "metric_cells": {"computed": 0, "reused": None}}
@@ -61,7 +71,7 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     ``rerun_seeds`` are deleted and trained again from scratch."""
     logger = get_run_logger()
     if config_path is not None:
-        study = str(prepare_study(load_config(config_path)))
+        study = url(prepare_study(load_config(config_path)))
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
     with study_lock(study):

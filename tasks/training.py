@@ -3,8 +3,6 @@ group of seeds trained together as one batched model (not cached: its seeds are 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,7 +34,7 @@ def _progress(seed_epochs: int, logger):
       task_run_name="train-seed-{seed}")
 def train_seed_task(study: str, seed: int) -> dict:
     logger = get_run_logger()
-    summary = train_seed(Path(study), seed, progress=_progress(load_study(study).training.epochs, logger),
+    summary = train_seed(study, seed, progress=_progress(load_study(study).training.epochs, logger),
                          num_threads=1)
     logger.info("seed %d: %s (%d checkpoints)%s", seed, summary["status"], summary["committed_steps"],
                 " - already trained, skipped" if summary["skipped"] else "")
@@ -47,7 +45,7 @@ def train_seed_task(study: str, seed: int) -> dict:
 def train_group_task(study: str, seeds: list[int]) -> list[dict]:
     """Seeds trained together; each seed's summary (a seed whose writes failed says so in it)."""
     logger = get_run_logger()
-    summaries = train_group(Path(study), seeds, progress=_progress(load_study(study).training.epochs, logger))
+    summaries = train_group(study, seeds, progress=_progress(load_study(study).training.epochs, logger))
     for s in summaries:
         logger.info("seed %d: %s (%d checkpoints)%s", s["seed"], s["status"], s["committed_steps"],
                     f" - {s['error']}" if s["status"] == "failed" else "")

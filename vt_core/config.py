@@ -302,7 +302,7 @@ class HMMConfig(_Strict):
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
-    output_dir: str = Field(min_length=1, description="study directory, relative to the working dir")
+    output_dir: str = Field(min_length=1, description="study directory: a path (relative to the working dir) or an fsspec URL")
     model: ModelConfig
     data: DataConfig
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -314,21 +314,22 @@ class StudyConfig(_Strict):
 
     @field_validator("output_dir")
     @classmethod
-    def _local_dir(cls, v: str) -> str:
-        """A path, or a file:// URL (fsspec's local scheme). Other fsspec schemes are refused: the
-        commit protocol needs atomic renames and the study lock an exclusive create."""
-        if v.startswith("file://"):
+    def _location(cls, v: str) -> str:
+        """A local path, a file:// URL (made a path), or any fsspec URL whose backend is installed
+        (memory://, s3://, gs://, ...): see vt_core.location."""
+        from vt_core.location import LocationError, check_url, scheme
+
+        if scheme(v) == "file":
             from urllib.parse import unquote, urlparse
 
             u = urlparse(v)
             if u.netloc not in ("", "localhost"):
                 raise ValueError(f"output_dir {v!r}: a file:// URL names this machine (file:///path)")
             return unquote(u.path)
-        if "://" in v:
-            raise ValueError(f"output_dir {v!r}: only local paths and file:// URLs are supported (a study "
-                             f"needs atomic renames and an exclusive lock file); mount the bucket (s3fs, "
-                             f"gcsfuse) or use a shared filesystem (NFS) and give its path")
-        return v
+        try:
+            return check_url(v)
+        except LocationError as err:
+            raise ValueError(f"output_dir {err}") from None
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ import base64
 import html
 import io
 import json
-from pathlib import Path
+from vt_core.location import Location, location, url, write_text_atomic
 
 import numpy as np
 from bokeh.embed import file_html
@@ -40,7 +40,7 @@ from vt_core.metrics.incremental import METRICS_ZARR
 from vt_core.stages import ANALYSIS_JSON, HMM_DIR
 from vt_core.study import load_study
 
-DASHBOARD = Path("dashboard") / "index.html"
+DASHBOARD = "dashboard/index.html"
 MAX_POINTS = 300
 WIDTH = 1180
 NO_STATE = "#cccccc"
@@ -372,16 +372,16 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
     return file_html(layout, INLINE, title=f"vt: {name}")
 
 
-def build_dashboard(study: str | Path, max_points: int = MAX_POINTS) -> Path:
+def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Location:
     """Write ``STUDY/dashboard/index.html`` (atomically) from the study's analysis outputs."""
     import xarray as xr
 
-    study = Path(study)
+    study = location(study)
     config = load_study(study)
     a = json.loads((study / ANALYSIS_JSON).read_text())
     sel = json.loads((study / HMM_DIR / "selection.json").read_text())
     paths = json.loads((study / HMM_DIR / "paths.json").read_text())
-    value = xr.open_zarr(str(study / METRICS_ZARR), consolidated=False)["value"].load()
+    value = xr.open_zarr(url(study / METRICS_ZARR), consolidated=False)["value"].load()
     bw = (a.get("selection") or {}).get("bic_weight")
     subtitle = (f"{len(config.seeds)} seeds · {html.escape(config.model.name)} on {html.escape(config.data.name)} · "
                 f"chosen k = <b>{a['chosen_k']}</b> (lowest BIC over k = 1..{config.hmm.max_states}"
@@ -389,9 +389,7 @@ def build_dashboard(study: str | Path, max_points: int = MAX_POINTS) -> Path:
                 f"{len(a['features'])} features")
     out = study / DASHBOARD
     out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(".index.html.tmp")
-    tmp.write_text(render(config.name, subtitle, a, sel, paths, value, max_points), encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, render(config.name, subtitle, a, sel, paths, value, max_points))
     return out
 
 

@@ -11,13 +11,13 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from hmmlearn.hmm import GaussianHMM
 
 from vt_core.config import HMMConfig
+from vt_core.location import Location, save_npz, write_text_atomic
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -126,7 +126,7 @@ def _stack(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 
 def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: int, cfg: HMMConfig,
-            params_path: Path | None = None) -> dict:
+            params_path: Location | None = None) -> dict:
     """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised."""
     X, lengths = _stack(train)
     rs = restart_seed(cfg.seed, k, restart)
@@ -169,8 +169,7 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
         row.update(status="failed", reason=f"non-finite log-likelihood {row['train_ll']}")
         return row
     if params_path is not None:
-        params_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(params_path, covariance_type=cfg.covariance, **params)
+        save_npz(params_path, covariance_type=np.array(cfg.covariance), **params)
         row["params_path"] = str(params_path)
     return row
 
@@ -253,11 +252,9 @@ def decode(params: dict[str, np.ndarray], seqs: list[np.ndarray]) -> list[np.nda
     return [model.decode(z, algorithm="viterbi")[1] for z in seqs]
 
 
-def save_json(path: Path, obj) -> None:
+def save_json(path: Location, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
 
 
 def _jsonable(o):

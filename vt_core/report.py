@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from vt_core.location import Location, location
 
 from vt_core.stages import ANALYSIS_JSON
 from vt_core.study import load_study
@@ -32,8 +32,8 @@ def paper_setting(name: str) -> str | None:
     return None
 
 
-def report_markdown(study: str | Path) -> str:
-    study = Path(study)
+def report_markdown(study: str | Location) -> str:
+    study = location(study)
     config = load_study(study)
     a = json.loads((study / ANALYSIS_JSON).read_text())
     key = paper_setting(config.name)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
 import vt_core
 from vt_core import analysis, hmm
+from vt_core.location import Location, load_npz, location, same_process_only, save_npz
 from vt_core.metrics.incremental import finalize_metrics, load_features, plan_metrics, write_seed_metrics
 from vt_core.study import load_study, open_run, run_path
 
@@ -27,7 +27,7 @@ HMM_DIR = "hmm"
 ANALYSIS_JSON = "analysis.json"
 
 
-def usable_seeds(study: Path) -> list[int]:
+def usable_seeds(study: str | Location) -> list[int]:
     """Seeds whose store has at least two committed checkpoints (complete or diverged)."""
     config = load_study(study)
     out = []
@@ -39,7 +39,7 @@ def usable_seeds(study: Path) -> list[int]:
     return out
 
 
-def analysis_fingerprint(study: Path, seeds: list[int]) -> str:
+def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
     """What the analysis depends on: metric and HMM settings, each seed's committed checkpoints."""
     config = load_study(study)
     runs = []
@@ -51,9 +51,9 @@ def analysis_fingerprint(study: Path, seeds: list[int]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def analysis_is_current(study: Path, seeds: list[int]) -> bool:
+def analysis_is_current(study: str | Location, seeds: list[int]) -> bool:
     """True when analysis.json, the selection and the dashboard were made from exactly these inputs."""
-    study = Path(study)
+    study = location(study)
     needed = [study / ANALYSIS_JSON, study / HMM_DIR / "selection.json", study / "dashboard" / "index.html"]
     if not seeds or not all(p.is_file() for p in needed):
         return False
@@ -64,29 +64,29 @@ def analysis_is_current(study: Path, seeds: list[int]) -> bool:
     return stored == analysis_fingerprint(study, seeds)
 
 
-def load_selection(study: Path) -> dict:
-    sel = json.loads((Path(study) / HMM_DIR / "selection.json").read_text())
+def load_selection(study: str | Location) -> dict:
+    sel = json.loads((location(study) / HMM_DIR / "selection.json").read_text())
     return {"chosen_k": sel["chosen_k"], "table": sel["table"]}
 
 
-def init_metrics(study: Path, seeds: list[int]) -> dict:
+def init_metrics(study: str | Location, seeds: list[int]) -> dict:
     """Plan metrics.zarr for ``seeds`` (a new template only when something was added)."""
     config = load_study(study)
     return plan_metrics(study, config, {s: open_run(study, s, config) for s in seeds})
 
 
-def compute_metrics(study: Path, seed: int, plan: dict) -> dict:
+def compute_metrics(study: str | Location, seed: int, plan: dict) -> dict:
     """One seed's region: returns how many cells were computed and how many reused."""
     config = load_study(study)
     return write_seed_metrics(study, config, open_run(study, seed, config), seed, plan)
 
 
-def finish_metrics(study: Path, plan: dict, counts: list[dict]) -> dict:
+def finish_metrics(study: str | Location, plan: dict, counts: list[dict]) -> dict:
     finalize_metrics(study, plan)
     return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts)}
 
 
-def prepare_hmm(study: Path) -> dict:
+def prepare_hmm(study: str | Location) -> dict:
     """Read the features, sort each seed by step, standardise, optionally project on principal
     components, split seeds, check that the data can support a fit; save the input."""
     config = load_study(study)
@@ -106,9 +106,9 @@ def prepare_hmm(study: Path) -> dict:
         pca = {"components": comps.tolist(), "explained_variance_ratio": ratio.tolist(), "of": seqs.features}
     n_obs = sum(len(z[seqs.seeds.index(s)]) for s in train)
     max_k = hmm.check_feasible(n_obs, len(names), h)
-    out = Path(study) / HMM_DIR
+    out = location(study) / HMM_DIR
     out.mkdir(exist_ok=True)
-    np.savez(out / "input.npz", seeds=np.array(seqs.seeds), lengths=np.array([len(x) for x in z]),
+    save_npz(out / "input.npz", seeds=np.array(seqs.seeds), lengths=np.array([len(x) for x in z]),
              z=np.concatenate(z), raw=np.concatenate(seqs.values), steps=np.concatenate(seqs.steps),
              features=np.array(names), raw_features=np.array(seqs.features))
     hmm.save_json(out / "split.json", {"train": train, "heldout": held, "features": names, "n_obs": n_obs,
@@ -117,39 +117,39 @@ def prepare_hmm(study: Path) -> dict:
     return {"grid": grid, "train": train, "heldout": held, "max_feasible_k": max_k}
 
 
-def _load_input(study: Path):
-    d = np.load(Path(study) / HMM_DIR / "input.npz")
+def _load_input(study: str | Location):
+    d = load_npz(location(study) / HMM_DIR / "input.npz")
     cut = np.cumsum(d["lengths"])[:-1]
     split = lambda a: np.split(a, cut)  # noqa: E731
     return ([int(s) for s in d["seeds"]], split(d["z"]), split(d["raw"]), split(d["steps"]),
             [str(f) for f in d["features"]], [str(f) for f in d["raw_features"]])
 
 
-def fit_hmm(study: Path, k: int, restart: int) -> dict:
+def fit_hmm(study: str | Location, k: int, restart: int) -> dict:
     config = load_study(study)
     seeds, z, *_ = _load_input(study)
-    split = json.loads((Path(study) / HMM_DIR / "split.json").read_text())
+    split = json.loads((location(study) / HMM_DIR / "split.json").read_text())
     train = [z[seeds.index(s)] for s in split["train"]]
     held = [z[seeds.index(s)] for s in split["heldout"]]
     name = f"k={k:02d}-r={restart:02d}"
-    row = hmm.fit_one(train, held, k, restart, config.hmm, Path(study) / HMM_DIR / "fits" / f"{name}.npz")
-    hmm.save_json(Path(study) / HMM_DIR / "fits" / f"{name}.json", row)
+    row = hmm.fit_one(train, held, k, restart, config.hmm, location(study) / HMM_DIR / "fits" / f"{name}.npz")
+    hmm.save_json(location(study) / HMM_DIR / "fits" / f"{name}.json", row)
     return row
 
 
-def select_model(study: Path, fits: list[dict]) -> dict:
+def select_model(study: str | Location, fits: list[dict]) -> dict:
     """Choose k by BIC, decode every seed with Viterbi, relabel states canonically, save."""
     seeds, z, _, steps, *_ = _load_input(study)
     table, k = hmm.selection_table(fits, "bic")
     bics = sorted(t["bic"] for t in table if t["n_ok"])
     best = next(t for t in table if t["k"] == k)
-    params = dict(np.load(best["params_path"]))
+    params = load_npz(location(best["params_path"]))
     paths = hmm.decode(params, z)
     perm = hmm.canonical_permutation(paths, steps, k, params["means"])
     params = hmm.permute_params(params, perm)
     paths = [perm[p] for p in paths]
-    out = Path(study) / HMM_DIR
-    np.savez(out / "model.npz", **params)
+    out = location(study) / HMM_DIR
+    save_npz(out / "model.npz", **params)
     chosen = next(t for t in table if t["k"] == k)
     hmm.save_json(out / "selection.json", {
         "criterion": "bic", "chosen_k": k, "table": table, "bic_weight": chosen["bic_weight"],
@@ -159,14 +159,14 @@ def select_model(study: Path, fits: list[dict]) -> dict:
     return {"chosen_k": k, "table": table}
 
 
-def explain(study: Path) -> dict:
+def explain(study: str | Location) -> dict:
     """State summaries, the state graph and transition explanations -> analysis.json."""
     config = load_study(study)
     seeds, z, raw, steps, features, raw_features = _load_input(study)
-    params = dict(np.load(Path(study) / HMM_DIR / "model.npz"))
+    params = load_npz(location(study) / HMM_DIR / "model.npz")
     model = hmm.load_model(params)
-    sel = json.loads((Path(study) / HMM_DIR / "selection.json").read_text())
-    stored = json.loads((Path(study) / HMM_DIR / "paths.json").read_text())
+    sel = json.loads((location(study) / HMM_DIR / "selection.json").read_text())
+    stored = json.loads((location(study) / HMM_DIR / "paths.json").read_text())
     paths = [np.asarray(stored[str(s)]["states"]) for s in seeds]
     k = sel["chosen_k"]
     covars = model.covars_  # full (k, F, F) whatever the covariance type
@@ -210,7 +210,7 @@ def explain(study: Path) -> dict:
         "selection": {key: sel.get(key) for key in ("bic_weight", "bic_gap_to_next", "at_max_states")},
         "fingerprint": analysis_fingerprint(study, seeds),
     }
-    hmm.save_json(Path(study) / ANALYSIS_JSON, result)
+    hmm.save_json(location(study) / ANALYSIS_JSON, result)
     return {"chosen_k": k, "n_transitions": len(transitions)}
 
 
@@ -218,12 +218,12 @@ def _fmt(x, nd: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{nd}g}"
 
 
-def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
+def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
     """The study's markdown summary: chosen k, a small PNG of the state graph (data URI), states,
     key transitions, per-seed status."""
     from vt_core.dashboard import state_graph_data_uri
     config = load_study(study)
-    a = json.loads((Path(study) / ANALYSIS_JSON).read_text())
+    a = json.loads((location(study) / ANALYSIS_JSON).read_text())
     lines = [f"# vt study `{config.name}`", "",
              f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} features "
              f"(BIC weight {_fmt((a.get('selection') or {}).get('bic_weight'))}, gap to the next k "
@@ -256,12 +256,15 @@ def summary_markdown(study: Path, seed_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def analyse(study: Path, workers: int = 1) -> dict:
+def analyse(study: str | Location, workers: int = 1) -> dict:
     """Every analysis stage in order, without an orchestrator (what the analyze flow fans out as
     Prefect tasks): for scripts, notebooks and tests. ``workers`` > 1 computes the seeds' metrics
     and the HMM fits in that many processes (each writes its own files, as the tasks do); they are
     spawned, so a script that asks for workers runs under ``if __name__ == "__main__":``."""
-    study = Path(study)
+    study = location(study)
+    if workers > 1 and same_process_only(study):
+        raise ValueError(f"analyse({study}, workers={workers}): a memory:// study lives in this process only; "
+                         f"use workers=1 (or a shared filesystem for worker processes)")
     seeds = usable_seeds(study)
     with _pool(workers) as pool:
         run = map if pool is None else pool.map

@@ -15,8 +15,9 @@ inside the store would make zarr and xarray warn about a foreign object).
 Commit protocol: a checkpoint's arrays are written first (chunk 1 along ``step``, so one checkpoint
 is one write per array), then the resume state (tmp file + rename), and ``committed_steps`` is
 bumped last. Readers only look at the first ``committed_steps`` rows; on resume anything past them
-is cut off. Zarr's local store writes every file through a temporary + rename, so a kill leaves
-either the old or the new version of each file.
+is cut off. Zarr's local store writes every file through a temporary + rename (and an object store
+replaces an object whole), so a kill leaves either the old or the new version of each file. The
+store may be a local path or an fsspec URL (:mod:`vt_core.location`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from pathlib import Path
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
+
+from vt_core.location import Location, is_remote, location, url, write_bytes_atomic
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
     import xarray as xr
@@ -52,8 +54,8 @@ def process_alive(pid: int | None) -> bool:
     return True
 
 
-def resume_path(store_path: str | Path) -> Path:
-    p = Path(store_path)
+def resume_path(store_path: str | Location) -> Location:
+    p = location(store_path)
     return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")
 
 
@@ -74,19 +76,19 @@ class StoreError(RuntimeError):
 
 
 class RunStore:
-    def __init__(self, path: str | Path, mode: str = "r+"):
-        self.path = Path(path)
+    def __init__(self, path: str | Location, mode: str = "r+"):
+        self.path = location(path)
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"no run store at {self.path}; run the study (vt run CONFIG) to create it")
-        self.root = zarr.open_group(str(self.path), mode=mode, zarr_format=3)
+        self.root = zarr.open_group(url(self.path), mode=mode, zarr_format=3)
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
         self._datasets: dict[tuple, "xr.Dataset"] = {}
 
     @classmethod
-    def create(cls, path: str | Path, *, seed: int, config_hash: str, config: dict) -> "RunStore":
-        path = Path(path)
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict) -> "RunStore":
+        path = location(path)
+        root = zarr.open_group(url(path), mode="w-", zarr_format=3)
         root.attrs.update(
             seed=seed, config_hash=config_hash, config=config, committed_steps=0,
             last_step=None, status="running", error=None,
@@ -194,25 +196,31 @@ class RunStore:
 
     def save_resume(self, state: dict | bytes) -> None:
         """Write the resume state (a state dict, or one already ``torch.save``-d to bytes)
-        atomically: a temporary file, then a rename."""
-        tmp = self.resume_path.with_name(f".{self.resume_path.name}.{os.getpid()}.tmp")
-        if isinstance(state, bytes):
-            with open(tmp, "wb") as f:
-                f.write(state)
-        else:
+        atomically (a temporary file + rename, or one put on an object store)."""
+        if not isinstance(state, bytes):
+            import io
+
             import torch
 
-            torch.save(state, tmp)
-        os.replace(tmp, self.resume_path)
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            state = buf.getvalue()
+        write_bytes_atomic(self.resume_path, state)
 
     def load_resume(self) -> dict | None:
         import torch
 
         f = self.resume_path
-        return torch.load(f, weights_only=True) if f.is_file() else None
+        if not f.is_file():
+            return None
+        if is_remote(f):
+            import io
+
+            return torch.load(io.BytesIO(f.read_bytes()), weights_only=True)
+        return torch.load(f, weights_only=True)
 
     @property
-    def resume_path(self) -> Path:
+    def resume_path(self) -> Location:
         """Beside the store (seed=0003.resume.pt): a foreign file inside it makes zarr warn."""
         return resume_path(self.path)
 
@@ -251,7 +259,7 @@ class RunStore:
             # the small-row arrays (step, scalars) are stored 512 rows to a chunk: splitting them
             # across blocks is intended (they are tiny), so zarr's advice does not apply
             warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
-            ds = xr.open_zarr(str(self.path), group=group, consolidated=False, chunks={"step": n})
+            ds = xr.open_zarr(url(self.path), group=group, consolidated=False, chunks={"step": n})
         self._datasets[key] = ds = ds.isel(step=slice(0, self.committed))
         return ds
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
 import socket
 from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from vt_core.config import ConfigError, StudyConfig, parse_config
+from vt_core.location import Location, create_exclusive, location, remove_tree, url, write_text_atomic
 from vt_core.store import RunStore, StoreError, process_alive, resume_path
 from vt_core.training import DivergedError, Trainer
 from vt_core.writer import make_writer
@@ -34,7 +33,7 @@ class StudyLockedError(StudyError):
 class SeedsFailedError(RuntimeError):
     """Some seeds failed; the others were trained and analysed."""
 
-    def __init__(self, study: str | Path, failed: dict[int, str]):
+    def __init__(self, study: str | Location, failed: dict[int, str]):
         self.failed = failed
         lines = "\n".join(f"  seed {s}: {msg}" for s, msg in sorted(failed.items()))
         super().__init__(f"seeds {sorted(failed)} failed (the others were analysed):\n{lines}\n"
@@ -47,10 +46,10 @@ _held: dict[str, int] = {}  # study -> depth, for this process (the study flow r
 
 
 @contextmanager
-def study_lock(study: str | Path):
+def study_lock(study: str | Location):
     """Hold the study's lock file (re-entrant within a process). A lock left by a process that is
     gone (same host) is taken over; a live one is refused with who holds it and since when."""
-    key = str(Path(study).resolve())
+    key = url(location(study))
     if _held.get(key):
         _held[key] += 1
         try:
@@ -58,25 +57,21 @@ def study_lock(study: str | Path):
         finally:
             _held[key] -= 1
         return
-    path = Path(study) / LOCK
+    path = location(study) / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
     for _ in range(2):
+        if create_exclusive(path, json.dumps(me).encode()):
+            break
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                other = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                other = {}
-            if other.get("host") == me["host"] and not process_alive(other.get("pid")):
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            raise StudyLockedError(
-                f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
-                f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+            other = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            other = {}
+        if other.get("host") == me["host"] and not process_alive(other.get("pid")):
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        raise StudyLockedError(
+            f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+            f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
     _held[key] = 1
     try:
         yield
@@ -85,12 +80,13 @@ def study_lock(study: str | Path):
         path.unlink(missing_ok=True)
 
 
-def study_dir(config: StudyConfig) -> Path:
-    return Path(config.output_dir).expanduser().resolve()
+def study_dir(config: StudyConfig) -> Location:
+    """The study directory: an absolute local path, or an fsspec URL (:mod:`vt_core.location`)."""
+    return location(config.output_dir)
 
 
-def run_path(study: Path, seed: int) -> Path:
-    return Path(study) / "runs" / f"seed={seed:04d}.zarr"
+def run_path(study: str | Location, seed: int) -> Location:
+    return location(study) / "runs" / f"seed={seed:04d}.zarr"
 
 
 def _now() -> str:
@@ -107,13 +103,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+def _write_json_atomic(path: Location, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def prepare_study(config: StudyConfig) -> Path:
+def prepare_study(config: StudyConfig) -> Location:
     """Create (or reopen) the study directory for ``config`` and record it in study.json.
 
     Reopening with a config that trains differently is refused: the stored runs would no longer
@@ -144,8 +138,8 @@ def prepare_study(config: StudyConfig) -> Path:
     return study
 
 
-def load_study(study: str | Path) -> StudyConfig:
-    meta_path = Path(study) / STUDY_JSON
+def load_study(study: str | Location) -> StudyConfig:
+    meta_path = location(study) / STUDY_JSON
     if not meta_path.is_file():
         raise StudyError(f"{study} is not a study directory (no {STUDY_JSON}); run `vt run CONFIG` first")
     try:
@@ -164,7 +158,7 @@ def _summary(store: RunStore, seed: int, skipped: bool) -> dict:
             "skipped": skipped, "path": str(store.path)}
 
 
-def open_run(study: Path, seed: int, config: StudyConfig) -> RunStore:
+def open_run(study: str | Location, seed: int, config: StudyConfig) -> RunStore:
     store = RunStore(run_path(study, seed))
     if store.attrs.get("config_hash") != config.training_hash():
         raise StoreError(f"seed {seed}: {store.path} was written by another config; "
@@ -172,19 +166,19 @@ def open_run(study: Path, seed: int, config: StudyConfig) -> RunStore:
     return store
 
 
-def is_finished(study: str | Path, seed: int) -> bool:
+def is_finished(study: str | Location, seed: int) -> bool:
     """True when the seed's store is complete (or diverged) under the study's current config."""
-    path = run_path(Path(study), seed)
+    path = run_path(study, seed)
     if not path.exists():
         return False
     try:
-        store = open_run(Path(study), seed, load_study(study))
+        store = open_run(study, seed, load_study(study))
     except StoreError:
         return False
     return store.status in ("complete", "diverged")
 
 
-def _start(study: Path, seed: int, config: StudyConfig) -> dict | tuple[RunStore, Trainer]:
+def _start(study: Location, seed: int, config: StudyConfig) -> dict | tuple[RunStore, Trainer]:
     """Open (or create) the seed's store and a Trainer resumed from its last commit; a finished
     seed gives its summary instead."""
     path = run_path(study, seed)
@@ -211,7 +205,7 @@ def _start(study: Path, seed: int, config: StudyConfig) -> dict | tuple[RunStore
     return store, trainer
 
 
-def _end(path: Path, seed: int, outcome: BaseException | None) -> dict:
+def _end(path: Location, seed: int, outcome: BaseException | None) -> dict:
     """Record how the seed's training ended (re-reading the store: a writer process committed)."""
     store = RunStore(path)
     if isinstance(outcome, DivergedError):
@@ -253,12 +247,12 @@ def _train_alone(store: RunStore, trainer: Trainer, writer, progress) -> dict:
     return _end(store.path, trainer.seed, outcome)
 
 
-def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | None = None,
+def train_seed(study: str | Location, seed: int, progress: Callable[[dict], None] | None = None,
                num_threads: int | None = None) -> dict:
     """Train one seed into its store, resuming from the last commit; a finished seed is skipped.
 
     ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
-    study = Path(study)
+    study = location(study)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     config = load_study(study)
@@ -269,7 +263,7 @@ def train_seed(study: str | Path, seed: int, progress: Callable[[dict], None] | 
     return _train_alone(store, trainer, make_writer(store, capacity=trainer.expected_checkpoints), progress)
 
 
-def train_group(study: str | Path, seeds: list[int], progress: Callable[[dict], None] | None = None,
+def train_group(study: str | Location, seeds: list[int], progress: Callable[[dict], None] | None = None,
                 num_threads: int | None = None) -> list[dict]:
     """Train several seeds together as one batched model (:mod:`vt_core.groups`), each into its
     own store exactly as :func:`train_seed` would; finished seeds are skipped.
@@ -281,7 +275,7 @@ def train_group(study: str | Path, seeds: list[int], progress: Callable[[dict], 
 
     from vt_core.groups import GroupTrainer, groupable
 
-    study = Path(study)
+    study = location(study)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     config = load_study(study)
@@ -382,9 +376,9 @@ def study_state(rows: list[dict]) -> tuple[str, list[int]]:
     return "incomplete", todo
 
 
-def seed_status(study: str | Path) -> list[dict]:
+def seed_status(study: str | Location) -> list[dict]:
     """One row per configured seed: status, committed checkpoints, last step, error."""
-    study = Path(study)
+    study = location(study)
     config = load_study(study)
     rows = []
     for seed in config.seeds:
@@ -404,10 +398,10 @@ def seed_status(study: str | Path) -> list[dict]:
     return rows
 
 
-def validate_study(study: str | Path) -> list[str]:
+def validate_study(study: str | Location) -> list[str]:
     """Every problem found in a study's stores, each naming the seed and the array; empty if none.
     Reads every committed row of every array, so damaged chunks are found, not just missing ones."""
-    study = Path(study)
+    study = location(study)
     config = load_study(study)
     problems = []
     for seed in config.seeds:
@@ -427,11 +421,11 @@ def validate_study(study: str | Path) -> list[str]:
     return problems
 
 
-def reset_seed(study: str | Path, seed: int) -> None:
+def reset_seed(study: str | Location, seed: int) -> None:
     """Delete one seed's store so that the next run retrains it from scratch."""
     config = load_study(study)
     if seed not in config.seeds:
         raise StudyError(f"seed {seed} is not in this study's seeds {config.seeds}")
-    path = run_path(Path(study), seed)
-    shutil.rmtree(path, ignore_errors=True)
-    resume_path(path).unlink(missing_ok=True)
+    path = run_path(study, seed)
+    remove_tree(path)
+    remove_tree(resume_path(path))

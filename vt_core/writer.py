@@ -239,10 +239,15 @@ class ProcessCheckpointWriter:
 
 
 def make_writer(store: RunStore, capacity: int):
-    """The process writer on Linux (``VT_WRITER=thread`` opts out), the thread writer elsewhere."""
+    """The process writer on Linux (``VT_WRITER=thread`` opts out), the thread writer elsewhere and
+    for a memory:// store (another process cannot see it)."""
+    from vt_core.location import same_process_only
+
     kind = os.environ.get("VT_WRITER", "process" if sys.platform.startswith("linux") else "thread")
     if kind not in ("process", "thread"):
         raise ValueError(f"VT_WRITER={kind!r}: use 'process' or 'thread'")
+    if same_process_only(store.path):
+        kind = "thread"
     return (ProcessCheckpointWriter if kind == "process" else CheckpointWriter)(store, capacity)
 
 

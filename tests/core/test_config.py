@@ -49,8 +49,8 @@ BAD = [
     ({"hmm": {"features": ["l7"]}}, "hmm.features ['l7'] are not computed"),
     ({"hmm": {"covariance": "banded"}}, "hmm.covariance"),
     ({"name": "has space"}, "name"),
-    ({"output_dir": "s3://bucket/studies/x"}, "only local paths and file:// URLs are supported"),
-    ({"output_dir": "memory://studies/x"}, "mount the bucket"),
+    ({"output_dir": "nosuch://bucket/studies/x"}, "unknown URL scheme 'nosuch'"),
+    ({"output_dir": "sftp://host/studies/x"}, "pip install it beside vt"),  # paramiko is not installed
     ({"output_dir": "file://otherhost/studies/x"}, "a file:// URL names this machine"),
     ({"training": {"batch_size": 0}}, "training.batch_size"),
     ({"hooks": {"probe_size": -4}}, "hooks.probe_size"),

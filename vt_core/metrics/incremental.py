@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 import vt_core
 from vt_core.config import StudyConfig
+from vt_core.location import Location, location, move_store, url
 from vt_core.metrics.compute import MetricsError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.store import RunStore
 
@@ -45,15 +44,16 @@ def metrics_hash(config: StudyConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _open(path: Path) -> xr.Dataset | None:
+def _open(path: str | Location) -> xr.Dataset | None:
+    path = location(path)
     if not (path / "zarr.json").is_file():
         return None
-    return xr.open_zarr(str(path), consolidated=False)
+    return xr.open_zarr(url(path), consolidated=False)
 
 
-def _reusable(study: Path, config: StudyConfig) -> xr.Dataset | None:
+def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
     """The existing metrics.zarr if its values are still valid for this config, else None."""
-    old = _open(Path(study) / METRICS_ZARR)
+    old = _open(location(study) / METRICS_ZARR)
     if old is None or "computed" not in old:
         return None
     if old.attrs.get("training_hash") != config.training_hash() or old.attrs.get("metrics_hash") != metrics_hash(config):
@@ -61,9 +61,9 @@ def _reusable(study: Path, config: StudyConfig) -> xr.Dataset | None:
     return old
 
 
-def plan_metrics(study: Path, config: StudyConfig, stores: dict[int, RunStore]) -> dict:
+def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, RunStore]) -> dict:
     """Target coordinates for ``stores``; writes a new template unless the old store already fits."""
-    study = Path(study)
+    study = location(study)
     if not stores:
         raise MetricsError(f"{study}: no seed has finished training; check `vt status {study}`")
     seeds = sorted(stores)
@@ -88,8 +88,8 @@ def plan_metrics(study: Path, config: StudyConfig, stores: dict[int, RunStore]) 
             coords={k: (_labels(v) if k in ("metric", "layer_metric", "layer") else v) for k, v in coords.items()},
             attrs={"training_hash": config.training_hash(), "metrics_hash": metrics_hash(config)},
         ).chunk({"seed": 1})
-        template.to_zarr(str(target), mode="w", compute=False, consolidated=False, zarr_format=3)
-    return {"target": str(target), "rebuild": not same, "seeds": seeds}
+        template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3)
+    return {"target": url(target), "rebuild": not same, "seeds": seeds}
 
 
 BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not grow with the run
@@ -103,9 +103,9 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
 
 
-def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:
+def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:
     """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
-    target = _open(Path(plan["target"]))
+    target = _open(plan["target"])
     if target is None or seed not in list(target["seed"].values):
         raise MetricsError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
     steps, metrics = target["step"].values, [str(m) for m in target["metric"].values]
@@ -153,31 +153,26 @@ def write_seed_metrics(study: Path, config: StudyConfig, store: RunStore, seed: 
     return {"seed": seed, "computed": computed, "reused": reused}
 
 
-def finalize_metrics(study: Path, plan: dict) -> str:
-    """Put a rebuilt store in place of the old one (old moved aside first, then removed)."""
-    final = Path(study) / METRICS_ZARR
+def finalize_metrics(study: str | Location, plan: dict) -> str:
+    """Put a rebuilt store in place of the old one (:func:`vt_core.location.move_store`)."""
+    final = location(study) / METRICS_ZARR
     if plan["rebuild"]:
-        aside = Path(study) / (METRICS_ZARR + ".old")
-        shutil.rmtree(aside, ignore_errors=True)
-        if final.exists():
-            final.rename(aside)
-        Path(plan["target"]).rename(final)
-        shutil.rmtree(aside, ignore_errors=True)
-    return str(final)
+        move_store(location(plan["target"]), final)
+    return url(final)
 
 
 AGGREGATIONS = ("mean", "median", "min", "max", "sum")
 
 
-def load_features(study: Path, features: list[str]) -> xr.DataArray:
+def load_features(study: str | Location, features: list[str]) -> xr.DataArray:
     """The HMM input (seed, step, metric) in memory.
 
     ``name`` is the column of ``value`` (layer kinds averaged over the model, as the paper does);
     ``name@LAYER`` picks one weight matrix's or hookpoint's value; ``name@max`` (or mean, median,
     min, sum) aggregates the per-layer values another way."""
-    ds = _open(Path(study) / METRICS_ZARR)
+    ds = _open(location(study) / METRICS_ZARR)
     if ds is None:
-        raise MetricsError(f"{Path(study) / METRICS_ZARR} not found; compute metrics first (`vt analyze {study}`)")
+        raise MetricsError(f"{location(study) / METRICS_ZARR} not found; compute metrics first (`vt analyze {study}`)")
     cols = []
     for f in features:
         name, _, layer = f.partition("@")

@@ -1,0 +1,182 @@
+"""Where a study lives: a local directory, or any fsspec URL (``memory://``, ``s3://``, ``gs://``, ...).
+
+A local path (or a ``file://`` URL) is a plain :class:`pathlib.Path`; anything else is a
+``universal_pathlib`` :class:`~upath.UPath`, which has the same API (``/``, ``exists``,
+``read_text``, ``glob``, ...). The few operations whose meaning differs live here, so that the
+rest of vt is written once:
+
+* an **atomic write** is a temporary file + rename on a local disk, and a single put elsewhere
+  (an object store replaces an object whole: readers see the old or the new version);
+* the study lock is an **exclusive create** (``O_EXCL`` locally, fsspec's ``"xb"`` mode elsewhere:
+  conditional puts on S3 in s3fs >= 2024.12);
+* **moving a Zarr store** (metrics.zarr swapped in) is a directory rename locally; elsewhere a
+  copy in which the root ``zarr.json`` comes last and goes first, so that a store without it is
+  "absent" and a half-moved store is never read.
+
+Zarr and xarray take the string form (:func:`url`): a path, or the URL.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+Location = Union[Path, "UPath"]  # noqa: F821 - upath is imported when a URL is used
+
+
+class LocationError(ValueError):
+    """A study location that cannot be used (unknown URL scheme, missing fsspec backend)."""
+
+
+def scheme(value: str | os.PathLike) -> str | None:
+    """The URL scheme of ``value`` (None for a plain path)."""
+    s = str(value)
+    return s.split("://", 1)[0].lower() if "://" in s else None
+
+
+def check_url(value: str) -> str:
+    """``value`` unchanged if it is a path or a URL whose fsspec backend is installed; else a
+    :class:`LocationError` naming the scheme and the package to install."""
+    proto = scheme(value)
+    if proto in (None, "file", "local"):
+        return value
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(proto)
+    except ValueError:
+        raise LocationError(f"{value!r}: unknown URL scheme {proto!r}; use a local path or an fsspec URL "
+                            f"(memory://, s3://, gs://, az://, ...)") from None
+    except ImportError as err:
+        raise LocationError(f"{value!r}: {err} (pip install it beside vt)") from None
+    return value
+
+
+def location(value: str | os.PathLike) -> Location:
+    """A local :class:`Path` (``~`` expanded, absolute) or a :class:`UPath` for a URL."""
+    if is_remote(value):
+        return value  # already a UPath
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"a study location is a path or a URL string, not {type(value).__name__}")
+    proto = scheme(value)
+    if proto in (None, "file", "local"):
+        s = str(value)
+        if proto is not None:
+            from urllib.parse import unquote, urlparse
+
+            u = urlparse(s)
+            if u.netloc not in ("", "localhost"):
+                raise LocationError(f"{s!r}: a file:// URL names this machine (file:///path)")
+            s = unquote(u.path)
+        return Path(s).expanduser().resolve()
+    from upath import UPath
+
+    check_url(str(value))
+    return UPath(str(value))
+
+
+def is_remote(p) -> bool:
+    """True for a UPath on a non-local filesystem."""
+    try:
+        from upath import UPath
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(p, UPath) and not isinstance(p, Path)
+
+
+def url(p: Location) -> str:
+    """The string zarr, xarray and the tasks take: the local path, or the URL."""
+    return str(p)
+
+
+def same_process_only(p: Location) -> bool:
+    """memory:// lives in one process: other processes (writer, workers, a cluster) cannot see it."""
+    return is_remote(p) and p.protocol == "memory"
+
+
+def write_bytes_atomic(path: Location, data: bytes) -> None:
+    """Readers see the old content or the new one, never a part."""
+    if is_remote(path):
+        path.write_bytes(data)  # one put: replaced whole
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Location, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def create_exclusive(path: Location, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (then False). Atomic test-and-create."""
+    try:
+        if is_remote(path):
+            with path.fs.open(path.path, "xb") as f:
+                f.write(data)
+        else:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def remove_tree(path: Location) -> None:
+    """Delete a directory (or file) and everything below it; nothing there is fine."""
+    if is_remote(path):
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def move_store(src: Location, dst: Location) -> None:
+    """Put Zarr store ``src`` in place of ``dst`` (which may exist); ``src`` is gone afterwards.
+
+    Locally two renames (the old store moved aside first). Elsewhere there is no rename: the old
+    store's root ``zarr.json`` is deleted first (from then on the store reads as absent), then the
+    rest; every file of ``src`` is copied with the root ``zarr.json`` last (until then, absent)."""
+    if not is_remote(src):
+        aside = dst.with_name(dst.name + ".old")
+        remove_tree(aside)
+        if dst.exists():
+            dst.rename(aside)
+        src.rename(dst)
+        remove_tree(aside)
+        return
+    fs = src.fs
+    root_meta = dst.path.rstrip("/") + "/zarr.json"
+    if fs.exists(root_meta):
+        fs.rm(root_meta)
+    if fs.exists(dst.path):
+        fs.rm(dst.path, recursive=True)
+    base = src.path.rstrip("/")
+    files = sorted(f for f in fs.find(base) if f != base + "/zarr.json")
+    for f in files:
+        fs.copy(f, dst.path.rstrip("/") + f[len(base):])
+    fs.copy(base + "/zarr.json", root_meta)
+    fs.rm(base, recursive=True)
+
+
+def save_npz(path: Location, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_npz(path: Location) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, in memory (never unpickled: ``allow_pickle=False``)."""
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
