@@ -24,7 +24,7 @@ import base64
 import html
 import io
 import json
-from vt_core.location import Location, location, url, write_text_atomic
+from vt_core.location import Location, location, url, write_text_atomic, zarr_options
 
 import numpy as np
 from bokeh.embed import file_html
@@ -381,7 +381,7 @@ def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Loca
     a = json.loads((study / ANALYSIS_JSON).read_text())
     sel = json.loads((study / HMM_DIR / "selection.json").read_text())
     paths = json.loads((study / HMM_DIR / "paths.json").read_text())
-    value = xr.open_zarr(url(study / METRICS_ZARR), consolidated=False)["value"].load()
+    value = xr.open_zarr(url(study / METRICS_ZARR), consolidated=False, **zarr_options(study))["value"].load()
     bw = (a.get("selection") or {}).get("bic_weight")
     subtitle = (f"{len(config.seeds)} seeds · {html.escape(config.model.name)} on {html.escape(config.data.name)} · "
                 f"chosen k = <b>{a['chosen_k']}</b> (lowest BIC over k = 1..{config.hmm.max_states}"

@@ -77,7 +77,18 @@ def location(value: str | os.PathLike) -> Location:
     from upath import UPath
 
     check_url(str(value))
-    return UPath(str(value))
+    return UPath(str(value), **_fs_options(proto))
+
+
+def _fs_options(proto: str) -> dict:
+    """No directory-listing cache on shared filesystems: other processes (writers, workers on other
+    machines) add files, and a cached listing would hide them (s3fs answers ``exists`` from it)."""
+    return {} if proto == "memory" else {"use_listings_cache": False}
+
+
+def zarr_options(p: Location) -> dict:
+    """Keyword arguments for zarr / xarray beside :func:`url` (the same filesystem options)."""
+    return {"storage_options": _fs_options(p.protocol)} if is_remote(p) and p.protocol != "memory" else {}
 
 
 def is_remote(p) -> bool:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zarr
 
-from vt_core.location import Location, is_remote, location, url, write_bytes_atomic
+from vt_core.location import Location, is_remote, location, url, write_bytes_atomic, zarr_options
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
     import xarray as xr
@@ -80,7 +80,7 @@ class RunStore:
         self.path = location(path)
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"no run store at {self.path}; run the study (vt run CONFIG) to create it")
-        self.root = zarr.open_group(url(self.path), mode=mode, zarr_format=3)
+        self.root = zarr.open_group(url(self.path), mode=mode, zarr_format=3, **zarr_options(self.path))
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
         self._datasets: dict[tuple, "xr.Dataset"] = {}
@@ -88,7 +88,7 @@ class RunStore:
     @classmethod
     def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict) -> "RunStore":
         path = location(path)
-        root = zarr.open_group(url(path), mode="w-", zarr_format=3)
+        root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
         root.attrs.update(
             seed=seed, config_hash=config_hash, config=config, committed_steps=0,
             last_step=None, status="running", error=None,
@@ -259,7 +259,8 @@ class RunStore:
             # the small-row arrays (step, scalars) are stored 512 rows to a chunk: splitting them
             # across blocks is intended (they are tiny), so zarr's advice does not apply
             warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
-            ds = xr.open_zarr(url(self.path), group=group, consolidated=False, chunks={"step": n})
+            ds = xr.open_zarr(url(self.path), group=group, consolidated=False, chunks={"step": n},
+                              **zarr_options(self.path))
         self._datasets[key] = ds = ds.isel(step=slice(0, self.committed))
         return ds
 

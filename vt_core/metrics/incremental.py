@@ -25,7 +25,7 @@ import xarray as xr
 
 import vt_core
 from vt_core.config import StudyConfig
-from vt_core.location import Location, location, move_store, url
+from vt_core.location import Location, location, move_store, url, zarr_options
 from vt_core.metrics.compute import MetricsError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.store import RunStore
 
@@ -48,7 +48,7 @@ def _open(path: str | Location) -> xr.Dataset | None:
     path = location(path)
     if not (path / "zarr.json").is_file():
         return None
-    return xr.open_zarr(url(path), consolidated=False)
+    return xr.open_zarr(url(path), consolidated=False, **zarr_options(path))
 
 
 def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
@@ -88,7 +88,8 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
             coords={k: (_labels(v) if k in ("metric", "layer_metric", "layer") else v) for k, v in coords.items()},
             attrs={"training_hash": config.training_hash(), "metrics_hash": metrics_hash(config)},
         ).chunk({"seed": 1})
-        template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3)
+        template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3,
+                         **zarr_options(target))
     return {"target": url(target), "rebuild": not same, "seeds": seeds}
 
 
@@ -149,7 +150,8 @@ def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunSto
     computed = int(missing.sum())
     i = list(target["seed"].values).index(seed)
     out = block.expand_dims(seed=[seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
-    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False)
+    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False,
+                          **zarr_options(location(plan["target"])))
     return {"seed": seed, "computed": computed, "reused": reused}
 
 

@@ -1,0 +1,74 @@
+"""A study on S3 (s3fs against a moto S3 server on loopback): the CLI trains it with the writer
+processes, analyses it, and its stores equal a local run; the lock is an S3 conditional put."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import store_arrays, tiny_dict
+from tests.flows.conftest import write_toml
+from vt_core.config import parse_config
+from vt_core.location import location, url
+from vt_core.study import LOCK, StudyLockedError, prepare_study, run_path, study_lock, train_seed
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+SEEDS = [0, 1, 2]
+HMM = {"features": ["l2", "spectral", "var_w", "test_accuracy"]}
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")  # the writer processes inherit it
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(use_listings_cache=False).mkdir("vt-bucket")
+    yield "s3://vt-bucket"
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
+    study_url = f"{s3_bucket}/studies/tiny"
+    cfg = write_toml(tiny_dict(study_url, seeds=SEEDS, hmm=HMM, training={"epochs": 6}), tmp_path / "tiny.toml")
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert f"{study_url}/dashboard/index.html" in res.output
+    study = location(study_url)
+    assert "<html" in (study / "dashboard" / "index.html").read_text()[:500].lower()
+    assert json.loads((study / "analysis.json").read_text())["chosen_k"] >= 1
+    assert not (study / LOCK).exists() and not (study / "metrics.zarr.new").exists()
+
+    ref = prepare_study(parse_config(tiny_dict(tmp_path / "local", seeds=SEEDS, hmm=HMM, training={"epochs": 6})))
+    for s in SEEDS:
+        train_seed(ref, s)
+        got, want = store_arrays(url(run_path(study, s))), store_arrays(run_path(ref, s))
+        assert got.keys() == want.keys() and len(want["step"]) == 7
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+    res = runner.invoke(app, ["status", study_url])
+    assert res.exit_code == 0 and "study: complete" in res.output, res.output
+    res = runner.invoke(app, ["validate", study_url])
+    assert res.exit_code == 0 and "every store" in res.output, res.output
+
+    (study / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
+    with pytest.raises(StudyLockedError, match="pid 1 on elsewhere"):
+        with study_lock(study_url):
+            pass
+    res = runner.invoke(app, ["analyze", study_url])
+    assert res.exit_code == 2 and "is being run by pid 1 on elsewhere" in res.output, res.output
+    (study / LOCK).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
+    res = runner.invoke(app, ["analyze", study_url])  # a stale lock is taken over
+    assert res.exit_code == 0, res.output
