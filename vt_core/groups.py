@@ -22,7 +22,11 @@ such seeds train one by one.
 
 from __future__ import annotations
 
-from typing import Iterator
+import copy
+import os
+import queue
+import threading
+from typing import Callable, Iterator
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
@@ -56,7 +60,7 @@ def groupable(model: torch.nn.Module) -> str | None:
 class GroupTrainer:
     """Seeds that share a config (and stand at the same step) trained together."""
 
-    def __init__(self, members: list[Trainer]):
+    def __init__(self, members: list[Trainer], async_host: bool | None = None):
         if not members:
             raise ValueError("a group needs at least one seed")
         steps = {m.step for m in members}
@@ -99,6 +103,11 @@ class GroupTrainer:
         self.alive = [True] * self.G
         self.loss_name, self.n_classes = self.cfg.training.loss, m0.task.n_classes
         self._losses = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="error")
+        if async_host is None:  # VT_GROUP_ASYNC=0/1 overrides (benchmarks, tests)
+            env = os.environ.get("VT_GROUP_ASYNC")
+            async_host = self.device.type == "cuda" if env in (None, "") else env == "1"
+        self.async_host = bool(async_host)
+        self._copy_stream = None
 
     def _stack_optimizer_state(self) -> None:
         """The members' optimizer states (resumed seeds have one), stacked like the parameters."""
@@ -187,11 +196,12 @@ class GroupTrainer:
         return dict(out)
 
     @torch.no_grad()
-    def _checkpoints(self) -> list[tuple[int, Checkpoint, dict]]:
-        """Every live seed's checkpoint and resume state, computed for the whole group at once:
-        one vmapped evaluation per split, one vmapped probe forward, one copy to the host per
-        stacked tensor; then sliced per seed (same values and format as :meth:`Trainer.checkpoint`
-        and :meth:`Trainer.state_dict` alone)."""
+    def _snapshot(self, keep: bool = True) -> dict:
+        """The group's state at this step, for :meth:`_materialise`: the evaluation and probe
+        launched, every tensor that later steps change cloned on the device (``keep``; without,
+        the snapshot is valid until the next step), and the members' host-side counters and RNG
+        states. Nothing here waits for the device."""
+        own = (lambda t: t.detach().clone()) if keep else (lambda t: t.detach())  # noqa: E731
         self.base.eval()
         try:
             ev = vmap(self._eval, chunk_size=self.eval_chunk)
@@ -200,25 +210,66 @@ class GroupTrainer:
             acts = vmap(self._probe)(self.params, self.buffers, self.probe_x) if self.members[0].hooks else {}
         finally:
             self.base.train()
-        scalars = torch.stack([tr_loss.float(), tr_ok.float(), te_loss.float(), te_ok.float()]).cpu()
-        grad = self.grad_acc.to("cpu", copy=True)  # a copy: zeroed below
-        host = {n: self.params[n].detach().cpu() for n in self.names}
-        acts = {k: v.cpu() for k, v in acts.items()}
-        opt = {n: {k: v.cpu() if isinstance(v, torch.Tensor) else v
-                   for k, v in self.optimizer.state[self.params[n]].items()}
-               for n in self.names if self.optimizer.state.get(self.params[n])}
-        sched = self.scheduler.state_dict()
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": t["params"]}
-                  for g, t in zip(self.optimizer.param_groups, self.param_groups_template)]
+        snap = {
+            "step": self.step,
+            "scalars": torch.stack([tr_loss.float(), tr_ok.float(), te_loss.float(), te_ok.float()]),
+            "grad": self.grad_acc.clone(),
+            "first_bad": self.first_bad.clone(),
+            "params": {n: own(self.params[n]) for n in self.names},
+            "acts": dict(acts),
+            "opt": {n: {k: own(v) if isinstance(v, torch.Tensor) else v
+                        for k, v in self.optimizer.state[self.params[n]].items()}
+                    for n in self.names if self.optimizer.state.get(self.params[n])},
+            "sched": copy.deepcopy(self.scheduler.state_dict()),
+            "groups": [{**{k: copy.deepcopy(v) for k, v in g.items() if k != "params"}, "params": t["params"]}
+                       for g, t in zip(self.optimizer.param_groups, self.param_groups_template)],
+            "members": [(m.epoch, m.batch_in_epoch, m.perm, m.generator.get_state()) for m in self.members],
+            "torch_rng": torch.get_rng_state(),
+            "event": None,
+        }
         self.grad_acc.zero_()
-        out = []
+        if self.device.type == "cuda":
+            snap["event"] = torch.cuda.Event()
+            snap["event"].record()
+        return snap
+
+    def _host(self, snap: dict):
+        """Copy a snapshot's tensors to the host: after its event, on a side stream (CUDA)."""
+        def to_host(tree):
+            if isinstance(tree, dict):
+                return {k: to_host(v) for k, v in tree.items()}
+            return tree.to("cpu") if isinstance(tree, torch.Tensor) else tree
+
+        if snap["event"] is None:
+            return {k: to_host(snap[k]) for k in ("scalars", "grad", "first_bad", "params", "acts", "opt")}
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device=self.device)
+        with torch.cuda.stream(self._copy_stream):
+            self._copy_stream.wait_event(snap["event"])
+            out = {k: to_host(snap[k]) for k in ("scalars", "grad", "first_bad", "params", "acts", "opt")}
+        self._copy_stream.synchronize()  # the snapshot's device tensors may now be freed
+        return out
+
+    def _materialise(self, snap: dict) -> list[tuple[int, Checkpoint | DivergedError, dict | None]]:
+        """Divergences since the last round, then every live seed's checkpoint and resume state,
+        sliced from one host copy per stacked tensor (same values and format as
+        :meth:`Trainer.checkpoint` and :meth:`Trainer.state_dict` alone)."""
+        h = self._host(snap)
+        out: list = []
+        for i, s in enumerate(h["first_bad"].tolist()):
+            if s >= 0 and self.alive[i]:
+                self.alive[i] = False
+                out.append((i, DivergedError(s, float("nan")), None))
+        scalars, grad, host, acts, opt = h["scalars"], h["grad"], h["params"], h["acts"], h["opt"]
+        step = snap["step"]
         for i, m in enumerate(self.members):
             if not self.alive[i]:
                 continue
+            epoch, batch_in_epoch, perm, gen_state = snap["members"][i]
             n_tr, n_te = len(m.task.y_train), len(m.task.y_test)
             ckpt = Checkpoint(
-                index=m.n_checkpoints, step=self.step,
-                epoch=m.epoch + m.batch_in_epoch / m.batches_per_epoch,
+                index=m.n_checkpoints, step=step,
+                epoch=epoch + batch_in_epoch / m.batches_per_epoch,
                 scalars={"train_loss": float(scalars[0, i]), "train_accuracy": float(scalars[1, i]) / n_tr,
                          "test_loss": float(scalars[2, i]), "test_accuracy": float(scalars[3, i]) / n_te,
                          "grad_norm": float(grad[i, 0] / grad[i, 1]) if grad[i, 1] > 0 else float("nan")},
@@ -230,12 +281,12 @@ class GroupTrainer:
                 "optimizer": {"state": {j: {k: (v[i].clone() if isinstance(v, torch.Tensor) and v.dim() > 0 else
                                                 (v.clone() if isinstance(v, torch.Tensor) else v))
                                             for k, v in opt[n].items()} for j, n in enumerate(self.names) if n in opt},
-                              "param_groups": [dict(g) for g in groups]},
-                "scheduler": dict(sched),
-                "generator": m.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "perm": m.perm if m.perm is not None else torch.empty(0, dtype=torch.long),
-                "position": torch.tensor([m.step, m.epoch, m.batch_in_epoch, m.n_checkpoints]),
+                              "param_groups": [dict(g) for g in snap["groups"]]},
+                "scheduler": dict(snap["sched"]),
+                "generator": gen_state,
+                "torch_rng": snap["torch_rng"],
+                "perm": perm if perm is not None else torch.empty(0, dtype=torch.long),
+                "position": torch.tensor([step, epoch, batch_in_epoch, m.n_checkpoints]),
                 "grad_acc": torch.zeros(2, dtype=torch.float64),
             }
             out.append((i, ckpt, state))
@@ -250,7 +301,7 @@ class GroupTrainer:
     def run(self) -> Iterator[tuple[int, Checkpoint | DivergedError, dict | None]]:
         """Train to the end; yields ``(member index, Checkpoint, resume state)`` for every live
         seed at each checkpoint, and ``(member index, DivergedError, None)`` once for a seed that
-        diverged."""
+        diverged. Each checkpoint round waits for the device (see :meth:`train` for one that does not)."""
         if self.members[0].n_checkpoints == 0:
             for i, m in enumerate(self.members):
                 yield i, m.checkpoint(), m.state_dict()
@@ -258,8 +309,71 @@ class GroupTrainer:
             self._train_step(self._next_indices())
             end_of_epoch = self._advance_members()
             if self.members[0]._due(end_of_epoch):
-                for i, err in self._divergences():
-                    yield i, err, None
-                yield from self._checkpoints()
-        for i, err in self._divergences():
-            yield i, err, None
+                yield from self._materialise(self._snapshot(keep=False))
+        yield from self._final_divergences()
+
+    def train(self, sink: Callable[[int, Checkpoint | DivergedError, dict | None], None]) -> None:
+        """Train to the end, handing :meth:`run`'s events to ``sink`` in the same order.
+
+        With ``async_host`` (the default on CUDA) a checkpoint round only snapshots the group on
+        the device; a background thread copies the snapshot to the host (on a side stream), slices
+        it into checkpoints and calls ``sink`` (which writes them) while the next steps train. At
+        most ``HOST_DEPTH`` rounds wait for it. An error in that thread stops training at the next
+        round and is raised here; rounds already snapshotted are handed on first."""
+        if not self.async_host:
+            for event in self.run():
+                sink(*event)
+            return
+        if self.members[0].n_checkpoints == 0:
+            for i, m in enumerate(self.members):
+                sink(i, m.checkpoint(), m.state_dict())
+        worker = _HostWorker(self._materialise, sink, HOST_DEPTH)
+        try:
+            while self.step < self.total_steps:
+                self._train_step(self._next_indices())
+                end_of_epoch = self._advance_members()
+                if self.members[0]._due(end_of_epoch):
+                    worker.put(self._snapshot())
+        finally:
+            worker.close()
+        for event in self._final_divergences():
+            sink(*event)
+
+    def _final_divergences(self) -> list[tuple[int, DivergedError, None]]:
+        return [(i, err, None) for i, err in self._divergences()]
+
+
+HOST_DEPTH = 2  # checkpoint rounds snapshotted on the device and not yet on the host, at most
+
+
+class _HostWorker:
+    """One thread that turns snapshots into checkpoints and hands them to a sink, in order."""
+
+    def __init__(self, materialise, sink, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, args=(materialise, sink), name="vt-group-host",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self, materialise, sink) -> None:
+        while (snap := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # after an error: drain, write nothing more
+            try:
+                for event in materialise(snap):
+                    sink(*event)
+            except BaseException as err:  # noqa: BLE001 - raised in the training thread
+                self._error = err
+
+    def put(self, snap: dict) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(snap)  # waits while HOST_DEPTH rounds are pending
+
+    def close(self) -> None:
+        """Hand on every pending round, stop the thread, raise its error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -321,13 +321,15 @@ def _train_together(items: list[tuple[RunStore, Trainer]], group_cls, progress) 
         try:
             group = group_cls([t for _, t in items])
             start = group.step
+            def on_event(i, event, state):  # from a background thread when the group copies asynchronously
+                seed = items[i][1].seed
+                if isinstance(event, DivergedError):
+                    outcome[seed] = event
+                else:
+                    submit(seed, event, state)
+
             try:
-                for i, event, state in group.run():
-                    seed = items[i][1].seed
-                    if isinstance(event, DivergedError):
-                        outcome[seed] = event
-                    else:
-                        submit(seed, event, state)
+                group.train(on_event)
             except (RuntimeError, NotImplementedError) as err:
                 if group.step != start:
                     raise

@@ -49,8 +49,10 @@ TRANSFORMER = dict(
     checkpoints={"every_epochs": 10}, hooks={"activations": ["blocks.0.hook_resid_post"], "probe_size": 8})
 
 
+@pytest.mark.parametrize("copy_mode", ["sync", "async"])
 @pytest.mark.parametrize("over", [MLP, TRANSFORMER], ids=["mlp", "transformer"])
-def test_group_stores_what_each_seed_stores_alone(tmp_path, over):
+def test_group_stores_what_each_seed_stores_alone(tmp_path, over, copy_mode, monkeypatch):
+    monkeypatch.setenv("VT_GROUP_ASYNC", "1" if copy_mode == "async" else "0")
     alone, group = _pair(tmp_path, **over)
     for seed in (0, 1, 2):
         train_seed(alone, seed)
@@ -76,7 +78,9 @@ def test_gradient_clipping_is_per_seed(tmp_path):
         _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)))
 
 
-def test_one_seed_diverges_the_others_go_on(tmp_path):
+@pytest.mark.parametrize("copy_mode", ["sync", "async"])
+def test_one_seed_diverges_the_others_go_on(tmp_path, copy_mode, monkeypatch):
+    monkeypatch.setenv("VT_GROUP_ASYNC", "1" if copy_mode == "async" else "0")
     over = dict(model={"factory": "tests.plugins.blowup:make_net", "kwargs": {"width": 16, "blowup_seed": 1}},
                 hooks={"activations": [], "probe_size": 8}, training={"epochs": 6},
                 hmm={"features": ["l2", "test_accuracy"]})
@@ -91,6 +95,56 @@ def test_one_seed_diverges_the_others_go_on(tmp_path):
     for seed in (0, 2):
         assert grouped[seed]["status"] == "complete"
         _assert_same(store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed)))
+
+
+def _events(group, how):
+    out = []
+    if how == "run":
+        for e in group.run():
+            out.append(e)
+    else:
+        group.train(lambda *e: out.append(e))
+    return out
+
+
+def test_asynchronous_host_copies_hand_on_the_same_events_in_order(tmp_path):
+    """train() with a background host thread gives exactly run()'s events (same checkpoints, same
+    resume states, same order); an error in that thread is raised in the training thread, and the
+    rounds before it were handed on."""
+    import torch
+
+    cfg = parse_config(tiny_dict(tmp_path / "x", **TRANSFORMER))
+    sync = _events(GroupTrainer([Trainer(cfg, s) for s in (0, 1, 2)], async_host=False), "run")
+    group = GroupTrainer([Trainer(cfg, s) for s in (0, 1, 2)], async_host=True)
+    assert group.async_host
+    got = _events(group, "train")
+    assert [(i, c.index, c.step) for i, c, _ in got] == [(i, c.index, c.step) for i, c, _ in sync]
+    assert len(got) == 3 * 7
+    for (_, a, sa), (_, b, sb) in zip(got, sync):
+        np.testing.assert_equal(a.scalars, b.scalars)  # NaN grad_norm at step 0 on both sides
+        assert a.epoch == b.epoch
+        for k in b.weights:
+            np.testing.assert_array_equal(a.weights[k], b.weights[k])
+        for k in b.activations:
+            np.testing.assert_array_equal(a.activations[k], b.activations[k])
+        assert torch.equal(sa["position"], sb["position"]) and torch.equal(sa["generator"], sb["generator"])
+        assert torch.equal(sa["perm"], sb["perm"]) and sa["scheduler"] == sb["scheduler"]
+        for k in sb["model"]:
+            assert torch.equal(sa["model"][k], sb["model"][k])
+        for j in sb["optimizer"]["state"]:
+            for k, v in sb["optimizer"]["state"][j].items():
+                assert torch.equal(sa["optimizer"]["state"][j][k], v)
+
+    seen = []
+
+    def sink(i, ckpt, state):
+        if ckpt.index == 4:
+            raise OSError("disk gone")
+        seen.append((i, ckpt.index))
+
+    with pytest.raises(OSError, match="disk gone"):
+        GroupTrainer([Trainer(cfg, s) for s in (0, 1, 2)], async_host=True).train(sink)
+    assert {(i, k) for i in range(3) for k in range(4)} <= set(seen)
 
 
 def test_batch_norm_models_train_one_by_one_exactly(tmp_path):

@@ -107,7 +107,7 @@ def test_memory_study_lock_validate_and_reset(mem_url):
 
 
 def test_memory_study_through_the_flow_and_cli(mem_url, tmp_path):
-    cfg = write_toml(tiny_dict(mem_url, seeds=SEEDS, hmm=HMM, training={"epochs": 6}), tmp_path / "tiny.toml")
+    cfg = write_toml(tiny_dict(mem_url, name="tiny_memory", seeds=SEEDS, hmm=HMM, training={"epochs": 6}), tmp_path / "tiny.toml")
     flow = study_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
     first = flow(config_path=str(cfg))
     assert first["study"] == mem_url and sorted(first["runs"]) == SEEDS and not first["failed"]

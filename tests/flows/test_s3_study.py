@@ -41,7 +41,8 @@ def s3_bucket(monkeypatch):
 
 def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
     study_url = f"{s3_bucket}/studies/tiny"
-    cfg = write_toml(tiny_dict(study_url, seeds=SEEDS, hmm=HMM, training={"epochs": 6}), tmp_path / "tiny.toml")
+    cfg = write_toml(tiny_dict(study_url, name="tiny_s3", seeds=SEEDS, hmm=HMM, training={"epochs": 6}),
+                     tmp_path / "tiny.toml")
     res = runner.invoke(app, ["run", str(cfg)])
     assert res.exit_code == 0, res.output
     assert f"{study_url}/dashboard/index.html" in res.output
