@@ -191,3 +191,22 @@ def test_restart_order_does_not_change_labels(tmp_path):
         labels.append(np.concatenate([perm[p] for p in paths]))
         assert best["bic_min"] <= best["bic"] <= best["bic_max"] and best["aic_min"] <= best["aic_max"]
     np.testing.assert_array_equal(labels[0], labels[1])
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical", "tied"])
+def test_batched_estep_fits_what_hmmlearn_fits(covariance):
+    """vt's GaussianHMM (E-step batched over sequences) against hmmlearn's own, the reference:
+    same iterations, same parameters and log-likelihood up to float summation order."""
+    Reference = GaussianHMM  # hmmlearn's
+    seqs = left_to_right(n_seqs=12, T=60, F=5, k=4, seed=3)
+    X = np.concatenate(seqs)
+    X = (X - X.mean(0)) / X.std(0)
+    lengths = [len(s) for s in seqs]
+    kw = dict(n_components=4, covariance_type=covariance, n_iter=30, tol=1e-6, random_state=5)
+    ours, ref = hmm.GaussianHMM(**kw).fit(X, lengths), Reference(**kw).fit(X, lengths)
+    assert ours.monitor_.iter == ref.monitor_.iter and len(ours.monitor_.history) == len(ref.monitor_.history)
+    np.testing.assert_allclose(list(ours.monitor_.history), list(ref.monitor_.history), rtol=1e-10)
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-7, atol=1e-10, err_msg=name)
+    assert ours.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-10)
+    np.testing.assert_array_equal(ours.predict(X, lengths), ref.predict(X, lengths))
