@@ -29,28 +29,42 @@ class GaussianHMM(_HMMLearnGaussianHMM):
     hmmlearn's E-step handles one sequence at a time: per sequence and state, a Cholesky solve for
     the emission log-likelihoods and an einsum for the emission statistics. With many short
     sequences (40 seeds x 166 checkpoints) those calls, not the arithmetic, take the time. Here the
-    emission log-likelihoods and statistics are computed for all frames at once (they are sums and
-    row-wise values over frames); the forward-backward pass and the start/transition statistics
-    stay per sequence. The same EM, equal to hmmlearn's up to float summation order (tested)."""
+    emission log-likelihoods, the posteriors (a row-wise normalisation) and the emission statistics
+    are computed for all frames at once, the full-covariance statistics as one matrix product; the
+    forward-backward pass and the transition statistics stay per sequence. The same EM, equal to
+    hmmlearn's up to float summation order (tested; ``benchmarks/hmm_estep.py``)."""
+
+    def fit(self, X, lengths=None):
+        """hmmlearn's fit, with BLAS on one thread: the products here are small, and OpenBLAS's
+        threads spinning between them halve the speed on a busy machine (fits run side by side)."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return super().fit(X, lengths)
 
     def _do_estep(self, X, lengths):
         if self.implementation != "log":
             return super()._do_estep(X, lengths)
         stats = self._initialize_sufficient_statistics()
         self._estep_begin()
-        log_frameprob = self._compute_log_likelihood(X)
-        posteriors = np.empty_like(log_frameprob)
-        logprob, start = 0.0, 0
-        for n in ([len(X)] if lengths is None else lengths):
-            sl = slice(start, start + n)
-            start += n
-            lf = log_frameprob[sl]
+        log_frameprob = self._compute_log_likelihood(X)  # row-wise: all frames at once
+        fwd_all, bwd_all = np.empty_like(log_frameprob), np.empty_like(log_frameprob)
+        lengths = [len(X)] if lengths is None else list(lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+        logprob = 0.0
+        for start, n in zip(starts, lengths):  # forward-backward and transitions: per sequence
+            lf = log_frameprob[start : start + n]
             lp, fwd = _hmmc.forward_log(self.startprob_, self.transmat_, lf)
             bwd = _hmmc.backward_log(self.startprob_, self.transmat_, lf)
-            posteriors[sl] = post = self._compute_posteriors_log(fwd, bwd)
-            # start, transitions and the sequence count (hmmlearn's BaseHMM part), per sequence
-            self._accumulate_sufficient_statistics_log(stats, X[sl], lf, post, fwd, bwd)
+            fwd_all[start : start + n], bwd_all[start : start + n] = fwd, bwd
+            if "t" in self.params and n > 1:
+                with np.errstate(under="ignore"):
+                    stats["trans"] += np.exp(_hmmc.compute_log_xi_sum(fwd, self.transmat_, bwd, lf))
             logprob += lp
+        stats["nobs"] += len(lengths)
+        posteriors = self._compute_posteriors_log(fwd_all, bwd_all)  # row-wise normalisation
+        if "s" in self.params:
+            stats["start"] += posteriors[starts].sum(axis=0)
         # the emission part of hmmlearn's BaseGaussianHMM._accumulate_sufficient_statistics, once
         if self._needs_sufficient_statistics_for_mean():
             stats["post"] += posteriors.sum(axis=0)
@@ -59,7 +73,10 @@ class GaussianHMM(_HMMLearnGaussianHMM):
             if self.covariance_type in ("spherical", "diag"):
                 stats["obs**2"] += posteriors.T @ X**2
             elif self.covariance_type in ("tied", "full"):
-                stats["obs*obs.T"] += np.einsum("ij,ik,il->jkl", posteriors, X, X)
+                # einsum("ij,ik,il->jkl", posteriors, X, X) as one matrix product
+                n, k, d = len(X), posteriors.shape[1], X.shape[1]
+                weighted = (posteriors[:, :, None] * X[:, None, :]).reshape(n, k * d)
+                stats["obs*obs.T"] += (weighted.T @ X).reshape(k, d, d)
         return stats, logprob
 
 
