@@ -126,3 +126,6 @@ def test_memory_study_through_the_flow_and_cli(mem_url, tmp_path):
     assert res.exit_code == 2 and "Dask workers cannot see it" in res.output, res.output
     res = runner.invoke(app, ["dashboard", mem_url])
     assert res.exit_code == 0 and f"{mem_url}/dashboard/index.html" in res.output, res.output
+    res = runner.invoke(app, ["report", mem_url])
+    assert res.exit_code == 0 and f"written to {mem_url}/report.md" in res.output, res.output
+    assert (location(mem_url) / "report.md").read_text().startswith("# vt report: `tiny_memory`")
