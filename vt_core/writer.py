@@ -202,7 +202,8 @@ class ProcessCheckpointWriter:
             payload = self._frames.get()
             try:
                 if not self._broken:
-                    self._proc.stdin.write(struct.pack("<Q", len(payload)) + payload)
+                    self._proc.stdin.write(struct.pack("<Q", len(payload)))  # not header + payload:
+                    self._proc.stdin.write(payload)  # that would copy every frame once more
                     self._proc.stdin.flush()
                     if not payload:
                         self._proc.stdin.close()
