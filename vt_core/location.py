@@ -80,15 +80,21 @@ def location(value: str | os.PathLike) -> Location:
     return UPath(str(value), **_fs_options(proto))
 
 
+# object stores whose fsspec backends cache directory listings (and take ``use_listings_cache``)
+_LISTING_CACHES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
+
+
 def _fs_options(proto: str) -> dict:
-    """No directory-listing cache on shared filesystems: other processes (writers, workers on other
-    machines) add files, and a cached listing would hide them (s3fs answers ``exists`` from it)."""
-    return {} if proto == "memory" else {"use_listings_cache": False}
+    """No directory-listing cache on shared object stores: other processes (writers, workers on
+    other machines) add files, and a cached listing would hide them (s3fs answers ``exists`` from
+    it). Other backends get no options (some pass unknown ones on, e.g. sftp to paramiko)."""
+    return {"use_listings_cache": False} if proto in _LISTING_CACHES else {}
 
 
 def zarr_options(p: Location) -> dict:
     """Keyword arguments for zarr / xarray beside :func:`url` (the same filesystem options)."""
-    return {"storage_options": _fs_options(p.protocol)} if is_remote(p) and p.protocol != "memory" else {}
+    opts = _fs_options(p.protocol) if is_remote(p) else {}
+    return {"storage_options": opts} if opts else {}
 
 
 def is_remote(p) -> bool:
