@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,33 @@ from vt_core.config import HMMConfig
 from vt_core.location import Location, save_npz, write_text_atomic
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS limited to one thread while any fit runs. Reference-counted across threads: the last
+    fit to finish restores the process's setting (nested threadpool_limits from threads that
+    overlap would each restore what the other had set)."""
+    global _blas_users, _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 class GaussianHMM(_HMMLearnGaussianHMM):
@@ -37,9 +66,7 @@ class GaussianHMM(_HMMLearnGaussianHMM):
     def fit(self, X, lengths=None):
         """hmmlearn's fit, with BLAS on one thread: the products here are small, and OpenBLAS's
         threads spinning between them halve the speed on a busy machine (fits run side by side)."""
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return super().fit(X, lengths)
 
     def _do_estep(self, X, lengths):

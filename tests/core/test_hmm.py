@@ -210,3 +210,33 @@ def test_batched_estep_fits_what_hmmlearn_fits(covariance):
         np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-7, atol=1e-10, err_msg=name)
     assert ours.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-10)
     np.testing.assert_array_equal(ours.predict(X, lengths), ref.predict(X, lengths))
+
+
+def test_fits_side_by_side_leave_the_blas_threads_as_they_were():
+    """Each fit runs BLAS on one thread; fits overlapping in threads restore the setting once, at the end."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    X = np.concatenate(left_to_right(n_seqs=4, T=40, F=3, k=2, seed=1))
+    seen = []
+
+    def fit(seed):
+        model = hmm.GaussianHMM(n_components=2, covariance_type="diag", n_iter=20, random_state=seed)
+        orig = model._do_estep
+
+        def estep(*a):
+            seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+            return orig(*a)
+
+        model._do_estep = estep
+        model.fit(X, [40] * 4)
+
+    threads = [threading.Thread(target=fit, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen and all(set(n) == {1} for n in seen)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
