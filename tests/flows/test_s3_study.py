@@ -73,3 +73,27 @@ def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
     (study / LOCK).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
     res = runner.invoke(app, ["analyze", study_url])  # a stale lock is taken over
     assert res.exit_code == 0, res.output
+
+
+def test_study_on_s3_with_dask_worker_processes(s3_bucket, tmp_path):
+    """`vt run --runner dask` in its own process: training, metric and HMM tasks in Dask worker
+    processes and checkpoints in writer processes, all meeting in the bucket (no shared disk)."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    study_url = f"{s3_bucket}/studies/dask"
+    cfg = write_toml(tiny_dict(study_url, name="tiny_s3_dask", seeds=SEEDS, hmm=HMM, training={"epochs": 6}),
+                     tmp_path / "tiny.toml")
+    vt = [os.path.join(os.path.dirname(os.sys.executable), "vt")]
+    run = subprocess.run([*vt, "run", str(cfg), "--runner", "dask", "--workers", "2"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"dashboard: {study_url}/dashboard/index.html" in run.stdout
+    check = subprocess.run([*vt, "validate", study_url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "every store" in check.stdout, check.stdout + check.stderr
+    study = location(study_url)
+    for s in SEEDS:
+        assert json.loads((run_path(study, s) / "zarr.json").read_text())["attributes"]["committed_steps"] == 7
+    assert json.loads((study / "analysis.json").read_text())["chosen_k"] >= 1
