@@ -3,6 +3,7 @@ processes, analyses it, and its stores equal a local run; the lock is an S3 cond
 
 import json
 import socket
+import uuid
 
 import numpy as np
 import pytest
@@ -33,8 +34,9 @@ def s3_bucket(monkeypatch):
                  "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}.items():
         monkeypatch.setenv(k, v)
     s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(use_listings_cache=False).mkdir("vt-bucket")
-    yield "s3://vt-bucket"
+    bucket = f"vt-{uuid.uuid4().hex[:12]}"  # moto keeps its buckets per process, across servers
+    s3fs.S3FileSystem(use_listings_cache=False).mkdir(bucket)
+    yield f"s3://{bucket}"
     s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 
