@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.seed_groups import config, sync  # noqa: E402
+from vt_core.config import StudyConfig  # noqa: E402
 from vt_core.groups import GroupTrainer  # noqa: E402
 from vt_core.study import prepare_study, train_group  # noqa: E402
 from vt_core.training import Trainer, resolve_device  # noqa: E402
@@ -70,7 +71,7 @@ class RoundTimer:
 def with_checkpoints(cfg_dict: dict, mode: str, out: Path) -> tuple[float, RoundTimer]:
     """Wall seconds of train_group (G seeds into their stores) and the round timers."""
     os.environ["VT_GROUP_ASYNC"] = "1" if mode == "async" else "0"
-    cfg = type(BASE).model_validate(dict(cfg_dict, output_dir=str(out / mode)))
+    cfg = StudyConfig.model_validate(dict(cfg_dict, output_dir=str(out / mode)))
     study = prepare_study(cfg)
     with RoundTimer() as timer:
         start = time.perf_counter()
@@ -81,7 +82,6 @@ def with_checkpoints(cfg_dict: dict, mode: str, out: Path) -> tuple[float, Round
 
 
 def main() -> None:
-    global BASE
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
@@ -96,14 +96,13 @@ def main() -> None:
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)"
-    BASE = config(args.device, seeds=seeds)
-    d = BASE.model_dump(mode="json")
+    d = config(args.device, seeds=seeds).model_dump(mode="json")
     d["training"] |= {"epochs": epochs, "seed_group_size": seeds}
     d["checkpoints"] = {"every_epochs": every}
 
     # baseline: the same group, same epochs, no checkpoints
-    BASE = type(BASE).model_validate(d | {"output_dir": "/nonexistent"})
-    group = GroupTrainer([Trainer(BASE, s) for s in range(seeds)])
+    bare_cfg = StudyConfig.model_validate(d | {"output_dir": "/nonexistent"})
+    group = GroupTrainer([Trainer(bare_cfg, s) for s in range(seeds)])
     per_epoch = group.members[0].batches_per_epoch
     group.train_steps(per_epoch)  # warm-up
     sync(device)

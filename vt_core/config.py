@@ -317,17 +317,10 @@ class StudyConfig(_Strict):
     def _location(cls, v: str) -> str:
         """A local path, a file:// URL (made a path), or any fsspec URL whose backend is installed
         (memory://, s3://, gs://, ...): see vt_core.location."""
-        from vt_core.location import LocationError, check_url, scheme
+        from vt_core.location import LocationError, check_url, local_path
 
-        if scheme(v) == "file":
-            from urllib.parse import unquote, urlparse
-
-            u = urlparse(v)
-            if u.netloc not in ("", "localhost"):
-                raise ValueError(f"output_dir {v!r}: a file:// URL names this machine (file:///path)")
-            return unquote(u.path)
         try:
-            return check_url(v)
+            return check_url(local_path(v))
         except LocationError as err:
             raise ValueError(f"output_dir {err}") from None
 

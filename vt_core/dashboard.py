@@ -24,7 +24,6 @@ import base64
 import html
 import io
 import json
-from vt_core.location import Location, location, url, write_text_atomic, zarr_options
 
 import numpy as np
 from bokeh.embed import file_html
@@ -36,6 +35,7 @@ from bokeh.palettes import Category10, Category20
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
+from vt_core.location import Location, location, url, write_text_atomic, zarr_options
 from vt_core.metrics.incremental import METRICS_ZARR
 from vt_core.stages import ANALYSIS_JSON, HMM_DIR
 from vt_core.study import load_study

@@ -175,14 +175,13 @@ class GroupTrainer:
                 m.epoch, m.batch_in_epoch, m.perm = m.epoch + 1, 0, None
         return end
 
-    def _divergences(self) -> list[tuple[int, DivergedError]]:
-        """Seeds that diverged since the last look (one host sync)."""
-        first = self.first_bad.tolist()
+    def _divergences(self, first_bad: list[int]) -> list[tuple[int, DivergedError, None]]:
+        """Seeds newly diverged, given each seed's first non-finite step (-1: none): marked dead."""
         out = []
-        for i, s in enumerate(first):
+        for i, s in enumerate(first_bad):
             if s >= 0 and self.alive[i]:
                 self.alive[i] = False
-                out.append((i, DivergedError(s, float("nan"))))
+                out.append((i, DivergedError(s, float("nan")), None))
         return out
 
     def _eval(self, params, buffers, x, y):
@@ -255,11 +254,7 @@ class GroupTrainer:
         sliced from one host copy per stacked tensor (same values and format as
         :meth:`Trainer.checkpoint` and :meth:`Trainer.state_dict` alone)."""
         h = self._host(snap)
-        out: list = []
-        for i, s in enumerate(h["first_bad"].tolist()):
-            if s >= 0 and self.alive[i]:
-                self.alive[i] = False
-                out.append((i, DivergedError(s, float("nan")), None))
+        out: list = self._divergences(h["first_bad"].tolist())
         scalars, grad, host, acts, opt = h["scalars"], h["grad"], h["params"], h["acts"], h["opt"]
         step = snap["step"]
         for i, m in enumerate(self.members):
@@ -310,7 +305,7 @@ class GroupTrainer:
             end_of_epoch = self._advance_members()
             if self.members[0]._due(end_of_epoch):
                 yield from self._materialise(self._snapshot(keep=False))
-        yield from self._final_divergences()
+        yield from self._divergences(self.first_bad.tolist())
 
     def train(self, sink: Callable[[int, Checkpoint | DivergedError, dict | None], None]) -> None:
         """Train to the end, handing :meth:`run`'s events to ``sink`` in the same order.
@@ -336,11 +331,8 @@ class GroupTrainer:
                     worker.put(self._snapshot())
         finally:
             worker.close()
-        for event in self._final_divergences():
+        for event in self._divergences(self.first_bad.tolist()):
             sink(*event)
-
-    def _final_divergences(self) -> list[tuple[int, DivergedError, None]]:
-        return [(i, err, None) for i, err in self._divergences()]
 
 
 HOST_DEPTH = 2  # checkpoint rounds snapshotted on the device and not yet on the host, at most

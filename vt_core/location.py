@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Union
 
@@ -57,6 +58,18 @@ def check_url(value: str) -> str:
     return value
 
 
+def local_path(value: str) -> str:
+    """The path of a ``file://`` URL (unchanged for a plain path)."""
+    if scheme(value) not in ("file", "local"):
+        return value
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(value)
+    if u.netloc not in ("", "localhost"):
+        raise LocationError(f"{value!r}: a file:// URL names this machine (file:///path)")
+    return unquote(u.path)
+
+
 def location(value: str | os.PathLike) -> Location:
     """A local :class:`Path` (``~`` expanded, absolute) or a :class:`UPath` for a URL."""
     if is_remote(value):
@@ -65,15 +78,7 @@ def location(value: str | os.PathLike) -> Location:
         raise TypeError(f"a study location is a path or a URL string, not {type(value).__name__}")
     proto = scheme(value)
     if proto in (None, "file", "local"):
-        s = str(value)
-        if proto is not None:
-            from urllib.parse import unquote, urlparse
-
-            u = urlparse(s)
-            if u.netloc not in ("", "localhost"):
-                raise LocationError(f"{s!r}: a file:// URL names this machine (file:///path)")
-            s = unquote(u.path)
-        return Path(s).expanduser().resolve()
+        return Path(local_path(str(value))).expanduser().resolve()
     from upath import UPath
 
     check_url(str(value))
@@ -98,12 +103,11 @@ def zarr_options(p: Location) -> dict:
 
 
 def is_remote(p) -> bool:
-    """True for a UPath on a non-local filesystem."""
-    try:
-        from upath import UPath
-    except ImportError:  # pragma: no cover - a dependency
-        return False
-    return isinstance(p, UPath) and not isinstance(p, Path)
+    """True for a UPath on a non-local filesystem. Imports nothing: before upath is imported (by
+    :func:`location` for a URL) no UPath exists, so a process with local paths only (the writer
+    child) never loads upath and fsspec."""
+    upath = sys.modules.get("upath")
+    return upath is not None and isinstance(p, upath.UPath) and not isinstance(p, Path)
 
 
 def url(p: Location) -> str:

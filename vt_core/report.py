@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from vt_core.location import Location, location
 
+from vt_core.location import Location, location
 from vt_core.stages import ANALYSIS_JSON
 from vt_core.study import load_study
 
