@@ -5,9 +5,12 @@ transformer, p = 113, 3,830 training pairs, AdamW, batch 2048). Baseline: a plai
 training one seed (vt's model and data, ``torch.optim.AdamW``, no checkpoints), seeds one after
 another. vt: :class:`vt_core.groups.GroupTrainer` training G seeds as one vmapped model (training
 steps only, as the baseline). On CUDA, also G = 40 with TF32 matmuls and with bf16 autocast.
-Every figure is measured after a warm-up, with the device synchronised.
+Then the largest group with its step compiled (``training.compile``; default modes: ``default`` on
+a CPU, ``default`` and ``reduce-overhead`` = CUDA graphs on CUDA): the one-off compile time (the
+first warm-up step, less an eager step) is reported apart. Every figure is measured after a
+warm-up, with the device synchronised.
 
-    python benchmarks/seed_groups.py [--epochs N] [--sizes 1 8 40] [--device auto]
+    python benchmarks/seed_groups.py [--epochs N] [--sizes 1 8 40] [--device auto] [--compile MODE ...]
 
 The last line printed is one JSON object with the figures (``ratio``: G = 40 over the baseline).
 """
@@ -33,10 +36,10 @@ from vt_core.training import Trainer, loss_and_correct, resolve_device  # noqa: 
 CONFIG = ROOT / "examples" / "modular_addition.toml"
 
 
-def config(device: str, precision: str = "fp32", seeds: int = 40):
+def config(device: str, precision: str = "fp32", seeds: int = 40, compile: str = "none"):
     base = load_config(CONFIG)
     d = base.model_dump(mode="json")
-    d["training"] |= {"device": device, "precision": precision}
+    d["training"] |= {"device": device, "precision": precision, "compile": compile}
     d["seeds"] = list(range(seeds))
     d["output_dir"] = "/nonexistent"
     return type(base).model_validate(d)
@@ -74,12 +77,20 @@ def plain_loop(cfg, epochs: int, warmup: int) -> float:
     return epochs / (time.perf_counter() - start)
 
 
-def grouped(cfg, size: int, epochs: int, warmup: int) -> float:
-    """Seed-epochs/s of ``size`` seeds trained together by vt."""
+def grouped(cfg, size: int, epochs: int, warmup: int, timings: dict | None = None) -> float:
+    """Seed-epochs/s of ``size`` seeds trained together by vt (``timings``: the warm-up's first
+    epoch and the rest, in seconds, to tell a one-off compile time)."""
     group = GroupTrainer([Trainer(cfg, s) for s in range(size)])
     per_epoch = group.members[0].batches_per_epoch
-    group.train_steps(warmup * per_epoch)
+    t0 = time.perf_counter()
+    group.train_steps(per_epoch)
     sync(group.device)
+    t1 = time.perf_counter()
+    group.train_steps((warmup - 1) * per_epoch)
+    sync(group.device)
+    if timings is not None:
+        timings |= {"first_epoch_s": t1 - t0, "epoch_s": (time.perf_counter() - t1) / max(1, warmup - 1),
+                    "compile_failure": group._step.failure}
     start = time.perf_counter()
     group.train_steps(epochs * per_epoch)
     sync(group.device)
@@ -92,11 +103,14 @@ def main() -> None:
                     help="timed epochs per measurement (default: 3 on CPU, 100 on CUDA)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 40])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile", nargs="*", default=None,
+                    help="training.compile modes for the largest group (default: 'default' on a CPU, "
+                    "'default' and 'reduce-overhead' on CUDA; none given: skip)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     epochs = args.epochs or (100 if cuda else 3)
-    warmup = 10 if cuda else 1
+    warmup = 10 if cuda else 2
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)"
@@ -110,10 +124,21 @@ def main() -> None:
         print(f"group of {size:3d}: {r:8.1f} seed-epochs/s ({r / base:.2f}x the plain loop)")
     if cuda:
         for prec in ("tf32", "bf16"):
-            r = grouped(config(args.device, prec), max(args.sizes), epochs, warmup)
+            r = grouped(config(args.device, prec, seeds=max(args.sizes)), max(args.sizes), epochs, warmup)
             out["groups"][f"{max(args.sizes)}-{prec}"] = round(r, 1)
             print(f"group of {max(args.sizes)} ({prec}): {r:.1f} seed-epochs/s ({r / base:.2f}x)")
-    best = out["groups"][str(max(args.sizes))]
+    top = max(args.sizes)
+    modes = args.compile if args.compile is not None else (["default", "reduce-overhead"] if cuda else ["default"])
+    for mode in modes:
+        timings: dict = {}
+        r = grouped(config(args.device, seeds=top, compile=mode), top, epochs, warmup, timings)
+        compile_s = timings["first_epoch_s"] - timings["epoch_s"]
+        out["groups"][f"{top}-compile-{mode}"] = round(r, 1)
+        out.setdefault("compile_s", {})[mode] = round(compile_s, 1)
+        failed = f"; compile FAILED, eager: {timings['compile_failure']}" if timings["compile_failure"] else ""
+        print(f"group of {top} (compile {mode}): {r:.1f} seed-epochs/s ({r / base:.2f}x; "
+              f"{r / out['groups'][str(top)]:.2f}x eager), compile {compile_s:.1f} s{failed}")
+    best = out["groups"][str(top)]
     paper_epochs, seeds = 16_500, 40
     out["projected_40_seeds_to_16500_epochs_min"] = round(paper_epochs * seeds / best / 60, 1)
     print(json.dumps({"ratio": round(best / base, 2), "baseline_s": round(1 / base, 5), "vt_s": round(1 / best, 5),

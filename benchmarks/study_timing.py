@@ -3,7 +3,7 @@ checkpoints every 100 epochs, all weights and two hookpoints captured), then met
 selection and the dashboard, through vt_core (no Prefect server needed).
 
     python benchmarks/study_timing.py [--epochs 16500] [--seeds 40] [--device auto] [--out DIR]
-                                      [--group-size 40] [--precision fp32]
+                                      [--group-size 40] [--precision fp32] [--compile none]
 
 ``--epochs`` below the paper's 16,500 gives a shorter run; the training time is then also
 projected to 16,500 epochs (it is linear in epochs). The last line printed is one JSON object.
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--group-size", default="auto")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--compile", default="none", help="training.compile: none, default, reduce-overhead, max-autotune")
     ap.add_argument("--every-epochs", type=int, default=100)
     ap.add_argument("--max-states", type=int, default=None)
     ap.add_argument("--covariance", default=None, help="override hmm.covariance (the paper's config: full)")
@@ -60,6 +61,7 @@ def main() -> None:
     d["seeds"] = list(range(args.seeds))
     d["output_dir"] = str(out)
     d["training"] |= {"epochs": args.epochs, "device": args.device, "precision": args.precision,
+                      "compile": args.compile,
                       "seed_group_size": args.group_size if args.group_size == "auto" else int(args.group_size)}
     d["checkpoints"] = {"every_epochs": args.every_epochs}
     if args.max_states:
@@ -91,7 +93,7 @@ def main() -> None:
     conv = [v for v in a["convergence_step"].values() if v is not None]
     result = {
         "device": name, "analysis_workers": args.analysis_workers, "seeds": args.seeds, "epochs": args.epochs,
-        "group_size": size, "precision": args.precision,
+        "group_size": size, "precision": args.precision, "compile": args.compile,
         "checkpoints_per_seed": summaries[0]["committed_steps"],
         "statuses": {s: sum(x["status"] == s for x in summaries) for s in {x["status"] for x in summaries}},
         **{k: round(v, 1) for k, v in times.items()},

@@ -215,6 +215,9 @@ class TrainingConfig(_Strict):
         "auto", description="seeds trained together as one batched model; auto: 1 on a CPU, 40 on CUDA")
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="training step arithmetic: fp32 (exact), tf32 matmuls (CUDA) or bf16 autocast")
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "none", description="torch.compile the training step (forward and backward) with this mode; "
+        "reduce-overhead and max-autotune also use CUDA graphs on CUDA; falls back to eager if it fails")
 
     @field_validator("seed_group_size")
     @classmethod
@@ -362,10 +365,11 @@ class StudyConfig(_Strict):
         """The part of the config that determines what training writes (not seeds, paths, analysis)."""
         d = self.model_dump(mode="json")
         out = {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
-        # how seeds are grouped changes nothing a seed stores (up to float rounding): not part of
+        # how seeds are grouped, and whether the step is compiled, change nothing a seed stores (up to float rounding): not part of
         # its identity, so a seed trained in a group resumes alone; fp32 (the default) is left out
         # so that studies made before these options existed keep their hash
         out["training"].pop("seed_group_size", None)
+        out["training"].pop("compile", None)
         if out["training"].get("precision") == "fp32":
             out["training"].pop("precision")
         return out

@@ -34,7 +34,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from vt_core.config import StudyConfig
 from vt_core.hooks import capture
 from vt_core.store import Checkpoint
-from vt_core.training import (DivergedError, Trainer, loss_and_correct, lr_lambda, make_optimizer, precision,
+from vt_core.training import (DivergedError, Trainer, TrainStep, loss_and_correct, lr_lambda, make_optimizer,
                                resolve_device)
 
 AUTO_GROUP_CUDA = 40
@@ -103,6 +103,7 @@ class GroupTrainer:
         self.alive = [True] * self.G
         self.loss_name, self.n_classes = self.cfg.training.loss, m0.task.n_classes
         self._losses = vmap(self._loss, in_dims=(0, 0, 0, 0), randomness="error")
+        self._step = TrainStep(self._losses, self.cfg, self.device)
         if async_host is None:  # VT_GROUP_ASYNC=0/1 overrides (benchmarks, tests)
             env = os.environ.get("VT_GROUP_ASYNC")
             async_host = self.device.type == "cuda" if env in (None, "") else env == "1"
@@ -133,13 +134,12 @@ class GroupTrainer:
 
     def _train_step(self, idx: torch.Tensor) -> None:
         x, y = self.x_train[self.arange, idx], self.y_train[self.arange, idx]
-        with precision(self.cfg.training.precision, self.device):
-            losses = self._losses(self.params, self.buffers, x, y)  # (G,)
-        bad = ~torch.isfinite(losses.detach())
+        # forward and backward: the loss is the sum of the seeds' losses (G,), so each seed's
+        # parameters get its own loss's gradient
+        losses = self._step(self.optimizer, self.params, self.buffers, x, y)
+        bad = ~torch.isfinite(losses)
         self.first_bad = torch.where(bad & (self.first_bad < 0), torch.full_like(self.first_bad, self.step),
                                      self.first_bad)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # each seed's parameters get its own loss's gradient
         grads = [self.params[n].grad for n in self.names]
         sq = torch.stack([g.reshape(self.G, -1).pow(2).sum(1) for g in grads if g is not None]).sum(0)
         norms = sq.sqrt()  # (G,): each seed's total gradient norm

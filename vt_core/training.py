@@ -12,7 +12,8 @@ import contextlib
 import math
 import random
 import threading
-from typing import Iterator
+import warnings
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -122,6 +123,62 @@ def precision(name: str, device: torch.device):
     yield
 
 
+def _describe(err: BaseException) -> str:
+    """One line for an error from torch.compile: dynamo wraps the backend's own error."""
+    inner = getattr(err, "inner_exception", None)
+    if isinstance(inner, BaseException):
+        return f"{type(err).__name__} from {type(inner).__name__}: {_first_line(inner)}"
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+class TrainStep:
+    """A training step's forward and backward, under ``torch.compile`` where the config asks.
+
+    ``fn(*args)`` returns the loss (a scalar, or one per seed of a group). Calling the step zeroes
+    the gradients, runs ``fn`` under the configured precision, backpropagates the sum of its losses
+    and returns them detached; the optimizer step is the caller's. With ``training.compile`` other
+    than ``none`` the first call compiles ``fn`` (forward and backward, one graph per batch shape;
+    ``reduce-overhead`` and ``max-autotune`` also record CUDA graphs on CUDA). If compiling or
+    running the compiled step fails (an op dynamo or inductor cannot handle, no C++ compiler on a
+    CPU, ...), the step is redone eagerly (nothing has been updated yet), a warning names the error,
+    and this step stays eager from then on: a genuine error in the model is raised by the eager run.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], cfg, device: torch.device):
+        self.eager, self.device = fn, device
+        self.precision, self.mode = cfg.training.precision, cfg.training.compile
+        self.compiled = None if self.mode == "none" else torch.compile(fn, mode=self.mode, dynamic=False)
+        self.cudagraphs = device.type == "cuda" and self.mode in ("reduce-overhead", "max-autotune")
+        self.failure: str | None = None  # why the compiled step was given up, if it was
+
+    def _run(self, fn, optimizer: torch.optim.Optimizer, args) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with precision(self.precision, self.device):
+            losses = fn(*args)
+        losses.sum().backward()
+        return losses.detach()
+
+    def __call__(self, optimizer: torch.optim.Optimizer, *args) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                if self.cudagraphs:  # a new iteration: the previous step's graph outputs are dead
+                    torch.compiler.cudagraph_mark_step_begin()
+                losses = self._run(self.compiled, optimizer, args)
+                return losses.clone() if self.cudagraphs else losses  # graph outputs are reused
+            except Exception as err:  # noqa: BLE001 - redone eagerly below, which raises real errors
+                self.compiled = None
+                self.failure = _describe(err)
+                warnings.warn(f"torch.compile (mode {self.mode!r}) failed on the training step ({self.failure}); "
+                              f"training on without it. Set training.compile = \"none\" to skip the attempt.",
+                              RuntimeWarning, stacklevel=2)
+        return self._run(self.eager, optimizer, args)
+
+
 def make_optimizer(cfg, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     """The configured optimizer over ``params`` (one model's, or a group's stacked tensors)."""
     o = cfg.optimizer
@@ -144,6 +201,7 @@ class Trainer:
             seed_everything(seed)  # before the model is built: initialisation follows the seed
             self.model = build_model(config.model, task, self.d_out).to(self.device)
         self.optimizer = self._make_optimizer()
+        self._step = TrainStep(self._loss, config, self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.hooks = select_hookpoints(self.model, config.hooks.activations) if config.hooks.activations else []
         self.weight_names = select_parameters(self.model, config.hooks.weights)
@@ -241,14 +299,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    def _loss(self, x, y) -> torch.Tensor:
+        return loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)[0]
+
     def _train_step(self, idx: torch.Tensor) -> None:
-        x, y = self.task.x_train[idx], self.task.y_train[idx]
-        with precision(self.cfg.training.precision, self.device):
-            loss, _ = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
-        if not torch.isfinite(loss):
+        loss = self._step(self.optimizer, self.task.x_train[idx], self.task.y_train[idx])  # forward, backward
+        if not torch.isfinite(loss):  # before the update: the diverged step changes nothing
             raise DivergedError(self.step, loss.item())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
         self.grad_acc[0] += norm.to(torch.float64)

@@ -254,3 +254,60 @@ def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, m
     assert train_seed(group, 1)["status"] == "complete"
     train_seed(alone, 1)
     _assert_same(store_arrays(run_path(alone, 1)), store_arrays(run_path(group, 1)))
+
+
+def _compiler_available() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _compiler_available(), reason="inductor on a CPU needs a C++ compiler")
+def test_compiled_step_stores_what_the_eager_step_stores(tmp_path, recwarn):
+    """training.compile = "default": the step (forward and backward) is compiled by inductor, alone
+    and in a group; the stored arrays agree with the eager run's to the group tolerance (fused
+    kernels round differently), and compiling is not part of the training hash."""
+    from torch._dynamo.utils import counters
+
+    over = dict(MLP, training={"epochs": 6})
+    eager = prepare_study(parse_config(tiny_dict(tmp_path / "eager", **over)))
+    compiled_over = dict(MLP, training={"epochs": 6, "compile": "default"})
+    alone, group = _pair(tmp_path, **compiled_over)
+    graphs = counters["stats"]["unique_graphs"]
+    for seed in (0, 1):
+        train_seed(eager, seed)
+        train_seed(alone, seed)
+    train_group(group, [0, 1])
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo did capture the step
+    assert not [str(w.message) for w in recwarn.list if "failed on the training step" in str(w.message)]
+    for seed in (0, 1):
+        ref = store_arrays(run_path(eager, seed))
+        _assert_same(ref, store_arrays(run_path(alone, seed)))
+        _assert_same(ref, store_arrays(run_path(group, seed)))
+    assert parse_config(tiny_dict(tmp_path, **compiled_over)).training_hash() == \
+        parse_config(tiny_dict(tmp_path, **over)).training_hash()
+
+
+def test_a_step_that_fails_to_compile_falls_back_to_eager(tmp_path, monkeypatch):
+    """A compiler backend that raises (as inductor does on an op it cannot handle): one warning
+    naming the error, and the seeds train on eagerly, bit for bit as if compile were off."""
+    import torch
+
+    real = torch.compile
+
+    def broken_backend(gm, example_inputs):
+        raise NotImplementedError("no lowering for aten.frobnicate")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend=broken_backend, dynamic=False))
+    over = dict(MLP, training={"epochs": 3})
+    eager = prepare_study(parse_config(tiny_dict(tmp_path / "eager", **over)))
+    failing = prepare_study(parse_config(tiny_dict(tmp_path / "failing", **dict(MLP, training={"epochs": 3,
+                                                                                             "compile": "default"}))))
+    train_group(eager, [0, 1])
+    train_seed(eager, 2)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile \(mode 'default'\) failed.*aten.frobnicate"):
+        train_group(failing, [0, 1])
+    with pytest.warns(RuntimeWarning, match="training on without it"):
+        train_seed(failing, 2)
+    for seed in (0, 1, 2):
+        _assert_same(store_arrays(run_path(eager, seed)), store_arrays(run_path(failing, seed)), exact=True)
