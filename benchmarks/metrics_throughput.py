@@ -47,10 +47,11 @@ def paper_config(out: Path, seeds: int) -> dict:
     }
 
 
-def make_study(out: Path, seeds: int, checkpoints: int) -> Path:
+def make_study(out: Path, seeds: int, checkpoints: int, config: dict | None = None) -> Path:
     """Stores with the model's real initialisation, then a seeded random walk per checkpoint
-    (training 16,000 epochs on a CPU is not the point here: the metric stage is)."""
-    config = parse_config(paper_config(out, seeds))
+    (training 16,000 epochs on a CPU is not the point here: the metric stage is). ``config``: the
+    study's config as a dict (default :func:`paper_config`)."""
+    config = parse_config(config or paper_config(out, seeds))
     study = prepare_study(config)
     for seed in config.seeds:
         trainer = Trainer(config, seed)
