@@ -61,9 +61,9 @@ def timed(study: Path, workers: int) -> dict:
     dashboard_s = time.perf_counter() - t
     out = {"analyse_s": round(analyse_s, 1), "dashboard_s": round(dashboard_s, 1),
            "total_s": round(analyse_s + dashboard_s, 1), "chosen_k": res["chosen_k"],
-           "metric_cells": res["metric_cells"]}
-    print(f"workers={workers}: analyse {analyse_s:.1f} s, dashboard {dashboard_s:.1f} s, k={res['chosen_k']}",
-          flush=True)
+           "metric_cells": res["metric_cells"], "stages_s": res["seconds"]}
+    print(f"workers={workers}: analyse {analyse_s:.1f} s {res['seconds']}, dashboard {dashboard_s:.1f} s, "
+          f"k={res['chosen_k']}", flush=True)
     return out
 
 
@@ -72,14 +72,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=40)
     ap.add_argument("--checkpoints", type=int, default=166)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default=None, help="keep the study here (default: a temporary folder)")
+    ap.add_argument("--out", default=None,
+                    help="keep the study here (default: a temporary folder); a study already there is reused")
     args = ap.parse_args()
     tmp = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vt-bench-analysis-"))
     try:
-        t = time.perf_counter()
-        study = make_study(tmp / "study", args.seeds, args.checkpoints, config(tmp / "study", args.seeds))
-        write_s = time.perf_counter() - t
-        print(f"wrote {args.seeds} seeds x {args.checkpoints} checkpoints in {write_s:.1f} s", flush=True)
+        study = tmp / "study"
+        if not (study / "study.json").exists():
+            t = time.perf_counter()
+            make_study(study, args.seeds, args.checkpoints, config(study, args.seeds))
+            print(f"wrote {args.seeds} seeds x {args.checkpoints} checkpoints in {time.perf_counter() - t:.1f} s",
+                  flush=True)
         one = timed(study, 1)
         many = timed(study, args.workers)
     finally:

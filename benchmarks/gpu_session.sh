@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # What one lent GPU session runs (device tool): wheels for what the GPU image lacks, then the
-# seed-group throughput benchmark, checkpoint rounds copied in the training thread or a background
+# seed-group throughput benchmark (incl. the compiled step: torch.compile default and
+# reduce-overhead = CUDA graphs), checkpoint rounds copied in the training thread or a background
 # thread (group_checkpoints.py), and a timed 40-seed study. Results land in $OUT.
+# One device call runs at most 600 s: PARTS="bench" (seed_groups + group_checkpoints, ~7 min) and
+# PARTS="study" (~5 min) fit one call each; STUDY_COMPILE=reduce-overhead compiles the study's step.
 #
 # The GPU image has Python 3.12 and torch but not vt's other dependencies; fetch them here first
 # (into .whl/, listed in .git/info/exclude, carried with the run: `carry = [".whl"]`):
@@ -17,8 +20,15 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VT_WRITER=process
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, zarr, xarray, bokeh, hmmlearn, pydantic; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT:-150}" python3 benchmarks/seed_groups.py --epochs "${BENCH_EPOCHS:-100}" 2>&1 | tee "$OUT/seed_groups.txt"
-timeout "${CKPT_TIMEOUT:-180}" python3 benchmarks/group_checkpoints.py --epochs "${CKPT_EPOCHS:-600}" 2>&1 \
-  | tee "$OUT/group_checkpoints.txt"
-timeout "${STUDY_TIMEOUT:-300}" python3 benchmarks/study_timing.py --epochs "${STUDY_EPOCHS:-2000}" --seeds 40 \
-  --analysis-workers "${ANALYSIS_WORKERS:-12}" --out /tmp/study 2>&1 | tee "$OUT/study_timing.txt"
+PARTS="${PARTS:-bench study}"
+if [[ " $PARTS " == *" bench "* ]]; then
+  timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/seed_groups.py --epochs "${BENCH_EPOCHS:-100}" 2>&1 \
+    | tee "$OUT/seed_groups.txt"
+  timeout "${CKPT_TIMEOUT:-180}" python3 benchmarks/group_checkpoints.py --epochs "${CKPT_EPOCHS:-600}" 2>&1 \
+    | tee "$OUT/group_checkpoints.txt"
+fi
+if [[ " $PARTS " == *" study "* ]]; then
+  timeout "${STUDY_TIMEOUT:-300}" python3 benchmarks/study_timing.py --epochs "${STUDY_EPOCHS:-2000}" --seeds 40 \
+    --analysis-workers "${ANALYSIS_WORKERS:-12}" --compile "${STUDY_COMPILE:-none}" --out /tmp/study 2>&1 \
+    | tee "$OUT/study_timing.txt"
+fi
