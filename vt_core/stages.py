@@ -11,9 +11,11 @@ Stages exchange paths and small JSON-able values only; everything else lives on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 
@@ -80,15 +82,29 @@ def init_metrics(study: str | Location, seeds: list[int]) -> dict:
 
 # One seed's metrics at a time in a process: each computation already spreads over every core
 # (Dask's threads, torch and BLAS threads). Seeds computed concurrently by a thread task runner
-# oversubscribed the cores: the paper-size study's metric stage took 257 s that way against 99 s one
-# seed after another (2 cores; benchmarks/RESULTS.md). Worker processes each hold their own.
+# oversubscribed the cores: the paper-size study's metric stage took 257 s that way against 139 s one
+# seed after another (2 cores; benchmarks/RESULTS.md). Dask workers are left alone: they run a task
+# per thread slot already, and a second seed's task waiting on a lock there could hold a slot that the
+# first seed's inner computation needs.
 _ONE_SEED_AT_A_TIME = threading.Lock()
+
+
+def _seed_slot():
+    """The lock above, or nothing in a Dask worker."""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            distributed.get_worker()
+            return contextlib.nullcontext()
+        except ValueError:
+            pass
+    return _ONE_SEED_AT_A_TIME
 
 
 def compute_metrics(study: str | Location, seed: int, plan: dict) -> dict:
     """One seed's region: returns how many cells were computed and how many reused."""
     config = load_study(study)
-    with _ONE_SEED_AT_A_TIME:
+    with _seed_slot():
         return write_seed_metrics(study, config, open_run(study, seed, config), seed, plan)
 
 
