@@ -7,7 +7,7 @@ another. vt: :class:`vt_core.groups.GroupTrainer` training G seeds as one vmappe
 steps only, as the baseline). On CUDA, also G = 40 with TF32 matmuls and with bf16 autocast.
 Then the largest group with its step compiled (``training.compile``; default modes: ``default`` on
 a CPU, ``default`` and ``reduce-overhead`` = CUDA graphs on CUDA): the one-off compile time (the
-first warm-up step, less an eager step) is reported apart. Every figure is measured after a
+first warm-up epoch less the mean of the other warm-up epochs) is reported apart. Every figure is measured after a
 warm-up, with the device synchronised.
 
     python benchmarks/seed_groups.py [--epochs N] [--sizes 1 8 40] [--device auto] [--compile MODE ...]

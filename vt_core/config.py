@@ -365,9 +365,10 @@ class StudyConfig(_Strict):
         """The part of the config that determines what training writes (not seeds, paths, analysis)."""
         d = self.model_dump(mode="json")
         out = {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
-        # how seeds are grouped, and whether the step is compiled, change nothing a seed stores (up to float rounding): not part of
-        # its identity, so a seed trained in a group resumes alone; fp32 (the default) is left out
-        # so that studies made before these options existed keep their hash
+        # how seeds are grouped, and whether the step is compiled, change nothing a seed stores (up
+        # to float rounding): not part of its identity, so a seed trained in a group resumes alone;
+        # fp32 (the default) is left out so that studies made before these options existed keep
+        # their hash
         out["training"].pop("seed_group_size", None)
         out["training"].pop("compile", None)
         if out["training"].get("precision") == "fp32":

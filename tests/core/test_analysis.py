@@ -146,3 +146,33 @@ def test_analyse_in_worker_processes_equals_in_process(analysed_study, tmp_path)
     b = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
     for key in ("chosen_k", "states", "transitions", "convergence_step"):
         assert a[key] == b[key], key
+
+
+def test_one_seeds_metrics_at_a_time_per_process(monkeypatch):
+    """Metric tasks started together by a thread task runner compute one seed at a time (each
+    already uses every core); the seeds all get computed."""
+    import threading
+    import time
+
+    active, most, done = [0], [0], []
+    guard = threading.Lock()
+
+    def fake_write(study, config, run, seed, plan):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        with guard:
+            active[0] -= 1
+            done.append(seed)
+        return {"computed": 1, "reused": 0}
+
+    monkeypatch.setattr(stages, "load_study", lambda study: None)
+    monkeypatch.setattr(stages, "open_run", lambda study, seed, config: None)
+    monkeypatch.setattr(stages, "write_seed_metrics", fake_write)
+    threads = [threading.Thread(target=stages.compute_metrics, args=("s", seed, {})) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == [0, 1, 2, 3] and most[0] == 1
