@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vt_core.config import load_config  # noqa: E402
-from vt_core.study import prepare_study, train_seed  # noqa: E402
+from vt_core.stages.train import train_seed  # noqa: E402
+from vt_core.study import prepare_study  # noqa: E402
 from vt_core.training import Trainer  # noqa: E402
 
 DEMO = ROOT / "examples" / "sparse_parity.toml"
@@ -73,7 +74,8 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from benchmarks.capture_overhead import config, vm_hwm_mb
-from vt_core.study import prepare_study, train_seed
+from vt_core.study import prepare_study
+from vt_core.stages.train import train_seed
 study = prepare_study(config(Path(sys.argv[2]), int(sys.argv[3]), {"every_steps": int(sys.argv[4])}, capture=True))
 s = train_seed(study, 0)
 print(json.dumps({"peak_rss_mb": vm_hwm_mb(), "checkpoints": s["committed_steps"]}))

@@ -73,8 +73,8 @@ def make_study(out: Path, seeds: int, checkpoints: int, config: dict | None = No
 
 def vt_metrics(study: Path) -> dict:
     seeds = stages.usable_seeds(study)
-    plan = stages.init_metrics(study, seeds)
-    return stages.finish_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
+    plan = stages.plan_metrics(study, seeds)
+    return stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
 
 
 def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
@@ -162,8 +162,8 @@ def main() -> None:
         vt_s = time.perf_counter() - t
         print(f"vt (lazy, batched, by region): {vt_s:.1f} s, cells {cells}")
 
-        from vt_core.config import PAPER_METRICS
         from vt_core.metrics.incremental import load_features
+        from vt_core.names import PAPER_METRICS
 
         got = load_features(study, list(PAPER_METRICS)).values.reshape(-1, len(PAPER_METRICS))
         np.testing.assert_allclose(got, base, rtol=1e-5, atol=1e-8)  # the same numbers, or no ratio

@@ -52,7 +52,8 @@ def main() -> None:
     from vt_core import stages
     from vt_core.dashboard import build_dashboard
     from vt_core.groups import resolve_group_size
-    from vt_core.study import prepare_study, train_group
+    from vt_core.stages.train import train_group
+    from vt_core.study import prepare_study
 
     out = Path(args.out or tempfile.mkdtemp(prefix="vt-study-timing-"))
     shutil.rmtree(out, ignore_errors=True)
@@ -89,7 +90,7 @@ def main() -> None:
     build_dashboard(study)
     times["dashboard_s"] = time.perf_counter() - t
     acc = np.array([s["final_test_accuracy"] for s in summaries], float)
-    a = json.loads((study / stages.ANALYSIS_JSON).read_text())
+    a = json.loads((study / "analysis.json").read_text())
     conv = [v for v in a["convergence_step"].values() if v is not None]
     result = {
         "device": name, "analysis_workers": args.analysis_workers, "seeds": args.seeds, "epochs": args.epochs,

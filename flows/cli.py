@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
-from vt_core.config import ConfigError, load_config
-from vt_core.hooks import HookpointError
+from vt_core.config import load_config
+from vt_core.errors import VtError
+from vt_core.layout import layout
 from vt_core.location import LocationError, is_remote, location, same_process_only, url
-from vt_core.study import (SeedsFailedError, StudyError, StudyLockedError, load_study, seed_status, study_dir,
-                           study_state)
+from vt_core.runtime import Runtime
+from vt_core.stages.train import SeedsFailedError
+from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
+from vt_core.usercode import load_user_code
 
 app = typer.Typer(help="vt: training dynamics studies (train seeds, metrics, HMM states, dashboards).",
                   no_args_is_help=True, add_completion=False)
@@ -30,34 +35,39 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def command(fn):
+    """A `vt` subcommand whose :class:`VtError` becomes one ``error:`` line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VtError as err:
+            _fail(err)
+
+    return app.command()(wrapper)
+
+
 StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
 
 
 def _study(value: str):
-    """The study location (a local path or an fsspec URL), or a clean error."""
-    try:
-        return location(value)
-    except LocationError as err:
-        _fail(err)
+    """The study location (a local path or an fsspec URL)."""
+    return location(value)
 
 
 def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False, study=None) -> dict:
-    from flows.runners import RunnerError, make_task_runner
+    from flows.runners import make_task_runner
     from flows.study import analyze_flow, study_flow
 
     if study is not None and same_process_only(study) and runner != "threads":
         _fail(LocationError(f"{url(study)} lives in this process's memory: Dask workers cannot see it; "
                             f"use --runner threads, or a shared location (a path, s3://...)"))
-    try:
-        task_runner = make_task_runner(runner, workers)
-    except RunnerError as err:
-        _fail(err)
+    task_runner = make_task_runner(runner, workers)
     f = analyze_flow if analyze_only else study_flow
     start = time.perf_counter()
     try:
         result = f.with_options(task_runner=task_runner)(**flow_kwargs)
-    except StudyLockedError as err:
-        _fail(err)
     except SeedsFailedError as err:
         console.print(f"\n{err}", soft_wrap=True, markup=False, highlight=False, style="red")
         raise typer.Exit(1) from None
@@ -70,66 +80,54 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     return result
 
 
-@app.command()
+@command
 def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], runner: Runner = "threads",
         workers: Workers = 2) -> None:
     """Train every seed (finished seeds are skipped, interrupted ones resume), then analyse."""
-    try:
-        cfg = load_config(config)
-    except ConfigError as err:
-        _fail(err)
+    cfg = load_user_code(load_config(config))
+    switches = dataclasses.asdict(Runtime.from_env())
     console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}")
-    try:
-        _run({"config_path": str(config)}, runner, workers, study=study_dir(cfg))
-    except (StudyError, HookpointError) as err:
-        _fail(err)
+    _run({"config_path": str(config), "runtime": switches}, runner, workers, study=study_dir(cfg))
 
 
-@app.command()
+@command
 def rerun(study: StudyArg,
           seed: Annotated[list[int], typer.Option(help="seed to retrain from scratch (repeatable)")],
           runner: Runner = "threads", workers: Workers = 2) -> None:
     """Retrain the given seeds from scratch, then analyse the whole study again."""
     study = _study(study)
-    try:
-        cfg = load_study(study)
-    except StudyError as err:
-        _fail(err)
+    cfg = load_study(study)
     unknown = [s for s in seed if s not in cfg.seeds]
     if unknown:
-        _fail(StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})"))
-    _run({"study": url(study), "rerun_seeds": list(seed)}, runner, workers, study=study)
+        raise StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})")
+    switches = dataclasses.asdict(Runtime.from_env())
+    _run({"study": url(study), "rerun_seeds": list(seed), "runtime": switches}, runner, workers, study=study)
 
 
-@app.command()
+@command
 def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -> None:
     """Compute metrics, fit HMMs and rebuild the dashboard for the finished seeds of a study."""
     study = _study(study)
-    try:
-        load_study(study)
-    except StudyError as err:
-        _fail(err)
+    load_study(study)
     _run({"study": url(study)}, runner, workers, analyze_only=True, study=study)
 
 
-@app.command()
+@command
 def report(study: StudyArg,
-           out: Annotated[Path | None, typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
+           out: Annotated[Path | None,
+                          typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
     """Markdown that puts the study's results beside the paper's: k, states, detours, R^2."""
     from vt_core.report import report_markdown
 
     study = _study(study)
-    try:
-        text = report_markdown(study)
-    except (StudyError, FileNotFoundError) as err:
-        _fail(err)
-    target = out or study / "report.md"
+    text = report_markdown(study)
+    target = out or layout(study).report
     target.write_text(text)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written to {target}")
 
 
-@app.command()
+@command
 def dashboard(study: StudyArg,
               open_: Annotated[bool, typer.Option("--open", help="open it in the default web browser")] = False,
               serve: Annotated[bool, typer.Option("--serve",
@@ -141,10 +139,7 @@ def dashboard(study: StudyArg,
     from vt_core.dashboard import build_dashboard
 
     study = _study(study)
-    try:
-        path = build_dashboard(study, max_points=max_points)
-    except (StudyError, FileNotFoundError) as err:
-        _fail(StudyError(f"{err}; run `vt analyze {study}` first") if isinstance(err, FileNotFoundError) else err)
+    path = build_dashboard(study, max_points=max_points)
     page = path.read_bytes()
     console.print(f"dashboard: [bold]{path}[/] ({len(page) / 1e6:.1f} MB)", soft_wrap=True)
     if is_remote(path) and (open_ or serve):  # a browser needs a local copy (the page is standalone)
@@ -163,14 +158,11 @@ def dashboard(study: StudyArg,
         serve_directory(path.parent, host, port, console.print)
 
 
-@app.command()
+@command
 def status(study: StudyArg) -> None:
     """Each seed's state (complete, running, interrupted, failed, diverged, missing) and last committed step."""
     study = _study(study)
-    try:
-        rows = seed_status(study)
-    except StudyError as err:
-        _fail(err)
+    rows = seed_status(study)
     table = Table(title=f"study {study}")
     for col in ("seed", "status", "checkpoints", "last step", "error"):
         table.add_column(col)
@@ -186,7 +178,7 @@ def status(study: StudyArg) -> None:
                                                  f"{todo}" if todo else ""), soft_wrap=True)
 
 
-@app.command()
+@command
 def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) -> None:
     """Every hookpoint of the configured model, the shapes it yields on the probe batch, and which
     ones the config selects."""
@@ -194,13 +186,10 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
     from vt_core.hooks import INPUT_SUFFIX, describe_hookpoints, select_hookpoints
     from vt_core.models import build_model
 
-    try:
-        cfg = load_config(config)
-        task = build_task(cfg.data, cfg.seeds[0])
-        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
-        selected = set(select_hookpoints(model, cfg.hooks.activations)) if cfg.hooks.activations else set()
-    except (ConfigError, HookpointError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    cfg = load_user_code(load_config(config))
+    task = build_task(cfg.data, cfg.seeds[0])
+    model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+    selected = set(select_hookpoints(model, cfg.hooks.activations)) if cfg.hooks.activations else set()
     rows = describe_hookpoints(model, task.x_test[: cfg.hooks.probe_size])
     table = Table(title=f"hookpoints of {cfg.model.name} (probe batch of {cfg.hooks.probe_size}; "
                         f"capture = {cfg.hooks.capture}; inputs are stored as NAME{INPUT_SUFFIX})")
@@ -212,7 +201,7 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
     console.print(f"{len(selected)} of {len(rows)} hookpoints selected by hooks.activations = {cfg.hooks.activations}")
 
 
-@app.command()
+@command
 def metrics() -> None:
     """List every registered metric: its name, what it reads, its formula."""
     from vt_core.metrics.registry import all_metrics
@@ -225,8 +214,9 @@ def metrics() -> None:
     Console(width=160).print(table)
 
 
-@app.command()
-def validate(config: Annotated[str, typer.Argument(help="study config (.toml), or a study directory (path or URL)")]) -> None:
+@command
+def validate(config: Annotated[str, typer.Argument(
+        help="study config (.toml), or a study directory (path or URL)")]) -> None:
     """Check a config (fields, hookpoint names) without training anything; or check every store of
     a study directory (each array readable, none shorter than its commit)."""
     from vt_core.data import build_task
@@ -237,27 +227,21 @@ def validate(config: Annotated[str, typer.Argument(help="study config (.toml), o
     where = _study(config)
     if is_remote(where) or where.is_dir():
         config = where
-        try:
-            problems = validate_study(config)
-        except StudyError as err:
-            _fail(err)
+        problems = validate_study(config)
         for p in problems:
             console.print(f"problem: {p}", soft_wrap=True, markup=False, highlight=False, style="red")
         if problems:
             raise typer.Exit(1)
         console.print(f"[green]ok[/]: every store of {config} is readable and complete up to its commit")
         return
-    try:
-        cfg = load_config(config)
-        task = build_task(cfg.data, cfg.seeds[0])
-        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
-        hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
-        params = select_parameters(model, cfg.hooks.weights)
-    except (ConfigError, HookpointError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    cfg = load_user_code(load_config(config))
+    task = build_task(cfg.data, cfg.seeds[0])
+    model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+    hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
+    params = select_parameters(model, cfg.hooks.weights)
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(soft_wrap=True, *[f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
-                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}"])
+    console.print(f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
+                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}", soft_wrap=True)
 
 
 if __name__ == "__main__":

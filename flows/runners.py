@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from vt_core.errors import VtError
 
-class RunnerError(ValueError):
+
+class RunnerError(VtError, ValueError):
     """An unknown --runner value."""
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -24,7 +24,7 @@ def serve_directory(directory: Path, host: str, port: int, say: Callable[[str], 
     """Serve until Ctrl-C (or until ``stop`` is set)."""
     server = make_server(directory, host, port)
     h, p = server.server_address[:2]
-    say(f"serving http://{h}:{p}/index.html (Ctrl-C to stop)")
+    say(f"serving http://{h!s}:{p}/index.html (Ctrl-C to stop)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: bound to {host}: anyone who can reach this machine can read the dashboard")
     thread = threading.Thread(target=server.serve_forever, daemon=True)

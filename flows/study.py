@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from prefect import flow, get_run_logger, unmapped
 
-from tasks.hmm import build_dashboard_task, explain_task, fit_hmm_task, prepare_hmm_task, select_model_task
-from tasks.metrics import compute_metrics_task, finish_metrics_task, plan_metrics_task
-from tasks.report import publish_artifacts_task
-from tasks.training import train_group_task, train_seed_task
-from vt_core import stages
+from tasks.explain import explain_task
+from tasks.hmm import fit_hmm_task, prepare_hmm_task, select_model_task
+from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
+from tasks.publish import build_dashboard_task, publish_artifacts_task
+from tasks.train import train_group_task, train_seed_task
 from vt_core.config import load_config
-from vt_core.dashboard import DASHBOARD
 from vt_core.groups import resolve_group_size
-from vt_core.location import is_remote, location, url
-from vt_core.study import SeedsFailedError, is_finished, load_study, prepare_study, reset_seed, study_lock
+from vt_core.layout import layout
+from vt_core.location import is_remote, url
+from vt_core.runtime import Runtime
+from vt_core.stages.explain import analysis_is_current
+from vt_core.stages.hmm import load_selection
+from vt_core.stages.metrics import usable_seeds
+from vt_core.stages.train import SeedsFailedError
+from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
+from vt_core.usercode import load_user_code
 
 
 def _result_storage(study: str):
     """Task results (JSON) in the study: a local folder, or for a URL an fsspec block saved on the
     Prefect server under a name derived from the URL (Prefect needs result storage blocks saved)."""
-    where = location(study) / ".prefect" / "results"
+    where = layout(study).task_results
     if not is_remote(where):
         return where
     import hashlib
@@ -41,16 +50,16 @@ def analyze_flow(study: str, force: bool = True) -> dict:
 
 
 def _analyze(study: str, force: bool) -> dict:
-    seeds = stages.usable_seeds(study)
-    if not force and stages.analysis_is_current(study, seeds):
+    seeds = usable_seeds(study)
+    if not force and analysis_is_current(study, seeds):
         get_run_logger().info("analysis is up to date with the runs; reusing it")
-        dashboard, selection = url(location(study) / DASHBOARD), stages.load_selection(study)
+        dashboard, selection = url(layout(study).dashboard), dict(load_selection(study))
         publish_artifacts_task(study, dashboard, selection)
         return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
                 "metric_cells": {"computed": 0, "reused": None}}
     plan = plan_metrics_task(study, seeds)
     counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
-    cells = finish_metrics_task(study, plan, counts)
+    cells = finalize_metrics_task(study, plan, counts)
     get_run_logger().info("metrics: %d cells computed, %d reused", cells["computed"], cells["reused"])
     hmm_input = prepare_hmm_task(study)
     grid = hmm_input["grid"]
@@ -64,33 +73,42 @@ def _analyze(study: str, force: bool) -> dict:
 
 
 @flow(name="vt-study")
-def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None) -> dict:
+def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None,
+               runtime: dict | None = None) -> dict:
     """Train every seed of a study (finished seeds come back cached), then analyse.
 
     Give ``config_path`` for a new or continued study, or ``study`` for an existing directory.
-    ``rerun_seeds`` are deleted and trained again from scratch."""
+    ``rerun_seeds`` are deleted and trained again from scratch. ``runtime``: the
+    :class:`vt_core.runtime.Runtime` switches as a dict (default: read from this process's
+    environment, the edge for a deployment)."""
     logger = get_run_logger()
     if config_path is not None:
-        study = url(prepare_study(load_config(config_path)))
+        study = url(prepare_study(load_user_code(load_config(config_path))))
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
+    switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
     with study_lock(study):
-        return _train_and_analyze(study, rerun_seeds, logger)
+        return _train_and_analyze(study, rerun_seeds, logger, switches)
 
 
-def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger) -> dict:
+def _submit_training(study: str, switches: dict) -> dict:
+    """Finished seeds: the per-seed task, a cache hit ("Cached"); the rest in groups of the group size."""
     config = load_study(study)
-    for seed in rerun_seeds or []:
-        reset_seed(study, seed)
     task = train_seed_task.with_options(result_storage=_result_storage(study))
     size = resolve_group_size(config)
     todo = [s for s in config.seeds if not is_finished(study, s)]
-    # finished seeds: the per-seed task, a cache hit ("Cached"); the rest in groups of `size`
-    futures = {(seed,): task.submit(study, seed) for seed in config.seeds if seed not in todo}
+    futures: dict[tuple[int, ...], Any] = {(seed,): task.submit(study, seed, switches) for seed in config.seeds if seed not in todo}
     for i in range(0, len(todo), size):
         seeds = todo[i : i + size]
-        futures[tuple(seeds)] = (task.with_options(refresh_cache=True).submit(study, seeds[0]) if len(seeds) == 1
-                                 else train_group_task.submit(study, seeds))
+        futures[tuple(seeds)] = (task.with_options(refresh_cache=True).submit(study, seeds[0], switches)
+                                 if len(seeds) == 1 else train_group_task.submit(study, seeds, switches))
+    return futures
+
+
+def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switches: dict) -> dict:
+    for seed in rerun_seeds or []:
+        reset_seed(study, seed)
+    futures = _submit_training(study, switches)
     runs, failed = {}, {}
     for seeds, fut in futures.items():
         fut.wait()

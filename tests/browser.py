@@ -39,7 +39,7 @@ def find_chromium() -> str | None:
 
 
 class Page:
-    def __init__(self, browser: "Chromium", session: str):
+    def __init__(self, browser: Chromium, session: str):
         self.browser, self.session = browser, session
         self.errors: list[str] = []
         self.console: list[str] = []
@@ -99,7 +99,7 @@ class Chromium:
         self._ids = itertools.count(1)
         self._pages: dict[str, Page] = {}
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self._profile = tempfile.mkdtemp(prefix="vt-chromium-")
         self.proc = subprocess.Popen(
             [self.executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

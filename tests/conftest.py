@@ -76,7 +76,8 @@ def analysed_study(tmp_path_factory):
     """A tiny study trained and analysed through vt_core alone (no Prefect)."""
     from vt_core import stages
     from vt_core.dashboard import build_dashboard
-    from vt_core.study import prepare_study, train_seed
+    from vt_core.stages.train import train_seed
+    from vt_core.study import prepare_study
 
     config = parse_config(tiny_dict(
         tmp_path_factory.mktemp("analysed") / "study", checkpoints={"every_epochs": None, "every_steps": 2},

@@ -13,30 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-#: The paper's 14 weight metrics (REFERENCE.md), in the order the paper lists them.
-PAPER_METRICS: tuple[str, ...] = (
-    "l1",
-    "l2",
-    "trace",
-    "spectral",
-    "code_sparsity",
-    "computational_sparsity",
-    "mean_singular_value",
-    "var_singular_value",
-    "mean_w",
-    "median_w",
-    "var_w",
-    "mean_b",
-    "median_b",
-    "var_b",
-)
-SCALARS: tuple[str, ...] = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm")
+from vt_core.errors import VtError
+from vt_core.names import PAPER_METRICS, SCALARS
 
 
-class ConfigError(ValueError):
+class ConfigError(VtError, ValueError):
     """A study configuration is invalid; the message names each field and how to fix it."""
 
 
@@ -90,17 +73,6 @@ class CustomModelConfig(_Strict):
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("factory")
-    @classmethod
-    def _importable(cls, v: str) -> str:
-        from vt_core.models.registry import ModelFactoryError, resolve_factory
-
-        try:
-            resolve_factory(v)
-        except ModelFactoryError as err:
-            raise ValueError(str(err)) from None
-        return v
-
 
 def _model_kind(v) -> str:
     if isinstance(v, dict):
@@ -130,7 +102,7 @@ class SparseParityConfig(_Strict):
     seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
 
     @model_validator(mode="after")
-    def _k_le_n(self) -> "SparseParityConfig":
+    def _k_le_n(self) -> SparseParityConfig:
         if self.k > self.n_bits:
             raise ValueError(f"k={self.k} relevant bits cannot exceed n_bits={self.n_bits}; lower k")
         return self
@@ -147,7 +119,7 @@ class ModularConfig(_Strict):
     seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
 
     @model_validator(mode="after")
-    def _prime_for_division(self) -> "ModularConfig":
+    def _prime_for_division(self) -> ModularConfig:
         if self.op == "/" and any(self.p % d == 0 for d in range(2, int(self.p ** 0.5) + 1)):
             raise ValueError(f"op='/' needs a prime p (b has no inverse mod {self.p}); use e.g. p=113")
         return self
@@ -236,7 +208,7 @@ class CheckpointConfig(_Strict):
     steps: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="explicit steps")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "CheckpointConfig":
+    def _exactly_one(self) -> CheckpointConfig:
         set_ = [k for k in ("every_epochs", "every_steps", "log_spaced", "steps") if getattr(self, k) is not None]
         if len(set_) != 1:
             raise ValueError(f"set exactly one of every_epochs, every_steps, log_spaced or steps (got {set_ or 'none'})")
@@ -261,30 +233,18 @@ class MetricsConfig(_Strict):
     )
     dormant_threshold: float = Field(0.025, ge=0.0, description="tau of dormant_fraction")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _import_plugins(cls, data):
-        if isinstance(data, dict) and data.get("plugins"):
-            from vt_core.metrics.registry import MetricError, load_plugins
+    @model_validator(mode="after")
+    def _known(self) -> MetricsConfig:
+        """Built-in names are checked here; names that plugins register are checked by
+        :func:`vt_core.usercode.load_user_code`, which imports the plugins (parsing runs no user code)."""
+        from vt_core.metrics.registry import unknown_metrics
 
-            try:
-                load_plugins(list(data["plugins"]))
-            except MetricError as err:
-                raise ValueError(str(err)) from None
-        return data
-
-    @field_validator("names")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        from vt_core.metrics.registry import all_metrics
-
-        known = {n for n, m in all_metrics().items() if m.reads != "scalar"}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; `vt metrics` lists them: {sorted(known)}")
-        if len(set(names)) != len(names):
+        if len(set(self.names)) != len(self.names):
             raise ValueError("metric names must be unique")
-        return names
+        unknown = unknown_metrics(self.names)
+        if unknown and not self.plugins:
+            raise ValueError(f"unknown metric(s) {unknown}; `vt metrics` lists them")
+        return self
 
 
 class HMMConfig(_Strict):
@@ -305,7 +265,8 @@ class HMMConfig(_Strict):
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
-    output_dir: str = Field(min_length=1, description="study directory: a path (relative to the working dir) or an fsspec URL")
+    output_dir: str = Field(min_length=1,
+                            description="study directory: a path (relative to the working dir) or an fsspec URL")
     model: ModelConfig
     data: DataConfig
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -345,7 +306,7 @@ class StudyConfig(_Strict):
         return seeds
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StudyConfig":
+    def _consistent(self) -> StudyConfig:
         if self.training.loss == "hinge" and not isinstance(self.data, SparseParityConfig):
             raise ValueError("training.loss='hinge' needs a binary task (data.name='sparse_parity')")
         if isinstance(self.model, TransformerConfig) and not isinstance(self.data, ModularConfig):

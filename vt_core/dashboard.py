@@ -20,48 +20,44 @@ from every checkpoint as run-length segments. The page says when curves are thin
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 
 import numpy as np
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
-from bokeh.models import (BooleanFilter, CDSView, ColumnDataSource, CustomJS, DataTable, Div, HoverTool,
-                          HTMLTemplateFormatter, Label, LabelSet, LinearAxis, NumberFormatter, RadioButtonGroup,
-                          Range1d, ScientificFormatter, Select, Span, TableColumn, TapTool, Whisker)
-from bokeh.palettes import Category10, Category20
+from bokeh.models import (
+    BooleanFilter,
+    CDSView,
+    ColumnDataSource,
+    CustomJS,
+    DataTable,
+    Div,
+    HoverTool,
+    HTMLTemplateFormatter,
+    Label,
+    LabelSet,
+    LinearAxis,
+    NumberFormatter,
+    RadioButtonGroup,
+    Range1d,
+    ScientificFormatter,
+    Select,
+    Span,
+    TableColumn,
+    TapTool,
+    Whisker,
+)
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from vt_core.location import Location, location, url, write_text_atomic, zarr_options
-from vt_core.metrics.incremental import METRICS_ZARR
-from vt_core.stages import ANALYSIS_JSON, HMM_DIR
+from vt_core.layout import layout as study_layout
+from vt_core.location import Location, location, write_text_atomic
+from vt_core.palette import NO_STATE, graph_layout, state_palette
 from vt_core.study import load_study
 
-DASHBOARD = "dashboard/index.html"
 MAX_POINTS = 300
 WIDTH = 1180
-NO_STATE = "#cccccc"
-
-
-def state_palette(k: int) -> list[str]:
-    """One categorical palette for states, the same in every view."""
-    if k <= 10:
-        return list(Category10[10][:k])
-    return list(Category20[20][: min(k, 20)]) + ["#999999"] * max(0, k - 20)
-
-
-def graph_layout(a: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Node positions: x = rank of the mean first-visit step, y alternating so edges stay apart."""
-    states = a["states"]
-    firsts = np.array([s["first_step_mean"] if s["first_step_mean"] is not None else np.inf for s in states], float)
-    order = np.argsort(firsts, kind="stable")
-    x = np.empty(len(states))
-    x[order] = np.arange(len(states))
-    y = np.where(x.astype(int) % 2 == 0, 0.35, -0.35)
-    return x, y
 
 
 def thin(n: int, states: np.ndarray | None, max_points: int) -> np.ndarray:
@@ -208,7 +204,7 @@ def _curve_data(value, paths: dict, colors: list[str], max_points: int):
             per_metric[m].append(vals[:, j].astype(np.float32))
         offsets.append(offsets[-1] + len(idx))
         seeds.append(int(seed))
-    data = {k: np.concatenate(v) if k != "color" else v for k, v in cols.items()}
+    data: dict = {k: np.concatenate(v) if k != "color" else v for k, v in cols.items()}
     data["step1"] = data["step"] + 1
     data["alpha"] = np.ones(len(data["step"]), np.float32)
     data["state_label"] = [str(s) if s >= 0 else "none" for s in data["state"]]
@@ -257,12 +253,18 @@ def _curves(value, paths: dict, features: list[str], colors: list[str], max_poin
                                                        ("state", "@state_label"), ("value", "@y")]))
         figs.append(p)
     figs[1].y_range = figs[0].y_range
+    metric, seed, scale = _curve_controls(metrics, default, seeds, figs, {
+        "pts": pts, "lines": lines, "bands": bands, "pf": pts_filter, "bf": band_filter, "offsets": offsets})
+    return metric, seed, scale, figs, pts, bands, thinned
+
+
+def _curve_controls(metrics: list[str], default: str, seeds: list[int], figs: list, sources: dict):
+    """The metric and seed selectors and the linear/log switch, wired to the curves' sources."""
     metric = Select(title="Metric", value=default, options=metrics, name="metric-select", width=260)
-    seed = Select(title="Seed", value=str(first), options=[str(s) for s in seeds] + ["all seeds"],
+    seed = Select(title="Seed", value=str(seeds[0] if seeds else None), options=[str(s) for s in seeds] + ["all seeds"],
                   name="seed-select", width=160)
     scale = RadioButtonGroup(labels=["linear x", "log x"], active=0, name="x-scale")
-    args = {"pts": pts, "lines": lines, "bands": bands, "pf": pts_filter, "bf": band_filter,
-            "offsets": offsets, "seeds": seeds, "metric": metric, "seed": seed, "axes": [f.yaxis[0] for f in figs]}
+    args = {**sources, "seeds": seeds, "metric": metric, "seed": seed, "axes": [f.yaxis[0] for f in figs]}
     update = CustomJS(args=args, code="""
         const m = metric.value;
         const col = pts.data[m];
@@ -281,7 +283,7 @@ def _curves(value, paths: dict, features: list[str], colors: list[str], max_poin
     scale.js_on_change("active", CustomJS(args={"figs": figs}, code="""
         figs[0].visible = cb_obj.active === 0; figs[1].visible = cb_obj.active === 1;
     """))
-    return metric, seed, scale, figs, pts, bands, thinned
+    return metric, seed, scale
 
 
 def _timeline(paths: dict, conv: dict, colors: list[str], x_range):
@@ -374,52 +376,22 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
 
 def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Location:
     """Write ``STUDY/dashboard/index.html`` (atomically) from the study's analysis outputs."""
-    import xarray as xr
+    from vt_core.metrics.incremental import open_metrics
+    from vt_core.stages.explain import load_analysis
 
     study = location(study)
+    files = study_layout(study)
     config = load_study(study)
-    a = json.loads((study / ANALYSIS_JSON).read_text())
-    sel = json.loads((study / HMM_DIR / "selection.json").read_text())
-    paths = json.loads((study / HMM_DIR / "paths.json").read_text())
-    value = xr.open_zarr(url(study / METRICS_ZARR), consolidated=False, **zarr_options(study))["value"].load()
+    a = load_analysis(study)
+    sel = json.loads(files.selection.read_text())
+    paths = json.loads(files.paths.read_text())
+    value = open_metrics(study)["value"].load()
     bw = (a.get("selection") or {}).get("bic_weight")
     subtitle = (f"{len(config.seeds)} seeds · {html.escape(config.model.name)} on {html.escape(config.data.name)} · "
                 f"chosen k = <b>{a['chosen_k']}</b> (lowest BIC over k = 1..{config.hmm.max_states}"
                 + (f", BIC weight {bw:.2f}" if bw is not None else "") + ") · "
                 f"{len(a['features'])} features")
-    out = study / DASHBOARD
+    out = files.dashboard
     out.parent.mkdir(exist_ok=True)
     write_text_atomic(out, render(config.name, subtitle, a, sel, paths, value, max_points))
     return out
-
-
-def state_graph_png(a: dict, width: int = 480, height: int = 220) -> bytes:
-    """A small PNG of the state graph (same layout and colours as the dashboard), for artifacts."""
-    from PIL import Image, ImageDraw
-
-    x, y = graph_layout(a)
-    k = len(a["states"])
-    colors = state_palette(a["chosen_k"])
-    occ = np.array([s["occupancy"] for s in a["states"]])
-    n_seeds = max([len(s["seeds"]) for s in a["states"]] + [e["n_seeds"] for e in a["graph"]["edges"]] + [1])
-    sx = lambda v: 30 + (width - 60) * (v / max(k - 1, 1))  # noqa: E731
-    sy = lambda v: height / 2 - v * height * 0.8  # noqa: E731
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    for e in a["graph"]["edges"]:
-        if e["source"] == e["target"]:
-            continue
-        d.line([(sx(x[e["source"]]), sy(y[e["source"]])), (sx(x[e["target"]]), sy(y[e["target"]]))],
-               fill=(120, 120, 120), width=int(1 + 6 * e["n_seeds"] / n_seeds))
-    for i in range(k):
-        r = 8 + 20 * np.sqrt(occ[i] / max(occ.max(), 1e-9))
-        cx, cy = sx(x[i]), sy(y[i])
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colors[i], outline="black")
-        d.text((cx, cy), str(i), fill="white", anchor="mm")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def state_graph_data_uri(a: dict) -> str:
-    return "data:image/png;base64," + base64.b64encode(state_graph_png(a)).decode()

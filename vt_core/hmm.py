@@ -7,7 +7,6 @@ The pieces are separate so that an orchestrator can run the (k, restart) grid in
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import warnings
@@ -20,7 +19,8 @@ from hmmlearn import _hmmc
 from hmmlearn.hmm import GaussianHMM as _HMMLearnGaussianHMM
 
 from vt_core.config import HMMConfig
-from vt_core.location import Location, save_npz, write_text_atomic
+from vt_core.errors import VtError
+from vt_core.location import Location, save_npz
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -107,7 +107,7 @@ class GaussianHMM(_HMMLearnGaussianHMM):
         return stats, logprob
 
 
-class HMMError(ValueError):
+class HMMError(VtError, ValueError):
     """The HMM input or settings cannot give a meaningful fit."""
 
 
@@ -215,7 +215,7 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
     """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised."""
     X, lengths = _stack(train)
     rs = restart_seed(cfg.seed, k, restart)
-    row = {"k": k, "restart": restart, "random_state": rs, "status": "ok", "reason": None,
+    row: dict = {"k": k, "restart": restart, "random_state": rs, "status": "ok", "reason": None,
            "n_params": n_parameters(k, X.shape[1], cfg.covariance), "n_obs": len(X),
            "train_ll": None, "heldout_ll": None, "aic": None, "bic": None, "converged": None,
            "params_path": None}
@@ -335,16 +335,3 @@ def permute_params(params: dict[str, np.ndarray], perm: np.ndarray) -> dict[str,
 def decode(params: dict[str, np.ndarray], seqs: list[np.ndarray]) -> list[np.ndarray]:
     model = load_model(params)
     return [model.decode(z, algorithm="viterbi")[1] for z in seqs]
-
-
-def save_json(path: Location, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
+
+from vt_core.errors import VtError
 
 
 class HookPoint(nn.Identity):
     """An identity module that gives an intermediate value a name (``blocks.0.attn.hook_pattern``)."""
 
 
-class HookpointError(ValueError):
+class HookpointError(VtError, ValueError):
     """A hookpoint or parameter selection matched nothing."""
 
 

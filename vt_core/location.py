@@ -19,18 +19,24 @@ Zarr and xarray take the string form (:func:`url`): a path, or the URL.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-Location = Union[Path, "UPath"]  # noqa: F821 - upath is imported when a URL is used
+from vt_core.errors import VtError
+
+if TYPE_CHECKING:  # a local Path or a UPath: the same API
+    from upath import UPath as Location
+else:
+    Location = Union[Path, "UPath"]  # noqa: F821 - upath is imported when a URL is used
 
 
-class LocationError(ValueError):
+class LocationError(VtError, ValueError):
     """A study location that cannot be used (unknown URL scheme, missing fsspec backend)."""
 
 
@@ -133,6 +139,21 @@ def write_bytes_atomic(path: Location, data: bytes) -> None:
 
 def write_text_atomic(path: Location, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Location, obj) -> None:
+    """The one JSON writer for study files: parents created, numpy values as plain numbers and
+    lists, written atomically (:func:`write_bytes_atomic`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
 
 
 def create_exclusive(path: Location, data: bytes) -> bool:

@@ -1,11 +1,11 @@
-"""`vt report`: a study's results beside the paper's (Hu et al. 2024; REFERENCE.md)."""
+"""Markdown of ``analysis.json``, in one place: the study's summary (the flow's artifact) and
+`vt report` (the study beside the paper's results, Hu et al. 2024; REFERENCE.md)."""
 
 from __future__ import annotations
 
-import json
-
 from vt_core.location import Location, location
-from vt_core.stages import ANALYSIS_JSON
+from vt_core.palette import state_graph_data_uri
+from vt_core.stages.explain import load_analysis
 from vt_core.study import load_study
 
 # REFERENCE.md, "Reference settings and results (paper, 40 seeds each)"
@@ -32,10 +32,19 @@ def paper_setting(name: str) -> str | None:
     return None
 
 
+def states_table(a: dict) -> list[str]:
+    """The markdown table of states that the summary and the report share."""
+    lines = ["| state | occupancy | mean first step | steps | seeds visiting | detour |", "|---|---|---|---|---|---|"]
+    for s in a["states"]:
+        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {s['first_step_mean']} | "
+                     f"{s['step_min']}–{s['step_max']} | {len(s['seeds'])} | {'yes' if s.get('detour') else ''} |")
+    return lines
+
+
 def report_markdown(study: str | Location) -> str:
     study = location(study)
     config = load_study(study)
-    a = json.loads((study / ANALYSIS_JSON).read_text())
+    a = load_analysis(study)
     key = paper_setting(config.name)
     ref = PAPER.get(key) if key else None
     reg = a.get("regression") or {}
@@ -54,10 +63,7 @@ def report_markdown(study: str | Location) -> str:
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
     lines += [f"| {name} | {p} | {o} |" for name, p, o in rows]
-    lines += ["", "## States", "", "| state | occupancy | mean first step | seeds visiting | detour |", "|---|---|---|---|---|"]
-    for s in a["states"]:
-        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {s['first_step_mean']} | {len(s['seeds'])} | "
-                     f"{'yes' if s.get('detour') else ''} |")
+    lines += ["", "## States", "", *states_table(a)]
     if conv:
         lines += ["", "## Where the transitions fall", "",
                   f"Median convergence step: {sorted(conv)[len(conv) // 2]}."]
@@ -66,3 +72,41 @@ def report_markdown(study: str | Location) -> str:
             lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at step "
                          f"{frm['first_step_mean']:.0f} on average; top feature {t['top_features'][0]['feature']}")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(x, nd: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{nd}g}"
+
+
+def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
+    """The study's markdown summary: chosen k, a small PNG of the state graph (data URI), states,
+    key transitions, per-seed status."""
+    config = load_study(study)
+    a = load_analysis(study)
+    lines = [f"# vt study `{config.name}`", "",
+             f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} features "
+             f"(BIC weight {_fmt((a.get('selection') or {}).get('bic_weight'))}, gap to the next k "
+             f"{_fmt((a.get('selection') or {}).get('bic_gap_to_next'))}).", "",
+             *([f"> BIC is lowest at the largest k tried ({config.hmm.max_states}): raise `hmm.max_states` "
+                "to see whether it keeps falling.", ""] if a["chosen_k"] == config.hmm.max_states else []),
+             "## State graph", "",
+             f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
+             f"({state_graph_data_uri(a)})", "",
+             "## States", "", *states_table(a)]
+    lines += ["", "## Transitions (top features by mean |d log p / d z|)", ""]
+    for t in a["transitions"]:
+        feats = ", ".join(f"{f['feature']} ({f['z_mean_change']:+.2f} sd)" for f in t["top_features"][:3])
+        lines.append(f"- {t['from']} → {t['to']} (p={t['prob']:.3f}, {t['n_seeds']} seeds): {feats}")
+    r = a.get("regression") or {}
+    lines += ["", "## Convergence", "",
+              f"- convergence (held-out accuracy >= {a['convergence_threshold']}) regressed on time in each state: "
+              f"R^2 = {r.get('r2') if r.get('r2') is None else round(r['r2'], 3)} over {r.get('n')} seeds"
+              + ("" if r.get("determined") else " (no more seeds than coefficients: R^2 is not meaningful)"),
+              f"- detour states: {a.get('detour_states') or 'none'}",
+              f"- trajectory dissimilarity (mean pairwise Wasserstein): {a.get('trajectory_dissimilarity')}",
+              f"- unusual seeds: {a.get('unusual_seeds') or 'none'}"]
+    lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
+    for r in seed_rows:
+        lines.append(f"| {r['seed']} | {r['status']} | {r['committed_steps']} | {r['last_step']} | "
+                     f"{a['convergence_step'].get(str(r['seed']))} |")
+    return "\n".join(lines)

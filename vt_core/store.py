@@ -25,13 +25,14 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 
+from vt_core.errors import VtError
+from vt_core.layout import resume_path
 from vt_core.location import Location, is_remote, location, url, write_bytes_atomic, zarr_options
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
@@ -54,11 +55,6 @@ def process_alive(pid: int | None) -> bool:
     return True
 
 
-def resume_path(store_path: str | Location) -> Location:
-    p = location(store_path)
-    return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")
-
-
 @dataclass
 class Checkpoint:
     """One checkpoint as the trainer yields it and the store writes it (host numpy arrays)."""
@@ -71,7 +67,7 @@ class Checkpoint:
     activations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class StoreError(RuntimeError):
+class StoreError(VtError, RuntimeError):
     """A run store is missing, belongs to another config, or is damaged."""
 
 
@@ -83,10 +79,10 @@ class RunStore:
         self.root = zarr.open_group(url(self.path), mode=mode, zarr_format=3, **zarr_options(self.path))
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
-        self._datasets: dict[tuple, "xr.Dataset"] = {}
+        self._datasets: dict[tuple, xr.Dataset] = {}
 
     @classmethod
-    def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict) -> "RunStore":
+    def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict) -> RunStore:
         path = location(path)
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
         root.attrs.update(
@@ -242,7 +238,7 @@ class RunStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def dataset(self, group: str | None = None, chunk_bytes: int = 8 * 2**20) -> "xr.Dataset":
+    def dataset(self, group: str | None = None, chunk_bytes: int = 8 * 2**20) -> xr.Dataset:
         """Lazy (dask) Dataset of the committed rows of ``group`` (None: the scalars at the root).
 
         Each dask chunk spans as many stored checkpoints as fit in ``chunk_bytes`` for the largest

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vt_core import analysis, stages
+from vt_core.stages.explain import analysis_is_current
 
 
 def random_model(k=3, F=4, seed=0):
@@ -62,7 +63,7 @@ def test_convergence_step_uses_step_order():
 
 
 def test_study_analysis_files(analysed_study):
-    a = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    a = json.loads((analysed_study / "analysis.json").read_text())
     k = a["chosen_k"]
     assert len(a["states"]) == k
     assert sum(s["occupancy"] for s in a["states"]) == pytest.approx(1.0)
@@ -73,8 +74,8 @@ def test_study_analysis_files(analysed_study):
     paths = json.loads((analysed_study / "hmm" / "paths.json").read_text())
     for p in paths.values():
         assert p["steps"] == sorted(p["steps"])
-    assert stages.analysis_is_current(analysed_study, [0, 1, 2])
-    assert not stages.analysis_is_current(analysed_study, [0, 1])
+    assert analysis_is_current(analysed_study, [0, 1, 2])
+    assert not analysis_is_current(analysed_study, [0, 1])
 
 
 def test_time_in_states_counts_steps():
@@ -114,7 +115,7 @@ def test_wasserstein_dissimilarity_and_unusual_seeds():
 
 
 def test_analysis_json_has_the_convergence_analysis(analysed_study):
-    a = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    a = json.loads((analysed_study / "analysis.json").read_text())
     for key in ("regression", "detour_states", "trajectory_dissimilarity", "unusual_seeds", "time_in_states"):
         assert key in a
     assert 0 < a["selection"]["bic_weight"] <= 1
@@ -142,8 +143,8 @@ def test_analyse_in_worker_processes_equals_in_process(analysed_study, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(analysed_study, copy, ignore=shutil.ignore_patterns("metrics.zarr", "hmm", "analysis.json"))
     stages.analyse(copy, workers=2)
-    a = json.loads((copy / stages.ANALYSIS_JSON).read_text())
-    b = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    a = json.loads((copy / "analysis.json").read_text())
+    b = json.loads((analysed_study / "analysis.json").read_text())
     for key in ("chosen_k", "states", "transitions", "convergence_step"):
         assert a[key] == b[key], key
 

@@ -1,7 +1,9 @@
 import pytest
 
 from tests.conftest import ROOT, tiny_dict
-from vt_core.config import PAPER_METRICS, ConfigError, load_config, parse_config
+from vt_core.config import ConfigError, load_config, parse_config
+from vt_core.names import PAPER_METRICS
+from vt_core.usercode import load_user_code
 
 
 def test_examples_load():
@@ -67,9 +69,24 @@ def test_file_url_output_dir_is_a_local_path(tmp_path):
 
 @pytest.mark.parametrize("patch, message", BAD)
 def test_bad_configs_name_the_field(tmp_path, patch, message):
+    """Every bad field is refused, by parsing or (model factory, metric plugins) by the one call
+    that imports user code at the edge."""
     with pytest.raises(ConfigError) as err:
-        parse_config(tiny_dict(tmp_path, **patch))
+        load_user_code(parse_config(tiny_dict(tmp_path, **patch)))
     assert message in str(err.value)
+
+
+def test_parsing_imports_no_user_code(tmp_path, monkeypatch):
+    """A config naming a plugin and a factory is parsed without importing either; only
+    load_user_code runs them (a marker file shows whether the module ran)."""
+    pkg = tmp_path / "payload_mod_xyz.py"
+    marker = tmp_path / "ran"
+    pkg.write_text(f"open({str(marker)!r}, 'w').close()\ndef make(**kw):\n    raise SystemExit\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = parse_config(tiny_dict(tmp_path, metrics={"plugins": ["payload_mod_xyz"], "names": ["l2"]}))
+    assert not marker.exists()
+    load_user_code(cfg)
+    assert marker.exists()
 
 
 def test_missing_section_is_named(tmp_path):

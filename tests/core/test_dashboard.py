@@ -6,12 +6,13 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.dashboard_scale import synthetic
-from vt_core import stages
-from vt_core.dashboard import DASHBOARD, render, segments, state_graph_png, state_palette, thin
+from vt_core.dashboard import render, segments, thin
+from vt_core.palette import state_graph_png, state_palette
+from vt_core.report import summary_markdown
 
 
 def test_dashboard_is_standalone_html(analysed_study):
-    html = (analysed_study / DASHBOARD).read_text()
+    html = (analysed_study / "dashboard" / "index.html").read_text()
     assert not re.findall(r"<script[^>]+src=", html), "resources must be INLINE (works offline)"
     assert "Bokeh" in html and "State-transition graph" in html and "Model selection" in html
     assert "Decoded state per seed" in html
@@ -71,9 +72,9 @@ def test_large_study_is_thinned_to_a_bounded_page():
 def test_state_graph_png_and_markdown_data_uri(analysed_study):
     import json
 
-    a = json.loads((analysed_study / stages.ANALYSIS_JSON).read_text())
+    a = json.loads((analysed_study / "analysis.json").read_text())
     img = Image.open(io.BytesIO(state_graph_png(a)))
     assert img.format == "PNG" and img.size == (480, 220)
-    md = stages.summary_markdown(analysed_study, [])
+    md = summary_markdown(analysed_study, [])
     uri = re.search(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
     assert uri and Image.open(io.BytesIO(base64.b64decode(uri.group(1)))).size == (480, 220)

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.dashboard_scale import synthetic
 from tests.browser import BOKEH_READY, Chromium, find_chromium
-from vt_core.dashboard import DASHBOARD, render
+from vt_core.dashboard import render
 
 pytestmark = pytest.mark.browser
 EXPECTED = {"header", "state-graph", "model-selection", "metric-select", "seed-select", "x-scale",
@@ -48,7 +48,7 @@ def _settle(page):
 
 
 def test_demo_dashboard_renders_without_errors_and_views_are_linked(browser, analysed_study, tmp_path):
-    page = browser.open(analysed_study / DASHBOARD)
+    page = browser.open(analysed_study / "dashboard" / "index.html")
     info = page.wait_for(BOKEH_READY)
     assert EXPECTED <= set(info["names"]), info
     assert page.errors == []

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vt_core.config import ConfigError, parse_config
 from tests.conftest import tiny_dict
+from vt_core.config import ConfigError, parse_config
 from vt_core.data import build_task
 from vt_core.data.digits import digits
 from vt_core.data.images import DatasetNotFoundError, local_dataset, synthetic_images

@@ -7,8 +7,20 @@ import fsspec
 import numpy as np
 import pytest
 
-from vt_core.location import (LocationError, check_url, create_exclusive, is_remote, load_npz, location, move_store,
-                              remove_tree, same_process_only, save_npz, url, write_text_atomic)
+from vt_core.location import (
+    LocationError,
+    check_url,
+    create_exclusive,
+    is_remote,
+    load_npz,
+    location,
+    move_store,
+    remove_tree,
+    same_process_only,
+    save_npz,
+    url,
+    write_text_atomic,
+)
 
 
 @pytest.fixture

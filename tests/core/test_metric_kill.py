@@ -15,8 +15,10 @@ import xarray as xr
 from tests.conftest import ROOT, tiny_dict
 from vt_core import stages
 from vt_core.config import parse_config
-from vt_core.metrics.incremental import METRICS_ZARR, NEW_SUFFIX
-from vt_core.study import prepare_study, train_seed
+from vt_core.stages.train import train_seed
+from vt_core.study import prepare_study
+
+METRICS_ZARR, NEW_SUFFIX = "metrics.zarr", ".new"
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def test_sigkill_during_the_metric_stage_then_rerun_equals_an_uninterrupted_run(
             proc.send_signal(signal.SIGKILL)
             landed += in_metrics
         proc.wait()
-        if (killed / stages.ANALYSIS_JSON).exists():
+        if (killed / "analysis.json").exists():
             break  # a trial ran to the end: nothing left to interrupt
     assert landed >= 2, "no kill landed inside the metric stage; make the study larger"
     stages.analyse(killed)
@@ -64,6 +66,6 @@ def test_sigkill_during_the_metric_stage_then_rerun_equals_an_uninterrupted_run(
     b = xr.open_zarr(str(clean / METRICS_ZARR), consolidated=False).load()
     for name in ("value", "computed", "per_layer", "nonfinite"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    ja, jb = (json.loads((s / stages.ANALYSIS_JSON).read_text()) for s in (killed, clean))
+    ja, jb = (json.loads((s / "analysis.json").read_text()) for s in (killed, clean))
     assert ja["chosen_k"] == jb["chosen_k"] and ja["states"] == jb["states"]
     assert not (killed / (METRICS_ZARR + NEW_SUFFIX)).exists()

@@ -12,8 +12,9 @@ from vt_core.config import ConfigError, parse_config
 from vt_core.metrics.compute import _matrix_kernel, seed_metrics
 from vt_core.metrics.incremental import load_features
 from vt_core.metrics.registry import all_metrics, get
+from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
-from vt_core.study import load_study, open_run, prepare_study, run_path, train_seed
+from vt_core.study import load_study, open_run, prepare_study, run_path
 from vt_core.training import Trainer, loss_and_correct
 
 rng = np.random.default_rng(0)
@@ -117,8 +118,8 @@ def test_nonfinite_weights_give_nan_and_a_flag(tmp_path):
 
 
 def _analyse_metrics(study, seeds):
-    plan = stages.init_metrics(study, seeds)
-    return stages.finish_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
+    plan = stages.plan_metrics(study, seeds)
+    return stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
 
 
 def test_incremental_seeds_metrics_and_checkpoints(tmp_path):

@@ -110,9 +110,8 @@ def test_dashboard_command_rebuilds_and_serves_on_loopback(analysed_study, tmp_p
     import urllib.request
 
     from flows.serve_dashboard import make_server, serve_directory
-    from vt_core.dashboard import DASHBOARD
 
-    page = analysed_study / DASHBOARD
+    page = analysed_study / "dashboard" / "index.html"
     page.unlink()
     res = runner.invoke(app, ["dashboard", str(analysed_study), "--max-points", "20"])
     assert res.exit_code == 0, res.output

@@ -17,10 +17,12 @@ from tests.conftest import store_arrays, tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core import stages
 from vt_core.config import parse_config
+from vt_core.layout import layout
 from vt_core.location import location, url
+from vt_core.metrics.incremental import load_features
+from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
-from vt_core.study import (LOCK, StudyLockedError, prepare_study, reset_seed, run_path, seed_status, study_lock,
-                           train_seed, validate_study)
+from vt_core.study import StudyLockedError, prepare_study, reset_seed, run_path, seed_status, study_lock, validate_study
 
 runner = CliRunner()
 SEEDS = [0, 1, 2]
@@ -73,8 +75,8 @@ def test_memory_study_equals_local_after_an_interruption(mem_url, local_referenc
     assert stages.analyse(mem_url)["seeds"] == SEEDS
     a, b = (json.loads((location(x) / "analysis.json").read_text()) for x in (mem_url, local_reference))
     assert a["chosen_k"] == b["chosen_k"] and a["convergence_step"] == b["convergence_step"]
-    m = stages.load_features(mem_url, ["l2", "test_accuracy"])
-    np.testing.assert_allclose(m.values, stages.load_features(local_reference, ["l2", "test_accuracy"]).values,
+    m = load_features(mem_url, ["l2", "test_accuracy"])
+    np.testing.assert_allclose(m.values, load_features(local_reference, ["l2", "test_accuracy"]).values,
                                rtol=1e-6)
     assert not (location(mem_url) / "metrics.zarr.new").exists()
     with pytest.raises(ValueError, match="memory:// study lives in this process only"):
@@ -86,14 +88,14 @@ def test_memory_study_lock_validate_and_reset(mem_url):
     for s in SEEDS:
         train_seed(study, s)
     # the lock is an exclusive create: a live holder on another host is refused, by name
-    (study / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
+    layout(study).lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
     with pytest.raises(StudyLockedError, match="pid 1 on elsewhere"):
         with study_lock(mem_url):
             pass
-    (study / LOCK).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
+    layout(study).lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
     with study_lock(mem_url):  # a stale lock (its process is gone) is taken over
-        assert json.loads((study / LOCK).read_text())["pid"] != 2**22 + 7
-    assert not (study / LOCK).exists()
+        assert json.loads(layout(study).lock.read_text())["pid"] != 2**22 + 7
+    assert not layout(study).lock.exists()
 
     assert validate_study(mem_url) == []
     chunk = next(p for p in (run_path(study, 1) / "weights" / "layers.0.weight" / "c").rglob("*") if p.is_file())

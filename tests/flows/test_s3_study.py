@@ -15,8 +15,10 @@ from flows.cli import app
 from tests.conftest import store_arrays, tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core.config import parse_config
+from vt_core.layout import layout
 from vt_core.location import location, url
-from vt_core.study import LOCK, StudyLockedError, prepare_study, run_path, study_lock, train_seed
+from vt_core.stages.train import train_seed
+from vt_core.study import StudyLockedError, prepare_study, run_path, study_lock
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -51,7 +53,7 @@ def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
     study = location(study_url)
     assert "<html" in (study / "dashboard" / "index.html").read_text()[:500].lower()
     assert json.loads((study / "analysis.json").read_text())["chosen_k"] >= 1
-    assert not (study / LOCK).exists() and not (study / "metrics.zarr.new").exists()
+    assert not layout(study).lock.exists() and not (study / "metrics.zarr.new").exists()
 
     ref = prepare_study(parse_config(tiny_dict(tmp_path / "local", seeds=SEEDS, hmm=HMM, training={"epochs": 6})))
     for s in SEEDS:
@@ -66,13 +68,13 @@ def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
     res = runner.invoke(app, ["validate", study_url])
     assert res.exit_code == 0 and "every store" in res.output, res.output
 
-    (study / LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
+    layout(study).lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
     with pytest.raises(StudyLockedError, match="pid 1 on elsewhere"):
         with study_lock(study_url):
             pass
     res = runner.invoke(app, ["analyze", study_url])
     assert res.exit_code == 2 and "is being run by pid 1 on elsewhere" in res.output, res.output
-    (study / LOCK).write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
+    layout(study).lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
     res = runner.invoke(app, ["analyze", study_url])  # a stale lock is taken over
     assert res.exit_code == 0, res.output
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.study import study_flow
-from tasks.report import artifact_key
 from tests.conftest import tiny_dict
 from tests.flows.conftest import write_toml
+from vt_core.stages.publish import artifact_key
 from vt_core.store import RunStore
 from vt_core.study import run_path
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vt_core.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Task:
@@ -27,7 +29,7 @@ def split(x: torch.Tensor, y: torch.Tensor, train_fraction: float, seed: int) ->
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_train = int(round(train_fraction * len(x)))
     if not 0 < n_train < len(x):
-        raise ValueError(f"train_fraction={train_fraction} leaves an empty split of {len(x)} examples")
+        raise ConfigError(f"data.train_fraction={train_fraction} leaves an empty split of {len(x)} examples")
     tr, te = perm[:n_train], perm[n_train:]
     return x[tr], y[tr], x[te], y[te]
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from vt_core.data import Task
+from vt_core.errors import VtError
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_FILES = {  # name: md5 of the .gz
@@ -35,7 +36,7 @@ CIFAR = {  # name: (archive url, md5, directory, train files, test files, label 
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(VtError, FileNotFoundError):
     """A dataset's files are not under its root; the message lists them and where they go."""
 
 

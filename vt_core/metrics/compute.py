@@ -18,13 +18,15 @@ import fnmatch
 import numpy as np
 import xarray as xr
 
-from vt_core.config import SCALARS, StudyConfig
+from vt_core.config import StudyConfig
+from vt_core.errors import VtError
 from vt_core.metrics.registry import LAYER_KINDS, Metric, get
 from vt_core.metrics.weights import singular_values
+from vt_core.names import SCALARS
 from vt_core.store import RunStore
 
 
-class MetricsError(RuntimeError):
+class MetricsComputeError(VtError, RuntimeError):
     """Metrics cannot be computed or read as asked."""
 
 
@@ -90,7 +92,8 @@ def _matrix_kernel(metrics: list[Metric]):
             w = np.where(finite[..., None, None], w, 0.0)
         s = singular_values(w) if need_sv else None
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.stack([np.broadcast_to(m.kernel(w, s), finite.shape) for m in metrics], axis=-1)
+            out = np.stack([np.broadcast_to(m.kernel(w, s), finite.shape) for m in metrics],  # type: ignore[misc]
+                           axis=-1)
         out = out.astype(np.float64, copy=True)
         out[~finite] = np.nan
         return out
@@ -135,60 +138,69 @@ def _nonfinite(*arrays) -> np.ndarray:
     return bad
 
 
-def seed_metrics(store: RunStore, config: StudyConfig, names: list[str] | None = None,
-                 index: list[int] | np.ndarray | None = None) -> xr.Dataset:
-    """Lazy metrics of one seed for ``names`` (default: all configured + scalars) at the committed
-    checkpoints ``index`` (positions along ``step``; default: all)."""
-    names = list(metric_names(config) if names is None else names)
-    metrics = [get(n) for n in names]
-    full_w = store.dataset("weights")
-    full_s = store.dataset()
-    sel = (lambda ds: ds) if index is None else (lambda ds: ds.isel(step=np.asarray(index, dtype=int)))
-    weights, scalars = sel(full_w), sel(full_s)
-    mat_names, bias_names = weight_arrays(weights, config)
-    if not mat_names:
-        raise MetricsError(f"{store.path}: no weight matrices left after metrics.exclude={config.metrics.exclude}")
-    steps = weights["step"]
-    nan = xr.full_like(scalars["epoch"], np.nan, dtype=np.float64)
-    columns: dict[str, xr.DataArray] = {}
-    per_layer: list[xr.DataArray] = []
+class _Columns:
+    """The lazy pieces of one seed's metrics as they are built: one column of ``value`` per
+    metric, and the per-layer blocks."""
 
-    def kind(k):
-        return [m for m in metrics if m.reads == k]
+    def __init__(self, store: RunStore, config: StudyConfig, metrics: list[Metric], index):
+        self.store, self.config, self.metrics = store, config, metrics
+        self.index = None if index is None else np.asarray(index, dtype=int)
+        self.full_w = store.dataset("weights")
+        self.weights, self.scalars = self.sel(self.full_w), self.sel(store.dataset())
+        self.mat_names, self.bias_names = weight_arrays(self.weights, config)
+        if not self.mat_names:
+            raise MetricsComputeError(f"{store.path}: no weight matrices left after "
+                                      f"metrics.exclude={config.metrics.exclude}")
+        self.nan = xr.full_like(self.scalars["epoch"], np.nan, dtype=np.float64)
+        self.columns: dict[str, xr.DataArray] = {}
+        self.per_layer: list[xr.DataArray] = []
 
-    if mm := kind("matrix"):
-        pl = xr.concat([_ufunc(_matrix_kernel(mm), [_as_matrices(weights[p])], [["a", "b"]], "layer_metric", len(mm))
-                        for p in mat_names], dim="layer")
-        pl = pl.assign_coords(layer_metric=[m.name for m in mm])
-        per_layer.append(pl)
-        for m in mm:
-            columns[m.name] = pl.sel(layer_metric=m.name, drop=True).mean("layer", skipna=False)
+    def sel(self, ds):
+        return ds if self.index is None else ds.isel(step=self.index)
 
-    for k, pnames in (("weights", mat_names), ("biases", bias_names)):
-        if km := kind(k):
-            if not pnames:
-                columns |= {m.name: nan for m in km}
+    def kind(self, k: str) -> list[Metric]:
+        return [m for m in self.metrics if m.reads == k]
+
+    def add_per_layer(self, pl: xr.DataArray, ms: list[Metric]) -> None:
+        self.per_layer.append(pl)
+        for m in ms:
+            self.columns[m.name] = pl.sel(layer_metric=m.name, drop=True).mean("layer", skipna=False)
+
+    def matrices(self) -> None:
+        if not (mm := self.kind("matrix")):
+            return
+        pl = xr.concat([_ufunc(_matrix_kernel(mm), [_as_matrices(self.weights[p])], [["a", "b"]], "layer_metric",
+                               len(mm)) for p in self.mat_names], dim="layer")
+        self.add_per_layer(pl.assign_coords(layer_metric=[m.name for m in mm]), mm)
+
+    def flat(self) -> None:
+        for k, pnames in (("weights", self.mat_names), ("biases", self.bias_names)):
+            if not (km := self.kind(k)):
                 continue
-            arrs = [weights[p] for p in pnames]
+            if not pnames:
+                self.columns |= {m.name: self.nan for m in km}
+                continue
+            arrs = [self.weights[p] for p in pnames]
             out = _ufunc(_flat_kernel(km, len(arrs), False), arrs, [list(a.dims[1:]) for a in arrs], "m", len(km))
-            columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
+            self.columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
+        if km := self.kind("init"):
+            cur = [self.weights[p] for p in self.mat_names]
+            init = [self.full_w[p].isel(step=0, drop=True) for p in self.mat_names]
+            out = _ufunc(_flat_kernel(km, len(cur), True), cur + init,
+                         [list(a.dims[1:]) for a in cur] + [list(a.dims) for a in init], "m", len(km))
+            self.columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
 
-    if km := kind("init"):
-        cur = [weights[p] for p in mat_names]
-        init = [full_w[p].isel(step=0, drop=True) for p in mat_names]
-        out = _ufunc(_flat_kernel(km, len(cur), True), cur + init,
-                     [list(a.dims[1:]) for a in cur] + [list(a.dims) for a in init], "m", len(km))
-        columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
-
-    am, pm = kind("activation"), kind("activation_pair")
-    if am or pm:
-        if "activations" not in store.root:
-            raise MetricsError(f"metrics {[m.name for m in am + pm]} read activations, but {store.path} has none; "
-                               f"add hookpoints to hooks.activations")
-        full_a = store.dataset("activations")
-        acts = sel(full_a)
+    def activations(self) -> None:
+        am, pm = self.kind("activation"), self.kind("activation_pair")
+        if not (am or pm):
+            return
+        if "activations" not in self.store.root:
+            raise MetricsComputeError(f"metrics {[m.name for m in am + pm]} read activations, but {self.store.path} "
+                                      f"has none; add hookpoints to hooks.activations")
+        full_a = self.store.dataset("activations")
+        acts = self.sel(full_a)
+        thr = self.config.metrics.dormant_threshold
         hook_rows = []
-        thr = config.metrics.dormant_threshold
         for h in sorted(str(v) for v in full_a.data_vars):
             a = acts[h]
             core = [list(a.dims[1:])]
@@ -196,28 +208,42 @@ def seed_metrics(store: RunStore, config: StudyConfig, names: list[str] | None =
             if am:
                 parts.append(_ufunc(_activation_kernel(am, thr, False), [a], core, "layer_metric", len(am)))
             if pm:
-                pos = np.arange(full_a.sizes["step"]) if index is None else np.asarray(index, dtype=int)
+                pos = np.arange(full_a.sizes["step"]) if self.index is None else self.index
                 prev = full_a[h].isel(step=np.maximum(pos - 1, 0)).assign_coords(step=a["step"])
                 pair = _ufunc(_activation_kernel(pm, thr, True), [prev, a], core * 2, "layer_metric", len(pm))
                 parts.append(pair.where(xr.DataArray(pos > 0, dims="step", coords={"step": a["step"]})))
             hook_rows.append(xr.concat(parts, dim="layer_metric").expand_dims(layer=[h]))
         pl = xr.concat(hook_rows, dim="layer").assign_coords(layer_metric=[m.name for m in am + pm])
-        per_layer.append(pl)
-        for m in am + pm:
-            columns[m.name] = pl.sel(layer_metric=m.name, drop=True).mean("layer", skipna=False)
+        self.add_per_layer(pl, am + pm)
 
-    for m in kind("scalar"):
-        columns[m.name] = scalars[m.name].astype(np.float64) if m.name in scalars else nan
+    def recorded(self) -> None:
+        for m in self.kind("scalar"):
+            self.columns[m.name] = self.scalars[m.name].astype(np.float64) if m.name in self.scalars else self.nan
 
-    value = xr.concat([columns[n].astype(np.float64).reset_coords(drop=True) for n in names], dim="metric")
-    value = value.assign_coords(metric=names, step=steps).transpose("step", "metric")
-    ds = xr.Dataset({"value": value, "epoch": scalars["epoch"].reset_coords(drop=True)})
-    ds["nonfinite"] = xr.apply_ufunc(
-        _nonfinite, *[weights[p] for p in mat_names + bias_names],
-        input_core_dims=[list(weights[p].dims[1:]) for p in mat_names + bias_names],
-        dask="parallelized", output_dtypes=[bool])
-    if per_layer:
-        lms = [n for n in names if get(n).reads in LAYER_KINDS]
-        pl = xr.concat([p.reindex(layer_metric=lms) for p in per_layer], dim="layer")
-        ds["per_layer"] = pl.transpose("step", "layer_metric", "layer").reset_coords(drop=True)
-    return ds
+    def dataset(self, names: list[str]) -> xr.Dataset:
+        value = xr.concat([self.columns[n].astype(np.float64).reset_coords(drop=True) for n in names], dim="metric")
+        value = value.assign_coords(metric=names, step=self.weights["step"]).transpose("step", "metric")
+        ds = xr.Dataset({"value": value, "epoch": self.scalars["epoch"].reset_coords(drop=True)})
+        params = self.mat_names + self.bias_names
+        ds["nonfinite"] = xr.apply_ufunc(
+            _nonfinite, *[self.weights[p] for p in params],
+            input_core_dims=[list(self.weights[p].dims[1:]) for p in params],
+            dask="parallelized", output_dtypes=[bool])
+        if self.per_layer:
+            lms = [n for n in names if get(n).reads in LAYER_KINDS]
+            pl = xr.concat([p.reindex(layer_metric=lms) for p in self.per_layer], dim="layer")
+            ds["per_layer"] = pl.transpose("step", "layer_metric", "layer").reset_coords(drop=True)
+        return ds
+
+
+def seed_metrics(store: RunStore, config: StudyConfig, names: list[str] | None = None,
+                 index: list[int] | np.ndarray | None = None) -> xr.Dataset:
+    """Lazy metrics of one seed for ``names`` (default: all configured + scalars) at the committed
+    checkpoints ``index`` (positions along ``step``; default: all)."""
+    names = list(metric_names(config) if names is None else names)
+    cols = _Columns(store, config, [get(n) for n in names], index)
+    cols.matrices()
+    cols.flat()
+    cols.activations()
+    cols.recorded()
+    return cols.dataset(names)

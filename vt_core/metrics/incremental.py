@@ -19,18 +19,39 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
 
 import vt_core
 from vt_core.config import StudyConfig
+from vt_core.layout import layout
 from vt_core.location import Location, location, move_store, url, zarr_options
-from vt_core.metrics.compute import MetricsError, layer_metric_names, layer_names, metric_names, seed_metrics
+from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.store import RunStore
 
-METRICS_ZARR = "metrics.zarr"
-NEW_SUFFIX = ".new"
+#: The schema of metrics.zarr, declared once: each variable's dimensions, dtype and fill value.
+#: A seed's region is the same without the leading ``seed``.
+SCHEMA: dict[str, tuple[tuple[str, ...], type, object]] = {
+    "value": (("seed", "step", "metric"), np.float64, np.nan),
+    "computed": (("seed", "step", "metric"), bool, False),
+    "per_layer": (("seed", "step", "layer_metric", "layer"), np.float64, np.nan),
+    "nonfinite": (("seed", "step"), bool, False),
+    "epoch": (("seed", "step"), np.float64, np.nan),
+}
+LABELS = ("metric", "layer_metric", "layer")
+
+
+def empty_metrics(coords: dict[str, list], per_seed: bool = False) -> xr.Dataset:
+    """A Dataset of :data:`SCHEMA` filled with its fill values over ``coords`` (without the
+    ``seed`` dimension when ``per_seed``)."""
+    data: dict[str, tuple] = {}
+    for name, (dims, dtype, fill) in SCHEMA.items():
+        dims = dims[1:] if per_seed else dims
+        data[name] = (dims, np.full([len(coords[d]) for d in dims], fill, dtype=dtype))
+    return xr.Dataset(data, coords={k: (_labels(v) if k in LABELS else v) for k, v in coords.items()
+                                    if not (per_seed and k == "seed")})
 
 
 def _labels(values) -> np.ndarray:
@@ -44,6 +65,14 @@ def metrics_hash(config: StudyConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def open_metrics(study: str | Location) -> xr.Dataset:
+    """``STUDY/metrics.zarr``, lazily; a clear error when it has not been computed."""
+    ds = _open(layout(study).metrics)
+    if ds is None:
+        raise MetricsComputeError(f"{layout(study).metrics} not found; compute metrics first (`vt analyze {study}`)")
+    return ds
+
+
 def _open(path: str | Location) -> xr.Dataset | None:
     path = location(path)
     if not (path / "zarr.json").is_file():
@@ -53,7 +82,7 @@ def _open(path: str | Location) -> xr.Dataset | None:
 
 def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
     """The existing metrics.zarr if its values are still valid for this config, else None."""
-    old = _open(location(study) / METRICS_ZARR)
+    old = _open(layout(study).metrics)
     if old is None or "computed" not in old:
         return None
     if old.attrs.get("training_hash") != config.training_hash() or old.attrs.get("metrics_hash") != metrics_hash(config):
@@ -65,7 +94,7 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
     """Target coordinates for ``stores``; writes a new template unless the old store already fits."""
     study = location(study)
     if not stores:
-        raise MetricsError(f"{study}: no seed has finished training; check `vt status {study}`")
+        raise MetricsComputeError(f"{study}: no seed has finished training; check `vt status {study}`")
     seeds = sorted(stores)
     steps = np.unique(np.concatenate([st.dataset()["step"].values for st in stores.values()]))
     layers: list[str] = []
@@ -75,19 +104,10 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
               "layer_metric": layer_metric_names(config), "layer": layers}
     old = _reusable(study, config)
     same = old is not None and all(list(old[k].values) == list(v) for k, v in coords.items())
-    target = study / METRICS_ZARR if same else study / (METRICS_ZARR + NEW_SUFFIX)
+    target = layout(study).metrics if same else layout(study).metrics_rebuild
     if not same:
-        shape = {k: len(v) for k, v in coords.items()}
-        dims_v, dims_l = ("seed", "step", "metric"), ("seed", "step", "layer_metric", "layer")
-        template = xr.Dataset(
-            {"value": (dims_v, np.full([shape[d] for d in dims_v], np.nan)),
-             "computed": (dims_v, np.zeros([shape[d] for d in dims_v], bool)),
-             "per_layer": (dims_l, np.full([shape[d] for d in dims_l], np.nan)),
-             "nonfinite": (("seed", "step"), np.zeros((shape["seed"], shape["step"]), bool)),
-             "epoch": (("seed", "step"), np.full((shape["seed"], shape["step"]), np.nan))},
-            coords={k: (_labels(v) if k in ("metric", "layer_metric", "layer") else v) for k, v in coords.items()},
-            attrs={"training_hash": config.training_hash(), "metrics_hash": metrics_hash(config)},
-        ).chunk({"seed": 1})
+        template = empty_metrics(coords).assign_attrs(
+            training_hash=config.training_hash(), metrics_hash=metrics_hash(config)).chunk({"seed": 1})
         template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3,
                          **zarr_options(target))
     return {"target": url(target), "rebuild": not same, "seeds": seeds}
@@ -104,21 +124,15 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
 
 
-def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int, plan: dict) -> dict:
+def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int, plan: Mapping[str, Any]) -> dict:
     """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
     target = _open(plan["target"])
     if target is None or seed not in list(target["seed"].values):
-        raise MetricsError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
+        raise MetricsComputeError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
     steps, metrics = target["step"].values, [str(m) for m in target["metric"].values]
     lms, layers = [str(m) for m in target["layer_metric"].values], [str(x) for x in target["layer"].values]
     have_steps = store.dataset()["step"].values
-    block = xr.Dataset({
-        "value": (("step", "metric"), np.full((len(steps), len(metrics)), np.nan)),
-        "computed": (("step", "metric"), np.zeros((len(steps), len(metrics)), bool)),
-        "per_layer": (("step", "layer_metric", "layer"), np.full((len(steps), len(lms), len(layers)), np.nan)),
-        "nonfinite": (("step",), np.zeros(len(steps), bool)),
-        "epoch": (("step",), np.full(len(steps), np.nan)),
-    }, coords={"step": steps, "metric": metrics, "layer_metric": lms, "layer": layers})
+    block = empty_metrics({"step": steps, "metric": metrics, "layer_metric": lms, "layer": layers}, per_seed=True)
     old = _reusable(study, config)
     if old is not None and seed in list(old["seed"].values):
         prev = old.sel(seed=seed).load()
@@ -136,7 +150,7 @@ def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunSto
     if need_metrics:
         new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
         cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
-        mask = missing[np.ix_(np.isin(steps, need_steps), [metrics.index(m) for m in need_metrics])]
+        mask = missing[np.ix_(np.isin(steps, need_steps), np.array([metrics.index(m) for m in need_metrics]))]
         block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
         block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
         block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
@@ -155,9 +169,9 @@ def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunSto
     return {"seed": seed, "computed": computed, "reused": reused}
 
 
-def finalize_metrics(study: str | Location, plan: dict) -> str:
+def finalize_metrics(study: str | Location, plan: Mapping[str, Any]) -> str:
     """Put a rebuilt store in place of the old one (:func:`vt_core.location.move_store`)."""
-    final = location(study) / METRICS_ZARR
+    final = layout(study).metrics
     if plan["rebuild"]:
         move_store(location(plan["target"]), final)
     return url(final)
@@ -172,26 +186,24 @@ def load_features(study: str | Location, features: list[str]) -> xr.DataArray:
     ``name`` is the column of ``value`` (layer kinds averaged over the model, as the paper does);
     ``name@LAYER`` picks one weight matrix's or hookpoint's value; ``name@max`` (or mean, median,
     min, sum) aggregates the per-layer values another way."""
-    ds = _open(location(study) / METRICS_ZARR)
-    if ds is None:
-        raise MetricsError(f"{location(study) / METRICS_ZARR} not found; compute metrics first (`vt analyze {study}`)")
+    ds = open_metrics(study)
     cols = []
     for f in features:
         name, _, layer = f.partition("@")
         if layer in AGGREGATIONS:
             if "per_layer" not in ds or name not in ds["layer_metric"].values:
-                raise MetricsError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
+                raise MetricsComputeError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
             per = ds["per_layer"].sel(layer_metric=name, drop=True).load()
             has = per.notnull().any(dim=("seed", "step"))  # the layers this metric applies to
             col = getattr(per.where(has, drop=True), layer)(dim="layer", skipna=False)
         elif layer:
             if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
-                raise MetricsError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
+                raise MetricsComputeError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
                                    f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
             col = ds["per_layer"].sel(layer_metric=name, layer=layer, drop=True)
         else:
             if name not in ds["metric"].values:
-                raise MetricsError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
+                raise MetricsComputeError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
             col = ds["value"].sel(metric=name, drop=True)
         cols.append(col)
     return xr.concat(cols, dim="metric").assign_coords(metric=list(features)).transpose("seed", "step", "metric").load()

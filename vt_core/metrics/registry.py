@@ -26,16 +26,18 @@ Register your own with the decorator, in a module named in the config's ``metric
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+
+from vt_core.errors import VtError
+from vt_core.names import PAPER_METRICS
 
 KINDS = ("matrix", "weights", "biases", "init", "activation", "activation_pair", "scalar")
 LAYER_KINDS = ("matrix", "activation", "activation_pair")  # kinds with per-layer / per-hook values
 
 
-class MetricError(ValueError):
-    """An unknown metric, a bad registration or a plugin that cannot be imported."""
+class MetricError(VtError, ValueError):
+    """An unknown metric name, a bad registration or a plugin that cannot be imported."""
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,17 @@ class Metric:
     formula: str
     kernel: Callable | None = field(default=None, compare=False)
     needs_sv: bool = False
-    paper: bool = False
+
+    @property
+    def paper(self) -> bool:
+        """One of the paper's 14 (:data:`vt_core.names.PAPER_METRICS`)."""
+        return self.name in PAPER_METRICS
 
 
 REGISTRY: dict[str, Metric] = {}
 
 
-def register_metric(name: str, reads: str, formula: str | None = None, needs_sv: bool = False,
-                    paper: bool = False) -> Callable:
+def register_metric(name: str, reads: str, formula: str | None = None, needs_sv: bool = False) -> Callable:
     """Register ``kernel`` under ``name``; its docstring is the formula unless one is given."""
     if reads not in KINDS:
         raise MetricError(f"metric {name!r}: reads={reads!r} is not one of {KINDS}")
@@ -61,7 +66,7 @@ def register_metric(name: str, reads: str, formula: str | None = None, needs_sv:
         if name in REGISTRY and REGISTRY[name].kernel is not kernel:
             raise MetricError(f"metric {name!r} is already registered; pick another name")
         text = formula or ((kernel.__doc__ or "").strip().splitlines() or [""])[0]
-        REGISTRY[name] = Metric(name, reads, text, kernel, needs_sv, paper)
+        REGISTRY[name] = Metric(name, reads, text, kernel, needs_sv)
         return kernel
 
     return deco
@@ -71,19 +76,13 @@ def register_scalar(name: str, formula: str) -> None:
     REGISTRY[name] = Metric(name, "scalar", formula)
 
 
-def load_plugins(modules: list[str]) -> None:
-    from vt_core.models.registry import importable_from_cwd
-
-    importable_from_cwd()
-    for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except ImportError as err:
-            raise MetricError(f"metrics.plugins: cannot import {mod!r} ({err}); is it installed / on PYTHONPATH?") from None
+def unknown_metrics(names: list[str]) -> list[str]:
+    """The names in ``names`` that no metric (built-in, or from a plugin imported so far) has."""
+    known = {n for n, m in all_metrics().items() if m.reads != "scalar"}
+    return [n for n in names if n not in known]
 
 
 def get(name: str) -> Metric:
-    _builtins()
     try:
         return REGISTRY[name]
     except KeyError:
@@ -91,10 +90,4 @@ def get(name: str) -> Metric:
 
 
 def all_metrics() -> dict[str, Metric]:
-    _builtins()
     return dict(REGISTRY)
-
-
-def _builtins() -> None:
-    import vt_core.metrics.activations  # noqa: F401  (registers)
-    import vt_core.metrics.weights  # noqa: F401

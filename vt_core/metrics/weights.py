@@ -1,6 +1,6 @@
 """Weight metrics: NumPy kernels over stacked matrices (..., m, n), registered by name.
 
-The paper's 14 (REFERENCE.md) are marked ``paper=True``. Variances are population variances (no
+The paper's 14 are :data:`vt_core.names.PAPER_METRICS`. Variances are population variances (no
 Bessel correction), as the paper states. Everything is computed in float64.
 """
 
@@ -34,49 +34,49 @@ def _div(a, b):
 
 # --- per matrix (averaged over the model's matrices) ---------------------------------------------
 
-@register_metric("l1", "matrix", paper=True)
+@register_metric("l1", "matrix")
 def l1(w, s):
     """sum_ij |w_ij|"""
     return np.abs(w).sum(axis=(-2, -1))
 
 
-@register_metric("l2", "matrix", paper=True)
+@register_metric("l2", "matrix")
 def l2(w, s):
     """Frobenius norm sqrt(sum_ij w_ij^2)"""
     return np.sqrt((w * w).sum(axis=(-2, -1)))
 
 
-@register_metric("trace", "matrix", paper=True)
+@register_metric("trace", "matrix")
 def trace(w, s):
     """sum_i w_ii over i < min(m, n) (rectangular, as torch.trace)"""
     return np.trace(w, axis1=-2, axis2=-1)
 
 
-@register_metric("spectral", "matrix", needs_sv=True, paper=True)
+@register_metric("spectral", "matrix", needs_sv=True)
 def spectral(w, s):
     """largest singular value s_1"""
     return s.max(axis=-1)
 
 
-@register_metric("code_sparsity", "matrix", paper=True)
+@register_metric("code_sparsity", "matrix")
 def code_sparsity(w, s):
     """l1 / l2"""
     return _div(l1(w, s), l2(w, s))
 
 
-@register_metric("computational_sparsity", "matrix", needs_sv=True, paper=True)
+@register_metric("computational_sparsity", "matrix", needs_sv=True)
 def computational_sparsity(w, s):
     """trace / spectral"""
     return _div(trace(w, s), spectral(w, s))
 
 
-@register_metric("mean_singular_value", "matrix", needs_sv=True, paper=True)
+@register_metric("mean_singular_value", "matrix", needs_sv=True)
 def mean_singular_value(w, s):
     """mean_i s_i (s_i < 1e-5 set to 0)"""
     return s.mean(axis=-1)
 
 
-@register_metric("var_singular_value", "matrix", needs_sv=True, paper=True)
+@register_metric("var_singular_value", "matrix", needs_sv=True)
 def var_singular_value(w, s):
     """population variance of the s_i (no Bessel correction)"""
     return s.var(axis=-1)
@@ -122,37 +122,37 @@ def _median(flat: np.ndarray) -> np.ndarray:
     return (part[..., k[0]].astype(np.float64) + part[..., k[1]].astype(np.float64)) / 2
 
 
-@register_metric("mean_w", "weights", paper=True)
+@register_metric("mean_w", "weights")
 def mean_w(flat):
     """mean of all weight-matrix entries"""
     return flat.mean(axis=-1, dtype=np.float64)
 
 
-@register_metric("median_w", "weights", paper=True)
+@register_metric("median_w", "weights")
 def median_w(flat):
     """median of all weight-matrix entries (mean of the two middle values for an even count)"""
     return _median(flat)
 
 
-@register_metric("var_w", "weights", paper=True)
+@register_metric("var_w", "weights")
 def var_w(flat):
     """population variance of all weight-matrix entries"""
     return flat.var(axis=-1, dtype=np.float64)
 
 
-@register_metric("mean_b", "biases", paper=True)
+@register_metric("mean_b", "biases")
 def mean_b(flat):
     """mean of all bias entries"""
     return flat.mean(axis=-1, dtype=np.float64)
 
 
-@register_metric("median_b", "biases", paper=True)
+@register_metric("median_b", "biases")
 def median_b(flat):
     """median of all bias entries (mean of the two middle values for an even count)"""
     return _median(flat)
 
 
-@register_metric("var_b", "biases", paper=True)
+@register_metric("var_b", "biases")
 def var_b(flat):
     """population variance of all bias entries"""
     return flat.var(axis=-1, dtype=np.float64)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from vt_core.config import ConfigError
+
 
 class LeNet5(nn.Module):
     def __init__(self, in_channels: int, n_classes: int, size: int, activation: str = "relu"):
         super().__init__()
         if size < 10:
-            raise ValueError(f"LeNet5 needs images of at least 10x10 pixels, got {size}x{size}; "
+            raise ConfigError(f"model: LeNet5 needs images of at least 10x10 pixels, got {size}x{size}; "
                              f"use model.name = 'resnet' or 'mlp' for this data")
         act = nn.ReLU if activation == "relu" else nn.Tanh
         self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)  # (B, 6, S, S)

@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
 from vt_core.data import Task
-
-
-class ModelFactoryError(ValueError):
-    """A user factory cannot be imported, called, or does not return an nn.Module."""
-
-
-def importable_from_cwd() -> None:
-    """Let ``pkg.module`` paths name modules in the working directory too (after installed ones)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-
-
-def resolve_factory(spec: str) -> Callable[..., nn.Module]:
-    """Import ``"pkg.module:function"`` (this runs the module's code, like any import)."""
-    module, _, attr = spec.partition(":")
-    importable_from_cwd()
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise ModelFactoryError(f"model.factory {spec!r}: cannot import {module!r} ({err}); "
-                                f"is it installed or on PYTHONPATH?") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise ModelFactoryError(f"model.factory {spec!r}: {module} has no callable {attr!r}")
-    return fn
+from vt_core.usercode import ModelFactoryError, resolve_factory
 
 
 def _custom(cfg, task: Task, d_out: int) -> nn.Module:

@@ -23,7 +23,7 @@ class BasicBlock(nn.Module):
         self.bn2 = _norm(c_out, batch_norm)
         self.relu = nn.ReLU()
         self.residual = residual
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if residual and (stride != 1 or c_in != c_out):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=not batch_norm), _norm(c_out, batch_norm))
 

@@ -1,5 +1,6 @@
 """Training: one task per seed, cached on (training config hash, seed, vt version), or one task per
-group of seeds trained together as one batched model (not cached: its seeds are skipped once done)."""
+group of seeds trained together as one batched model (not cached: its seeds are skipped once done).
+Logic: :mod:`vt_core.stages.train`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import vt_core
-from vt_core.study import load_study, train_group, train_seed
+from vt_core.runtime import Runtime
+from vt_core.stages import train
+from vt_core.study import load_study
 
 
 def train_cache_key(_context, parameters) -> str:
@@ -32,21 +35,22 @@ def _progress(seed_epochs: int, logger):
 # results are stored in the study directory as JSON: nothing there is ever unpickled
 @task(name="train-seed", cache_key_fn=train_cache_key, persist_result=True, result_serializer="json",
       task_run_name="train-seed-{seed}")
-def train_seed_task(study: str, seed: int) -> dict:
+def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
     logger = get_run_logger()
-    summary = train_seed(study, seed, progress=_progress(load_study(study).training.epochs, logger),
-                         num_threads=1)
+    summary = train.train_seed(study, seed, progress=_progress(load_study(study).training.epochs, logger),
+                               num_threads=1, runtime=Runtime(**(runtime or {})))
     logger.info("seed %d: %s (%d checkpoints)%s", seed, summary["status"], summary["committed_steps"],
                 " - already trained, skipped" if summary["skipped"] else "")
-    return summary
+    return dict(summary)
 
 
 @task(name="train-seed-group", cache_policy=NO_CACHE, task_run_name="train-seeds-{seeds}")
-def train_group_task(study: str, seeds: list[int]) -> list[dict]:
+def train_group_task(study: str, seeds: list[int], runtime: dict | None = None) -> list[dict]:
     """Seeds trained together; each seed's summary (a seed whose writes failed says so in it)."""
     logger = get_run_logger()
-    summaries = train_group(study, seeds, progress=_progress(load_study(study).training.epochs, logger))
+    summaries = train.train_group(study, seeds, progress=_progress(load_study(study).training.epochs, logger),
+                                  runtime=Runtime(**(runtime or {})))
     for s in summaries:
         logger.info("seed %d: %s (%d checkpoints)%s", s["seed"], s["status"], s["committed_steps"],
                     f" - {s['error']}" if s["status"] == "failed" else "")
-    return summaries
+    return [dict(s) for s in summaries]

@@ -1,0 +1,119 @@
+"""Every path under a study directory, in one place.
+
+::
+
+    STUDY/
+      study.json                     resolved config, training hash, versions, times
+      .vt.lock                       while a run holds the study: its host and pid
+      runs/seed=0003.zarr            one Zarr v3 store per seed
+      runs/seed=0003.resume.pt       model + optimizer + RNG state of its last commit
+      metrics.zarr                   (seed, step, metric[, layer]); metrics.zarr.new while rebuilt
+      hmm/input.npz, hmm/split.json  the HMM input: standardised features, seeds split
+      hmm/fits/k=KK-r=RR.json|.npz   one fit per (k, restart)
+      hmm/selection.json, hmm/model.npz, hmm/paths.json
+      analysis.json                  states, graph, explanations, regression
+      dashboard/index.html           standalone Bokeh page
+      report.md                      `vt report`
+      .prefect/results/              cached results of the per-seed training tasks (JSON)
+
+No other module spells these names: each asks :func:`layout` for the path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from vt_core.location import Location, location
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Location
+
+    # -- the study --------------------------------------------------------------------------------
+    @property
+    def study_json(self) -> Location:
+        return self.root / "study.json"
+
+    @property
+    def lock(self) -> Location:
+        return self.root / ".vt.lock"
+
+    # -- training -----------------------------------------------------------------------------------
+    @property
+    def runs(self) -> Location:
+        return self.root / "runs"
+
+    def run(self, seed: int) -> Location:
+        return self.runs / f"seed={seed:04d}.zarr"
+
+    def resume(self, seed: int) -> Location:
+        return resume_path(self.run(seed))
+
+    @property
+    def task_results(self) -> Location:
+        return self.root / ".prefect" / "results"
+
+    # -- metrics ------------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> Location:
+        return self.root / "metrics.zarr"
+
+    @property
+    def metrics_rebuild(self) -> Location:
+        return self.root / "metrics.zarr.new"
+
+    # -- HMM ----------------------------------------------------------------------------------------
+    @property
+    def hmm(self) -> Location:
+        return self.root / "hmm"
+
+    @property
+    def hmm_input(self) -> Location:
+        return self.hmm / "input.npz"
+
+    @property
+    def hmm_split(self) -> Location:
+        return self.hmm / "split.json"
+
+    def fit(self, k: int, restart: int, suffix: str) -> Location:
+        """``hmm/fits/k=KK-r=RR.json`` (the row) or ``.npz`` (the parameters)."""
+        return self.hmm / "fits" / f"k={k:02d}-r={restart:02d}.{suffix}"
+
+    @property
+    def selection(self) -> Location:
+        return self.hmm / "selection.json"
+
+    @property
+    def model(self) -> Location:
+        return self.hmm / "model.npz"
+
+    @property
+    def paths(self) -> Location:
+        return self.hmm / "paths.json"
+
+    # -- what people read ---------------------------------------------------------------------------
+    @property
+    def analysis(self) -> Location:
+        return self.root / "analysis.json"
+
+    @property
+    def dashboard(self) -> Location:
+        return self.root / "dashboard" / "index.html"
+
+    @property
+    def report(self) -> Location:
+        return self.root / "report.md"
+
+
+def layout(study: str | os.PathLike | Location) -> Layout:
+    """The paths of the study at ``study`` (a path or an fsspec URL)."""
+    return study if isinstance(study, Layout) else Layout(location(study))
+
+
+def resume_path(store_path: str | Location) -> Location:
+    """The resume file beside a run store (``seed=0003.zarr`` -> ``seed=0003.resume.pt``): a
+    foreign file inside the store would make zarr and xarray warn."""
+    p = location(store_path)
+    return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")

@@ -1,0 +1,54 @@
+"""Runtime switches: how vt runs on this machine, never what it computes.
+
+They are read from the environment once, at the edge (the CLI, a flow, a benchmark), into one
+:class:`Runtime` that is passed down; nothing below reads the environment itself.
+
+=================  ===========================================================================
+``VT_WRITER``      ``process`` (default on Linux): a writer process per seed receives each
+                   checkpoint through a pipe; ``thread``: a thread of the training process
+                   (the default elsewhere).
+``VT_WRITER_NICE`` niceness of writer processes (default 10): checkpoint writing yields the
+                   cores to training.
+``VT_GROUP_ASYNC`` ``1``/``0``: a seed group's checkpoint rounds copied to the host on a
+                   background thread (default: on for CUDA, off on a CPU).
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from vt_core.errors import VtError
+
+
+class RuntimeSettingError(VtError, ValueError):
+    """An environment switch has a value vt does not understand."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    writer: Literal["process", "thread"] = "process" if sys.platform.startswith("linux") else "thread"
+    writer_nice: int = 10
+    group_async: bool | None = None  # None: decided by the device (on for CUDA)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
+        env = os.environ if env is None else env
+        out = cls()
+        writer = env.get("VT_WRITER", out.writer)
+        if writer not in ("process", "thread"):
+            raise RuntimeSettingError(f"VT_WRITER={writer!r}: use 'process' or 'thread'")
+        nice = env.get("VT_WRITER_NICE", str(out.writer_nice))
+        try:
+            writer_nice = int(nice)
+        except ValueError:
+            raise RuntimeSettingError(f"VT_WRITER_NICE={nice!r}: give an integer niceness (e.g. 10)") from None
+        raw = env.get("VT_GROUP_ASYNC")
+        if raw not in (None, "", "0", "1"):
+            raise RuntimeSettingError(f"VT_GROUP_ASYNC={raw!r}: use 1 (on) or 0 (off), or leave it unset")
+        group_async = None if raw in (None, "") else raw == "1"
+        return cls(writer=writer, writer_nice=writer_nice, group_async=group_async)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""Stage 2, metrics: plan ``metrics.zarr``, compute one seed's region per task, then swap it in.
+
+Kernels and the lazy computation are in :mod:`vt_core.metrics`; the store's schema and its
+incremental reuse in :mod:`vt_core.metrics.incremental`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from typing import TypedDict
+
+from vt_core.location import Location
+from vt_core.metrics import incremental
+from vt_core.study import FINISHED, load_study, open_run, run_path
+from vt_core.usercode import load_user_code
+
+
+class MetricsPlan(TypedDict):
+    """What :func:`plan_metrics` hands to every seed's task: where to write, and whether the
+    store is being rebuilt beside the old one."""
+
+    target: str
+    rebuild: bool
+    seeds: list[int]
+
+
+class MetricCells(TypedDict):
+    """How many (checkpoint, metric) cells a task computed and how many it reused."""
+
+    computed: int
+    reused: int
+
+
+def usable_seeds(study: str | Location) -> list[int]:
+    """Seeds whose store has at least two committed checkpoints (complete or diverged)."""
+    config = load_study(study)
+    out = []
+    for seed in config.seeds:
+        if run_path(study, seed).exists():
+            store = open_run(study, seed, config)
+            if store.status in FINISHED and store.committed >= 2:
+                out.append(seed)
+    return out
+
+
+def plan_metrics(study: str | Location, seeds: list[int]) -> MetricsPlan:
+    """Plan metrics.zarr for ``seeds`` (a new template only when something was added)."""
+    config = load_user_code(load_study(study))
+    plan = incremental.plan_metrics(study, config, {s: open_run(study, s, config) for s in seeds})
+    return {"target": plan["target"], "rebuild": plan["rebuild"], "seeds": plan["seeds"]}
+
+
+# One seed's metrics at a time in a process: each computation already spreads over every core
+# (Dask's threads, torch and BLAS threads). Seeds computed concurrently by a thread task runner
+# oversubscribed the cores: the paper-size study's metric stage took 257 s that way against 139 s one
+# seed after another (2 cores; benchmarks/RESULTS.md). Dask workers are left alone: they run a task
+# per thread slot already, and a second seed's task waiting on a lock there could hold a slot that the
+# first seed's inner computation needs.
+_ONE_SEED_AT_A_TIME = threading.Lock()
+
+
+def _seed_slot():
+    """The lock above, or nothing in a Dask worker."""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            distributed.get_worker()
+            return contextlib.nullcontext()
+        except ValueError:
+            pass
+    return _ONE_SEED_AT_A_TIME
+
+
+def compute_metrics(study: str | Location, seed: int, plan: MetricsPlan) -> MetricCells:
+    """One seed's region: returns how many cells were computed and how many reused."""
+    config = load_user_code(load_study(study))
+    with _seed_slot():
+        counts = incremental.write_seed_metrics(study, config, open_run(study, seed, config), seed, plan)
+    return {"computed": counts["computed"], "reused": counts["reused"]}
+
+
+def finalize_metrics(study: str | Location, plan: MetricsPlan, counts: list[MetricCells]) -> MetricCells:
+    """Put a rebuilt store in place; the cells computed and reused over all seeds."""
+    incremental.finalize_metrics(study, plan)
+    return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts)}

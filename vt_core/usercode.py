@@ -1,0 +1,78 @@
+"""The one place where vt runs code that a config names: metric plugins and a model factory.
+
+Parsing a config (:func:`vt_core.config.parse_config`) has no side effects; a command that trains,
+computes metrics or lists hookpoints calls :func:`load_user_code` once, at its edge. Importing a
+module runs its code, which is why this is explicit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Callable
+
+from vt_core.config import ConfigError, CustomModelConfig, StudyConfig
+from vt_core.errors import VtError
+
+
+class ModelFactoryError(VtError, ValueError):
+    """A user factory cannot be imported, called, or does not return an nn.Module."""
+
+
+class PluginError(VtError, ValueError):
+    """A metric plugin module cannot be imported."""
+
+
+def importable_from_cwd() -> None:
+    """Let ``pkg.module`` paths name modules in the working directory too (after installed ones)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+
+
+def resolve_factory(spec: str) -> Callable[..., Any]:
+    """Import ``"pkg.module:function"`` (this runs the module's code, like any import)."""
+    module, _, attr = spec.partition(":")
+    importable_from_cwd()
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise ModelFactoryError(f"model.factory {spec!r}: cannot import {module!r} ({err}); "
+                                f"is it installed or on PYTHONPATH?") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ModelFactoryError(f"model.factory {spec!r}: {module} has no callable {attr!r}")
+    return fn
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import each metric plugin module (it registers its metrics as it is imported)."""
+    importable_from_cwd()
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as err:
+            raise PluginError(f"metrics.plugins: cannot import {mod!r} ({err}); "
+                              f"is it installed / on PYTHONPATH?") from None
+
+
+def load_user_code(config: StudyConfig) -> StudyConfig:
+    """Import ``metrics.plugins`` and ``model.factory``; check the metric names the plugins
+    register. Errors are :class:`ConfigError` naming the field."""
+    from vt_core.metrics.registry import unknown_metrics
+
+    try:
+        load_plugins(list(config.metrics.plugins))
+    except PluginError as err:
+        raise ConfigError(str(err)) from None
+    unknown = unknown_metrics(list(config.metrics.names))
+    if unknown:
+        raise ConfigError(f"metrics.names: unknown metric(s) {unknown} (not built in, and not registered by "
+                          f"metrics.plugins {list(config.metrics.plugins)}); `vt metrics` lists them")
+    if isinstance(config.model, CustomModelConfig):
+        try:
+            resolve_factory(config.model.factory)
+        except ModelFactoryError as err:
+            raise ConfigError(str(err)) from None
+    return config
