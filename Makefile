@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-fast test-slow bench clean
 
 # each prints, as its last line, one JSON object with its figures (benchmarks/RESULTS.md); the
 # GPU study (benchmarks/study_timing.py, benchmarks/gpu_session.sh) is run by hand on a GPU
@@ -24,6 +24,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# the development loop: unit tests only (no Prefect flow, server, cluster, browser or kill trial)
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not integration and not browser and not flow" -q tests/core tests/meta
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow -q

@@ -145,7 +145,7 @@ def dashboard(study: StudyArg,
     if is_remote(path) and (open_ or serve):  # a browser needs a local copy (the page is standalone)
         import tempfile
 
-        path = Path(tempfile.mkdtemp(prefix="vt-dashboard-")) / "index.html"
+        path = Path(tempfile.mkdtemp(prefix="vt-dashboard-")) / path.name
         path.write_bytes(page)
         console.print(f"local copy: {path}", soft_wrap=True)
     if open_:

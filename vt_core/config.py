@@ -228,9 +228,13 @@ class MetricsConfig(_Strict):
     plugins: list[str] = Field(default_factory=list, description="modules that register extra metrics")
     names: list[str] = Field(default_factory=lambda: list(PAPER_METRICS), min_length=1)
     exclude: list[str] = Field(
-        default_factory=lambda: ["*embed*", "*ln*", "*norm*"],
-        description="parameter globs left out of the weight metrics (embeddings, LayerNorm)",
+        default_factory=list,
+        description="parameter globs left out of the weight metrics, besides those the module rules leave "
+                    "out (embeddings, normalisation layers; see `vt hooks CONFIG`)",
     )
+    convention: Literal["paper_code", "paper_text"] = Field(
+        "paper_code", description="paper_code: as michahu/modeling-training computes (Bessel variances, lower "
+        "median, NaN variance of one singular value dropped); paper_text: population variances, midpoint median")
     dormant_threshold: float = Field(0.025, ge=0.0, description="tau of dormant_fraction")
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ store may be a local path or an fsspec URL (:mod:`vt_core.location`).
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import warnings
 from dataclasses import dataclass, field
@@ -82,12 +83,18 @@ class RunStore:
         self._datasets: dict[tuple, xr.Dataset] = {}
 
     @classmethod
-    def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict) -> RunStore:
+    def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict,
+               roles: dict[str, str] | None = None) -> RunStore:
+        """A new, empty store. ``roles``: each parameter's role for the weight metrics
+        (:mod:`vt_core.metrics.roles`). ``run_id`` is new for every store created: the identity of
+        this training run, which metrics computed from it are keyed by (a retrained seed gets a new
+        one, a resumed seed keeps it)."""
         path = location(path)
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
         root.attrs.update(
             seed=seed, config_hash=config_hash, config=config, committed_steps=0,
-            last_step=None, status="running", error=None,
+            last_step=None, status="running", error=None, parameter_roles=roles,
+            run_id=secrets.randbits(62),
         )
         return cls(path)
 

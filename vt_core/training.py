@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import threading
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,21 +21,22 @@ import torch.nn.functional as F
 
 from vt_core.config import StudyConfig
 from vt_core.data import Task, build_task
+from vt_core.errors import VtError
 from vt_core.hooks import capture, select_hookpoints, select_parameters
 from vt_core.models import build_model
+from vt_core.position import BatchPosition, ScheduleError, checkpoint_steps  # noqa: F401 - re-exported
+from vt_core.record import GLOBAL_RNG_LOCK, checkpoint_record, load_resume_state, resume_state
 from vt_core.store import Checkpoint  # noqa: F401 - re-exported: the trainer yields them
 
+_INIT_LOCK = GLOBAL_RNG_LOCK  # seeding + building a model, and restoring the RNG, never interleave
 
-_INIT_LOCK = threading.Lock()
 
-
-class DivergedError(RuntimeError):
+class DivergedError(VtError, RuntimeError):
     """The training loss became NaN or infinite."""
 
     def __init__(self, step: int, loss: float):
         super().__init__(f"training diverged at step {step}: loss={loss}")
         self.step = step
-
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,28 +48,6 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)
-
-
-class ScheduleError(ValueError):
-    """A checkpoint schedule that does not fit the run."""
-
-
-def checkpoint_steps(cfg, total_steps: int) -> set[int] | None:
-    """Step-based schedules as a set of steps (with 0 and the last step); None for every_epochs."""
-    c = cfg.checkpoints
-    if c.every_epochs is not None:
-        return None
-    if c.every_steps is not None:
-        steps = set(range(0, total_steps + 1, c.every_steps))
-    elif c.log_spaced is not None:  # dense early, as Pythia's checkpoints are
-        steps = {int(round(x)) for x in np.geomspace(1, total_steps, c.log_spaced)}
-    else:
-        late = [s for s in c.steps if s > total_steps]
-        if late:
-            raise ScheduleError(f"checkpoints.steps {late} lie past the last step {total_steps} "
-                                f"({cfg.training.epochs} epochs); drop them or train longer")
-        steps = set(c.steps)
-    return steps | {0, total_steps}
 
 
 def lr_lambda(cfg, total_steps: int):
@@ -189,11 +168,16 @@ def make_optimizer(cfg, params: list[torch.Tensor]) -> torch.optim.Optimizer:
 
 
 class Trainer:
+    """One seed's training: yields a :class:`Checkpoint` at each point of the schedule
+    (:meth:`run`) and gives its resume state (:meth:`state_dict`) between them."""
+
     def __init__(self, config: StudyConfig, seed: int):
         self.cfg, self.seed = config, seed
         self.device = resolve_device(config.training.device)
         task = build_task(config.data, seed)
-        self.task = Task(*(t.to(self.device) if isinstance(t, torch.Tensor) else t for t in vars(task).values()))
+        on_device: dict[str, Any] = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                                     for k, v in vars(task).items()}
+        self.task = Task(**on_device)
         self.d_out = 1 if config.training.loss == "hinge" else task.n_classes
         # The global RNG is process-wide: seeds trained side by side in threads would interleave
         # their initialisations. Seeding and building happen under one lock, before anything else.
@@ -202,22 +186,13 @@ class Trainer:
             self.model = build_model(config.model, task, self.d_out).to(self.device)
         self.optimizer = self._make_optimizer()
         self._step = TrainStep(self._loss, config, self.device)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.position = BatchPosition(config, len(task.x_train), seed)  # the batch order follows the seed
         self.hooks = select_hookpoints(self.model, config.hooks.activations) if config.hooks.activations else []
         self.weight_names = select_parameters(self.model, config.hooks.weights)
-        n = len(task.x_train)
-        self.batch_size = min(config.training.batch_size or n, n)
-        self.batches_per_epoch = math.ceil(n / self.batch_size)
+        self.batch_size, self.batches_per_epoch = self.position.batch_size, self.position.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, self.total_steps))
-        self.ckpt_steps = checkpoint_steps(config, self.total_steps)
         self.probe_x = self.task.x_test[: config.hooks.probe_size]
         self.probe_y = self.task.y_test[: config.hooks.probe_size]
-        # position in training
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.perm: torch.Tensor | None = None
-        self.n_checkpoints = 0
         # (sum of gradient norms, steps) since the last checkpoint; on the device: no sync per step
         self.grad_acc = torch.zeros(2, dtype=torch.float64, device=self.device)
 
@@ -226,74 +201,73 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.training.epochs * self.batches_per_epoch
+        return self.position.total_steps
+
+    @property
+    def ckpt_steps(self) -> set[int] | None:
+        return self.position.ckpt_steps
+
+    @property
+    def step(self) -> int:
+        return self.position.step
+
+    @property
+    def n_checkpoints(self) -> int:
+        return self.position.n_checkpoints
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.position.generator
 
     @property
     def expected_checkpoints(self) -> int:
         """How many checkpoints a full run writes (the initialisation, the schedule, the last step)."""
-        if self.ckpt_steps is not None:
-            return len(self.ckpt_steps)
-        every, total = self.cfg.checkpoints.every_epochs, self.cfg.training.epochs
-        return 1 + total // every + (1 if total % every else 0)
+        return self.position.expected_checkpoints
 
     # -- exact resume -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "perm": self.perm if self.perm is not None else torch.empty(0, dtype=torch.long),
-            "position": torch.tensor([self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints]),
-            "grad_acc": self.grad_acc.cpu().clone(),
-        }
+        """The resume state (:mod:`vt_core.record`) of where the seed stands now."""
+        return resume_state(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                            scheduler=self.scheduler.state_dict(), at=self.position.mark(),
+                            n_checkpoints=self.position.n_checkpoints, torch_rng=torch.get_rng_state(),
+                            grad_acc=self.grad_acc.cpu().clone())
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        with _INIT_LOCK:
-            torch.set_rng_state(state["torch_rng"])
-        self.perm = state["perm"] if state["perm"].numel() else None
-        self.step, self.epoch, self.batch_in_epoch, self.n_checkpoints = (int(v) for v in state["position"])
-        self.grad_acc = state["grad_acc"].to(self.device).clone()
+        grad_acc = load_resume_state(state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                     position=self.position)
+        self.grad_acc = grad_acc.to(self.device).clone()
 
     # -- evaluation and capture -------------------------------------------------------------------
 
     @torch.no_grad()
-    def _evaluate(self, x, y) -> tuple[float, float]:
+    def _evaluate(self, x, y) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mean loss, number correct, number of examples), in eval mode."""
         self.model.eval()
         loss, correct = loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)
         self.model.train()
-        return float(loss), float(correct) / len(y)
+        return loss, correct, len(y)
+
+    @torch.no_grad()
+    def _activations(self) -> dict[str, np.ndarray]:
+        if not self.hooks:
+            return {}
+        self.model.eval()
+        with capture(self.model, self.hooks, self.cfg.hooks.capture) as out:
+            self.model(self.probe_x)
+        self.model.train()
+        return {n: v.cpu().numpy() for n, v in out.items()}
 
     @torch.no_grad()
     def checkpoint(self) -> Checkpoint:
-        train_loss, train_acc = self._evaluate(self.task.x_train, self.task.y_train)
-        test_loss, test_acc = self._evaluate(self.task.x_test, self.task.y_test)
+        """Record the seed where it stands (:func:`vt_core.record.checkpoint_record`)."""
+        train = self._evaluate(self.task.x_train, self.task.y_train)
+        test = self._evaluate(self.task.x_test, self.task.y_test)
         params = dict(self.model.named_parameters())
         weights = {n: params[n].detach().cpu().numpy().copy() for n in self.weight_names}
-        acts = {}
-        if self.hooks:
-            self.model.eval()
-            with capture(self.model, self.hooks, self.cfg.hooks.capture) as out:
-                self.model(self.probe_x)
-            self.model.train()
-            acts = {n: v.cpu().numpy() for n, v in out.items()}
-        ckpt = Checkpoint(
-            index=self.n_checkpoints,
-            step=self.step,
-            epoch=self.epoch + self.batch_in_epoch / self.batches_per_epoch,
-            scalars={"train_loss": train_loss, "train_accuracy": train_acc,
-                     "test_loss": test_loss, "test_accuracy": test_acc,
-                     "grad_norm": float(self.grad_acc[0] / self.grad_acc[1]) if self.grad_acc[1] > 0 else float("nan")},
-            weights=weights,
-            activations=acts,
-        )
-        self.n_checkpoints += 1
+        acts = self._activations()
+        at = self.position.mark()
+        ckpt = checkpoint_record(self.position.take_index(), at, train, test, self.grad_acc, weights, acts)
         self.grad_acc.zero_()
         return ckpt
 
@@ -303,6 +277,7 @@ class Trainer:
         return loss_and_correct(self.cfg.training.loss, self.model(x), y, self.task.n_classes)[0]
 
     def _train_step(self, idx: torch.Tensor) -> None:
+        """One optimizer step on the batch ``idx``; the position is the caller's to advance."""
         loss = self._step(self.optimizer, self.task.x_train[idx], self.task.y_train[idx])  # forward, backward
         if not torch.isfinite(loss):  # before the update: the diverged step changes nothing
             raise DivergedError(self.step, loss.item())
@@ -314,29 +289,12 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.step += 1
-
-    def _due(self, end_of_epoch: bool) -> bool:
-        if self.step == self.total_steps:
-            return True
-        if self.ckpt_steps is not None:
-            return self.step in self.ckpt_steps
-        return end_of_epoch and self.epoch % self.cfg.checkpoints.every_epochs == 0
 
     def run(self) -> Iterator[Checkpoint]:
         """Train to the end, yielding checkpoints; starts from wherever the state says."""
-        if self.n_checkpoints == 0:
+        if self.position.n_checkpoints == 0:
             yield self.checkpoint()  # the initialisation, step 0
-        n = len(self.task.x_train)
-        while self.step < self.total_steps:
-            if self.perm is None:
-                self.perm = torch.randperm(n, generator=self.generator)
-            start = self.batch_in_epoch * self.batch_size
-            idx = self.perm[start : start + self.batch_size].to(self.device)
-            self._train_step(idx)
-            self.batch_in_epoch += 1
-            end_of_epoch = self.batch_in_epoch == self.batches_per_epoch
-            if end_of_epoch:
-                self.epoch, self.batch_in_epoch, self.perm = self.epoch + 1, 0, None
-            if self._due(end_of_epoch):
+        while not self.position.finished:
+            self._train_step(self.position.batch().to(self.device))
+            if self.position.advance():
                 yield self.checkpoint()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vt_core.config import ConfigError, CustomModelConfig, StudyConfig
 from vt_core.errors import VtError

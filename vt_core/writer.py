@@ -6,7 +6,8 @@ vt_core.writer``): the training process pickles each checkpoint's host arrays an
 thread, that work (a few milliseconds of Python per array per write) takes the GIL from the
 training loop: 1.34x at the demo's cadence against 1.0x for a process (benchmarks/RESULTS.md).
 The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed run leaves no writer behind
-to race the resumed one. ``VT_WRITER=thread`` (and other systems) use the thread below.
+to race the resumed one. A :class:`~vt_core.runtime.Runtime` with ``writer="thread"`` (and other
+systems) use the thread below; its ``writer_nice`` is the child's niceness.
 
 The thread writer:
 
@@ -37,6 +38,8 @@ import time
 
 import zarr
 
+from vt_core.errors import VtError
+from vt_core.runtime import Runtime, RuntimeSettingError
 from vt_core.store import Checkpoint, RunStore
 
 
@@ -128,7 +131,7 @@ class CheckpointWriter:
         self._raise()
 
 
-class WriterError(OSError):
+class WriterError(VtError, OSError):
     """Writing checkpoints failed; what was committed before stays readable."""
 
 
@@ -145,10 +148,11 @@ class ProcessCheckpointWriter:
 
     Frames on the child's stdin: 8-byte length + pickle of ``(Checkpoint, state bytes)``; an empty
     frame asks it to write what is queued and exit. It answers one JSON line on stdout: ``{"ok":
-    committed}`` or ``{"error": ...}`` as soon as a write fails (then it exits)."""
+    committed}`` or ``{"error": ...}`` as soon as a write fails (then it exits). ``nice``: the
+    child's niceness (given in its argv), so that writing yields the cores to training."""
 
     def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
-                 flush_every: int = 4, flush_seconds: float = 0.25):
+                 flush_every: int = 4, flush_seconds: float = 0.25, nice: int = Runtime.writer_nice):
         # smaller batches than the thread writer's: the child's work no longer takes the trainer's
         # GIL, and a child that keeps up leaves less to write after the last step
         self.store = store
@@ -156,12 +160,14 @@ class ProcessCheckpointWriter:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "vt_core.writer", str(store.path), str(capacity), str(max_pending_bytes),
-             str(flush_every), str(flush_seconds), str(os.getpid())],
+             str(flush_every), str(flush_seconds), str(os.getpid()), str(nice)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # both are pipes
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         try:  # a larger pipe: fewer wake-ups per checkpoint (Linux; the default 64 KiB otherwise)
             import fcntl
 
-            fcntl.fcntl(self._proc.stdin.fileno(), 1031, 2**20)  # F_SETPIPE_SZ
+            fcntl.fcntl(self._stdin.fileno(), 1031, 2**20)  # F_SETPIPE_SZ
         except (ImportError, OSError):
             pass
         self._answer: dict | None = None
@@ -177,7 +183,7 @@ class ProcessCheckpointWriter:
         self._feeder.start()
 
     def _read(self) -> None:
-        line = self._proc.stdout.readline()
+        line = self._stdout.readline()
         try:
             self._answer = json.loads(line) if line else None
         except ValueError:
@@ -202,11 +208,11 @@ class ProcessCheckpointWriter:
             payload = self._frames.get()
             try:
                 if not self._broken:
-                    self._proc.stdin.write(struct.pack("<Q", len(payload)))  # not header + payload:
-                    self._proc.stdin.write(payload)  # that would copy every frame once more
-                    self._proc.stdin.flush()
+                    self._stdin.write(struct.pack("<Q", len(payload)))  # not header + payload:
+                    self._stdin.write(payload)  # that would copy every frame once more
+                    self._stdin.flush()
                     if not payload:
-                        self._proc.stdin.close()
+                        self._stdin.close()
             except (BrokenPipeError, ValueError, OSError):
                 self._broken = True
             with self._room:
@@ -239,17 +245,20 @@ class ProcessCheckpointWriter:
             raise self._failure()
 
 
-def make_writer(store: RunStore, capacity: int):
-    """The process writer on Linux (``VT_WRITER=thread`` opts out), the thread writer elsewhere and
-    for a memory:// store (another process cannot see it)."""
+def make_writer(store: RunStore, capacity: int,
+                runtime: Runtime | None = None) -> CheckpointWriter | ProcessCheckpointWriter:
+    """The writer ``runtime.writer`` names (None: :class:`Runtime`'s defaults, the process writer
+    on Linux), at niceness ``runtime.writer_nice``; the thread writer for a memory:// store
+    (another process cannot see it)."""
     from vt_core.location import same_process_only
 
-    kind = os.environ.get("VT_WRITER", "process" if sys.platform.startswith("linux") else "thread")
+    runtime = Runtime() if runtime is None else runtime
+    kind = runtime.writer
     if kind not in ("process", "thread"):
-        raise ValueError(f"VT_WRITER={kind!r}: use 'process' or 'thread'")
-    if same_process_only(store.path):
-        kind = "thread"
-    return (ProcessCheckpointWriter if kind == "process" else CheckpointWriter)(store, capacity)
+        raise RuntimeSettingError(f"runtime.writer={kind!r}: use 'process' or 'thread' (VT_WRITER)")
+    if kind == "thread" or same_process_only(store.path):
+        return CheckpointWriter(store, capacity)
+    return ProcessCheckpointWriter(store, capacity, nice=runtime.writer_nice)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -272,10 +281,10 @@ def _read_exact(f, n: int) -> bytes:
 
 
 def _child_main(argv: list[str]) -> int:
-    path, capacity, max_pending, flush_every, flush_seconds, parent = argv
+    path, capacity, max_pending, flush_every, flush_seconds, parent, nice = argv
     _die_with_parent(int(parent))
     try:  # training comes first: where the cores are all busy the writer yields to it
-        os.nice(int(os.environ.get("VT_WRITER_NICE", "10")))
+        os.nice(int(nice))
     except (OSError, AttributeError, ValueError):
         pass
     zarr.config.set({"threading.max_workers": 1})  # one core's worth of writing, not every core's
@@ -283,6 +292,7 @@ def _child_main(argv: list[str]) -> int:
     sys.stdout = sys.stderr  # nothing but the answer goes to the parent's pipe
     inp = sys.stdin.buffer
     writer = None
+    answer: dict[str, object]
     try:
         store = RunStore(path)
         writer = CheckpointWriter(store, int(capacity), int(max_pending), int(flush_every), float(flush_seconds))

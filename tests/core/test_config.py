@@ -76,19 +76,6 @@ def test_bad_configs_name_the_field(tmp_path, patch, message):
     assert message in str(err.value)
 
 
-def test_parsing_imports_no_user_code(tmp_path, monkeypatch):
-    """A config naming a plugin and a factory is parsed without importing either; only
-    load_user_code runs them (a marker file shows whether the module ran)."""
-    pkg = tmp_path / "payload_mod_xyz.py"
-    marker = tmp_path / "ran"
-    pkg.write_text(f"open({str(marker)!r}, 'w').close()\ndef make(**kw):\n    raise SystemExit\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = parse_config(tiny_dict(tmp_path, metrics={"plugins": ["payload_mod_xyz"], "names": ["l2"]}))
-    assert not marker.exists()
-    load_user_code(cfg)
-    assert marker.exists()
-
-
 def test_missing_section_is_named(tmp_path):
     d = tiny_dict(tmp_path)
     del d["training"]

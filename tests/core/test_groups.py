@@ -18,8 +18,10 @@ import pytest
 from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
 from vt_core.groups import GroupTrainer, groupable, resolve_group_size
+from vt_core.runtime import Runtime
+from vt_core.stages.train import train_group, train_seed
 from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, train_group, train_seed
+from vt_core.study import prepare_study, run_path
 from vt_core.training import Trainer
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -51,12 +53,11 @@ TRANSFORMER = dict(
 
 @pytest.mark.parametrize("copy_mode", ["sync", "async"])
 @pytest.mark.parametrize("over", [MLP, TRANSFORMER], ids=["mlp", "transformer"])
-def test_group_stores_what_each_seed_stores_alone(tmp_path, over, copy_mode, monkeypatch):
-    monkeypatch.setenv("VT_GROUP_ASYNC", "1" if copy_mode == "async" else "0")
+def test_group_stores_what_each_seed_stores_alone(tmp_path, over, copy_mode):
     alone, group = _pair(tmp_path, **over)
     for seed in (0, 1, 2):
         train_seed(alone, seed)
-    summaries = train_group(group, [0, 1, 2])
+    summaries = train_group(group, [0, 1, 2], runtime=Runtime(group_async=copy_mode == "async"))
     assert [s["status"] for s in summaries] == ["complete"] * 3
     for seed in (0, 1, 2):
         a, b = store_arrays(run_path(alone, seed)), store_arrays(run_path(group, seed))
@@ -79,14 +80,13 @@ def test_gradient_clipping_is_per_seed(tmp_path):
 
 
 @pytest.mark.parametrize("copy_mode", ["sync", "async"])
-def test_one_seed_diverges_the_others_go_on(tmp_path, copy_mode, monkeypatch):
-    monkeypatch.setenv("VT_GROUP_ASYNC", "1" if copy_mode == "async" else "0")
+def test_one_seed_diverges_the_others_go_on(tmp_path, copy_mode):
     over = dict(model={"factory": "tests.plugins.blowup:make_net", "kwargs": {"width": 16, "blowup_seed": 1}},
                 hooks={"activations": [], "probe_size": 8}, training={"epochs": 6},
                 hmm={"features": ["l2", "test_accuracy"]})
     alone, group = _pair(tmp_path, **over)
     solo = {s: train_seed(alone, s) for s in (0, 1, 2)}
-    grouped = dict(zip((0, 1, 2), train_group(group, [0, 1, 2])))
+    grouped = dict(zip((0, 1, 2), train_group(group, [0, 1, 2], runtime=Runtime(group_async=copy_mode == "async"))))
     assert solo[1]["status"] == grouped[1]["status"] == "diverged"
     assert "training diverged at step" in grouped[1]["error"]
     step = lambda e: int(e.split("at step ")[1].split(":")[0])  # noqa: E731
@@ -178,7 +178,7 @@ def test_group_size_resolution(tmp_path):
 
 GROUP_SCRIPT = """
 import sys
-from vt_core.study import train_group
+from vt_core.stages.train import train_group
 train_group(sys.argv[1], [0, 1, 2])
 """
 
@@ -238,11 +238,10 @@ def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, m
     site.mkdir()
     (site / "sitecustomize.py").write_text(ENOSPC_PATCH)
     with monkeypatch.context() as m:
-        m.setenv("VT_WRITER", "process")
-        m.setenv("PYTHONPATH", str(site))
+        m.setenv("PYTHONPATH", str(site))  # the writer processes load the patch
         m.setenv("VT_TEST_ENOSPC_AT", "20")
         m.setenv("VT_TEST_ENOSPC_STORE", "seed=0001")
-        out = dict(zip((0, 1, 2), train_group(group, [0, 1, 2])))
+        out = dict(zip((0, 1, 2), train_group(group, [0, 1, 2], runtime=Runtime(writer="process"))))
     assert out[1]["status"] == "failed" and "No space left on device" in out[1]["error"]
     store = RunStore(run_path(group, 1), mode="r")
     assert 1 <= store.committed <= 20 and store.validate() == []

@@ -13,17 +13,18 @@ from vt_core.study import load_study, open_run
 MATRIX_METRICS = [n for n in PAPER_METRICS if get(n).reads == "matrix"]
 
 
-def matrix_metrics(stack):
-    return _matrix_kernel([get(n) for n in MATRIX_METRICS])(stack)
+def matrix_metrics(stack, convention: str = "paper_text"):
+    return _matrix_kernel([get(n) for n in MATRIX_METRICS], {"convention": convention})(stack)
 
 
-def global_stats(*arrays):
+def global_stats(*arrays, convention: str = "paper_text"):
     flat = np.concatenate([np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in arrays], axis=1)
-    return np.stack([get(n).kernel(flat) for n in ("mean_w", "median_w", "var_w")], axis=-1)
+    return np.stack([get(n)(flat, convention=convention) for n in ("mean_w", "median_w", "var_w")], axis=-1)
 
 
 def naive(w: np.ndarray) -> dict:
-    """One matrix at a time, with torch calls, as REFERENCE.md defines the metrics."""
+    """One matrix at a time, with torch calls, as REFERENCE.md's text defines the metrics (the
+    paper_text convention; tests/reference/ holds the paper code's)."""
     t = torch.tensor(w, dtype=torch.float64)
     s = torch.linalg.svdvals(t)
     s = torch.where(s < 1e-5, torch.zeros_like(s), s)
@@ -51,16 +52,25 @@ def test_matrix_metrics_match_naive(w):
     np.testing.assert_allclose(got, [ref[k] for k in MATRIX_METRICS], rtol=1e-10, atol=1e-12)
 
 
-def test_variances_are_population_variances():
+def test_conventions_differ_where_documented():
+    """paper_text: population variances, midpoint median; paper_code: Bessel-corrected variances,
+    the lower middle value (torch.median), NaN variance for a single singular value."""
     w = np.random.default_rng(1).normal(size=(4, 4))
     s = np.linalg.svd(w, compute_uv=False)
-    got = matrix_metrics(w[None])[0][list(MATRIX_METRICS).index("var_singular_value")]
-    assert got == pytest.approx(np.var(s, ddof=0))
-    assert got != pytest.approx(np.var(s, ddof=1))
-    a, b = np.random.default_rng(2).normal(size=(3, 4, 2)), np.random.default_rng(3).normal(size=(3, 5))
-    flat = np.concatenate([a.reshape(3, -1), b], axis=1)
-    np.testing.assert_allclose(global_stats(a, b), np.stack(
+    col = list(MATRIX_METRICS).index("var_singular_value")
+    assert matrix_metrics(w[None], "paper_text")[0][col] == pytest.approx(np.var(s, ddof=0))
+    assert matrix_metrics(w[None], "paper_code")[0][col] == pytest.approx(np.var(s, ddof=1))
+    row = np.random.default_rng(4).normal(size=(1, 1, 6))  # a 1 x n layer: one singular value
+    assert matrix_metrics(row, "paper_text")[0][col] == 0.0
+    assert np.isnan(matrix_metrics(row, "paper_code")[0][col])
+    flat = np.random.default_rng(2).normal(size=(3, 12))  # an even count: the two medians differ
+    a2, b2 = flat[:, :8].reshape(3, 4, 2), flat[:, 8:]
+    np.testing.assert_allclose(global_stats(a2, b2, convention="paper_text"), np.stack(
         [flat.mean(1), np.median(flat, 1), flat.var(1, ddof=0)], axis=-1))
+    lower = np.sort(flat, axis=1)[:, 5]
+    np.testing.assert_allclose(global_stats(a2, b2, convention="paper_code"), np.stack(
+        [flat.mean(1), lower, flat.var(1, ddof=1)], axis=-1))
+    assert not np.allclose(lower, np.median(flat, 1))
 
 
 def test_nan_matrix_gives_nan_row_not_a_crash():
@@ -82,8 +92,13 @@ def test_seed_metrics_equal_a_per_checkpoint_loop(analysed_study):
         expect = {k: np.mean([p[k] for p in per]) for k in MATRIX_METRICS}
         w_all = np.concatenate([m.ravel() for m in mats]).astype(np.float64)
         b_all = np.concatenate([b.ravel() for b in biases]).astype(np.float64)
-        expect |= {"mean_w": w_all.mean(), "median_w": np.median(w_all), "var_w": w_all.var(),
-                   "mean_b": b_all.mean(), "median_b": np.median(b_all), "var_b": b_all.var()}
+        expect |= {"mean_w": w_all.mean(), "median_w": np.sort(w_all)[(len(w_all) - 1) // 2],
+                   "var_w": w_all.var(ddof=1), "mean_b": b_all.mean(),
+                   "median_b": np.sort(b_all)[(len(b_all) - 1) // 2], "var_b": b_all.var(ddof=1)}
+        # paper_code (the default): Bessel-corrected singular-value variance, NaN for one value, dropped
+        svv = [np.var(np.where((sv := np.linalg.svd(m.astype(np.float64), compute_uv=False)) < 1e-5, 0, sv), ddof=1) if min(m.shape) > 1
+               else np.nan for m in mats]
+        expect["var_singular_value"] = np.nanmean(svv)
         row = ds["value"].isel(step=i)
         for k in PAPER_METRICS:
             assert float(row.sel(metric=k)) == pytest.approx(expect[k], rel=1e-9, abs=1e-12), k

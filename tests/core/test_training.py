@@ -12,8 +12,9 @@ from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model
+from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, seed_status, train_seed
+from vt_core.study import prepare_study, run_path, seed_status
 from vt_core.training import DivergedError, Trainer
 
 
@@ -103,7 +104,7 @@ def test_finished_seed_is_skipped(tiny_config):
 
 KILL_SCRIPT = """
 import sys
-from vt_core.study import train_seed
+from vt_core.stages.train import train_seed
 train_seed(sys.argv[1], 0)
 """
 

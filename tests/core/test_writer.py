@@ -18,9 +18,12 @@ import pytest
 
 from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config import parse_config
+from vt_core.errors import VtError
+from vt_core.runtime import Runtime, RuntimeSettingError
+from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, seed_status, train_seed
-from vt_core.writer import ProcessCheckpointWriter, WriterError, make_writer
+from vt_core.study import prepare_study, run_path, seed_status
+from vt_core.writer import CheckpointWriter, ProcessCheckpointWriter, WriterError, make_writer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is Linux-only")
 
@@ -31,20 +34,47 @@ def _study(tmp_path: Path, name: str, epochs: int = 12):
 
 
 def test_writer_choice(tmp_path, monkeypatch):
+    """The runtime chooses the writer; the environment is read at the edge only (Runtime.from_env)."""
     store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
-    monkeypatch.setenv("VT_WRITER", "threads")
-    with pytest.raises(ValueError, match="VT_WRITER='threads': use 'process' or 'thread'"):
-        make_writer(store, 4)
+    with pytest.raises(RuntimeSettingError, match="writer='threads': use 'process' or 'thread'"):
+        make_writer(store, 4, Runtime(writer="threads"))  # type: ignore[arg-type]
+    monkeypatch.setenv("VT_WRITER", "process")  # ignored here: make_writer never reads it
+    w = make_writer(store, 4, Runtime(writer="thread"))
+    assert isinstance(w, CheckpointWriter)
+    w.close()
+    mem = RunStore.create("memory://vt-writer-choice/s.zarr", seed=0, config_hash="x", config={})
+    w = make_writer(mem, 4, Runtime(writer="process"))  # another process cannot see memory://
+    assert isinstance(w, CheckpointWriter)
+    w.close()
+    assert issubclass(WriterError, VtError) and issubclass(WriterError, OSError)
 
 
 @linux_only
-def test_process_and_thread_writers_store_the_samestore_arrays(tmp_path, monkeypatch):
-    monkeypatch.setenv("VT_WRITER", "process")
+def test_process_writer_by_default_at_the_runtimes_niceness(tmp_path, monkeypatch):
+    """The child's niceness comes through its argv (``runtime.writer_nice``), not the environment."""
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    monkeypatch.setenv("VT_WRITER_NICE", "3")  # ignored: only Runtime.from_env reads it
+    default = make_writer(store, 4)
+    assert isinstance(default, ProcessCheckpointWriter)
+    default.close()
+    w = make_writer(store, 4, Runtime(writer="process", writer_nice=7))
+    try:
+        assert isinstance(w, ProcessCheckpointWriter) and w._proc.args[-1] == "7"
+        want = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)  # os.nice adds to the inherited niceness
+        deadline = time.time() + 30
+        while os.getpriority(os.PRIO_PROCESS, w._proc.pid) != want and time.time() < deadline:
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, w._proc.pid) == want
+    finally:
+        w.close()
+
+
+@linux_only
+def test_process_and_thread_writers_store_the_samestore_arrays(tmp_path):
     a = _study(tmp_path, "process")
-    assert train_seed(a, 0)["committed_steps"] == 13
-    monkeypatch.setenv("VT_WRITER", "thread")
+    assert train_seed(a, 0, runtime=Runtime(writer="process"))["committed_steps"] == 13
     b = _study(tmp_path, "thread")
-    train_seed(b, 0)
+    train_seed(b, 0, runtime=Runtime(writer="thread"))
     x, y = store_arrays(run_path(a, 0)), store_arrays(run_path(b, 0))
     assert x.keys() == y.keys() and len(x) > 8
     for k in x:
@@ -73,8 +103,8 @@ ENOSPC_PATCH = textwrap.dedent("""
 """)
 
 
-def _full_disk(monkeypatch, tmp_path, writer: str, at: int) -> None:
-    monkeypatch.setenv("VT_WRITER", writer)
+def _full_disk(monkeypatch, tmp_path, writer: str, at: int) -> Runtime:
+    """The disk fills up at checkpoint ``at``; the runtime that trains with ``writer``."""
     monkeypatch.setenv("VT_TEST_ENOSPC_AT", str(at))
     if writer == "process":
         site = tmp_path / "site"
@@ -86,6 +116,7 @@ def _full_disk(monkeypatch, tmp_path, writer: str, at: int) -> None:
 
         monkeypatch.setattr(LocalStore, "set", LocalStore.set)  # restored when the context ends
         exec(ENOSPC_PATCH, {})
+    return Runtime(writer=writer)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("writer", [pytest.param("process", marks=linux_only), "thread"])
@@ -94,9 +125,9 @@ def test_full_disk_stops_the_run_clearly_and_keeps_what_was_committed(tmp_path, 
     train_seed(clean, 0)
     study = _study(tmp_path, "full", epochs=30)
     with monkeypatch.context() as m:
-        _full_disk(m, tmp_path, writer, at=20)
+        runtime = _full_disk(m, tmp_path, writer, at=20)
         with pytest.raises(OSError, match="No space left on device") as info:
-            train_seed(study, 0)
+            train_seed(study, 0, runtime=runtime)
     msg = str(info.value)
     assert isinstance(info.value, WriterError) or writer == "thread"
     path = run_path(study, 0)
@@ -124,8 +155,9 @@ def test_full_disk_stops_the_run_clearly_and_keeps_what_was_committed(tmp_path, 
 
 KILL_PARENT = """
 import sys
-from vt_core.study import train_seed
-train_seed(sys.argv[1], 0)
+from vt_core.runtime import Runtime
+from vt_core.stages.train import train_seed
+train_seed(sys.argv[1], 0, runtime=Runtime(writer="process"))
 """
 
 
@@ -146,7 +178,7 @@ def _writer_pids(store_path: Path) -> list[int]:
 def test_writer_process_dies_with_a_killed_trainer(tmp_path):
     study = _study(tmp_path, "orphan", epochs=400)
     path = run_path(study, 0)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VT_WRITER": "process"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", KILL_PARENT, str(study)], env=env)
     deadline = time.time() + 120
     while committed_steps(path) < 3 and proc.poll() is None and time.time() < deadline:

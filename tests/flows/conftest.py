@@ -4,6 +4,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test here runs a Prefect flow or the `vt` command: marked ``flow`` (not in test-fast)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.flow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
     """One temporary Prefect server (SQLite) for every flow test of the session."""

@@ -14,6 +14,8 @@ checkpoints at a time. The result has
 from __future__ import annotations
 
 import fnmatch
+import functools
+import json
 
 import numpy as np
 import xarray as xr
@@ -21,6 +23,7 @@ import xarray as xr
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
 from vt_core.metrics.registry import LAYER_KINDS, Metric, get
+from vt_core.metrics.roles import WEIGHT_ROLES, parameter_roles
 from vt_core.metrics.weights import singular_values
 from vt_core.names import SCALARS
 from vt_core.store import RunStore
@@ -43,33 +46,73 @@ def _excluded(name: str, exclude: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pat) for pat in exclude)
 
 
-def _as_matrices(var: xr.DataArray) -> xr.DataArray:
-    """(step, *shape) -> (step, layer, a, b): 2-D as is, 3-D split along the first axis (heads),
-    4-D and more (conv kernels) reshaped to (out, in * kh * kw)."""
-    name, dims = var.name, var.dims[1:]
-    if len(dims) == 2:
-        return var.rename({dims[0]: "a", dims[1]: "b"}).expand_dims(layer=[name], axis=1)
-    if len(dims) == 3:
-        layers = [f"{name}.{h}" for h in range(var.sizes[dims[0]])]
-        return var.rename({dims[0]: "layer", dims[1]: "a", dims[2]: "b"}).assign_coords(layer=layers)
-    stacked = var.stack(b=list(dims[1:]), create_index=False).rename({dims[0]: "a"})
-    return stacked.expand_dims(layer=[name], axis=1)
+def _fallback_role(ndim_stored: int) -> str:
+    """A stored parameter that no rule names (``ndim_stored`` counts the step axis)."""
+    return "matrix" if ndim_stored == 3 else "bias" if ndim_stored <= 2 else "heads"
 
 
-def weight_arrays(weights: xr.Dataset, config: StudyConfig) -> tuple[list[str], list[str]]:
-    """(matrix parameters, bias parameters) that the weight metrics read, sorted by name."""
+@functools.lru_cache(maxsize=8)
+def _roles_of_config(training_json: str) -> dict[str, str]:
+    from vt_core.config import parse_config
+    from vt_core.data import build_task
+    from vt_core.models import build_model
+
+    config = parse_config(json.loads(training_json))
+    task = build_task(config.data, config.seeds[0])
+    model = build_model(config.model, task, 1 if config.training.loss == "hinge" else task.n_classes)
+    return parameter_roles(model)
+
+
+def store_roles(store: RunStore, config: StudyConfig) -> dict[str, str]:
+    """Each stored parameter's role (:mod:`vt_core.metrics.roles`): recorded in the store when
+    training started, or (stores written before roles were recorded) from the config's model."""
+    roles = store.attrs.get("parameter_roles")
+    if roles:
+        return dict(roles)
+    return _roles_of_config(json.dumps(config.model_dump(mode="json"), sort_keys=True))
+
+
+def weight_arrays(weights: xr.Dataset, config: StudyConfig, roles: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(weight parameters, bias parameters) that the weight metrics read, sorted by name: by their
+    roles, less any ``metrics.exclude`` glob."""
     # sorted: zarr lists members in no fixed order, and layer labels must not depend on it
     params = sorted(str(v) for v in weights.data_vars if not _excluded(str(v), list(config.metrics.exclude)))
-    return [p for p in params if weights[p].ndim >= 3], [p for p in params if weights[p].ndim == 2]
+    role = {p: roles.get(p, _fallback_role(weights[p].ndim)) for p in params}
+    return [p for p in params if role[p] in WEIGHT_ROLES], [p for p in params if role[p] == "bias"]
+
+
+def matrix_layers(weights: xr.Dataset, params: list[str], roles: dict[str, str]) -> list[tuple[str, str, list[str]]]:
+    """(parameter, role, layer labels) for each weight parameter: a head-split parameter gives
+    one layer per head (``blocks.0.attn.W_Q.2``), any other parameter one layer."""
+    out = []
+    for p in params:
+        role = roles.get(p, _fallback_role(weights[p].ndim))
+        n = int(np.prod(weights[p].shape[1:-2])) if role == "heads" else 1
+        out.append((p, role, [f"{p}.{h}" for h in range(n)] if role == "heads" else [p]))
+    return out
+
+
+def _as_matrices(var: xr.DataArray, role: str, labels: list[str]) -> xr.DataArray:
+    """(step, *shape) -> (step, layer, a, b): a matrix as it is, heads one matrix each (leading
+    axes stacked), merged heads as one (heads * d_head, d_model) matrix (head-major rows)."""
+    dims = var.dims[1:]
+    if role == "matrix" and len(dims) == 2:
+        return var.rename({dims[0]: "a", dims[1]: "b"}).expand_dims(layer=labels, axis=1)
+    if role == "merged_heads":
+        return var.stack(a=list(dims[:-1]), create_index=False).rename({dims[-1]: "b"}).expand_dims(
+            layer=labels, axis=1).transpose("step", "layer", "a", "b")
+    lead = list(dims[:-2])
+    stacked = var.stack(layer=lead, create_index=False) if len(lead) > 1 else var.rename({lead[0]: "layer"})
+    return stacked.rename({dims[-2]: "a", dims[-1]: "b"}).assign_coords(layer=labels).transpose(
+        "step", "layer", "a", "b")
 
 
 def layer_names(store: RunStore, config: StudyConfig) -> list[str]:
-    """The ``layer`` coordinate of this seed: matrices (heads split), then hookpoints."""
+    """The ``layer`` coordinate of this seed: weight matrices and kernels (heads split), then hookpoints."""
     weights = store.dataset("weights")
-    mats, _ = weight_arrays(weights, config)
-    out = []
-    for p in mats:
-        out += [f"{p}.{h}" for h in range(weights[p].shape[1])] if weights[p].ndim == 4 else [p]
+    roles = store_roles(store, config)
+    mats, _ = weight_arrays(weights, config, roles)
+    out = [label for _, _, labels in matrix_layers(weights, mats, roles) for label in labels]
     if "activations" in store.root:
         out += sorted(str(v) for v in store.dataset("activations").data_vars)
     return out
@@ -82,7 +125,7 @@ def _ufunc(kernel, arrays: list[xr.DataArray], core: list[list[str]], out_dim: s
     )
 
 
-def _matrix_kernel(metrics: list[Metric]):
+def _matrix_kernel(metrics: list[Metric], settings: dict):
     need_sv = any(m.needs_sv for m in metrics)
 
     def kernel(w: np.ndarray) -> np.ndarray:
@@ -92,8 +135,7 @@ def _matrix_kernel(metrics: list[Metric]):
             w = np.where(finite[..., None, None], w, 0.0)
         s = singular_values(w) if need_sv else None
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.stack([np.broadcast_to(m.kernel(w, s), finite.shape) for m in metrics],  # type: ignore[misc]
-                           axis=-1)
+            out = np.stack([np.broadcast_to(m(w, s, **settings), finite.shape) for m in metrics], axis=-1)
         out = out.astype(np.float64, copy=True)
         out[~finite] = np.nan
         return out
@@ -101,7 +143,28 @@ def _matrix_kernel(metrics: list[Metric]):
     return kernel
 
 
-def _flat_kernel(metrics: list[Metric], n_current: int, with_init: bool):
+def _conv_kernel(metrics: list[Metric], settings: dict, kernel_ndim: int):
+    """A conv kernel (..., out, in, *k): each metric defined on kernels (``kernels=True``: l1, l2,
+    code_sparsity) on every (out, in) slice as a 1 x prod(k) matrix, averaged over the slices, as
+    the paper's ``get_tensor_metrics``; NaN for the others (no trace or singular values)."""
+
+    def kernel(w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, dtype=np.float64)
+        lead = w.shape[:-kernel_ndim]
+        slices = w.reshape(*lead, -1, 1, int(np.prod(w.shape[-kernel_ndim + 2:])))
+        finite = np.isfinite(w.reshape(*lead, -1).sum(axis=-1))
+        out = np.full((*lead, len(metrics)), np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i, m in enumerate(metrics):
+                if m.kernels:
+                    out[..., i] = np.mean(m(slices, None, **settings), axis=-1)
+        out[~finite] = np.nan
+        return out
+
+    return kernel
+
+
+def _flat_kernel(metrics: list[Metric], settings: dict, n_current: int, with_init: bool):
     def kernel(*arrays):
         # in the stored dtype (float32): the kernels accumulate in float64 themselves
         cur = np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in arrays[:n_current]], axis=1)
@@ -111,22 +174,18 @@ def _flat_kernel(metrics: list[Metric], n_current: int, with_init: bool):
         with np.errstate(divide="ignore", invalid="ignore"):
             if with_init:
                 init = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays[n_current:]])
-                out = np.stack([m.kernel(cur, init[None, :]) for m in metrics], axis=-1)
+                out = np.stack([m(cur, init[None, :], **settings) for m in metrics], axis=-1)
             else:
-                out = np.stack([m.kernel(cur) for m in metrics], axis=-1)
+                out = np.stack([m(cur, **settings) for m in metrics], axis=-1)
         out[bad] = np.nan  # NaN/inf weights give NaN (and the nonfinite flag), never a crash
         return out
 
     return kernel
 
 
-def _activation_kernel(metrics: list[Metric], threshold: float, pair: bool):
+def _activation_kernel(metrics: list[Metric], settings: dict):
     def kernel(*arrays):
-        outs = []
-        for m in metrics:
-            kw = {"threshold": threshold} if m.name == "dormant_fraction" else {}
-            outs.append(m.kernel(*arrays, **kw))
-        return np.stack(outs, axis=-1)
+        return np.stack([m(*arrays, **settings) for m in metrics], axis=-1)
 
     return kernel
 
@@ -147,10 +206,12 @@ class _Columns:
         self.index = None if index is None else np.asarray(index, dtype=int)
         self.full_w = store.dataset("weights")
         self.weights, self.scalars = self.sel(self.full_w), self.sel(store.dataset())
-        self.mat_names, self.bias_names = weight_arrays(self.weights, config)
+        self.roles = store_roles(store, config)
+        self.mat_names, self.bias_names = weight_arrays(self.weights, config, self.roles)
         if not self.mat_names:
-            raise MetricsComputeError(f"{store.path}: no weight matrices left after "
-                                      f"metrics.exclude={config.metrics.exclude}")
+            raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
+                                      f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
+        self.settings = {"convention": config.metrics.convention, "threshold": config.metrics.dormant_threshold}
         self.nan = xr.full_like(self.scalars["epoch"], np.nan, dtype=np.float64)
         self.columns: dict[str, xr.DataArray] = {}
         self.per_layer: list[xr.DataArray] = []
@@ -163,14 +224,23 @@ class _Columns:
 
     def add_per_layer(self, pl: xr.DataArray, ms: list[Metric]) -> None:
         self.per_layer.append(pl)
-        for m in ms:
-            self.columns[m.name] = pl.sel(layer_metric=m.name, drop=True).mean("layer", skipna=False)
+        for m in ms:  # layers where a metric does not apply (a conv's trace) are NaN and left out
+            self.columns[m.name] = pl.sel(layer_metric=m.name, drop=True).mean("layer", skipna=True)
 
     def matrices(self) -> None:
         if not (mm := self.kind("matrix")):
             return
-        pl = xr.concat([_ufunc(_matrix_kernel(mm), [_as_matrices(self.weights[p])], [["a", "b"]], "layer_metric",
-                               len(mm)) for p in self.mat_names], dim="layer")
+        parts = []
+        for p, role, labels in matrix_layers(self.weights, self.mat_names, self.roles):
+            w = self.weights[p]
+            if role == "kernel":
+                out = _ufunc(_conv_kernel(mm, self.settings, w.ndim - 1), [w], [list(w.dims[1:])],
+                             "layer_metric", len(mm)).expand_dims(layer=labels, axis=1)
+            else:
+                out = _ufunc(_matrix_kernel(mm, self.settings), [_as_matrices(w, role, labels)], [["a", "b"]],
+                             "layer_metric", len(mm))
+            parts.append(out)
+        pl = xr.concat(parts, dim="layer")
         self.add_per_layer(pl.assign_coords(layer_metric=[m.name for m in mm]), mm)
 
     def flat(self) -> None:
@@ -181,12 +251,13 @@ class _Columns:
                 self.columns |= {m.name: self.nan for m in km}
                 continue
             arrs = [self.weights[p] for p in pnames]
-            out = _ufunc(_flat_kernel(km, len(arrs), False), arrs, [list(a.dims[1:]) for a in arrs], "m", len(km))
+            out = _ufunc(_flat_kernel(km, self.settings, len(arrs), False), arrs, [list(a.dims[1:]) for a in arrs],
+                         "m", len(km))
             self.columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
         if km := self.kind("init"):
             cur = [self.weights[p] for p in self.mat_names]
             init = [self.full_w[p].isel(step=0, drop=True) for p in self.mat_names]
-            out = _ufunc(_flat_kernel(km, len(cur), True), cur + init,
+            out = _ufunc(_flat_kernel(km, self.settings, len(cur), True), cur + init,
                          [list(a.dims[1:]) for a in cur] + [list(a.dims) for a in init], "m", len(km))
             self.columns |= {m.name: out.isel(m=i, drop=True) for i, m in enumerate(km)}
 
@@ -199,18 +270,17 @@ class _Columns:
                                       f"has none; add hookpoints to hooks.activations")
         full_a = self.store.dataset("activations")
         acts = self.sel(full_a)
-        thr = self.config.metrics.dormant_threshold
         hook_rows = []
         for h in sorted(str(v) for v in full_a.data_vars):
             a = acts[h]
             core = [list(a.dims[1:])]
             parts = []
             if am:
-                parts.append(_ufunc(_activation_kernel(am, thr, False), [a], core, "layer_metric", len(am)))
+                parts.append(_ufunc(_activation_kernel(am, self.settings), [a], core, "layer_metric", len(am)))
             if pm:
                 pos = np.arange(full_a.sizes["step"]) if self.index is None else self.index
                 prev = full_a[h].isel(step=np.maximum(pos - 1, 0)).assign_coords(step=a["step"])
-                pair = _ufunc(_activation_kernel(pm, thr, True), [prev, a], core * 2, "layer_metric", len(pm))
+                pair = _ufunc(_activation_kernel(pm, self.settings), [prev, a], core * 2, "layer_metric", len(pm))
                 parts.append(pair.where(xr.DataArray(pos > 0, dims="step", coords={"step": a["step"]})))
             hook_rows.append(xr.concat(parts, dim="layer_metric").expand_dims(layer=[h]))
         pl = xr.concat(hook_rows, dim="layer").assign_coords(layer_metric=[m.name for m in am + pm])
@@ -221,14 +291,19 @@ class _Columns:
             self.columns[m.name] = self.scalars[m.name].astype(np.float64) if m.name in self.scalars else self.nan
 
     def dataset(self, names: list[str]) -> xr.Dataset:
-        value = xr.concat([self.columns[n].astype(np.float64).reset_coords(drop=True) for n in names], dim="metric")
-        value = value.assign_coords(metric=names, step=self.weights["step"]).transpose("step", "metric")
-        ds = xr.Dataset({"value": value, "epoch": self.scalars["epoch"].reset_coords(drop=True)})
         params = self.mat_names + self.bias_names
-        ds["nonfinite"] = xr.apply_ufunc(
+        nonfinite = xr.apply_ufunc(
             _nonfinite, *[self.weights[p] for p in params],
             input_core_dims=[list(self.weights[p].dims[1:]) for p in params],
             dask="parallelized", output_dtypes=[bool])
+        weight_kinds = ("matrix", "weights", "biases", "init")
+        # a checkpoint whose weights hold NaN/inf has no weight metrics (NaN and the flag)
+        cols = [self.columns[n].astype(np.float64).reset_coords(drop=True) for n in names]
+        cols = [c.where(~nonfinite) if get(n).reads in weight_kinds else c for n, c in zip(names, cols)]
+        value = xr.concat(cols, dim="metric")
+        value = value.assign_coords(metric=names, step=self.weights["step"]).transpose("step", "metric")
+        ds = xr.Dataset({"value": value, "epoch": self.scalars["epoch"].reset_coords(drop=True)})
+        ds["nonfinite"] = nonfinite
         if self.per_layer:
             lms = [n for n in names if get(n).reads in LAYER_KINDS]
             pl = xr.concat([p.reindex(layer_metric=lms) for p in self.per_layer], dim="layer")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -124,7 +125,8 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
 
 
-def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int, plan: Mapping[str, Any]) -> dict:
+def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,
+                       plan: Mapping[str, Any]) -> dict:
     """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
     target = _open(plan["target"])
     if target is None or seed not in list(target["seed"].values):

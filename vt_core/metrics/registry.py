@@ -26,6 +26,7 @@ Register your own with the decorator, in a module named in the config's ``metric
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,13 @@ class Metric:
     formula: str
     kernel: Callable | None = field(default=None, compare=False)
     needs_sv: bool = False
+    kernels: bool = False  # also defined on conv kernels, per (out, in) slice (matrix metrics)
+    options: tuple[str, ...] = ()  # settings the kernel takes as keywords (OPTIONS)
+
+    def __call__(self, *arrays, **settings):
+        """The kernel on ``arrays``, with those of ``settings`` that it takes."""
+        assert self.kernel is not None, f"{self.name} is recorded, not computed"
+        return self.kernel(*arrays, **{k: v for k, v in settings.items() if k in self.options})
 
     @property
     def paper(self) -> bool:
@@ -57,8 +65,15 @@ class Metric:
 REGISTRY: dict[str, Metric] = {}
 
 
-def register_metric(name: str, reads: str, formula: str | None = None, needs_sv: bool = False) -> Callable:
-    """Register ``kernel`` under ``name``; its docstring is the formula unless one is given."""
+#: settings a kernel may take as keyword arguments: ``convention`` ("paper_code" or "paper_text",
+#: metrics.convention) and ``threshold`` (metrics.dormant_threshold)
+OPTIONS = ("convention", "threshold")
+
+
+def register_metric(name: str, reads: str, formula: str | None = None, needs_sv: bool = False,
+                    kernels: bool = False) -> Callable:
+    """Register ``kernel`` under ``name``; its docstring is the formula unless one is given.
+    ``kernels``: a matrix metric that is also taken on each (out, in) slice of a conv kernel."""
     if reads not in KINDS:
         raise MetricError(f"metric {name!r}: reads={reads!r} is not one of {KINDS}")
 
@@ -66,7 +81,8 @@ def register_metric(name: str, reads: str, formula: str | None = None, needs_sv:
         if name in REGISTRY and REGISTRY[name].kernel is not kernel:
             raise MetricError(f"metric {name!r} is already registered; pick another name")
         text = formula or ((kernel.__doc__ or "").strip().splitlines() or [""])[0]
-        REGISTRY[name] = Metric(name, reads, text, kernel, needs_sv)
+        params = inspect.signature(kernel).parameters
+        REGISTRY[name] = Metric(name, reads, text, kernel, needs_sv, kernels, tuple(o for o in OPTIONS if o in params))
         return kernel
 
     return deco

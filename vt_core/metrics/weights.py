@@ -1,7 +1,15 @@
 """Weight metrics: NumPy kernels over stacked matrices (..., m, n), registered by name.
 
-The paper's 14 are :data:`vt_core.names.PAPER_METRICS`. Variances are population variances (no
-Bessel correction), as the paper states. Everything is computed in float64.
+The paper's 14 are :data:`vt_core.names.PAPER_METRICS`. Everything is computed in float64.
+
+Two conventions (``metrics.convention``), which differ in three places only:
+
+* ``paper_code`` (the default): what michahu/modeling-training computes, so that the paper's
+  numbers can be reproduced: Bessel-corrected variances (``torch.var``), the lower middle value as
+  the median (``torch.median``), and a matrix with one singular value (a 1 x n output layer) has
+  no singular-value variance (NaN, left out of the model average as ``np.nanmean`` does);
+* ``paper_text``: what the paper's text states: population variances, the midpoint median, and
+  the variance of a single singular value is 0.
 """
 
 from __future__ import annotations
@@ -34,13 +42,25 @@ def _div(a, b):
 
 # --- per matrix (averaged over the model's matrices) ---------------------------------------------
 
-@register_metric("l1", "matrix")
+def _ddof(convention: str) -> int:
+    return 1 if convention == "paper_code" else 0
+
+
+def _variance(x: np.ndarray, ddof: int) -> np.ndarray:
+    """Variance along the last axis in float64; NaN where there are no more values than ``ddof``."""
+    n = x.shape[-1]
+    if n - ddof <= 0:
+        return np.full(x.shape[:-1], np.nan)
+    return x.var(axis=-1, dtype=np.float64, ddof=ddof)
+
+
+@register_metric("l1", "matrix", kernels=True)
 def l1(w, s):
     """sum_ij |w_ij|"""
     return np.abs(w).sum(axis=(-2, -1))
 
 
-@register_metric("l2", "matrix")
+@register_metric("l2", "matrix", kernels=True)
 def l2(w, s):
     """Frobenius norm sqrt(sum_ij w_ij^2)"""
     return np.sqrt((w * w).sum(axis=(-2, -1)))
@@ -58,7 +78,7 @@ def spectral(w, s):
     return s.max(axis=-1)
 
 
-@register_metric("code_sparsity", "matrix")
+@register_metric("code_sparsity", "matrix", kernels=True)
 def code_sparsity(w, s):
     """l1 / l2"""
     return _div(l1(w, s), l2(w, s))
@@ -77,9 +97,9 @@ def mean_singular_value(w, s):
 
 
 @register_metric("var_singular_value", "matrix", needs_sv=True)
-def var_singular_value(w, s):
-    """population variance of the s_i (no Bessel correction)"""
-    return s.var(axis=-1)
+def var_singular_value(w, s, convention: str = "paper_code"):
+    """variance of the s_i (Bessel-corrected under paper_code: NaN for one value; population under paper_text)"""
+    return _variance(s, _ddof(convention))
 
 
 @register_metric("effective_rank", "matrix", needs_sv=True)
@@ -114,30 +134,39 @@ def rms(w, s):
 
 # --- over all weights / biases concatenated ------------------------------------------------------
 
-def _median(flat: np.ndarray) -> np.ndarray:
-    """Median along the last axis in the stored dtype, the two middle values averaged in float64."""
+def _median(flat: np.ndarray, convention: str) -> np.ndarray:
+    """Median along the last axis in the stored dtype: the lower middle value (paper_code, as
+    torch.median), or the two middle values averaged in float64 (paper_text)."""
     n = flat.shape[-1]
+    if n == 0:
+        return np.full(flat.shape[:-1], np.nan)
     k = [(n - 1) // 2, n // 2]
     part = np.partition(flat, k, axis=-1)
+    if convention == "paper_code":
+        return part[..., k[0]].astype(np.float64)
     return (part[..., k[0]].astype(np.float64) + part[..., k[1]].astype(np.float64)) / 2
+
+
+def _var(flat: np.ndarray, convention: str) -> np.ndarray:
+    return _variance(flat, _ddof(convention))
 
 
 @register_metric("mean_w", "weights")
 def mean_w(flat):
-    """mean of all weight-matrix entries"""
+    """mean of all weight entries (matrices, heads and conv kernels)"""
     return flat.mean(axis=-1, dtype=np.float64)
 
 
 @register_metric("median_w", "weights")
-def median_w(flat):
-    """median of all weight-matrix entries (mean of the two middle values for an even count)"""
-    return _median(flat)
+def median_w(flat, convention: str = "paper_code"):
+    """median of all weight entries (lower middle value under paper_code, midpoint under paper_text)"""
+    return _median(flat, convention)
 
 
 @register_metric("var_w", "weights")
-def var_w(flat):
-    """population variance of all weight-matrix entries"""
-    return flat.var(axis=-1, dtype=np.float64)
+def var_w(flat, convention: str = "paper_code"):
+    """variance of all weight entries (Bessel-corrected under paper_code, population under paper_text)"""
+    return _var(flat, convention)
 
 
 @register_metric("mean_b", "biases")
@@ -147,15 +176,15 @@ def mean_b(flat):
 
 
 @register_metric("median_b", "biases")
-def median_b(flat):
-    """median of all bias entries (mean of the two middle values for an even count)"""
-    return _median(flat)
+def median_b(flat, convention: str = "paper_code"):
+    """median of all bias entries (lower middle value under paper_code, midpoint under paper_text)"""
+    return _median(flat, convention)
 
 
 @register_metric("var_b", "biases")
-def var_b(flat):
-    """population variance of all bias entries"""
-    return flat.var(axis=-1, dtype=np.float64)
+def var_b(flat, convention: str = "paper_code"):
+    """variance of all bias entries (Bessel-corrected under paper_code, population under paper_text)"""
+    return _var(flat, convention)
 
 
 @register_metric("dist_init_l2", "init")

@@ -15,6 +15,12 @@ def _norm(c: int, on: bool) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
+    # the paper's get_metrics_resnet18 reads block.conv1 and block.conv2 but never the downsample
+    # (shortcut) projection, and fc.bias is its only bias (its convs have none; ours have them
+    # when batch_norm is off): those are left out of the weight metrics
+    vt_metric_roles = {"shortcut.0.weight": "exclude", "shortcut.0.bias": "exclude",
+                       "conv1.bias": "exclude", "conv2.bias": "exclude"}
+
     def __init__(self, c_in: int, c_out: int, stride: int, batch_norm: bool, residual: bool):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not batch_norm)
@@ -35,6 +41,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    vt_metric_roles = {"conv1.bias": "exclude"}  # as BasicBlock: fc.bias is the only bias
+
     def __init__(self, in_channels: int, n_classes: int, width: int = 64, blocks: list[int] | None = None,
                  batch_norm: bool = True, residual: bool = True):
         super().__init__()

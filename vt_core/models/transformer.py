@@ -15,6 +15,8 @@ from vt_core.hooks import HookPoint
 
 
 class LayerNorm(nn.Module):
+    vt_metric_roles = {"w": "exclude", "b": "exclude"}  # normalisation: never weights or biases
+
     def __init__(self, d: int, eps: float = 1e-5):
         super().__init__()
         self.w = nn.Parameter(torch.ones(d))
@@ -28,6 +30,9 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    # the paper's code: W_Q, W_K, W_V split per head; W_O one (d_model, heads * d_head) matrix
+    vt_metric_roles = {"W_Q": "heads", "W_K": "heads", "W_V": "heads", "W_O": "merged_heads"}
+
     def __init__(self, d_model: int, n_heads: int, d_head: int, n_ctx: int):
         super().__init__()
         s = 1 / math.sqrt(d_model)
@@ -86,6 +91,8 @@ class Block(nn.Module):
 
 
 class Embed(nn.Module):
+    vt_metric_roles = {"W_E": "exclude"}
+
     def __init__(self, d_vocab: int, d_model: int):
         super().__init__()
         self.W_E = nn.Parameter(torch.randn(d_vocab, d_model) / math.sqrt(d_model))
@@ -95,6 +102,8 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
+    vt_metric_roles = {"W_pos": "exclude"}
+
     def __init__(self, n_ctx: int, d_model: int):
         super().__init__()
         self.W_pos = nn.Parameter(torch.randn(n_ctx, d_model) / math.sqrt(d_model))
@@ -104,6 +113,8 @@ class PosEmbed(nn.Module):
 
 
 class Unembed(nn.Module):
+    vt_metric_roles = {"W_U": "exclude"}  # the paper's code never reads the unembedding
+
     def __init__(self, d_model: int, d_vocab_out: int):
         super().__init__()
         self.W_U = nn.Parameter(torch.randn(d_model, d_vocab_out) / math.sqrt(d_vocab_out))

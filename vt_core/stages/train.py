@@ -16,6 +16,7 @@ import torch
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
 from vt_core.location import Location, location
+from vt_core.metrics.roles import parameter_roles
 from vt_core.runtime import Runtime
 from vt_core.store import RunStore, StoreError
 from vt_core.study import FINISHED, load_study, open_run, run_path
@@ -63,14 +64,15 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     """Open (or create) the seed's store and a Trainer resumed from its last commit; a finished
     seed gives its summary instead."""
     path = run_path(study, seed)
+    store = None
     if path.exists():
         store = open_run(study, seed, config)
         if store.status in FINISHED:
             return _summary(store, seed, skipped=True)
-    else:
-        store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
-                                config=config.training_dict())
     trainer = Trainer(config, seed)
+    if store is None:
+        store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
+                                config=config.training_dict(), roles=parameter_roles(trainer.model))
     state = store.load_resume()
     if state is not None:
         trainer.load_state_dict(state)
