@@ -18,6 +18,7 @@ from vt_core.errors import VtError
 from vt_core.layout import layout
 from vt_core.location import LocationError, is_remote, location, same_process_only, url
 from vt_core.runtime import Runtime
+from vt_core.stages.metrics import describe_cells
 from vt_core.stages.train import SeedsFailedError
 from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
 from vt_core.usercode import load_user_code
@@ -75,7 +76,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
     cells = result.get("metric_cells") or {}
     if cells.get("reused") is not None:
-        console.print(f"metrics: {cells['computed']} cells computed, {cells['reused']} reused")
+        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)
     console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
     return result
 

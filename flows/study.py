@@ -19,7 +19,7 @@ from vt_core.location import is_remote, url
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
-from vt_core.stages.metrics import usable_seeds
+from vt_core.stages.metrics import describe_cells, usable_seeds
 from vt_core.stages.train import SeedsFailedError
 from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
 from vt_core.usercode import load_user_code
@@ -60,7 +60,7 @@ def _analyze(study: str, force: bool) -> dict:
     plan = plan_metrics_task(study, seeds)
     counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
     cells = finalize_metrics_task(study, plan, counts)
-    get_run_logger().info("metrics: %d cells computed, %d reused", cells["computed"], cells["reused"])
+    get_run_logger().info(describe_cells(cells))  # type: ignore[arg-type]
     hmm_input = prepare_hmm_task(study)
     grid = hmm_input["grid"]
     fits = fit_hmm_task.map(study=unmapped(study), k=[k for k, _ in grid], restart=[r for _, r in grid]).result()

@@ -166,12 +166,15 @@ def test_one_seeds_metrics_at_a_time_per_process(monkeypatch):
         with guard:
             active[0] -= 1
             done.append(seed)
-        return {"computed": 1, "reused": 0}
+        return {"computed": 1, "reused": 0, "why": None}
 
-    monkeypatch.setattr(stages, "load_study", lambda study: None)
-    monkeypatch.setattr(stages, "open_run", lambda study, seed, config: None)
-    monkeypatch.setattr(stages, "write_seed_metrics", fake_write)
-    threads = [threading.Thread(target=stages.compute_metrics, args=("s", seed, {})) for seed in range(4)]
+    from vt_core.stages import metrics as stage
+
+    monkeypatch.setattr(stage, "load_study", lambda study: None)
+    monkeypatch.setattr(stage, "load_user_code", lambda config: None)
+    monkeypatch.setattr(stage, "open_run", lambda study, seed, config: None)
+    monkeypatch.setattr(stage.incremental, "write_seed_metrics", fake_write)
+    threads = [threading.Thread(target=stage.compute_metrics, args=("s", seed, {})) for seed in range(4)]
     for t in threads:
         t.start()
     for t in threads:

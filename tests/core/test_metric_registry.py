@@ -16,6 +16,7 @@ from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
 from vt_core.study import load_study, open_run, prepare_study, run_path
 from vt_core.training import Trainer, loss_and_correct
+from vt_core.usercode import load_user_code
 
 rng = np.random.default_rng(0)
 MATS = {
@@ -51,7 +52,7 @@ def naive_matrix(name, w):
 @pytest.mark.parametrize("mat", list(MATS), ids=str)
 def test_further_matrix_metrics(name, mat):
     w = MATS[mat]
-    got = _matrix_kernel([get(name)])(w[None])[0, 0]
+    got = _matrix_kernel([get(name)], {})(w[None])[0, 0]
     ref = naive_matrix(name, w)
     if np.isnan(ref):
         assert np.isnan(got)
@@ -60,7 +61,7 @@ def test_further_matrix_metrics(name, mat):
 
 
 def test_effective_rank_of_identity_is_its_size():
-    assert _matrix_kernel([get("effective_rank")])(np.eye(6)[None])[0, 0] == pytest.approx(6.0)
+    assert _matrix_kernel([get("effective_rank")], {})(np.eye(6)[None])[0, 0] == pytest.approx(6.0)
 
 
 def test_init_distances():
@@ -94,11 +95,23 @@ def naive_cka(x, y):
     return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
 
-def test_cka_matches_the_hsic_definition():
-    x = rng.normal(size=(1, 20, 5))
-    y = x @ rng.normal(size=(5, 7)) + 0.3 * rng.normal(size=(1, 20, 7))
-    assert get("cka_prev").kernel(x, y)[0] == pytest.approx(naive_cka(x[0], y[0]))
-    assert get("cka_prev").kernel(x, x)[0] == pytest.approx(1.0)
+def feature_space_cka(x, y):
+    """Kornblith et al. 2019, eq. (feature space): ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), centred."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+@pytest.mark.parametrize("n, fx, fy", [(20, 5, 7), (8, 300, 300), (32, 3, 64)])
+def test_cka_matches_the_hsic_and_feature_space_definitions(n, fx, fy):
+    """vt computes CKA in the probe batch's Gram form; it equals the HSIC definition and the
+    feature-space formula, including hookpoints far wider than the probe batch."""
+    x = rng.normal(size=(2, n, fx))
+    y = np.stack([x[i] @ rng.normal(size=(fx, fy)) + 0.3 * rng.normal(size=(n, fy)) for i in range(2)])
+    got = get("cka_prev").kernel(x, y)
+    for i in range(2):
+        assert got[i] == pytest.approx(naive_cka(x[i], y[i]), rel=1e-10)
+        assert got[i] == pytest.approx(feature_space_cka(x[i], y[i]), rel=1e-10)
+    assert get("cka_prev").kernel(x, x) == pytest.approx([1.0, 1.0])
 
 
 def test_nonfinite_weights_give_nan_and_a_flag(tmp_path):
@@ -117,9 +130,10 @@ def test_nonfinite_weights_give_nan_and_a_flag(tmp_path):
     assert np.isnan(ds["per_layer"].sel(layer_metric="l2", layer="layers.0.weight").values[2])
 
 
-def _analyse_metrics(study, seeds):
+def _analyse_metrics(study, seeds, why: bool = False):
     plan = stages.plan_metrics(study, seeds)
-    return stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
+    cells = stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
+    return cells if why else {k: v for k, v in cells.items() if k != "why"}
 
 
 def test_incremental_seeds_metrics_and_checkpoints(tmp_path):
@@ -173,14 +187,14 @@ def test_incremental_new_checkpoints(tmp_path):
 def test_user_metric_plugin(tmp_path):
     d = tiny_dict(tmp_path / "s", seeds=[0], training={"epochs": 2},
                   metrics={"plugins": ["tests.plugins.frobenius"], "names": ["l2", "frobenius_squared"]})
-    cfg = parse_config(d)
+    cfg = load_user_code(parse_config(d))  # parsing imports nothing; this does
     study = prepare_study(cfg)
     train_seed(study, 0)
     ds = seed_metrics(open_run(study, 0, cfg), cfg).compute()
     np.testing.assert_allclose(ds["per_layer"].sel(layer_metric="frobenius_squared").values,
                                ds["per_layer"].sel(layer_metric="l2").values ** 2)
     with pytest.raises(ConfigError, match="cannot import 'nope.metrics'"):
-        parse_config(tiny_dict(tmp_path, metrics={"plugins": ["nope.metrics"]}))
+        load_user_code(parse_config(tiny_dict(tmp_path, metrics={"plugins": ["nope.metrics"]})))
 
 
 def test_every_metric_has_a_formula_and_vt_metrics_lists_it():
@@ -207,3 +221,38 @@ def test_gradient_norm_is_recorded(tmp_path):
     loss.backward()
     ref = torch.sqrt(sum((p.grad ** 2).sum() for p in t2.model.parameters()))
     assert c.scalars["grad_norm"] == pytest.approx(float(ref), rel=1e-6)
+
+
+def _columns(study) -> list[str]:
+    from vt_core.metrics.compute import metric_names
+
+    return metric_names(load_study(study))
+
+
+def test_reuse_is_keyed_by_the_training_run(tmp_path):
+    """A retrained seed (a new run store: a new run_id) is recomputed even when its steps and
+    metrics are unchanged, and says why; a weight changed by one ulp in the retrained run shows in
+    the metrics. Without a retrain everything is reused."""
+    study = prepare_study(parse_config(tiny_dict(tmp_path, seeds=[0, 1], training={"epochs": 4})))
+    for s in (0, 1):
+        train_seed(study, s)
+    _analyse_metrics(study, [0, 1])
+    before = load_features(study, ["l2", "var_w"]).copy()
+    again = _analyse_metrics(study, [0, 1], why=True)
+    assert again["computed"] == 0 and again["why"] == {}
+    from vt_core.study import reset_seed
+
+    reset_seed(study, 1)
+    train_seed(study, 1)  # bit-identical on a CPU, as a GPU or grouped retrain would not be
+    store = RunStore(run_path(study, 1))
+    w = store.root["weights"]["layers.0.weight"]
+    row = w[2]
+    row[0, 0] = np.nextafter(row[0, 0], np.float32(np.inf), dtype=np.float32)
+    w[2] = row
+    cells = _analyse_metrics(study, [0, 1], why=True)
+    n_cells = before.sizes["step"] * len(stages.plan_metrics(study, [0, 1]) and _columns(study))
+    assert cells == {"computed": n_cells, "reused": n_cells, "why": {"1": "seed retrained (its run store is new)"}}
+    after = load_features(study, ["l2", "var_w"])
+    xr.testing.assert_equal(after.sel(seed=0), before.sel(seed=0))
+    changed = (after.sel(seed=1) != before.sel(seed=1)).any(dim="metric")
+    assert changed.values.tolist() == [s == 2 for s in range(before.sizes["step"])]

@@ -43,14 +43,17 @@ def act_var(a):
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Linear CKA (Kornblith et al. 2019) per leading index: x, y (steps, n, features)."""
+    """Linear CKA (Kornblith et al. 2019) per leading index: x, y (steps, n, features).
+
+    In the probe batch's Gram form: with centred X and Y, ||Y^T X||_F^2 = <X X^T, Y Y^T>_F, so only
+    (n x n) Gram matrices are formed (n = probe size) and memory does not grow with the width of
+    the hookpoint (the feature-space form builds features x features matrices)."""
     x = x - x.mean(axis=1, keepdims=True)
     y = y - y.mean(axis=1, keepdims=True)
-    xty = np.einsum("snf,sng->sfg", x, y)
-    xtx = np.einsum("snf,sng->sfg", x, x)
-    yty = np.einsum("snf,sng->sfg", y, y)
-    num = (xty ** 2).sum(axis=(1, 2))
-    den = np.sqrt((xtx ** 2).sum(axis=(1, 2)) * (yty ** 2).sum(axis=(1, 2)))
+    k = np.einsum("snf,smf->snm", x, x)  # (steps, n, n)
+    g = np.einsum("snf,smf->snm", y, y)
+    num = (k * g).sum(axis=(1, 2))
+    den = np.sqrt((k * k).sum(axis=(1, 2)) * (g * g).sum(axis=(1, 2)))
     with np.errstate(divide="ignore", invalid="ignore"):
         return num / den
 

@@ -30,6 +30,7 @@ from vt_core.config import StudyConfig
 from vt_core.layout import layout
 from vt_core.location import Location, location, move_store, url, zarr_options
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
+from vt_core.metrics.roles import RULES_VERSION
 from vt_core.store import RunStore
 
 #: The schema of metrics.zarr, declared once: each variable's dimensions, dtype and fill value.
@@ -40,6 +41,7 @@ SCHEMA: dict[str, tuple[tuple[str, ...], type, object]] = {
     "per_layer": (("seed", "step", "layer_metric", "layer"), np.float64, np.nan),
     "nonfinite": (("seed", "step"), bool, False),
     "epoch": (("seed", "step"), np.float64, np.nan),
+    "run_id": (("seed",), np.int64, -1),  # the training run each seed's values were computed from
 }
 LABELS = ("metric", "layer_metric", "layer")
 
@@ -61,8 +63,10 @@ def _labels(values) -> np.ndarray:
 
 
 def metrics_hash(config: StudyConfig) -> str:
-    blob = json.dumps([vt_core.__version__, config.metrics.exclude, config.metrics.dormant_threshold,
-                       config.metrics.plugins], sort_keys=True)
+    """What every stored value depends on besides the run itself: vt's version, the module rules
+    and the metric settings (a change recomputes everything)."""
+    blob = json.dumps([vt_core.__version__, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
+                       config.metrics.plugins, config.metrics.convention], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -84,7 +88,7 @@ def _open(path: str | Location) -> xr.Dataset | None:
 def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
     """The existing metrics.zarr if its values are still valid for this config, else None."""
     old = _open(layout(study).metrics)
-    if old is None or "computed" not in old:
+    if old is None or "computed" not in old or "run_id" not in old:
         return None
     if old.attrs.get("training_hash") != config.training_hash() or old.attrs.get("metrics_hash") != metrics_hash(config):
         return None
@@ -125,9 +129,56 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
 
 
+def _run_id(store: RunStore) -> int:
+    """The identity of the training run behind the store's committed checkpoints (-1 unknown)."""
+    rid = store.attrs.get("run_id")
+    return -1 if rid is None else int(rid)
+
+
+def _reuse(block: xr.Dataset, old: xr.Dataset | None, seed: int, store: RunStore, present: np.ndarray) -> str | None:
+    """Copy into ``block`` what ``old`` computed for this seed from the same training run, at the
+    checkpoints the store has committed. Returns why nothing could be reused, if so."""
+    if old is None or seed not in list(old["seed"].values):
+        return "new seed" if old is not None else None
+    prev = old.sel(seed=seed).load()
+    if int(prev["run_id"]) != _run_id(store) or _run_id(store) == -1:
+        return "seed retrained (its run store is new)"
+    prev = prev.reindex(step=block["step"].values, metric=block["metric"].values,
+                        layer_metric=block["layer_metric"].values, layer=block["layer"].values)
+    ok = prev["computed"].fillna(False).astype(bool).values & present[:, None]  # never past the commit
+    block["computed"][:] = ok
+    for var in ("value", "per_layer", "epoch", "nonfinite"):
+        block[var][:] = prev[var].fillna(False if var == "nonfinite" else np.nan).values
+    return None
+
+
+def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.ndarray, have_steps) -> None:
+    """Compute the ``missing`` (step, metric) cells of ``block`` from the store."""
+    steps, metrics, layers = block["step"].values, list(block["metric"].values), list(block["layer"].values)
+    need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
+    if not need_metrics:
+        return
+    need_steps = steps[missing.any(axis=1)]
+    new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
+    cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
+    mask = missing[np.ix_(np.isin(steps, need_steps), np.array([metrics.index(m) for m in need_metrics]))]
+    block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
+    block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
+    block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
+    block["nonfinite"].loc[{"step": need_steps}] = new["nonfinite"].values
+    if "per_layer" in new:
+        nl = new["per_layer"].reindex(layer=layers)
+        sub = {"step": need_steps, "layer_metric": list(nl["layer_metric"].values)}
+        lm_mask = mask[:, [need_metrics.index(m) for m in sub["layer_metric"]]][:, :, None]
+        cur = block["per_layer"].loc[sub].values
+        block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
+
+
 def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,
                        plan: Mapping[str, Any]) -> dict:
-    """Fill this seed's region of the target: reuse what the old store computed, compute the rest."""
+    """Fill this seed's region of the target: reuse what the old store computed from the same
+    training run (its ``run_id``) at committed checkpoints, compute the rest. Returns the cells
+    computed and reused, and why cells were recomputed when they were."""
     target = _open(plan["target"])
     if target is None or seed not in list(target["seed"].values):
         raise MetricsComputeError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
@@ -135,40 +186,19 @@ def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunSto
     lms, layers = [str(m) for m in target["layer_metric"].values], [str(x) for x in target["layer"].values]
     have_steps = store.dataset()["step"].values
     block = empty_metrics({"step": steps, "metric": metrics, "layer_metric": lms, "layer": layers}, per_seed=True)
-    old = _reusable(study, config)
-    if old is not None and seed in list(old["seed"].values):
-        prev = old.sel(seed=seed).load()
-        prev = prev.reindex(step=steps, metric=metrics, layer_metric=lms, layer=layers)
-        ok = prev["computed"].fillna(False).astype(bool)
-        block["computed"][:] = ok.values
-        for var in ("value", "per_layer", "epoch", "nonfinite"):
-            block[var][:] = prev[var].fillna(False if var == "nonfinite" else np.nan).values
-    reused = int(block["computed"].sum())
-    # what is missing, among the checkpoints this seed has
     present = np.isin(steps, have_steps)
-    missing = (~block["computed"].values) & present[:, None]
-    need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
-    need_steps = steps[missing.any(axis=1)]
-    if need_metrics:
-        new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
-        cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
-        mask = missing[np.ix_(np.isin(steps, need_steps), np.array([metrics.index(m) for m in need_metrics]))]
-        block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
-        block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
-        block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
-        block["nonfinite"].loc[{"step": need_steps}] = new["nonfinite"].values
-        if "per_layer" in new:
-            nl = new["per_layer"].reindex(layer=layers)
-            sub = {"step": need_steps, "layer_metric": list(nl["layer_metric"].values)}
-            lm_mask = mask[:, [need_metrics.index(m) for m in sub["layer_metric"]]][:, :, None]
-            cur = block["per_layer"].loc[sub].values
-            block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
-    computed = int(missing.sum())
+    why = _reuse(block, _reusable(study, config), seed, store, present)
+    reused = int(block["computed"].sum())
+    missing = (~block["computed"].values) & present[:, None]  # among the checkpoints this seed has
+    _fill(block, store, config, missing, have_steps)
+    block["run_id"] = ((), np.int64(_run_id(store)))
     i = list(target["seed"].values).index(seed)
     out = block.expand_dims(seed=[seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
     out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False,
                           **zarr_options(location(plan["target"])))
-    return {"seed": seed, "computed": computed, "reused": reused}
+    computed = int(missing.sum())
+    return {"seed": seed, "computed": computed, "reused": reused,
+            "why": (why or "new checkpoints or metrics") if computed else None}
 
 
 def finalize_metrics(study: str | Location, plan: Mapping[str, Any]) -> str:
