@@ -2,9 +2,12 @@
 
 vt's lazy, batched computation (the metric stage as the flow runs it: plan, one region per seed,
 swap) against the way earlier tools did it: for every checkpoint, read its weights, then for every
-matrix make one torch call per metric. Both read the same Zarr stores, in one run. Then the peak
-memory of vt's metric stage for one seed with 200 and with 2,000 checkpoints, each in a fresh
-process.
+matrix make one torch call per metric, with the paper code's rules (W_Q/W_K/W_V per head, W_O one
+matrix, Bessel variances, torch.median, NaN singular-value variances dropped). Both read the same
+Zarr stores, in one run, and must agree. Then the peak memory of vt's metric stage for one seed
+with 200 and with 2,000 checkpoints, and of the activation metrics on one 128-checkpoint block of
+the paper transformer's two hookpoints (vt's Gram-form CKA against the feature-space form), each
+in a fresh process.
 
     python benchmarks/metrics_throughput.py [--seeds 8] [--checkpoints 200] [--memory-checkpoints 2000]
 
@@ -33,7 +36,10 @@ from vt_core import stages  # noqa: E402
 from vt_core.config import parse_config  # noqa: E402
 from vt_core.store import RunStore  # noqa: E402
 from vt_core.study import prepare_study, run_path  # noqa: E402
-from vt_core.training import Checkpoint, Trainer  # noqa: E402
+from vt_core.metrics.roles import parameter_roles  # noqa: E402
+from vt_core.names import SCALARS  # noqa: E402
+from vt_core.store import Checkpoint  # noqa: E402
+from vt_core.training import Trainer  # noqa: E402
 
 
 def paper_config(out: Path, seeds: int) -> dict:
@@ -58,7 +64,7 @@ def make_study(out: Path, seeds: int, checkpoints: int, config: dict | None = No
         params = {n: p.detach().numpy().copy() for n, p in trainer.model.named_parameters()}
         rng = np.random.default_rng(seed)
         store = RunStore.create(run_path(study, seed), seed=seed, config_hash=config.training_hash(),
-                                config=config.training_dict())
+                                config=config.training_dict(), roles=parameter_roles(trainer.model))
         for i in range(checkpoints):
             for p in params.values():
                 p += rng.normal(scale=1e-3, size=p.shape).astype(np.float32)
@@ -83,14 +89,17 @@ def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
     for seed in seeds:
         store = RunStore(run_path(study, seed), mode="r")
         g = store.root["weights"]
-        names = [n for n, _ in g.arrays() if n != "step" and not any(x in n for x in ("embed", "ln"))]
+        roles = store.attrs["parameter_roles"]
+        names = [n for n, _ in g.arrays() if roles.get(n, "exclude") != "exclude"]
         for i in range(store.committed):
             tensors = {n: torch.from_numpy(np.asarray(g[n][i])).double() for n in names}
             mats, biases = [], []
             for n, t in tensors.items():
-                if t.ndim == 3:
+                if roles[n] == "heads":
                     mats += list(t)
-                elif t.ndim == 2:
+                elif roles[n] == "merged_heads":
+                    mats.append(t.reshape(-1, t.shape[-1]))
+                elif roles[n] == "matrix":
                     mats.append(t)
                 else:
                     biases.append(t)
@@ -103,14 +112,13 @@ def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
                 tr = torch.trace(w)
                 spec = torch.linalg.matrix_norm(w, ord=2)
                 rows.append([l1, l2, tr, spec, l1 / l2, tr / torch.linalg.matrix_norm(w, ord=2),
-                             torch.mean(torch.linalg.svdvals(w)), torch.var(torch.linalg.svdvals(w), unbiased=False)])
-            per = torch.tensor([[float(x) for x in r] for r in rows]).mean(0)
+                             torch.mean(s), torch.var(s)])
+            per = np.nanmean(np.array([[float(x) for x in r] for r in rows]), axis=0)
             wcat = torch.cat([m.flatten() for m in mats])
             bcat = torch.cat([b.flatten() for b in biases])
-            # torch.median returns the lower middle value for an even count; the median is their mean
-            glob = [torch.mean(wcat), torch.quantile(wcat, 0.5), torch.var(wcat, unbiased=False),
-                    torch.mean(bcat), torch.quantile(bcat, 0.5), torch.var(bcat, unbiased=False)]
-            out.append(np.concatenate([per.numpy(), [float(x) for x in glob]]))
+            glob = [torch.mean(wcat), torch.median(wcat), torch.var(wcat),
+                    torch.mean(bcat), torch.median(bcat), torch.var(bcat)]
+            out.append(np.concatenate([per, [float(x) for x in glob]]))
     return np.array(out)
 
 
@@ -124,6 +132,70 @@ t = time.perf_counter()
 vt_metrics(Path(sys.argv[1]))
 print(json.dumps({"peak_rss_mb": vm_hwm_mb(), "import_rss_mb": base, "seconds": time.perf_counter() - t}))
 """
+
+
+ACTIVATION_METRICS = ["act_sparsity", "dormant_fraction", "act_norm", "act_var", "cka_prev"]
+HOOKS = {"blocks.0.mlp.hook_post": (3, 512), "blocks.0.attn.hook_pattern": (4, 3, 3)}  # per probe example
+
+
+def make_activation_study(out: Path, checkpoints: int, probe: int = 32) -> Path:
+    """One seed of the paper transformer with activations at its two hookpoints (the example's
+    probe batch of 32), ``checkpoints`` of them, drifting as a random walk."""
+    config = paper_config(out, 1) | {"hooks": {"activations": list(HOOKS), "probe_size": probe},
+                                     "metrics": {"names": ACTIVATION_METRICS}}
+    study = make_study(out, 1, 2, config)
+    store = RunStore(run_path(study, 0))
+    rng = np.random.default_rng(0)
+    acts = {h: np.maximum(rng.normal(size=(probe, *shape)), 0).astype(np.float32) for h, shape in HOOKS.items()}
+    weights = {n: np.asarray(store.root["weights"][n][1]) for n, _ in store.root["weights"].arrays() if n != "step"}
+    for i in range(checkpoints):
+        for a in acts.values():
+            a += rng.normal(scale=0.05, size=a.shape).astype(np.float32)
+        store.write(Checkpoint(index=i, step=10 * i, epoch=float(i), scalars=dict.fromkeys(SCALARS, 0.5),
+                               weights=weights, activations=acts), capacity=checkpoints)
+        store.commit(i + 1, 10 * i)
+    return study
+
+
+ACTIVATION_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+import numpy as np
+from benchmarks.metrics_throughput import ACTIVATION_METRICS, vm_hwm_mb
+from vt_core.metrics import get
+from vt_core.metrics.compute import seed_metrics
+from vt_core.study import load_study, open_run
+study = sys.argv[1]
+config = load_study(study)
+store = open_run(study, 0, config)
+acts = store.dataset("activations")
+base = vm_hwm_mb()
+t = time.perf_counter()
+if sys.argv[2] == "vt":
+    ds = seed_metrics(store, config, names=ACTIVATION_METRICS).compute()
+    per = ds["per_layer"].sel(layer_metric=ACTIVATION_METRICS)
+    out = {h: per.sel(layer=h).values.tolist() for h in sorted(acts.data_vars)}
+else:  # every hookpoint loaded, the metrics in numpy, CKA in feature space (features x features)
+    out = {}
+    for h in sorted(acts.data_vars):
+        a = acts[h].values.astype(np.float64)
+        x = a.reshape(a.shape[0], a.shape[1], -1)
+        cols = [get(m).kernel(a) for m in ACTIVATION_METRICS[:-1]]
+        prev = np.concatenate([x[:1], x[:-1]])
+        xc, pc = x - x.mean(1, keepdims=True), prev - prev.mean(1, keepdims=True)
+        num = (np.einsum("snf,sng->sfg", xc, pc) ** 2).sum((1, 2))
+        den = np.sqrt((np.einsum("snf,sng->sfg", xc, xc) ** 2).sum((1, 2)) * (np.einsum("snf,sng->sfg", pc, pc) ** 2).sum((1, 2)))
+        cka = num / den
+        cka[0] = np.nan
+        out[h] = np.stack(cols + [cka], axis=-1).tolist()
+print(json.dumps({"extra_mb": vm_hwm_mb() - base, "seconds": time.perf_counter() - t, "values": out}))
+"""
+
+
+def activation_memory(study: Path, how: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", ACTIVATION_CHILD, str(study), how, str(ROOT)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def vm_hwm_mb() -> float:
@@ -176,6 +248,14 @@ def main() -> None:
             shutil.rmtree(one)
             print(f"metric stage, 1 seed x {n} checkpoints: peak RSS {mem[n]['peak_rss_mb']:.0f} MB "
                   f"(after imports {mem[n]['import_rss_mb']:.0f} MB), {mem[n]['seconds']:.1f} s")
+        act_study = make_activation_study(tmp / "acts", 128)
+        acts = {how: activation_memory(act_study, how) for how in ("feature_space", "vt")}
+        for h in HOOKS:
+            np.testing.assert_allclose(np.array(acts["vt"]["values"][h], float),
+                                       np.array(acts["feature_space"]["values"][h], float), rtol=1e-9)
+        for how, a in acts.items():
+            print(f"activation metrics, 128 checkpoints x {list(HOOKS)} ({how}): "
+                  f"+{a['extra_mb']:.0f} MB peak, {a['seconds']:.1f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lo, hi = args.checkpoints, args.memory_checkpoints
@@ -183,6 +263,8 @@ def main() -> None:
         "ratio": round(baseline_s / vt_s, 2), "baseline_s": round(baseline_s, 2), "vt_s": round(vt_s, 2),
         "seeds": args.seeds, "checkpoints": args.checkpoints,
         f"peak_rss_mb_{lo}": round(mem[lo]["peak_rss_mb"], 1), f"peak_rss_mb_{hi}": round(mem[hi]["peak_rss_mb"], 1),
+        "activation_block_extra_mb": round(acts["vt"]["extra_mb"], 1),
+        "activation_block_extra_mb_feature_space": round(acts["feature_space"]["extra_mb"], 1),
         "cpu_cores": os.cpu_count(),
     }))
 

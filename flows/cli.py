@@ -200,6 +200,32 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
         table.add_row("*" if r["name"] in selected else "", r["name"], r["type"], str(r["output"]), str(r["input"]))
     Console(width=160).print(table)
     console.print(f"{len(selected)} of {len(rows)} hookpoints selected by hooks.activations = {cfg.hooks.activations}")
+    _print_roles(model, cfg)
+
+
+def _print_roles(model, cfg) -> None:
+    """Which parameters the weight metrics read, and as what (vt_core.metrics.roles)."""
+    import fnmatch
+
+    from vt_core.hooks import select_parameters
+    from vt_core.metrics.roles import role_table
+
+    stored = set(select_parameters(model, cfg.hooks.weights))
+    table = Table(title=f"parameters read by the weight metrics (metrics.convention = {cfg.metrics.convention}; "
+                        f"roles by module type: `vt_core/metrics/roles.py`)")
+    for col in ("parameter", "module", "shape", "role", "matrices", "stored"):
+        table.add_column(col)
+    n_mats = 0
+    for r in role_table(model):
+        out = any(fnmatch.fnmatchcase(r["name"], g) for g in cfg.metrics.exclude)
+        role = "exclude (metrics.exclude)" if out else r["role"]
+        n = 0 if out or r["name"] not in stored else r["matrices"]
+        n_mats += n if role != "kernel" else 0
+        table.add_row(r["name"], r["module"], str(r["shape"]), role, str(n) if n else "",
+                      "yes" if r["name"] in stored else "no")
+    Console(width=160).print(table)
+    console.print(f"per-matrix metrics average over {n_mats} matrices (conv kernels add l1, l2 and "
+                  f"code_sparsity per kernel)")
 
 
 @command

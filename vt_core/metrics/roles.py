@@ -77,3 +77,14 @@ def matrix_count(role: str, shape: tuple[int, ...]) -> int:
     if role == "heads":
         return int(shape[0]) if len(shape) >= 3 else 1
     return 1 if role in ("matrix", "merged_heads", "kernel") else 0
+
+
+def role_table(model: nn.Module) -> list[dict]:
+    """One row per parameter: name, owning module type, shape, role, and how many matrices (or
+    conv kernels) the per-matrix metrics read from it. For `vt hooks`."""
+    roles = parameter_roles(model)
+    owners = {f"{prefix}.{n}" if prefix else n: type(m).__name__
+              for prefix, m in model.named_modules() for n, _ in m.named_parameters(recurse=False)}
+    return [{"name": name, "module": owners[name], "shape": tuple(p.shape), "role": roles[name],
+             "matrices": matrix_count(roles[name], tuple(p.shape))}
+            for name, p in model.named_parameters()]
