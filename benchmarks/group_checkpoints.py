@@ -3,7 +3,7 @@ host copies made in the training thread (``sync``) or by a background thread (``
 
 The paper's modular-addition model (examples/modular_addition.toml) trained as one group of G seeds,
 checkpoints every K epochs with every weight and both hookpoints captured, written through vt's
-writers into real stores (:func:`vt_core.study.train_group`). Baseline: the same group trained for
+writers into real stores (:func:`vt_core.stages.train.train_group`). Baseline: the same group trained for
 the same epochs with no checkpoints (``GroupTrainer.train_steps``). Also measured: the time the
 training thread spends per checkpoint round (what stalls the device), from timers around the
 snapshot and, in sync mode, the host copies, slicing and hand-over to the writers.
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.seed_groups import config, sync  # noqa: E402
 from vt_core.config import StudyConfig  # noqa: E402
 from vt_core.groups import GroupTrainer  # noqa: E402
+from vt_core.runtime import Runtime  # noqa: E402
 from vt_core.stages.train import train_group  # noqa: E402
 from vt_core.study import prepare_study  # noqa: E402
 from vt_core.training import Trainer, resolve_device  # noqa: E402
@@ -71,12 +73,12 @@ class RoundTimer:
 
 def with_checkpoints(cfg_dict: dict, mode: str, out: Path) -> tuple[float, RoundTimer]:
     """Wall seconds of train_group (G seeds into their stores) and the round timers."""
-    os.environ["VT_GROUP_ASYNC"] = "1" if mode == "async" else "0"
     cfg = StudyConfig.model_validate(dict(cfg_dict, output_dir=str(out / mode)))
     study = prepare_study(cfg)
+    runtime = replace(Runtime.from_env(), group_async=mode == "async")
     with RoundTimer() as timer:
         start = time.perf_counter()
-        summaries = train_group(study, cfg.seeds)
+        summaries = train_group(study, cfg.seeds, runtime=runtime)
         wall = time.perf_counter() - start
     assert all(s["status"] == "complete" for s in summaries), summaries
     return wall, timer

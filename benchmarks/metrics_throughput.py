@@ -34,11 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from vt_core import stages  # noqa: E402
 from vt_core.config import parse_config  # noqa: E402
-from vt_core.store import RunStore  # noqa: E402
-from vt_core.study import prepare_study, run_path  # noqa: E402
 from vt_core.metrics.roles import parameter_roles  # noqa: E402
 from vt_core.names import SCALARS  # noqa: E402
-from vt_core.store import Checkpoint  # noqa: E402
+from vt_core.store import Checkpoint, RunStore  # noqa: E402
+from vt_core.study import prepare_study, run_path  # noqa: E402
 from vt_core.training import Trainer  # noqa: E402
 
 

@@ -52,6 +52,7 @@ def main() -> None:
     from vt_core import stages
     from vt_core.dashboard import build_dashboard
     from vt_core.groups import resolve_group_size
+    from vt_core.runtime import Runtime
     from vt_core.stages.train import train_group
     from vt_core.study import prepare_study
 
@@ -79,7 +80,7 @@ def main() -> None:
     t = time.perf_counter()
     summaries = []
     for i in range(0, args.seeds, size):
-        summaries += train_group(study, cfg.seeds[i : i + size])
+        summaries += train_group(study, cfg.seeds[i : i + size], runtime=Runtime.from_env())
     times["train_s"] = time.perf_counter() - t
     print(f"{name}: trained {args.seeds} seeds x {args.epochs} epochs in groups of {size}: "
           f"{times['train_s']:.1f} s ({args.seeds * args.epochs / times['train_s']:.0f} seed-epochs/s)", flush=True)

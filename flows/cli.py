@@ -76,7 +76,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
     cells = result.get("metric_cells") or {}
     if cells.get("reused") is not None:
-        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)
+        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)  # type: ignore[arg-type]
     console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
     return result
 

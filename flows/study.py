@@ -97,7 +97,8 @@ def _submit_training(study: str, switches: dict) -> dict:
     task = train_seed_task.with_options(result_storage=_result_storage(study))
     size = resolve_group_size(config)
     todo = [s for s in config.seeds if not is_finished(study, s)]
-    futures: dict[tuple[int, ...], Any] = {(seed,): task.submit(study, seed, switches) for seed in config.seeds if seed not in todo}
+    futures: dict[tuple[int, ...], Any] = {(seed,): task.submit(study, seed, switches)
+                                           for seed in config.seeds if seed not in todo}
     for i in range(0, len(todo), size):
         seeds = todo[i : i + size]
         futures[tuple(seeds)] = (task.with_options(refresh_cache=True).submit(study, seeds[0], switches)

@@ -138,7 +138,6 @@ def test_analyse_in_worker_processes_equals_in_process(analysed_study, tmp_path)
     import json
     import shutil
 
-    from vt_core import stages
 
     copy = tmp_path / "copy"
     shutil.copytree(analysed_study, copy, ignore=shutil.ignore_patterns("metrics.zarr", "hmm", "analysis.json"))
