@@ -82,6 +82,10 @@ def vt_metrics(study: Path) -> dict:
     return stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
 
 
+def _cut(s: torch.Tensor) -> torch.Tensor:
+    return torch.where(s < 1e-5, torch.zeros_like(s), s)
+
+
 def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
     """Per checkpoint, per matrix, one torch call per metric (as visualizing-training did)."""
     out = []
@@ -103,15 +107,13 @@ def baseline_metrics(study: Path, seeds: list[int]) -> np.ndarray:
                 else:
                     biases.append(t)
             rows = []
-            for w in mats:
-                s = torch.linalg.svdvals(w)
-                s = torch.where(s < 1e-5, torch.zeros_like(s), s)
+            for w in mats:  # one torch call per metric, each recomputing what it needs
                 l1 = torch.sum(torch.abs(w))
                 l2 = torch.linalg.norm(w)
                 tr = torch.trace(w)
                 spec = torch.linalg.matrix_norm(w, ord=2)
                 rows.append([l1, l2, tr, spec, l1 / l2, tr / torch.linalg.matrix_norm(w, ord=2),
-                             torch.mean(s), torch.var(s)])
+                             torch.mean(_cut(torch.linalg.svdvals(w))), torch.var(_cut(torch.linalg.svdvals(w)))])
             per = np.nanmean(np.array([[float(x) for x in r] for r in rows]), axis=0)
             wcat = torch.cat([m.flatten() for m in mats])
             bcat = torch.cat([b.flatten() for b in biases])

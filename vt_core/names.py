@@ -5,7 +5,14 @@ from __future__ import annotations
 
 #: Recorded by the trainer at every checkpoint, stored at the root of each run store, and always
 #: available as metrics and HMM features.
-SCALARS: tuple[str, ...] = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm")
+SCALAR_FORMULAS: dict[str, str] = {
+    "train_loss": "training-set loss at the checkpoint",
+    "train_accuracy": "training-set accuracy at the checkpoint",
+    "test_loss": "held-out loss at the checkpoint",
+    "test_accuracy": "held-out accuracy at the checkpoint",
+    "grad_norm": "mean L2 norm of the full gradient over the steps since the previous checkpoint",
+}
+SCALARS: tuple[str, ...] = tuple(SCALAR_FORMULAS)
 
 #: The paper's 14 weight metrics, in the order the paper lists them.
 PAPER_METRICS: tuple[str, ...] = (

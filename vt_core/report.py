@@ -53,6 +53,7 @@ def report_markdown(study: str | Location) -> str:
     rows = [
         ("setting", ref["setting"] if ref else "(no paper setting matches this study's name)", config.name),
         ("seeds", "40", str(len(config.seeds))),
+        ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
         ("k chosen (lowest BIC)", str(ref["k"]) if ref else "-", f"{a['chosen_k']} of 1..{config.hmm.max_states}"
          + (" (BIC still falling at the largest k)" if (a.get("selection") or {}).get("at_max_states") else "")),
         ("detour states", ref["detours"] if ref else "-", ", ".join(map(str, a.get("detour_states") or [])) or "none"),

@@ -127,6 +127,7 @@ def test_report_puts_the_study_beside_the_paper(analysed_study):
 
     text = report_markdown(analysed_study)
     assert "| k chosen (lowest BIC) |" in text and "## States" in text
+    assert "| metric convention | paper_code (the paper's published code) | paper_code |" in text
     assert paper_setting("sparse_parity") == "sparse_parity"
     assert paper_setting("modular_addition_stabilised_cpu") == "modular_addition_stabilised"
     assert paper_setting("my_study") is None

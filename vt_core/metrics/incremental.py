@@ -112,7 +112,8 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
     target = layout(study).metrics if same else layout(study).metrics_rebuild
     if not same:
         template = empty_metrics(coords).assign_attrs(
-            training_hash=config.training_hash(), metrics_hash=metrics_hash(config)).chunk({"seed": 1})
+            training_hash=config.training_hash(), metrics_hash=metrics_hash(config),
+            convention=config.metrics.convention, rules_version=RULES_VERSION).chunk({"seed": 1})
         template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3,
                          **zarr_options(target))
     return {"target": url(target), "rebuild": not same, "seeds": seeds}

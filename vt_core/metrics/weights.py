@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from vt_core.metrics.registry import register_metric, register_scalar
+from vt_core.names import SCALAR_FORMULAS
 
 SV_THRESHOLD = 1e-5  # singular values below this count as 0 (REFERENCE.md)
 
@@ -140,11 +141,11 @@ def _median(flat: np.ndarray, convention: str) -> np.ndarray:
     n = flat.shape[-1]
     if n == 0:
         return np.full(flat.shape[:-1], np.nan)
-    k = [(n - 1) // 2, n // 2]
-    part = np.partition(flat, k, axis=-1)
-    if convention == "paper_code":
-        return part[..., k[0]].astype(np.float64)
-    return (part[..., k[0]].astype(np.float64) + part[..., k[1]].astype(np.float64)) / 2
+    lo, hi = (n - 1) // 2, n // 2
+    if convention == "paper_code":  # one selection pass
+        return np.partition(flat, lo, axis=-1)[..., lo].astype(np.float64)
+    part = np.partition(flat, [lo, hi], axis=-1)
+    return (part[..., lo].astype(np.float64) + part[..., hi].astype(np.float64)) / 2
 
 
 def _var(flat: np.ndarray, convention: str) -> np.ndarray:
@@ -200,11 +201,5 @@ def dist_init_l1(flat, flat0):
     return np.abs(flat.astype(np.float64) - flat0).sum(axis=-1)
 
 
-for _name, _formula in {
-    "train_loss": "training-set loss at the checkpoint",
-    "train_accuracy": "training-set accuracy at the checkpoint",
-    "test_loss": "held-out loss at the checkpoint",
-    "test_accuracy": "held-out accuracy at the checkpoint",
-    "grad_norm": "mean L2 norm of the full gradient over the steps since the previous checkpoint",
-}.items():
+for _name, _formula in SCALAR_FORMULAS.items():
     register_scalar(_name, _formula)
