@@ -77,7 +77,11 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     cells = result.get("metric_cells") or {}
     if cells.get("reused") is not None:
         console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)  # type: ignore[arg-type]
-    console.print(f"chosen number of states (lowest BIC): [bold]{result['chosen_k']}[/]")
+    from vt_core.narrative import closing_lines
+    from vt_core.stages.explain import load_analysis
+
+    for line in closing_lines(load_analysis(result["study"])):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     return result
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.explain import explain_task
-from tasks.hmm import fit_hmm_task, prepare_hmm_task, select_model_task
+from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
 from tasks.publish import build_dashboard_task, publish_artifacts_task
 from tasks.train import train_group_task, train_seed_task
@@ -61,10 +61,7 @@ def _analyze(study: str, force: bool) -> dict:
     counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
     cells = finalize_metrics_task(study, plan, counts)
     get_run_logger().info(describe_cells(cells))  # type: ignore[arg-type]
-    hmm_input = prepare_hmm_task(study)
-    grid = hmm_input["grid"]
-    fits = fit_hmm_task.map(study=unmapped(study), k=[k for k, _ in grid], restart=[r for _, r in grid]).result()
-    selection = select_model_task(study, fits)
+    selection = _select(study)
     explain_task(study)
     dashboard = build_dashboard_task(study)
     publish_artifacts_task(study, dashboard, selection)
@@ -89,6 +86,20 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
     with study_lock(study):
         return _train_and_analyze(study, rerun_seeds, logger, switches)
+
+
+def _select(study: str) -> dict:
+    """The HMM fits as tasks: main and cross-validation fits, the grid's extensions while BIC is
+    lowest at its edge, the bootstrap fits; then the chosen model."""
+    jobs = prepare_hmm_task(study)["jobs"]
+    rows = list(fit_hmm_task.map(study=unmapped(study), job=jobs).result())
+    while True:
+        nxt = select_model_task(study, rows)
+        more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
+        if more:
+            rows += fit_hmm_task.map(study=unmapped(study), job=more).result()
+        if not nxt["extend_jobs"]:
+            return finalize_model_task(study, rows)
 
 
 def _submit_training(study: str, switches: dict) -> dict:

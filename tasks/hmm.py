@@ -1,11 +1,12 @@
-"""HMMs: prepare the input once, one task per (k, restart) fit, then select k.
-Logic: :mod:`vt_core.stages.hmm`."""
+"""HMMs: prepare the input once, one task per fit (main, cross-validation, bootstrap), select k,
+finalize. Logic: :mod:`vt_core.stages.hmm`."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from vt_core.selection import job_name
 from vt_core.stages import hmm
 
 
@@ -14,11 +15,22 @@ def prepare_hmm_task(study: str) -> dict:
     return dict(hmm.prepare_hmm(study))
 
 
-@task(name="fit-hmm", cache_policy=NO_CACHE, task_run_name="fit-hmm-k{k}-r{restart}")
-def fit_hmm_task(study: str, k: int, restart: int) -> dict:
-    return hmm.fit_hmm(study, k, restart)
+def _fit_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"fit-hmm-{job_name(task_run.parameters['job'])}"
+
+
+@task(name="fit-hmm", cache_policy=NO_CACHE, task_run_name=_fit_name)
+def fit_hmm_task(study: str, job: dict) -> dict:
+    return hmm.fit_hmm(study, job)
 
 
 @task(name="select-model", cache_policy=NO_CACHE)
-def select_model_task(study: str, fits: list[dict]) -> dict:
-    return dict(hmm.select_model(study, fits))
+def select_model_task(study: str, rows: list[dict]) -> dict:
+    return dict(hmm.select_model(study, rows))
+
+
+@task(name="finalize-model", cache_policy=NO_CACHE)
+def finalize_model_task(study: str, rows: list[dict]) -> dict:
+    return dict(hmm.finalize_model(study, rows))

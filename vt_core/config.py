@@ -252,14 +252,24 @@ class MetricsConfig(_Strict):
 
 
 class HMMConfig(_Strict):
-    max_states: int = Field(8, gt=0, description="fit k = 1..max_states")
-    restarts: int = Field(5, gt=0)
+    max_states: int = Field(8, gt=0, le=64, description="fit k = 1..max_states (extended while BIC keeps "
+                            "falling at the largest k, up to twice this)")
+    extend: bool = Field(True, description="extend the grid while BIC is lowest at its largest k")
+    restarts: int = Field(5, gt=0, le=100)
+    cv_folds: int = Field(5, ge=0, le=100, description="folds over the training seeds for the cross-validated "
+                          "held-out log-likelihood (0: off)")
+    cv_restarts: int = Field(1, gt=0, le=100, description="restarts per k and fold")
+    bootstrap: int = Field(20, ge=0, le=1000, description="bootstrap resamples of the seeds, each choosing its own "
+                           "k (0: off): the distribution of k and the stability of each state")
+    bootstrap_restarts: int = Field(1, gt=0, le=100)
     covariance: Literal["full", "diag", "spherical", "tied"] = "full"
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     n_iter: int = Field(200, gt=0, description="EM iterations; a fit that has not converged is excluded")
     tol: float = Field(1e-3, gt=0.0)
     seed: int = Field(0, ge=0)
-    standardize: Literal["seed", "global"] = Field("seed", description="z-score each seed (paper) or all together")
+    standardize: Literal["seed", "global"] = Field(
+        "global", description="global: z-score with the mean and sd of all seeds together (recovers planted "
+        "states when seeds spend different times in them); seed: each seed on its own, as the paper does")
     pca_components: int | None = Field(None, gt=0, description="project the features on this many PCs first")
     features: list[str] | None = Field(
         None, description="default: the metrics' names; 'metric@layer' picks one layer's or hook's value")

@@ -211,10 +211,11 @@ def _stack(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 
 def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: int, cfg: HMMConfig,
-            params_path: Location | None = None) -> dict:
-    """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised."""
+            params_path: Location | None = None, random_state: int | None = None) -> dict:
+    """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised.
+    The parameters go to ``params_path`` (npz), or into the row (``params``) when it is None."""
     X, lengths = _stack(train)
-    rs = restart_seed(cfg.seed, k, restart)
+    rs = restart_seed(cfg.seed, k, restart) if random_state is None else random_state
     row: dict = {"k": k, "restart": restart, "random_state": rs, "status": "ok", "reason": None,
            "n_params": n_parameters(k, X.shape[1], cfg.covariance), "n_obs": len(X),
            "train_ll": None, "heldout_ll": None, "aic": None, "bic": None, "converged": None,
@@ -256,6 +257,8 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
     if params_path is not None:
         save_npz(params_path, covariance_type=np.array(cfg.covariance), **params)
         row["params_path"] = str(params_path)
+    else:
+        row["params"] = {"covariance_type": np.array(cfg.covariance), **{n: np.array(v) for n, v in params.items()}}
     return row
 
 

@@ -9,7 +9,7 @@
       runs/seed=0003.resume.pt       model + optimizer + RNG state of its last commit
       metrics.zarr                   (seed, step, metric[, layer]); metrics.zarr.new while rebuilt
       hmm/input.npz, hmm/split.json  the HMM input: standardised features, seeds split
-      hmm/fits/k=KK-r=RR.json|.npz   one fit per (k, restart)
+      hmm/fits/NAME.json|.npz        one fit per (kind, k, restart, fold or resample)
       hmm/selection.json, hmm/model.npz, hmm/paths.json
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
@@ -77,9 +77,10 @@ class Layout:
     def hmm_split(self) -> Location:
         return self.hmm / "split.json"
 
-    def fit(self, k: int, restart: int, suffix: str) -> Location:
-        """``hmm/fits/k=KK-r=RR.json`` (the row) or ``.npz`` (the parameters)."""
-        return self.hmm / "fits" / f"k={k:02d}-r={restart:02d}.{suffix}"
+    def fit(self, name: str, suffix: str) -> Location:
+        """``hmm/fits/NAME.json`` (the row) or ``.npz`` (the parameters); NAME from
+        :func:`vt_core.selection.job_name` (``main-k=03-r=01``, ``cv2-...``, ``boot11-...``)."""
+        return self.hmm / "fits" / f"{name}.{suffix}"
 
     @property
     def selection(self) -> Location:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from vt_core.location import Location, location
+from vt_core.narrative import detour_sentence, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 from vt_core.palette import state_graph_data_uri
 from vt_core.stages.explain import load_analysis
 from vt_core.study import load_study
@@ -34,11 +35,21 @@ def paper_setting(name: str) -> str | None:
 
 def states_table(a: dict) -> list[str]:
     """The markdown table of states that the summary and the report share."""
-    lines = ["| state | occupancy | mean first step | steps | seeds visiting | detour |", "|---|---|---|---|---|---|"]
+    lines = ["| state | occupancy | mean first step | steps | seeds visiting | stability (bootstrap) | detour |",
+             "|---|---|---|---|---|---|---|"]
     for s in a["states"]:
-        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {s['first_step_mean']} | "
-                     f"{s['step_min']}–{s['step_max']} | {len(s['seeds'])} | {'yes' if s.get('detour') else ''} |")
+        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {num(s['first_step_mean'])} | "
+                     f"{num(s['step_min'])}–{num(s['step_max'])} | {len(s['seeds'])} | {num(s.get('stability'), 2)} | "
+                     f"{'yes' if s.get('detour') else ''} |")
     return lines
+
+
+def transition_features(t: dict) -> str:
+    """The top features of a transition two ways: the paper's gradient ranking, and the largest
+    changes in units of the within-state standard deviation."""
+    by_grad = ", ".join(f"{md(f['feature'])} ({f['sd_change']:+.2g} sd)" for f in t["top_features"][:3])
+    by_sd = ", ".join(f"{md(f['feature'])} ({f['sd_change']:+.2g} sd)" for f in t.get("top_by_sd_change", [])[:3])
+    return f"by the paper's gradient: {by_grad}; largest moves in within-state sd: {by_sd}"
 
 
 def report_markdown(study: str | Location) -> str:
@@ -48,66 +59,62 @@ def report_markdown(study: str | Location) -> str:
     key = paper_setting(config.name)
     ref = PAPER.get(key) if key else None
     reg = a.get("regression") or {}
+    sel = a.get("selection") or {}
     r2 = reg.get("r2")
     conv = [c for c in a["convergence_step"].values() if c is not None]
     rows = [
         ("setting", ref["setting"] if ref else "(no paper setting matches this study's name)", config.name),
         ("seeds", "40", str(len(config.seeds))),
         ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
-        ("k chosen (lowest BIC)", str(ref["k"]) if ref else "-", f"{a['chosen_k']} of 1..{config.hmm.max_states}"
-         + (" (BIC still falling at the largest k)" if (a.get("selection") or {}).get("at_max_states") else "")),
+        ("k chosen (lowest BIC)", str(ref["k"]) if ref else "-", f"{k_headline(a)}: {k_evidence(a)}"),
+        ("uncertainty on k", "not given", k_uncertainty(a) or "no bootstrap (hmm.bootstrap = 0)"),
+        ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
+        ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
         ("detour states", ref["detours"] if ref else "-", ", ".join(map(str, a.get("detour_states") or [])) or "none"),
-        ("R^2 of convergence time on time in states", "not given in REFERENCE.md",
-         "n/a" if r2 is None else f"{r2:.3f}" + ("" if reg.get("determined") else " (not determined: too few seeds)")),
+        ("detour regression", "convergence time on time in each state (not identifiable)", md(detour_sentence(a))
+         + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
         ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else "-",
          f"{a['convergence_threshold']}; {len(conv)}/{len(a['convergence_step'])} seeds reach it"),
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
     lines += [f"| {name} | {p} | {o} |" for name, p, o in rows]
+    if notes := k_notes(a):
+        lines += ["", *[f"- {md(n)}" for n in notes]]
     lines += ["", "## States", "", *states_table(a)]
     if conv:
         lines += ["", "## Where the transitions fall", "",
-                  f"Median convergence step: {sorted(conv)[len(conv) // 2]}."]
+                  f"Median convergence step: {num(sorted(conv)[len(conv) // 2])}."]
         for t in a["transitions"]:
-            frm = next(s for s in a["states"] if s["state"] == t["to"])
+            to = next(s for s in a["states"] if s["state"] == t["to"])
             lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at step "
-                         f"{frm['first_step_mean']:.0f} on average; top feature {t['top_features'][0]['feature']}")
+                         f"{num(to['first_step_mean'])} on average; " + transition_features(t))
     return "\n".join(lines) + "\n"
 
 
-def _fmt(x, nd: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{nd}g}"
-
-
 def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
-    """The study's markdown summary: chosen k, a small PNG of the state graph (data URI), states,
-    key transitions, per-seed status."""
+    """The study's markdown summary: chosen k with its status and uncertainty, a small PNG of the
+    state graph (data URI), states, key transitions, detours, per-seed status."""
     config = load_study(study)
     a = load_analysis(study)
-    lines = [f"# vt study `{config.name}`", "",
-             f"**Chosen number of states (lowest BIC): {a['chosen_k']}** over {len(a['features'])} features "
-             f"(BIC weight {_fmt((a.get('selection') or {}).get('bic_weight'))}, gap to the next k "
-             f"{_fmt((a.get('selection') or {}).get('bic_gap_to_next'))}).", "",
-             *([f"> BIC is lowest at the largest k tried ({config.hmm.max_states}): raise `hmm.max_states` "
-                "to see whether it keeps falling.", ""] if a["chosen_k"] == config.hmm.max_states else []),
-             "## State graph", "",
-             f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
-             f"({state_graph_data_uri(a)})", "",
-             "## States", "", *states_table(a)]
-    lines += ["", "## Transitions (top features by mean |d log p / d z|)", ""]
+    lines = [f"# vt study `{md(config.name)}`", "",
+             f"**Number of states: {k_headline(a)}**: {k_evidence(a)} ({len(a['features'])} features).", ""]
+    if u := k_uncertainty(a):
+        lines += [f"Uncertainty: {u}.", ""]
+    lines += [f"> {md(n)}" for n in k_notes(a)]
+    lines += ["", "## State graph", "",
+              f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
+              f"({state_graph_data_uri(a)})", "", "## States", "", *states_table(a)]
+    lines += ["", "## Transitions", ""]
     for t in a["transitions"]:
-        feats = ", ".join(f"{f['feature']} ({f['z_mean_change']:+.2f} sd)" for f in t["top_features"][:3])
-        lines.append(f"- {t['from']} → {t['to']} (p={t['prob']:.3f}, {t['n_seeds']} seeds): {feats}")
-    r = a.get("regression") or {}
-    lines += ["", "## Convergence", "",
-              f"- convergence (held-out accuracy >= {a['convergence_threshold']}) regressed on time in each state: "
-              f"R^2 = {r.get('r2') if r.get('r2') is None else round(r['r2'], 3)} over {r.get('n')} seeds"
-              + ("" if r.get("determined") else " (no more seeds than coefficients: R^2 is not meaningful)"),
-              f"- detour states: {a.get('detour_states') or 'none'}",
-              f"- trajectory dissimilarity (mean pairwise Wasserstein): {a.get('trajectory_dissimilarity')}",
-              f"- unusual seeds: {a.get('unusual_seeds') or 'none'}"]
+        lines.append(f"- {t['from']} → {t['to']} (p = {num(t['prob'])}, {t['n_seeds']} seeds): " + transition_features(t))
+    lines += ["", "## Convergence and detours", "",
+              f"- held-out accuracy >= {num(a['convergence_threshold'])}: "
+              f"{sum(c is not None for c in a['convergence_step'].values())} of {len(a['convergence_step'])} seeds",
+              f"- detours: {md(detour_sentence(a))}",
+              f"- trajectory dissimilarity (mean pairwise Wasserstein): {num(a.get('trajectory_dissimilarity'))}",
+              f"- unusual seeds: {', '.join(map(str, a.get('unusual_seeds') or [])) or 'none'}"]
     lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
     for r in seed_rows:
-        lines.append(f"| {r['seed']} | {r['status']} | {r['committed_steps']} | {r['last_step']} | "
-                     f"{a['convergence_step'].get(str(r['seed']))} |")
+        lines.append(f"| {r['seed']} | {r['status']} | {num(r['committed_steps'])} | {num(r['last_step'])} | "
+                     f"{num(a['convergence_step'].get(str(r['seed'])))} |")
     return "\n".join(lines)

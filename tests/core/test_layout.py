@@ -18,7 +18,7 @@ def test_paths_of_a_study(tmp_path):
     assert p.run(3) == tmp_path / "runs" / "seed=0003.zarr"
     assert p.resume(3) == tmp_path / "runs" / "seed=0003.resume.pt" == resume_path(p.run(3))
     assert p.metrics == tmp_path / "metrics.zarr" and p.metrics_rebuild == tmp_path / "metrics.zarr.new"
-    assert p.fit(2, 11, "npz") == tmp_path / "hmm" / "fits" / "k=02-r=11.npz"
+    assert p.fit("main-k=02-r=11", "npz") == tmp_path / "hmm" / "fits" / "main-k=02-r=11.npz"
     assert (p.hmm_input, p.hmm_split, p.selection, p.model, p.paths) == tuple(
         tmp_path / "hmm" / n for n in ("input.npz", "split.json", "selection.json", "model.npz", "paths.json"))
     assert p.analysis == tmp_path / "analysis.json" and p.dashboard == tmp_path / "dashboard" / "index.html"

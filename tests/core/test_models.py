@@ -91,9 +91,9 @@ def test_hooks_removed_when_forward_raises():
 def test_custom_factory_and_its_errors(tmp_path):
     _, task, m = build({"factory": "examples.custom_model.nets:make_net", "kwargs": {"width": 12}}, {"name": "digits"})
     assert m(task.x_train[:2]).shape == (2, 10) and m.value.out_features == 12
-    with pytest.raises(ConfigError, match="cannot import 'nowhere.nets'"):
+    with pytest.raises(ModelFactoryError, match="cannot import 'nowhere.nets'"):
         build({"factory": "nowhere.nets:make"})
-    with pytest.raises(ConfigError, match="has no callable 'nope'"):
+    with pytest.raises(ModelFactoryError, match="has no callable 'nope'"):
         build({"factory": "examples.custom_model.nets:nope"})
     with pytest.raises(ModelFactoryError, match="rejected kwargs"):
         build({"factory": "examples.custom_model.nets:make_net", "kwargs": {"depth": 3}}, {"name": "digits"})

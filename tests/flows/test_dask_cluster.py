@@ -52,7 +52,7 @@ def test_study_runs_on_an_external_dask_cluster(tmp_path):
                              tmp_path / "tiny.toml")
             res = CliRunner().invoke(app, ["run", str(cfg), "--runner", address])
             assert res.exit_code == 0, res.output + repr(res.exception)
-            assert "chosen number of states" in res.output
+            assert "states: k = " in res.output
             # the tasks ran on the cluster's workers, not in this process
             prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
             assert {"train_seed_task", "compute_metrics_task", "fit_hmm_task"} <= set(prefixes), prefixes

@@ -39,7 +39,7 @@ def test_killed_study_completes_on_rerun(tmp_path):
 
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "chosen number of states" in done.stdout
+    assert "states: k = " in done.stdout
     for seed in d["seeds"]:
         store = RunStore(run_path(study, seed))
         assert store.status == "complete"

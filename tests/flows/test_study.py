@@ -42,7 +42,7 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     # 1. the CLI, as a user runs it
     res = runner.invoke(app, ["run", str(cfg)])
     assert res.exit_code == 0, res.output
-    assert "dashboard:" in res.output and "chosen number of states" in res.output
+    assert "dashboard:" in res.output and "states: k = " in res.output
     assert (study / "dashboard" / "index.html").is_file()
     meta = json.loads((study / "study.json").read_text())
     assert meta["versions"]["prefect"].startswith("3.9") and meta["training_hash"]

@@ -4,7 +4,7 @@
 
     train     train_seed, train_group                       -> runs/seed=NNNN.zarr
     metrics   plan_metrics, compute_metrics, finalize_metrics -> metrics.zarr
-    hmm       prepare_hmm, fit_hmm, select_model             -> hmm/
+    hmm       prepare_hmm, fit_hmm, select_model, finalize_model -> hmm/
     explain   explain                                        -> analysis.json
     publish   build_dashboard, artifacts                     -> dashboard/index.html, artifacts
 
@@ -15,14 +15,15 @@ orchestrator: for scripts, notebooks and tests.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 
+from vt_core import states
 from vt_core.location import Location, location, same_process_only
+from vt_core.parallel import pool as _pool
 from vt_core.stages.explain import explain
-from vt_core.stages.hmm import fit_hmm, prepare_hmm, select_model
+from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
+from vt_core.study import load_study
 
 
 def analyse(study: str | Location, workers: int = 1) -> dict:
@@ -46,41 +47,16 @@ def analyse(study: str | Location, workers: int = 1) -> dict:
         cells = finalize_metrics(study, plan, counts)
         seconds["metrics"] = clock() - t
         t = clock()
-        grid = prepare_hmm(study)["grid"]
-        fits = list(run(fit_hmm, [study] * len(grid), [k for k, _ in grid], [r for _, r in grid]))
+        jobs = prepare_hmm(study)["jobs"]
+        rows = states.run_fits(study, jobs, load_study(study).hmm, run)
         seconds["hmm_fits"] = clock() - t
     t = clock()
-    selection = select_model(study, fits)
+    selection = finalize_model(study, rows)
     explain(study)
     seconds["selection"] = clock() - t
-    return {"seeds": seeds, "metric_cells": cells, "chosen_k": selection["chosen_k"],
+    return {"seeds": seeds, "metric_cells": cells, "chosen_k": selection["chosen_k"], "status": selection["status"],
             "seconds": {k: round(v, 2) for k, v in seconds.items()}}
 
 
-def _pool(workers: int):
-    """Worker processes for :func:`analyse`, or no pool (work in this process) for one worker."""
-    if workers <= 1:
-        return contextlib.nullcontext()
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: a forked copy of a process that runs torch or writer threads is not safe
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_share_cores, initargs=(threads,))
-
-
-def _share_cores(threads: int) -> None:
-    """In each analysis worker process: its share of the cores for torch, BLAS and Dask's threads
-    (each would otherwise start one thread per core, and N workers would oversubscribe N-fold)."""
-    import dask
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-    dask.config.set(num_workers=threads)
-
-
-__all__ = ["analyse", "compute_metrics", "explain", "finalize_metrics", "fit_hmm", "plan_metrics", "prepare_hmm",
-           "select_model", "usable_seeds"]
+__all__ = ["analyse", "compute_metrics", "explain", "finalize_metrics", "finalize_model", "fit_hmm", "plan_metrics",
+           "prepare_hmm", "select_model", "usable_seeds"]

@@ -1,0 +1,83 @@
+"""vt_core.selection: k chosen by BIC, cross-validated over seeds, extended at the edge, undetermined
+when it cannot be decided, and bootstrapped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vt_core.config import HMMConfig
+from vt_core.selection import (
+    bootstrap_sample,
+    bootstrap_summary,
+    choose,
+    cv_folds,
+    feasible_ks,
+    fit_jobs,
+    job_name,
+    run_job,
+    state_stability,
+)
+
+
+def _row(k, bic, kind="main", index=-1, restart=0, status="ok", heldout=None, n_held=10):
+    return {"k": k, "restart": restart, "kind": kind, "index": index, "status": status, "reason": None,
+            "random_state": 0, "train_ll": -bic, "heldout_ll": heldout, "aic": bic, "bic": bic, "n_params": k,
+            "params_path": None, "n_heldout_obs": n_held}
+
+
+def test_folds_are_over_seeds_and_seeded():
+    folds = cv_folds([0, 1, 2, 3, 4, 5, 6], 3, seed=0)
+    assert sorted(s for f in folds for s in f) == [0, 1, 2, 3, 4, 5, 6] and len(folds) == 3
+    assert folds == cv_folds([6, 5, 4, 3, 2, 1, 0], 3, seed=0) and cv_folds([0], 3, 0) == []
+    assert bootstrap_sample([0, 1, 2, 3], 2, 0) == bootstrap_sample([0, 1, 2, 3], 2, 0)
+    assert len({job_name(j) for j in fit_jobs([1, 2], HMMConfig(restarts=2, cv_restarts=1), 3)}) == 2 * 2 + 2 * 3
+
+
+def test_decided_in_the_interior():
+    cfg = HMMConfig(max_states=5)
+    rows = [_row(k, b) for k, b in zip(range(1, 6), [100, 80, 60, 70, 75])]
+    rows += [_row(k, 0, "cv", f, heldout=-10.0 * abs(k - 3) - 5) for k in range(1, 6) for f in range(2)]
+    sel = choose(rows, {}, cfg, feasible_max=10)
+    assert sel["chosen_k"] == 3 and sel["status"] == "decided" and sel["runner_up_k"] == 4
+    assert sel["bic_gap_to_next"] == 10 and sel["cv_best_k"] == 3 and sel["extend"] == []
+
+
+def test_edge_of_the_grid_extends_then_is_undetermined_at_the_data_limit():
+    cfg = HMMConfig(max_states=3)
+    rows = [_row(k, 100 - 10 * k) for k in (1, 2, 3)]
+    assert choose(rows, {}, cfg, feasible_max=10)["extend"] == [4, 5]
+    sel = choose(rows, {4: "too many parameters"}, cfg, feasible_max=3)
+    assert sel["extend"] == [] and sel["status"] == "undetermined" and "largest k this data" in sel["reasons"][0]
+    assert [t["status"] for t in sel["table"]] == ["ok", "ok", "ok", "infeasible"]
+    no_ext = choose(rows, {}, HMMConfig(max_states=3, extend=False), feasible_max=10)
+    assert no_ext["status"] == "undetermined" and "still falling" in no_ext["reasons"][0]
+
+
+def test_failed_larger_k_leave_the_choice_undetermined():
+    rows = [_row(1, 100), _row(2, 90), _row(3, 0, status="failed")]
+    rows[-1]["bic"] = None
+    sel = choose(rows, {}, HMMConfig(max_states=3), feasible_max=10)
+    assert sel["chosen_k"] == 2 and sel["status"] == "undetermined" and sel["k_failed"] == [3]
+
+
+def test_bootstrap_distribution_and_stability():
+    rows = [_row(k, b, "boot", i) for i, bics in enumerate([[50, 40, 45], [50, 45, 40], [50, 40, 41]])
+            for k, b in zip((1, 2, 3), bics)]
+    out = bootstrap_summary(rows, chosen=2)
+    assert out["k_distribution"] == {2: 2 / 3, 3: 1 / 3} and out["chosen_k_support"] == 2 / 3
+    assert len(out["fits_at_chosen"]) == 3
+    paths = [np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])]
+    same = [[np.array([5, 5, 7, 7]), np.array([5, 7, 7, 7])]]
+    split = [[np.array([5, 6, 7, 8]), np.array([5, 7, 8, 9])]]
+    assert state_stability(paths, same, 2) == [1.0, 1.0]
+    assert state_stability(paths, split, 2)[0] < 0.5
+
+
+def test_feasibility_and_a_real_fit():
+    cfg = HMMConfig(covariance="full", restarts=1)
+    ok, why = feasible_ks(60, 3, cfg, 8)
+    assert ok and max(ok) < 8 and all(k not in ok for k in why) and "free parameters" in next(iter(why.values()))
+    rng = np.random.default_rng(0)
+    z = {s: np.concatenate([rng.normal(size=(10, 2)), rng.normal(loc=5, size=(10, 2))]) for s in range(4)}
+    row = run_job({"kind": "cv", "k": 2, "restart": 0, "index": 0}, z, [0, 1, 2], [3], [[0], [1, 2]], cfg)
+    assert row["status"] == "ok" and row["n_heldout_obs"] == 20 and "params" in row

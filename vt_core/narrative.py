@@ -1,0 +1,87 @@
+"""What an analysis says, in words: the same sentences in the terminal's closing lines, the
+dashboard header, the summary artifact and `vt report` (so that they never disagree), with numbers
+formatted for people and names from configs escaped for markdown."""
+
+from __future__ import annotations
+
+import html
+import math
+
+
+def num(x: float | int | None, digits: int = 3) -> str:
+    """``12,345``, ``0.123``, ``1.2e-05``, or ``n/a``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def md(text: object) -> str:
+    """A name from a config (a feature, a hookpoint) safe inside markdown: no HTML, no table break."""
+    return html.escape(str(text)).replace("|", "\\|").replace("`", "'")
+
+
+def k_headline(a: dict) -> str:
+    """``k = 5 (decided)`` or ``k = 8 (undetermined)``."""
+    sel = a.get("selection") or {}
+    return f"k = {a['chosen_k']} ({sel.get('status', 'decided')})"
+
+
+def k_evidence(a: dict) -> str:
+    """BIC's choice, the runner-up and the evidence between them."""
+    sel = a.get("selection") or {}
+    tried = sel.get("k_tried") or []
+    grid = f"k = {min(tried)}–{max(tried)}" if tried else "the grid"
+    text = f"lowest BIC over {grid}"
+    if sel.get("runner_up_k") is not None:
+        text += (f"; runner-up k = {sel['runner_up_k']} (BIC {num(sel.get('bic_gap_to_next'))} higher, "
+                 f"BIC weight of the chosen k {num(sel.get('bic_weight'), 2)})")
+    if sel.get("cv_best_k") is not None:
+        text += f"; cross-validated over seeds, the held-out likelihood is highest at k = {sel['cv_best_k']}"
+    return text
+
+
+def k_uncertainty(a: dict) -> str | None:
+    boot = (a.get("selection") or {}).get("bootstrap") or {}
+    if not boot.get("n"):
+        return None
+    dist = ", ".join(f"k = {k}: {num(100 * v, 2)}%" for k, v in sorted(boot["k_distribution"].items(),
+                                                                        key=lambda kv: int(kv[0])))
+    lo, hi = boot.get("k_interval") or (None, None)
+    return (f"bootstrap over seeds ({boot['n']} resamples): the chosen k in {num(100 * boot['chosen_k_support'], 2)}% "
+            f"({dist}; 95% range {lo}–{hi})")
+
+
+def k_notes(a: dict) -> list[str]:
+    """Why k is undetermined, which k could not be fitted and why, and caveats of the settings."""
+    sel = a.get("selection") or {}
+    notes = list(sel.get("reasons") or [])
+    why = sel.get("why_not") or {}
+    infeasible = sorted(int(k) for k in sel.get("k_infeasible") or [])
+    if infeasible:
+        span = f"k = {infeasible[0]}" + (f"–{infeasible[-1]}" if len(infeasible) > 1 else "")
+        notes.append(f"{span} not fitted (infeasible): at k = {infeasible[0]}, {why.get(str(infeasible[0]), '')}")
+    for k in sorted(int(k) for k in sel.get("k_failed") or []):
+        notes.append(f"k = {k}: every fit failed ({why.get(str(k), 'no reason recorded')})")
+    if sel.get("standardize") == "seed":
+        notes.append("features are z-scored per seed (hmm.standardize = 'seed', as the paper does): when seeds "
+                     "spend different times in a state its mean moves from seed to seed, and BIC can ask for "
+                     "extra states; 'global' (the default) does not")
+    return notes
+
+
+def detour_sentence(a: dict) -> str:
+    return (a.get("regression") or {}).get("conclusion") or "no detour analysis"
+
+
+def closing_lines(a: dict) -> list[str]:
+    """The analysis in a few plain lines, for the terminal."""
+    lines = [f"states: {k_headline(a)}: {k_evidence(a)}"]
+    if u := k_uncertainty(a):
+        lines.append(f"  {u}")
+    lines += [f"  note: {n}" for n in k_notes(a)]
+    lines.append(f"detours: {detour_sentence(a)}")
+    return lines
