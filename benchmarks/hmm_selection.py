@@ -1,12 +1,15 @@
-"""HMM model selection: the k x restart grid fanned out by a Prefect flow against a sequential loop.
+"""HMM model selection at the paper's scale: every fit the selection makes (k grid with restarts,
+cross-validation over seed folds, bootstrap resamples), fanned out as Prefect tasks against one
+sequential loop, in one run.
 
-Data: 8 seeds x 200 checkpoints x 14 features sampled from a known 5-state left-to-right HMM
-(standardised globally). Grid: k = 1..10, 5 restarts, diagonal covariance. The same
-``vt_core.hmm.fit_one`` runs in both; the flow maps one Prefect task per (k, restart) on the
-chosen task runner (threads, or a local Dask cluster of processes: hmmlearn holds the GIL for
-part of each EM iteration, so processes scale better on CPUs).
+Data: 40 seeds x 166 checkpoints x 14 features sampled from a known 5-state left-to-right HMM,
+full covariance (the paper's setting). Both runs are :mod:`vt_core.states` (prepare, fit, select,
+extend, bootstrap, finalize) on their own copy of the input; the flow maps one task per fit on the
+chosen task runner (a local Dask cluster of processes by default: hmmlearn holds the GIL for part
+of each EM iteration). The two must agree: the same chosen k, status, bootstrap distribution and
+decoded states, and BICs equal to a relative 1e-9 (runners differ in the last bits).
 
-    python benchmarks/hmm_selection.py [--runner dask|threads] [--workers 2] [--max-k 10] [--restarts 5]
+    python benchmarks/hmm_selection.py [--runner dask|threads] [--workers 2] [--seeds 40] [--bootstrap 20]
 
 The last line printed is one JSON object with the figures.
 """
@@ -16,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,59 +36,76 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 import tasks  # noqa: E402,F401  (analytics off)
 from benchmarks.known_hmm import left_to_right  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
-from vt_core import hmm  # noqa: E402
+from vt_core import states  # noqa: E402
 from vt_core.config import HMMConfig  # noqa: E402
-
-
-def sample(n_seeds=8, T=200, F=14, k=5, seed=0) -> list[np.ndarray]:
-    raw = left_to_right(n_seeds, T, F, k, seed)
-    # standardised together: per-seed z-scoring inflates k when seeds spend different times in
-    # states (tests/core/test_hmm.py::test_per_seed_zscoring_inflates_k)
-    allx = np.concatenate(raw)
-    return [(x - allx.mean(0)) / allx.std(0) for x in raw]
+from vt_core.hmm import Sequences  # noqa: E402
 
 
 @task(name="bench-fit-hmm", cache_policy=NO_CACHE)
-def fit_task(train, held, k, restart, cfg_json):
-    return hmm.fit_one(train, held, k, restart, HMMConfig.model_validate(cfg_json))
+def fit_task(root: str, job: dict, cfg_json: dict) -> dict:
+    return states.fit(root, job, HMMConfig.model_validate(cfg_json))
 
 
-@flow(name="bench-hmm-grid")
-def grid_flow(train, held, grid, cfg_json):
-    futures = fit_task.map(unmapped(train), unmapped(held), [k for k, _ in grid], [r for _, r in grid],
-                           unmapped(cfg_json))
-    return futures.result()
+@flow(name="bench-hmm-selection")
+def selection_flow(root: str, cfg_json: dict, jobs: list[dict]) -> list[dict]:
+    cfg = HMMConfig.model_validate(cfg_json)
+    rows = list(fit_task.map(unmapped(root), jobs, unmapped(cfg_json)).result())
+    while True:  # as flows/study.py: extend while BIC is lowest at the edge, then bootstrap
+        nxt = states.select(root, rows, cfg)
+        more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
+        if more:
+            rows += fit_task.map(unmapped(root), more, unmapped(cfg_json)).result()
+        if not nxt["extend_jobs"]:
+            return rows
+
+
+def run(root: Path, seqs: Sequences, cfg: HMMConfig, runner=None) -> tuple[float, dict, list]:
+    t = time.perf_counter()
+    jobs = states.prepare(root, seqs, cfg)["jobs"]
+    if runner is None:
+        rows = states.run_fits(root, jobs, cfg)
+    else:
+        rows = selection_flow.with_options(task_runner=runner)(str(root), cfg.model_dump(mode="json"), jobs)
+    sel = states.finalize(root, rows, cfg)
+    seconds = time.perf_counter() - t
+    paths = json.loads((root / "hmm" / "paths.json").read_text())
+    full = json.loads((root / "hmm" / "selection.json").read_text())
+    return seconds, {"sel": sel, "boot": full["bootstrap"], "paths": paths}, rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runner", default="dask")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--max-k", type=int, default=10)
-    ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--checkpoints", type=int, default=166)
+    ap.add_argument("--bootstrap", type=int, default=20)
     args = ap.parse_args()
-    seqs = sample()
-    train, held = seqs[:6], seqs[6:]
-    cfg = HMMConfig(max_states=args.max_k, restarts=args.restarts, covariance="diag")
-    grid = [(k, r) for k in range(1, args.max_k + 1) for r in range(args.restarts)]
-
-    t = time.perf_counter()
-    seq = [hmm.fit_one(train, held, k, r, cfg) for k, r in grid]
-    sequential_s = time.perf_counter() - t
-    print(f"sequential loop over {len(grid)} fits: {sequential_s:.1f} s")
-
-    runner = make_task_runner(args.runner, args.workers)
-    t = time.perf_counter()
-    par = grid_flow.with_options(task_runner=runner)(train, held, grid, cfg.model_dump(mode="json"))
-    flow_s = time.perf_counter() - t
-    print(f"Prefect flow, {args.runner} x {args.workers}: {flow_s:.1f} s (includes the flow's start-up)")
-    assert [(r["k"], r["restart"], r["status"], r["bic"]) for r in seq] == \
-        [(r["k"], r["restart"], r["status"], r["bic"]) for r in par], "parallel fits differ from sequential ones"
-    _, chosen = hmm.selection_table(par)
-    print(f"chosen k = {chosen} (true 5); {sum(r['status'] == 'ok' for r in par)}/{len(par)} fits ok")
+    raw = left_to_right(args.seeds, args.checkpoints, 14, 5, seed=0)
+    seqs = Sequences(list(range(args.seeds)), [np.arange(len(x)) * 10 for x in raw], raw, [f"m{i}" for i in range(14)])
+    cfg = HMMConfig(covariance="full", bootstrap=args.bootstrap)
+    tmp = Path(tempfile.mkdtemp(prefix="vt-bench-hmm-"))
+    try:
+        sequential_s, seq, seq_rows = run(tmp / "sequential", seqs, cfg)
+        print(f"sequential loop over {len(seq_rows)} fits: {sequential_s:.1f} s; chosen k = {seq['sel']['chosen_k']} "
+              f"({seq['sel']['status']}), bootstrap {seq['boot']['k_distribution']}")
+        flow_s, par, par_rows = run(tmp / "flow", seqs, cfg, make_task_runner(args.runner, args.workers))
+        print(f"Prefect flow, {args.runner} x {args.workers}: {flow_s:.1f} s (includes the flow's start-up)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert par["sel"]["chosen_k"] == seq["sel"]["chosen_k"] and par["sel"]["status"] == seq["sel"]["status"]
+    assert par["boot"]["k_distribution"] == seq["boot"]["k_distribution"] and par["paths"] == seq["paths"]
+    bic = {(r["kind"], r["index"], r["k"], r["restart"]): r["bic"] for r in seq_rows}
+    diffs = [abs(r["bic"] - bic[(r["kind"], r["index"], r["k"], r["restart"])]) / abs(r["bic"])
+             for r in par_rows if r["bic"] is not None]
+    assert max(diffs) < 1e-9, f"BICs differ by up to {max(diffs):.2g} relative"
+    print(f"same choice, bootstrap and decoded states; BICs agree to {max(diffs):.1g} relative")
     print(json.dumps({"ratio": round(sequential_s / flow_s, 2), "baseline_s": round(sequential_s, 2),
                       "vt_s": round(flow_s, 2), "runner": args.runner, "workers": args.workers,
-                      "fits": len(grid), "chosen_k": chosen, "cpu_cores": os.cpu_count()}))
+                      "fits": len(par_rows), "seeds": args.seeds, "checkpoints": args.checkpoints,
+                      "chosen_k": par["sel"]["chosen_k"], "status": par["sel"]["status"],
+                      "bootstrap_k": par["boot"]["k_distribution"], "max_rel_bic_diff": max(diffs),
+                      "cpu_cores": os.cpu_count()}))
 
 
 if __name__ == "__main__":

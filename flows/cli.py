@@ -233,6 +233,39 @@ def _print_roles(model, cfg) -> None:
 
 
 @command
+def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .parquet, one row per seed and step")],
+           features: Annotated[str | None, typer.Option(help="comma-separated feature columns (default: every "
+                                                          "numeric column but seed, step, convergence)")] = None,
+           seed_col: Annotated[str, typer.Option("--seed-col", help="column naming the run")] = "seed",
+           step_col: Annotated[str, typer.Option("--step-col", help="column with the training step")] = "step",
+           convergence: Annotated[str | None, typer.Option(help="column whose first step at or above "
+                                                           "--threshold is a run's convergence")] = None,
+           threshold: Annotated[float, typer.Option(help="convergence threshold")] = 0.9,
+           max_states: Annotated[int, typer.Option(help="fit k = 1.. this (extended while BIC falls)")] = 8,
+           covariance: Annotated[str, typer.Option(help="full, diag, spherical or tied")] = "full",
+           standardize: Annotated[str, typer.Option(help="global (default) or seed (per run, as the paper)")] = "global",
+           bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the runs (0: off)")] = 20,
+           out: Annotated[Path | None, typer.Option(help="directory for hmm/ and analysis.json "
+                                                    "(default: TABLE's name + _states)")] = None,
+           workers: Workers = 1) -> None:
+    """vt's analysis of trajectories logged anywhere (W&B exports, CSVs): states, k with its
+    uncertainty, transitions and detours, with no study and no Prefect."""
+    from vt_core.narrative import closing_lines
+    from vt_core.trajectories import analyse_trajectories, read_table
+
+    df = read_table(table)
+    target = out or table.with_name(table.stem + "_states")
+    target.mkdir(parents=True, exist_ok=True)
+    hmm = {"max_states": max_states, "covariance": covariance, "standardize": standardize, "bootstrap": bootstrap,
+           "convergence_threshold": threshold}
+    result = analyse_trajectories(df, features.split(",") if features else None, seed=seed_col, step=step_col,
+                                  convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
+    for line in closing_lines(result):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"analysis: {target / 'analysis.json'}", soft_wrap=True, markup=False, highlight=False)
+
+
+@command
 def metrics() -> None:
     """List every registered metric: its name, what it reads, its formula."""
     from vt_core.metrics.registry import all_metrics

@@ -103,10 +103,14 @@ def _separation_ok(d: np.ndarray, ca: np.ndarray, cb: np.ndarray, sep: float) ->
     return min(_mahalanobis(d, ca), _mahalanobis(d, cb)) >= sep - 1e-9
 
 
-def _means(rng: np.random.Generator, covs: np.ndarray, predecessor: list[int | None], sep: float) -> np.ndarray:
-    """Random-walk means: state s at distance ``sep`` from ``predecessor[s]``, ≥ sep from all."""
+def _means(rng: np.random.Generator, covs: np.ndarray, predecessor: list[int | None], sep: float,
+           trend: float) -> np.ndarray:
+    """Random-walk means: state s at distance ``sep`` from ``predecessor[s]``, ≥ sep from all; each
+    step's direction has component ``trend`` along one direction common to the whole walk."""
     k, f = covs.shape[:2]
     means = np.zeros((k, f))
+    common = rng.normal(size=f)
+    common /= np.linalg.norm(common)
     for s in range(k):
         p = predecessor[s]
         if p is None:
@@ -114,7 +118,8 @@ def _means(rng: np.random.Generator, covs: np.ndarray, predecessor: list[int | N
             continue
         for _ in range(1000):
             u = rng.normal(size=f)
-            u /= np.linalg.norm(u)
+            u -= (u @ common) * common
+            u = trend * common + np.sqrt(1 - trend**2) * u / np.linalg.norm(u)
             # scale so that the worse (smaller) of the two Mahalanobis lengths equals sep
             length = sep / min(_mahalanobis(u, covs[s]), _mahalanobis(u, covs[p]))
             cand = means[p] + length * u
@@ -186,11 +191,13 @@ def _seed_path(rng, main_dwell, detour_at, detour_label, detour_dwell, post_labe
 def sample_study(n_states: int, n_seeds: int, n_features: int = 6, *, detour: bool = False,
                  post_convergence_state: bool = False, rng: int | np.random.Generator = 0, length: int = 80,
                  separation: float = 4.0, unconverged: int = 0, schedule: str = "uniform",
-                 same_length: bool = False, shuffle: bool = True) -> Planted:
+                 same_length: bool = False, trend: float = 0.0, shuffle: bool = True) -> Planted:
     """A planted study: ``n_states`` main-path states (plus an optional detour and post-convergence
     state, counted in ``k``) for ``n_seeds`` seeds of about ``length`` checkpoints each."""
     if n_states < 1 or (detour or unconverged) and n_states < 2:
         raise ValueError("a detour or unconverged seeds need at least 2 main states")
+    if not 0.0 <= trend < 1.0:
+        raise ValueError("trend must be in [0, 1)")
     if n_features < 2:
         raise ValueError("need at least 2 features")
     g = _rng(rng)
@@ -205,7 +212,7 @@ def sample_study(n_states: int, n_seeds: int, n_features: int = 6, *, detour: bo
     if post_convergence_state:
         predecessor.append(n_states - 1)
     covs = _covariances(g, k, n_features)
-    means = _means(g, covs, predecessor, separation)
+    means = _means(g, covs, predecessor, separation, trend)
     chol = np.linalg.cholesky(covs)
     scale = np.exp(g.uniform(np.log(1e-3), np.log(1e2), size=n_features))
     offset = g.normal(scale=3.0, size=n_features) * scale

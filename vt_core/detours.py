@@ -61,8 +61,9 @@ def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray],
     beta = _fit(X, y)
     p = X.shape[1]
     if beta is None or len(seeds) <= p or len(seeds) < MIN_SEEDS:
-        out["conclusion"] = (f"{len(seeds)} converged seeds cannot support {p} coefficients (optional states "
-                             f"{optional}): too few seeds to conclude anything about detours")
+        out["conclusion"] = (f"{len(seeds)} converged seeds cannot support {p} coefficients (states visited "
+                             f"by some seeds only: {_states(optional)}): too few seeds to conclude anything about "
+                             f"detours")
         return out
     res = y - X @ beta
     ss_tot = float(((y - y.mean()) ** 2).sum())
@@ -77,9 +78,13 @@ def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray],
     out["intervals"] = {str(s): [float(a), float(b)] for s, a, b in zip(optional, lo[1:], hi[1:])}
     out["determined"] = True
     out["detours"] = [s for s, a in zip(optional, lo[1:]) if a > 0]
-    out["conclusion"] = (f"detour states {out['detours']}: visiting them delays convergence (95% interval above 0)"
-                         if out["detours"] else "no state's 95% interval lies above 0: no detour shown")
+    out["conclusion"] = (f"detour states {_states(out['detours'])}: visiting them delays convergence (95% interval "
+                         f"above 0)" if out["detours"] else "no state's 95% interval lies above 0: no detour shown")
     return out
+
+
+def _states(states: list[int]) -> str:
+    return ", ".join(str(s) for s in states)
 
 
 def _bootstrap(X: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

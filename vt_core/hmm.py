@@ -277,6 +277,18 @@ def load_model(params: dict[str, np.ndarray]) -> GaussianHMM:
     return m
 
 
+def stable(x: float) -> float:
+    """``x`` to 9 significant digits: the key every comparison of likelihoods and criteria uses, so
+    that the last-bit differences between runners (BLAS threads, processes) never change which
+    restart is best, which k is chosen, or the state labels; ties go to the smaller k / restart."""
+    return float(f"{x:.9g}")
+
+
+def best_restart(rows: list[dict]) -> dict:
+    """The fit with the highest training log-likelihood (ties: the lowest restart)."""
+    return max(rows, key=lambda f: (stable(f["train_ll"]), -f["restart"]))
+
+
 def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict], int]:
     """Best restart per k (highest training log-likelihood), and the k minimising ``criterion``."""
     table = []
@@ -286,7 +298,7 @@ def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict
         entry = {"k": k, "n_ok": len(ok), "n_failed": len(rows) - len(ok),
                  "failures": sorted({f["reason"] for f in rows if f["status"] != "ok"})}
         if ok:
-            best = max(ok, key=lambda f: f["train_ll"])
+            best = best_restart(ok)
             entry.update({key: best[key] for key in ("restart", "random_state", "train_ll", "heldout_ll",
                                                       "aic", "bic", "n_params", "params_path")})
             for crit in ("bic", "aic", "heldout_ll"):  # the spread across restarts
@@ -303,9 +315,9 @@ def selection_table(fits: list[dict], criterion: str = "bic") -> tuple[list[dict
     for t, wk in zip(usable, w / w.sum()):
         t["bic_weight"] = float(wk)
     if criterion == "heldout_ll" and all(t["heldout_ll"] is not None for t in usable):
-        chosen = max(usable, key=lambda t: t["heldout_ll"])["k"]
+        chosen = max(usable, key=lambda t: (stable(t["heldout_ll"]), -t["k"]))["k"]
     else:
-        chosen = min(usable, key=lambda t: t[criterion if criterion != "heldout_ll" else "bic"])["k"]
+        chosen = min(usable, key=lambda t: (stable(t[criterion if criterion != "heldout_ll" else "bic"]), t["k"]))["k"]
     return table, chosen
 
 

@@ -115,7 +115,7 @@ def _cv_scores(rows: list[dict]) -> dict[int, dict[str, Any]]:
             ok = [r for r in rows if r["k"] == k and r["index"] == f and r["status"] == "ok"
                   and r.get("heldout_ll") is not None]
             if ok:
-                best = max(ok, key=lambda r: r["train_ll"])
+                best = hmm.best_restart(ok)
                 per_fold.append(best["heldout_ll"] / max(best["n_heldout_obs"], 1))
         if per_fold:
             out[k] = {"cv_ll": float(np.mean(per_fold)), "cv_ll_sd": float(np.std(per_fold)),
@@ -123,15 +123,27 @@ def _cv_scores(rows: list[dict]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _edge(chosen: int, table: list[dict], feasible_max: int, cap: int) -> list[str]:
+def _more_k_hint(cfg: HMMConfig) -> str:
+    """What would let this data test larger k, for the settings in use."""
+    ways = ["add seeds or checkpoints", "fewer hmm.features"]
+    if cfg.covariance in ("full", "tied"):
+        ways.append("covariance = 'diag'")
+    if not cfg.pca_components:
+        ways.append("hmm.pca_components")
+    if cfg.holdout_fraction > 0:
+        ways.append("a smaller hmm.holdout_fraction")
+    return ", ".join(ways[:-1]) + " or " + ways[-1]
+
+
+def _edge(chosen: int, table: list[dict], feasible_max: int, cap: int, cfg: HMMConfig) -> list[str]:
     """Why the chosen k is not decided (empty when it is)."""
     ok_ks = [t["k"] for t in table if t["status"] == "ok"]
     tried = [t["k"] for t in table if t["status"] != "infeasible"]
     if chosen != max(ok_ks):
         return []
     if chosen >= feasible_max:
-        return [f"BIC is lowest at k = {chosen}, the largest k this data can support; add seeds or checkpoints, "
-                f"fewer hmm.features, or covariance = 'diag' to test larger k"]
+        return [f"BIC is lowest at k = {chosen}, the largest k this data can support; {_more_k_hint(cfg)} "
+                f"would test larger k"]
     if max(tried) > chosen:
         return [f"BIC is lowest at k = {chosen}, but every fit at k = {max(tried)} failed; larger k are untested"]
     if chosen >= cap:
@@ -158,10 +170,10 @@ def choose(rows: list[dict], infeasible: dict[int, str], cfg: HMMConfig, feasibl
     extend = []
     if cfg.extend and chosen == top and top < min(feasible_max, cap):
         extend = [k for k in (top + 1, top + 2) if k <= min(feasible_max, cap)]
-    ranked = sorted((t for t in table if t["status"] == "ok"), key=lambda t: t["bic"])
+    ranked = sorted((t for t in table if t["status"] == "ok"), key=lambda t: (hmm.stable(t["bic"]), t["k"]))
     runner = ranked[1] if len(ranked) > 1 else None
-    reasons = [] if extend else _edge(chosen, table, feasible_max, cap)
-    cv_best = max(cv, key=lambda k: cv[k]["cv_ll"]) if cv else None
+    reasons = [] if extend else _edge(chosen, table, feasible_max, cap, cfg)
+    cv_best = max(cv, key=lambda k: (hmm.stable(cv[k]["cv_ll"]), -k)) if cv else None
     return {
         "criterion": "bic", "chosen_k": chosen, "status": "undetermined" if reasons else "decided",
         "reasons": reasons, "table": table, "extend": extend,
@@ -182,11 +194,8 @@ def bootstrap_summary(rows: list[dict], chosen: int) -> dict:
         ok = [r for r in boot if r["index"] == b and r["status"] == "ok"]
         if not ok:
             continue
-        best_per_k: dict[int, dict] = {}
-        for r in ok:
-            if r["k"] not in best_per_k or r["train_ll"] > best_per_k[r["k"]]["train_ll"]:
-                best_per_k[r["k"]] = r
-        picks.append(min(best_per_k.values(), key=lambda r: r["bic"])["k"])
+        best_per_k = {k: hmm.best_restart([r for r in ok if r["k"] == k]) for k in {r["k"] for r in ok}}
+        picks.append(min(best_per_k.values(), key=lambda r: (hmm.stable(r["bic"]), r["k"]))["k"])
         if chosen in best_per_k:
             at_chosen.append(best_per_k[chosen])
     if not picks:

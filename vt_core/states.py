@@ -37,12 +37,52 @@ class HMMInput(NamedTuple):
     raw_features: list[str]
 
 
+def _degrade(seqs: hmm.Sequences, cfg: HMMConfig) -> tuple[HMMConfig, list[str]]:
+    """Settings under which this data can support at least one state, and what was given up for
+    it: the held-out seeds, then the full covariance, then features (principal components). A
+    small study is analysed with what it allows and says so; it never fails for lack of frames."""
+    notes: list[str] = []
+
+    def n_obs(c: HMMConfig) -> int:
+        train, _ = hmm.split_seeds(seqs.seeds, c.holdout_fraction, c.seed)
+        return sum(len(x) for s, x in zip(seqs.seeds, seqs.values) if s in train)
+
+    def fits(c: HMMConfig) -> bool:
+        n_feat = c.pca_components or len(seqs.features)
+        return hmm.n_parameters(1, min(n_feat, len(seqs.features)), c.covariance) < n_obs(c)
+
+    if fits(cfg):
+        return cfg, notes
+    simpler = {"full": ("diag", "spherical"), "tied": ("diag", "spherical"), "diag": ("spherical",), "spherical": ()}
+    steps: list[tuple[dict, str]] = ([({"holdout_fraction": 0.0, "cv_folds": 0}, "no seeds held out")]
+                                    if cfg.holdout_fraction > 0 else [])
+    steps += [({"covariance": c}, f"covariance = {c!r}") for c in simpler[cfg.covariance]]
+    for update, why in steps:
+        cfg = cfg.model_copy(update=update)
+        notes.append(why)
+        if fits(cfg):
+            break
+    if not fits(cfg):
+        cfg = cfg.model_copy(update={"pca_components": max(1, (n_obs(cfg) - 2) // 3)})
+        notes.append(f"the features projected on {cfg.pca_components} principal components")
+    return cfg, [f"too few observations for the settings asked; analysed with {', '.join(notes)}"]
+
+
+def effective(root: str | Location, cfg: HMMConfig) -> HMMConfig:
+    """The settings the analysis under ``root`` was prepared with (a small study may have had to
+    give some up: :func:`_degrade`)."""
+    update = _split(root).get("effective") or {}
+    return cfg.model_copy(update=update) if update else cfg
+
+
 def prepare(root: str | Location, seqs: hmm.Sequences, cfg: HMMConfig) -> dict:
     """Standardise, project, split seeds into fit / held-out and folds, find the feasible k; save
     the input and return the first jobs (main and cross-validation fits over the feasible grid)."""
     short = [s for s, x in zip(seqs.seeds, seqs.values) if len(x) < 2]
     if short:
         raise hmm.HMMError(f"seeds {short} have fewer than 2 complete checkpoints; cannot fit an HMM")
+    asked = cfg
+    cfg, degraded = _degrade(seqs, cfg)
     train, held = hmm.split_seeds(seqs.seeds, cfg.holdout_fraction, cfg.seed)
     z = seqs.zscored(cfg.standardize)
     names, pca = list(seqs.features), {}
@@ -52,7 +92,7 @@ def prepare(root: str | Location, seqs: hmm.Sequences, cfg: HMMConfig) -> dict:
         names = [f"pc{i + 1}" for i in range(len(comps))]
         pca = {"components": comps.tolist(), "explained_variance_ratio": ratio.tolist(), "of": seqs.features}
     n_obs = sum(len(z[seqs.seeds.index(s)]) for s in train)
-    hmm.check_feasible(n_obs, len(names), cfg)  # not even k = 1: a clear error
+    hmm.check_feasible(n_obs, len(names), cfg)  # cannot happen after _degrade; a clear error if it does
     ok, infeasible = selection.feasible_ks(n_obs, len(names), cfg, 2 * cfg.max_states)
     folds = selection.cv_folds(train, cfg.cv_folds, cfg.seed)
     files = layout(root)
@@ -60,12 +100,14 @@ def prepare(root: str | Location, seqs: hmm.Sequences, cfg: HMMConfig) -> dict:
              z=np.concatenate(z), raw=np.concatenate(seqs.values), steps=np.concatenate(seqs.steps),
              features=np.array(names), raw_features=np.array(seqs.features))
     grid = [k for k in ok if k <= cfg.max_states]
+    changed = {key: v for key, v in cfg.model_dump().items() if v != getattr(asked, key)}
     write_json_atomic(files.hmm_split, {
         "train": train, "heldout": held, "folds": folds, "features": names, "n_obs": n_obs,
         "max_feasible_k": max(ok), "infeasible": {str(k): v for k, v in infeasible.items()}, "pca": pca,
-        "standardize": cfg.standardize})
+        "standardize": cfg.standardize, "effective": changed, "degraded": degraded})
     return {"jobs": selection.fit_jobs(grid, cfg, len(folds)), "train": train, "heldout": held,
-            "max_feasible_k": max(ok), "capped": [k for k in infeasible if k <= cfg.max_states]}
+            "max_feasible_k": max(ok), "capped": [k for k in infeasible if k <= cfg.max_states],
+            "degraded": degraded}
 
 
 def load_input(root: str | Location) -> HMMInput:
@@ -86,6 +128,7 @@ def _split(root: str | Location) -> dict:
 def fit(root: str | Location, job: dict, cfg: HMMConfig) -> dict:
     """One fit; its row (and parameters) saved under hmm/fits/."""
     data, split = load_input(root), _split(root)
+    cfg = effective(root, cfg)
     z = dict(zip(data.seeds, data.z))
     name = selection.job_name(job)
     row = selection.run_job(job, z, split["train"], split["heldout"], split["folds"], cfg,
@@ -98,6 +141,7 @@ def select(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     """After the main and cv fits: the k to fit next when BIC is lowest at the grid's edge
     (``extend_jobs``), otherwise the bootstrap fits over every k tried (``bootstrap_jobs``)."""
     split = _split(root)
+    cfg = effective(root, cfg)
     infeasible = {int(k): v for k, v in split["infeasible"].items()}
     sel = selection.choose(rows, infeasible, cfg, split["max_feasible_k"])
     if sel["extend"]:
@@ -115,8 +159,10 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     """Choose k, decode every seed with the best model at that k (states relabelled by mean first
     visit), measure each state's stability under the bootstrap models; save."""
     split = _split(root)
+    cfg = effective(root, cfg)
     infeasible = {int(k): v for k, v in split["infeasible"].items()}
     sel = selection.choose(rows, infeasible, cfg, split["max_feasible_k"])
+    sel["reasons"] = list(split.get("degraded") or []) + sel["reasons"]
     k = sel["chosen_k"]
     data = load_input(root)
     best = next(t for t in sel["table"] if t["k"] == k)

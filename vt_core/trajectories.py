@@ -25,6 +25,24 @@ class TrajectoryError(VtError, ValueError):
     """The table cannot be read as trajectories (a missing column, no numeric feature)."""
 
 
+def read_table(path: str | Path):
+    """A .csv or .parquet file as a DataFrame (parquet needs pyarrow: pip install pyarrow)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrajectoryError(f"{path} not found; give a .csv or .parquet table of trajectories")
+    if path.suffix.lower() == ".parquet":
+        try:
+            return pd.read_parquet(path)
+        except ImportError as err:
+            raise TrajectoryError(f"{path}: reading parquet needs pyarrow ({err}); pip install pyarrow, "
+                                  f"or give a .csv") from None
+    if path.suffix.lower() in (".csv", ".txt"):
+        return pd.read_csv(path)
+    raise TrajectoryError(f"{path}: unknown table format {path.suffix!r}; give a .csv or .parquet file")
+
+
 def _frame(table: Any):
     import pandas as pd
 

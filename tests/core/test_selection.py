@@ -81,3 +81,28 @@ def test_feasibility_and_a_real_fit():
     z = {s: np.concatenate([rng.normal(size=(10, 2)), rng.normal(loc=5, size=(10, 2))]) for s in range(4)}
     row = run_job({"kind": "cv", "k": 2, "restart": 0, "index": 0}, z, [0, 1, 2], [3], [[0], [1, 2]], cfg)
     assert row["status"] == "ok" and row["n_heldout_obs"] == 20 and "params" in row
+
+
+def test_last_bit_differences_between_runners_never_change_the_choice():
+    """Runners differ in the last bits (BLAS threads, processes): perturbing every likelihood and
+    BIC by a relative 1e-13 changes neither the best restarts nor the chosen k, even at exact ties."""
+    rng = np.random.default_rng(0)
+    base = []
+    for k in range(1, 7):
+        for r in range(4):
+            bic = 1000.0 - 10 * min(k, 4) + (0.0 if r == 0 else 5.0 * r)  # k = 4, 5, 6 tie at best
+            base.append(_row(k, bic, restart=r))
+    cfg = HMMConfig(max_states=6, extend=False)
+    ref = choose(base, {}, cfg, feasible_max=6)
+    assert ref["chosen_k"] == 4
+    for _ in range(200):
+        noisy = []
+        for row in base:
+            row = dict(row)
+            eps = 1 + rng.normal() * 1e-13
+            row["bic"] *= eps
+            row["train_ll"] *= 1 + rng.normal() * 1e-13
+            noisy.append(row)
+        sel = choose(noisy, {}, cfg, feasible_max=6)
+        assert sel["chosen_k"] == ref["chosen_k"]
+        assert [t["restart"] for t in sel["table"]] == [t["restart"] for t in ref["table"]]
