@@ -25,7 +25,7 @@ def tiny_dict(out: Path, **over) -> dict:
         "training": {"epochs": 12, "batch_size": 32, "loss": "hinge"},
         "checkpoints": {"every_epochs": 1},
         "hooks": {"activations": ["layers.1"], "probe_size": 8},
-        "hmm": {"max_states": 3, "restarts": 2, "covariance": "diag"},
+        "hmm": {"max_states": 3, "restarts": 2, "covariance": "diag", "bootstrap": 4},
     }
     for key, value in over.items():
         same_kind = (isinstance(value, dict) and isinstance(d.get(key), dict) and "factory" not in value

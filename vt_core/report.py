@@ -52,12 +52,48 @@ def transition_features(t: dict) -> str:
     return f"by the paper's gradient: {by_grad}; largest moves in within-state sd: {by_sd}"
 
 
+def _epoch_of(study: Location):
+    """step -> epoch, from the study's recorded checkpoints (the same schedule for every seed)."""
+    import numpy as np
+
+    from vt_core.metrics.incremental import open_metrics
+
+    ds = open_metrics(study)
+    steps, epochs = ds["step"].values, ds["epoch"].isel(seed=0).values
+    ok = np.isfinite(epochs)
+    if ok.sum() < 2:
+        return lambda step: None
+    return lambda step: None if step is None else float(np.interp(step, steps[ok], epochs[ok]))
+
+
+def _at(step, epoch_of) -> str:
+    epoch = epoch_of(step)
+    return f"step {num(step)}" + ("" if epoch is None else f" (epoch {num(epoch)})")
+
+
+def _differences(ref: dict | None, config, sel: dict) -> str:
+    """How this study's settings differ from the paper's, when k is put beside the paper's."""
+    if not ref:
+        return ""
+    diffs = []
+    if len(config.seeds) != 40:
+        diffs.append(f"{len(config.seeds)} seeds, not 40")
+    if (sel.get("covariance") or config.hmm.covariance) != "full":
+        diffs.append(f"covariance {sel.get('covariance') or config.hmm.covariance!r}, not 'full'")
+    if (sel.get("standardize") or config.hmm.standardize) != "seed":
+        diffs.append("global standardisation, not per seed (vt's default; per seed inflates k)")
+    if config.metrics.convention != "paper_code":
+        diffs.append(f"metrics under {config.metrics.convention!r}, not the paper's code")
+    return ("Differs from the paper's setting in: " + "; ".join(diffs) + ".") if diffs else ""
+
+
 def report_markdown(study: str | Location) -> str:
     study = location(study)
     config = load_study(study)
     a = load_analysis(study)
     key = paper_setting(config.name)
     ref = PAPER.get(key) if key else None
+    epoch_of = _epoch_of(study)
     reg = a.get("regression") or {}
     sel = a.get("selection") or {}
     r2 = reg.get("r2")
@@ -78,16 +114,18 @@ def report_markdown(study: str | Location) -> str:
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
     lines += [f"| {name} | {p} | {o} |" for name, p, o in rows]
+    if diff := _differences(ref, config, sel):
+        lines += ["", diff]
     if notes := k_notes(a):
         lines += ["", *[f"- {md(n)}" for n in notes]]
     lines += ["", "## States", "", *states_table(a)]
     if conv:
         lines += ["", "## Where the transitions fall", "",
-                  f"Median convergence step: {num(sorted(conv)[len(conv) // 2])}."]
+                  f"Median convergence: {_at(sorted(conv)[len(conv) // 2], epoch_of)}."]
         for t in a["transitions"]:
             to = next(s for s in a["states"] if s["state"] == t["to"])
-            lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at step "
-                         f"{num(to['first_step_mean'])} on average; " + transition_features(t))
+            lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at "
+                         f"{_at(to['first_step_mean'], epoch_of)} on average; " + transition_features(t))
     return "\n".join(lines) + "\n"
 
 

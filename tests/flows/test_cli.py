@@ -160,3 +160,16 @@ def test_validate_study_json_from_another_config(analysed_study, tmp_path):
     # nothing was changed by looking
     assert (study / "runs" / "seed=0000.zarr" / "zarr.json").read_bytes() == \
         (analysed_study / "runs" / "seed=0000.zarr" / "zarr.json").read_bytes()
+
+
+def test_a_study_too_small_for_its_settings_finishes_with_k_capped_and_says_so(tmp_path):
+    """2 seeds x 4 checkpoints cannot support the requested grid: the run exits 0, k is capped at
+    what the data allows, and the closing lines say what was given up and why."""
+    d = tiny_dict(tmp_path / "small", seeds=[0, 1], training={"epochs": 3},
+                  hmm={"max_states": 8, "restarts": 2, "covariance": "full", "bootstrap": 2})
+    res = CliRunner().invoke(app, ["run", str(write_toml(d, tmp_path / "small.toml"))])
+    assert res.exit_code == 0, res.output
+    assert "states: k = " in res.output and "too few observations for the settings asked" in res.output
+    assert "not fitted (infeasible)" in res.output
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "small")])
+    assert report.exit_code == 0 and "too few observations" in report.output

@@ -14,7 +14,8 @@ from vt_core.stages.hmm import Selection
 from vt_core.study import load_study, seed_status
 
 #: the model-selection table's columns in the artifact
-TABLE_COLUMNS = ("k", "n_ok", "n_failed", "train_ll", "heldout_ll", "aic", "bic", "n_params")
+TABLE_COLUMNS = ("k", "status", "n_ok", "n_failed", "train_ll", "heldout_ll", "cv_ll", "cv_ll_sd", "aic", "bic",
+                 "n_params")
 
 
 class Artifacts(TypedDict):

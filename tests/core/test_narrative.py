@@ -1,0 +1,41 @@
+"""vt_core.narrative: the terminal, the dashboard header, the summary and the report say the same
+thing about k: its value, status, evidence, uncertainty and notes."""
+
+from __future__ import annotations
+
+import html
+
+from vt_core.dashboard import header_html
+from vt_core.narrative import closing_lines, k_evidence, k_headline, k_notes, k_uncertainty, md, num
+from vt_core.report import report_markdown, summary_markdown
+from vt_core.stages.explain import load_analysis
+
+
+def test_every_place_agrees_on_k(analysed_study):
+    a = load_analysis(analysed_study)
+    head, evidence, unc = k_headline(a), k_evidence(a), k_uncertainty(a)
+    assert unc is not None and "bootstrap over seeds" in unc
+    terminal = "\n".join(closing_lines(a))
+    page = header_html(a, "context")
+    summary = summary_markdown(analysed_study, [])
+    report = report_markdown(analysed_study)
+    for text in (terminal, summary, report):
+        assert head in text and evidence in text and unc in text
+    assert html.escape(head) in page and html.escape(evidence) in page and html.escape(unc) in page
+    for note in k_notes(a):
+        assert note in terminal and html.escape(note) in page and md(note) in summary and md(note) in report
+
+
+def test_an_undetermined_k_is_said_as_such():
+    a = {"chosen_k": 8, "selection": {"status": "undetermined", "reasons": ["BIC is still falling at k = 8"],
+                                      "k_tried": [1, 8], "k_infeasible": [9, 10], "why_not": {"9": "too many"}}}
+    lines = closing_lines(a)
+    assert lines[0].startswith("states: k = 8 (undetermined)")
+    assert any("BIC is still falling" in x for x in lines) and any("k = 9–10 not fitted" in x for x in lines)
+    assert "undetermined" in header_html(a, "x") and "color:#b00020" in header_html(a, "x")
+
+
+def test_numbers_and_names_for_people():
+    assert num(5077.333333333333) == "5,077" and num(0.123456) == "0.123" and num(None) == "n/a"
+    assert num(12) == "12" and num(float("nan")) == "n/a"
+    assert md("<svg onload=x>|a") == "&lt;svg onload=x&gt;\\|a"
