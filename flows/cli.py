@@ -262,7 +262,7 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
                                   convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
     for line in closing_lines(result):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
-    console.print(f"analysis: {target / 'analysis.json'}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"analysis: {layout(target).analysis}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command

@@ -51,6 +51,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
+from vt_core import narrative
 from vt_core.layout import layout as study_layout
 from vt_core.location import Location, location, write_text_atomic
 from vt_core.palette import NO_STATE, graph_layout, state_palette
@@ -374,20 +375,6 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
     return file_html(layout, INLINE, title=f"vt: {name}")
 
 
-def header_html(a: dict, context: str) -> str:
-    """The page's subtitle: what was studied, the number of states with its status, the evidence,
-    the uncertainty and every note (the same sentences as the terminal and the report)."""
-    from vt_core.narrative import k_evidence, k_headline, k_notes, k_uncertainty
-
-    undetermined = (a.get("selection") or {}).get("status") == "undetermined"
-    style = "color:#b00020" if undetermined else ""
-    parts = [html.escape(context), f"<b style='{style}'>{html.escape(k_headline(a))}</b>: {html.escape(k_evidence(a))}"]
-    if u := k_uncertainty(a):
-        parts.append(html.escape(u))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in k_notes(a))
-    return " · ".join(parts) + (f"<ul style='margin:4px 0;font-size:12px'>{notes}</ul>" if notes else "")
-
-
 def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Location:
     """Write ``STUDY/dashboard/index.html`` (atomically) from the study's analysis outputs."""
     from vt_core.metrics.incremental import open_metrics
@@ -400,7 +387,7 @@ def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Loca
     sel = json.loads(files.selection.read_text())
     paths = json.loads(files.paths.read_text())
     value = open_metrics(study)["value"].load()
-    subtitle = header_html(a, f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
+    subtitle = narrative.header_html(a, f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
                               f"{len(a['features'])} features")
     out = files.dashboard
     out.parent.mkdir(exist_ok=True)

@@ -85,3 +85,15 @@ def closing_lines(a: dict) -> list[str]:
     lines += [f"  note: {n}" for n in k_notes(a)]
     lines.append(f"detours: {detour_sentence(a)}")
     return lines
+
+
+def header_html(a: dict, context: str) -> str:
+    """The page's subtitle: what was studied, the number of states with its status, the evidence,
+    the uncertainty and every note (the same sentences as the terminal and the report)."""
+    undetermined = (a.get("selection") or {}).get("status") == "undetermined"
+    style = "color:#b00020" if undetermined else ""
+    parts = [html.escape(context), f"<b style='{style}'>{html.escape(k_headline(a))}</b>: {html.escape(k_evidence(a))}"]
+    if u := k_uncertainty(a):
+        parts.append(html.escape(u))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in k_notes(a))
+    return " · ".join(parts) + (f"<ul style='margin:4px 0;font-size:12px'>{notes}</ul>" if notes else "")

@@ -133,6 +133,7 @@ def test_report_puts_the_study_beside_the_paper(analysed_study):
     assert paper_setting("my_study") is None
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 def test_analyse_in_worker_processes_equals_in_process(analysed_study, tmp_path):
     """stages.analyse(workers=2) fans the metric stage and the HMM fits out to processes and
     writes the same analysis as the in-process run (the session fixture's)."""

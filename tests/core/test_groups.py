@@ -183,6 +183,7 @@ train_group(sys.argv[1], [0, 1, 2])
 """
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 def test_sigkilled_group_resumes_alone_or_together(tmp_path):
     """Kill a group mid-run; then seed 0 continues alone and seeds 1, 2 as a group: each ends as
     an uninterrupted group run does."""
@@ -261,6 +262,7 @@ def _compiler_available() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 @pytest.mark.skipif(not _compiler_available(), reason="inductor on a CPU needs a C++ compiler")
 def test_compiled_step_stores_what_the_eager_step_stores(tmp_path, recwarn):
     """training.compile = "default": the step (forward and backward) is compiled by inductor, alone

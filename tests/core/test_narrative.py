@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import html
 
-from vt_core.dashboard import header_html
-from vt_core.narrative import closing_lines, k_evidence, k_headline, k_notes, k_uncertainty, md, num
+from vt_core.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 from vt_core.report import report_markdown, summary_markdown
 from vt_core.stages.explain import load_analysis
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 from vt_core import hmm
@@ -56,6 +57,7 @@ def test_no_hyperparameters_from_file_names_and_no_hard_coded_paths(analysed_stu
     assert config.name == "tiny" and RunStore(run_path(moved, 1), mode="r").attrs["seed"] == 1
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 def test_nothing_reaches_for_the_network():
     """Importing the flows switches Prefect's analytics off (unless the user set them)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}

@@ -109,6 +109,7 @@ train_seed(sys.argv[1], 0)
 """
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 def test_sigkill_during_training_resumes_bitwise(tmp_path):
     """Kill a real training process at several points; the resumed store equals an uninterrupted run."""
     over = dict(model={"name": "mlp", "hidden": [64]}, training={"epochs": 40}, seeds=[0])

@@ -174,6 +174,7 @@ def _writer_pids(store_path: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)
 @linux_only
 def test_writer_process_dies_with_a_killed_trainer(tmp_path):
     study = _study(tmp_path, "orphan", epochs=400)
