@@ -66,6 +66,10 @@ class Planted:
     dwell: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # seed -> [(state, checkpoints)]
     means: np.ndarray | None = None  # (k, n_features), whitened space, before per-feature scaling
 
+    def __repr__(self) -> str:
+        return (f"Planted(k={self.k}, seeds={len(self.true_states)}, rows={len(self.table)}, "
+                f"detour_state={self.detour_state}, post_state={self.post_state})")
+
     def sorted_table(self) -> pd.DataFrame:
         return self.table.sort_values(["seed", "step"]).reset_index(drop=True)
 

@@ -273,7 +273,10 @@ def load_model(params: dict[str, np.ndarray]) -> GaussianHMM:
     m = GaussianHMM(n_components=k, covariance_type=cov)
     m.n_features = n_features
     m.startprob_, m.transmat_, m.means_ = params["startprob"], params["transmat"], params["means"]
-    m.covars_ = params["covars"]
+    covars = np.asarray(params["covars"])
+    if cov == "spherical" and covars.ndim == 2:  # stored per feature (all equal): the setter takes one per state
+        covars = covars[:, 0]
+    m.covars_ = covars
     return m
 
 

@@ -60,7 +60,7 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     link = by_key[artifact_key("tiny", "dashboard")]  # Prefect stores a link artifact as markdown "[text](url)"
     assert "index.html" in str(link.data) and str(link.data).startswith("[vt dashboard: tiny](file://")
     summary = str(by_key[artifact_key("tiny", "summary")].data)
-    assert "Chosen number of states" in summary and "](data:image/png;base64," in summary
+    assert "Number of states: k = " in summary and "](data:image/png;base64," in summary
 
     # the cached task results in the study directory are JSON (nothing there is ever unpickled)
     results = [p for p in (study / ".prefect" / "results").rglob("*") if p.is_file()]
