@@ -30,10 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # as `import tasks` does, before Prefect
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 from prefect import flow, task, unmapped  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-import tasks  # noqa: E402,F401  (analytics off)
 from benchmarks.known_hmm import left_to_right  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
 from vt_core import states  # noqa: E402
