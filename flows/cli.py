@@ -245,6 +245,9 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            covariance: Annotated[str, typer.Option(help="full, diag, spherical or tied")] = "full",
            standardize: Annotated[str, typer.Option(help="global (default) or seed (per run, as the paper)")] = "global",
            bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the runs (0: off)")] = 20,
+           cv_folds: Annotated[int, typer.Option(help="folds over the runs for the cross-validated "
+                                                 "log-likelihood (0: off)")] = 5,
+           extend: Annotated[bool, typer.Option(help="extend the grid while BIC is lowest at its edge")] = True,
            out: Annotated[Path | None, typer.Option(help="directory for hmm/ and analysis.json "
                                                     "(default: TABLE's name + _states)")] = None,
            workers: Workers = 1) -> None:
@@ -257,7 +260,7 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
     target = out or table.with_name(table.stem + "_states")
     target.mkdir(parents=True, exist_ok=True)
     hmm = {"max_states": max_states, "covariance": covariance, "standardize": standardize, "bootstrap": bootstrap,
-           "convergence_threshold": threshold}
+           "cv_folds": cv_folds, "extend": extend, "convergence_threshold": threshold}
     result = analyse_trajectories(df, features.split(",") if features else None, seed=seed_col, step=step_col,
                                   convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
     for line in closing_lines(result):
