@@ -259,8 +259,8 @@ class HMMConfig(_Strict):
     cv_folds: int = Field(5, ge=0, le=100, description="folds over the training seeds for the cross-validated "
                           "held-out log-likelihood (0: off)")
     cv_restarts: int = Field(1, gt=0, le=100, description="restarts per k and fold")
-    bootstrap: int = Field(20, ge=0, le=1000, description="bootstrap resamples of the seeds, each choosing its own "
-                           "k (0: off): the distribution of k and the stability of each state")
+    bootstrap: int = Field(20, ge=0, le=1000, description="resamples of the seeds (80%, without replacement), each "
+                           "choosing its own k (0: off): the distribution of k and the stability of each state")
     bootstrap_restarts: int = Field(1, gt=0, le=100)
     covariance: Literal["full", "diag", "spherical", "tied"] = "full"
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)

@@ -7,16 +7,19 @@ every coefficient, and "coefficient > 0" is decided by the solver's choice. Rest
 to before convergence does not help: they then sum to the convergence step itself, and the
 regression is an identity.
 
-vt asks the question that can be answered from the seeds: **does passing through a state before
-converging delay convergence?** For the seeds that converged, the convergence step is regressed
-on indicators of the states each visited *before* converging, with an intercept. States that
-every converged seed visits are absorbed in the intercept (that removes the gauge freedom: the
-baseline is the common path), and states no seed visits before converging (such as a state
-entered only afterwards) have no column at all, so neither can be flagged. A coefficient is the
-extra steps to converge associated with the detour. Each gets a bootstrap interval over seeds;
-a state is a detour only when the fit is determined (more seeds than coefficients, full column
-rank, in most resamples too) and the whole 95% interval lies above zero. With too few seeds the
-result says so and flags nothing.
+vt asks the question that can be answered from the seeds: **does time spent in a state that only
+some seeds pass through delay convergence?** For the seeds that converged, the convergence step is
+regressed, with an intercept, on the steps each spent *before converging* in each optional state:
+one that at least two converged seeds pass through and at least two skip (and a tenth of them
+each way), so a decoding artefact at a boundary does not make a main-path state optional. States
+every converged seed visits stay out (their time is absorbed in the intercept and the residual:
+that removes the gauge freedom, and no identity remains), and a state entered only after
+converging has no time before convergence, so it is never a column. A coefficient is the delay
+per step spent there: about 1 for a detour that adds its steps to the path, about 0 for a state
+that replaces steps of the common path. Each gets a bootstrap interval over seeds; a state is a
+detour only when the fit is determined (more seeds than coefficients, full column rank, in most
+resamples too) and the whole 95% interval lies above zero. With too few seeds the result says so
+and flags nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ def visits_before(path: np.ndarray, steps: np.ndarray, conv_step: int) -> np.nda
     return np.unique(np.asarray(path)[np.asarray(steps) < conv_step])
 
 
+def time_before(path: np.ndarray, steps: np.ndarray, conv_step: int, k: int) -> np.ndarray:
+    """Steps spent in each state before the convergence step (each interval between checkpoints
+    counts for the state decoded at its start)."""
+    path, steps = np.asarray(path), np.asarray(steps, dtype=float)
+    ends = np.minimum(np.append(steps[1:], steps[-1]), conv_step)
+    out = np.zeros(k)
+    np.add.at(out, path, np.clip(ends - steps, 0, None))
+    return out
+
+
 def _fit(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     if np.linalg.matrix_rank(X) < X.shape[1]:
         return None
@@ -41,22 +54,23 @@ def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray],
                       k: int, n_boot: int = 1000, seed: int = 0) -> dict:
     """The regression of the module docstring; ``conv``: each seed's convergence step (None: never)."""
     seeds = sorted(s for s, c in conv.items() if c is not None and s in paths)
-    out: dict = {"model": "convergence step ~ 1 + visited(state) before converging, converged seeds only",
+    out: dict = {"model": "convergence step ~ 1 + steps in each optional state before converging, converged seeds",
                  "seeds": seeds, "n": len(seeds), "states": [], "coefficients": {}, "intervals": {},
                  "intercept": None, "r2": None, "determined": False, "detours": [], "conclusion": ""}
     if not seeds:
         out["conclusion"] = "no seed converged: no detour can be assessed"
         return out
-    V = np.zeros((len(seeds), k), dtype=bool)
-    for i, s in enumerate(seeds):
-        V[i, visits_before(paths[s], steps[s], int(conv[s]))] = True  # type: ignore[arg-type]
-    optional = [int(s) for s in range(k) if 0 < V[:, s].sum() < len(seeds)]
+    T = np.array([time_before(paths[s], steps[s], int(conv[s]), k) for s in seeds])  # type: ignore[arg-type]
+    V = T > 0
+    least = max(2, int(np.ceil(0.1 * len(seeds))))
+    optional = [int(s) for s in range(k) if V[:, s].sum() >= least and (~V[:, s]).sum() >= least]
     out["states"] = optional
     out["visits"] = {str(s): int(V[:, s].sum()) for s in range(k)}
     if not optional:
-        out["conclusion"] = "every converged seed visits the same states before converging: no detour"
+        out["conclusion"] = ("no state is passed through by some converged seeds and skipped by others (at "
+                             f"least {least} each way) before converging: no detour")
         return out
-    X = np.column_stack([np.ones(len(seeds)), V[:, optional].astype(float)])
+    X = np.column_stack([np.ones(len(seeds)), T[:, optional]])
     y = np.array([conv[s] for s in seeds], dtype=float)
     beta = _fit(X, y)
     p = X.shape[1]
