@@ -211,9 +211,11 @@ def _stack(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 
 def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: int, cfg: HMMConfig,
-            params_path: Location | None = None, random_state: int | None = None) -> dict:
+            params_path: Location | None = None, random_state: int | None = None,
+            init: dict[str, np.ndarray] | None = None) -> dict:
     """Fit one GaussianHMM; a failure is returned as ``status='failed'`` with its reason, never raised.
-    The parameters go to ``params_path`` (npz), or into the row (``params``) when it is None."""
+    The parameters go to ``params_path`` (npz), or into the row (``params``) when it is None.
+    ``init``: start EM from these parameters (a model's, as saved) instead of k-means."""
     X, lengths = _stack(train)
     rs = restart_seed(cfg.seed, k, restart) if random_state is None else random_state
     row: dict = {"k": k, "restart": restart, "random_state": rs, "status": "ok", "reason": None,
@@ -225,7 +227,11 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
                    f"add seeds or checkpoints, lower hmm.max_states, or use covariance='diag'")
         return row
     model = GaussianHMM(n_components=k, covariance_type=cfg.covariance, n_iter=cfg.n_iter, tol=cfg.tol,
-                        random_state=rs)
+                        random_state=rs, init_params="" if init is not None else "stmc")
+    if init is not None:
+        start = load_model(init)
+        model.startprob_, model.transmat_, model.means_ = start.startprob_, start.transmat_, start.means_
+        model.covars_ = start._covars_
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

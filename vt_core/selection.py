@@ -25,6 +25,7 @@ import numpy as np
 
 from vt_core import hmm
 from vt_core.config import HMMConfig
+from vt_core.location import load_npz, location
 
 KIND_CODE = {"main": 0, "cv": 1, "boot": 2}
 
@@ -72,9 +73,13 @@ def fit_jobs(ks: list[int], cfg: HMMConfig, n_folds: int) -> list[dict]:
     return jobs
 
 
-def bootstrap_jobs(ks: list[int], cfg: HMMConfig) -> list[dict]:
-    return [{"kind": "boot", "k": k, "restart": r, "index": b} for b in range(cfg.bootstrap) for k in ks
-            for r in range(cfg.bootstrap_restarts)]
+def bootstrap_jobs(ks: list[int], cfg: HMMConfig, starts: dict[int, str] | None = None) -> list[dict]:
+    """The resample fits; each starts from the main fit at its k (``starts``: k -> parameters file),
+    so that one restart finds that optimum again rather than a worse local one (which made resamples
+    pick k + 1 in a third of the draws on a known 5-state HMM)."""
+    starts = starts or {}
+    return [{"kind": "boot", "k": k, "restart": r, "index": b, "init": starts.get(k) if r == 0 else None}
+            for b in range(cfg.bootstrap) for k in ks for r in range(cfg.bootstrap_restarts)]
 
 
 def job_data(job: dict, z: dict[int, np.ndarray], train: list[int], held: list[int],
@@ -92,7 +97,9 @@ def run_job(job: dict, z: dict[int, np.ndarray], train: list[int], held: list[in
             cfg: HMMConfig, params_path=None) -> dict:
     """Fit one job; the row says what was fitted and how it scored (failures are rows too)."""
     fit, score = job_data(job, z, train, held, folds, cfg)
-    row = hmm.fit_one(fit, score, job["k"], job["restart"], cfg, params_path, random_state=job_seed(cfg, job))
+    init = load_npz(location(job["init"])) if job.get("init") else None
+    row = hmm.fit_one(fit, score, job["k"], job["restart"], cfg, params_path, random_state=job_seed(cfg, job),
+                      init=init)
     row.update(kind=job["kind"], index=job["index"],
                n_heldout_obs=int(sum(len(x) for x in score)))
     return row

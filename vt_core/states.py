@@ -147,8 +147,10 @@ def select(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     if sel["extend"]:
         return {"extend_jobs": selection.fit_jobs(sel["extend"], cfg, len(split["folds"])), "bootstrap_jobs": [],
                 "chosen_k": sel["chosen_k"]}
-    ks = [t["k"] for t in sel["table"] if t["status"] == "ok"]
-    return {"extend_jobs": [], "bootstrap_jobs": selection.bootstrap_jobs(ks, cfg), "chosen_k": sel["chosen_k"]}
+    ok = [t for t in sel["table"] if t["status"] == "ok"]
+    starts = {t["k"]: t["params_path"] for t in ok if t.get("params_path")}
+    return {"extend_jobs": [], "bootstrap_jobs": selection.bootstrap_jobs([t["k"] for t in ok], cfg, starts),
+            "chosen_k": sel["chosen_k"]}
 
 
 def _params(row: dict) -> dict:
