@@ -210,6 +210,22 @@ def _stack(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(seqs), [len(s) for s in seqs]
 
 
+def _new_model(k: int, cfg: HMMConfig, random_state: int, init: dict[str, np.ndarray] | None) -> GaussianHMM:
+    """An unfitted model: started from ``init`` when it is a usable model, else from k-means."""
+    start = None
+    if init is not None:
+        try:
+            start = load_model(init)
+        except ValueError:  # not a usable start (e.g. a covariance no longer positive-definite)
+            start = None
+    model = GaussianHMM(n_components=k, covariance_type=cfg.covariance, n_iter=cfg.n_iter, tol=cfg.tol,
+                        random_state=random_state, init_params="" if start is not None else "stmc")
+    if start is not None:
+        model.startprob_, model.transmat_, model.means_ = start.startprob_, start.transmat_, start.means_
+        model.covars_ = start._covars_
+    return model
+
+
 def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: int, cfg: HMMConfig,
             params_path: Location | None = None, random_state: int | None = None,
             init: dict[str, np.ndarray] | None = None) -> dict:
@@ -226,12 +242,7 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
         row.update(status="failed", reason=f"{row['n_params']} parameters for {len(X)} observations: "
                    f"add seeds or checkpoints, lower hmm.max_states, or use covariance='diag'")
         return row
-    model = GaussianHMM(n_components=k, covariance_type=cfg.covariance, n_iter=cfg.n_iter, tol=cfg.tol,
-                        random_state=rs, init_params="" if init is not None else "stmc")
-    if init is not None:
-        start = load_model(init)
-        model.startprob_, model.transmat_, model.means_ = start.startprob_, start.transmat_, start.means_
-        model.covars_ = start._covars_
+    model = _new_model(k, cfg, rs, init)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -282,6 +293,8 @@ def load_model(params: dict[str, np.ndarray]) -> GaussianHMM:
     covars = np.asarray(params["covars"])
     if cov == "spherical" and covars.ndim == 2:  # stored per feature (all equal): the setter takes one per state
         covars = covars[:, 0]
+    if cov in ("full", "tied"):  # symmetric up to rounding after EM: make it exactly so for the validator
+        covars = (covars + np.swapaxes(covars, -1, -2)) / 2
     m.covars_ = covars
     return m
 
