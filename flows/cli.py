@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
+from vt_core.checks import check_config
 from vt_core.config import load_config
 from vt_core.errors import VtError
 from vt_core.layout import layout
@@ -23,21 +25,48 @@ from vt_core.stages.train import SeedsFailedError
 from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
 from vt_core.usercode import load_user_code
 
-app = typer.Typer(help="vt: training dynamics studies (train seeds, metrics, HMM states, dashboards).",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
 Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or local Dask workers)")]
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"error: {err}", soft_wrap=True, markup=False, highlight=False, style="red")
-    raise typer.Exit(2)
+_MAX_ERROR_CHARS = 2000
+_debug = {"on": False}
+
+
+def _fail(err: Exception, code: int = 2) -> None:
+    text = str(err)
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + " ..."
+    console.print(f"error: {text}", soft_wrap=True, markup=False, highlight=False, style="red")
+    raise typer.Exit(code)
+
+
+class _Warnings(logging.Handler):
+    """vt's own warnings (a repair, a lock taken over) as ``warning:`` lines on the terminal."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"warning: {record.getMessage()}", soft_wrap=True, markup=False, highlight=False,
+                      style="yellow")
+
+
+logging.getLogger("vt").addHandler(_Warnings(logging.WARNING))
+logging.getLogger("vt").propagate = False
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of unexpected errors")] = False,
+             ) -> None:
+    """vt: training dynamics studies (train seeds, metrics, HMM states, dashboards)."""
+    _debug["on"] = debug
 
 
 def command(fn):
-    """A `vt` subcommand whose :class:`VtError` becomes one ``error:`` line and exit status 2."""
+    """A `vt` subcommand whose :class:`VtError` becomes one ``error:`` line and exit status 2; an
+    operating-system error (a full disk, a permission) or an unexpected one is one line and exit
+    status 1 (its traceback only with ``vt --debug``)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -45,6 +74,15 @@ def command(fn):
             return fn(*args, **kwargs)
         except VtError as err:
             _fail(err)
+        except OSError as err:
+            if _debug["on"]:
+                raise
+            _fail(err, 1)
+        except Exception as err:  # noqa: BLE001 - one line, not a traceback
+            if _debug["on"]:
+                raise
+            _fail(RuntimeError(f"unexpected {type(err).__name__}: {err} (run `vt --debug ...` for the traceback "
+                               f"and report it)"), 1)
 
     return app.command()(wrapper)
 
@@ -89,9 +127,11 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
 def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], runner: Runner = "threads",
         workers: Workers = 2) -> None:
     """Train every seed (finished seeds are skipped, interrupted ones resume), then analyse."""
-    cfg = load_user_code(load_config(config))
+    cfg = load_config(config)
+    check_config(cfg)  # everything `vt validate` checks, before anything is written
     switches = dataclasses.asdict(Runtime.from_env())
-    console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}")
+    console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}", soft_wrap=True,
+                  markup=False, highlight=False)
     _run({"config_path": str(config), "runtime": switches}, runner, workers, study=study_dir(cfg))
 
 
@@ -284,11 +324,9 @@ def metrics() -> None:
 @command
 def validate(config: Annotated[str, typer.Argument(
         help="study config (.toml), or a study directory (path or URL)")]) -> None:
-    """Check a config (fields, hookpoint names) without training anything; or check every store of
-    a study directory (each array readable, none shorter than its commit)."""
-    from vt_core.data import build_task
-    from vt_core.hooks import select_hookpoints, select_parameters
-    from vt_core.models import build_model
+    """Check a config without training or writing anything (everything `vt run` checks first); or
+    check a study directory: every chunk of every store against its checksum, resume files,
+    metrics, HMM files and the analysis."""
     from vt_core.study import validate_study
 
     where = _study(config)
@@ -299,16 +337,13 @@ def validate(config: Annotated[str, typer.Argument(
             console.print(f"problem: {p}", soft_wrap=True, markup=False, highlight=False, style="red")
         if problems:
             raise typer.Exit(1)
-        console.print(f"[green]ok[/]: every store of {config} is readable and complete up to its commit")
+        console.print(f"[green]ok[/]: every store of {config} is complete up to its commit and matches its "
+                      f"checksums; metrics, HMM files and analysis are intact", soft_wrap=True)
         return
-    cfg = load_user_code(load_config(config))
-    task = build_task(cfg.data, cfg.seeds[0])
-    model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
-    hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
-    params = select_parameters(model, cfg.hooks.weights)
-    n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"[green]ok[/]: {cfg.name}: {cfg.model.name} ({n_params:,} parameters), {len(cfg.seeds)} seeds, "
-                  f"{len(params)} weight arrays, hookpoints {hooks} -> {study_dir(cfg)}", soft_wrap=True)
+    c = check_config(load_config(config))
+    console.print(f"[green]ok[/]: {c['name']}: {c['model']} ({c['n_parameters']:,} parameters), {c['seeds']} seeds, "
+                  f"{c['total_steps']:,} steps, {c['checkpoints']} checkpoints each, {c['weight_arrays']} weight "
+                  f"arrays, hookpoints {c['hooks']} -> {c['study']}", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

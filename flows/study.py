@@ -12,32 +12,17 @@ from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, selec
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
 from tasks.publish import build_dashboard_task, publish_artifacts_task
 from tasks.train import train_group_task, train_seed_task
+from vt_core.checks import check_config
 from vt_core.config import load_config
 from vt_core.groups import resolve_group_size
 from vt_core.layout import layout
-from vt_core.location import is_remote, url
+from vt_core.location import url
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
-from vt_core.stages.metrics import describe_cells, usable_seeds
-from vt_core.stages.train import SeedsFailedError
-from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_lock
-from vt_core.usercode import load_user_code
-
-
-def _result_storage(study: str):
-    """Task results (JSON) in the study: a local folder, or for a URL an fsspec block saved on the
-    Prefect server under a name derived from the URL (Prefect needs result storage blocks saved)."""
-    where = layout(study).task_results
-    if not is_remote(where):
-        return where
-    import hashlib
-
-    from prefect.filesystems import RemoteFileSystem
-
-    name = "vt-results-" + hashlib.sha256(url(where).encode()).hexdigest()[:16]
-    RemoteFileSystem(basepath=url(where)).save(name, overwrite=True)
-    return f"remote-file-system/{name}"
+from vt_core.stages.metrics import damaged_seeds, describe_cells, usable_seeds
+from vt_core.stages.train import SeedsFailedError, finished_summary, repair_seeds
+from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_dir, study_lock
 
 
 @flow(name="vt-analyze")
@@ -49,7 +34,9 @@ def analyze_flow(study: str, force: bool = True) -> dict:
         return _analyze(study, force)
 
 
-def _analyze(study: str, force: bool) -> dict:
+def _analyze(study: str, force: bool, retrain=None) -> dict:
+    """``retrain``: what to do with seeds whose stores the metric tasks find damaged (the study
+    flow retrains them); without it they are refused with a clear error."""
     seeds = usable_seeds(study)
     if not force and analysis_is_current(study, seeds):
         get_run_logger().info("analysis is up to date with the runs; reusing it")
@@ -59,6 +46,9 @@ def _analyze(study: str, force: bool) -> dict:
                 "metric_cells": {"computed": 0, "reused": None}}
     plan = plan_metrics_task(study, seeds)
     counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
+    damaged = damaged_seeds(counts)  # type: ignore[arg-type]
+    if damaged and retrain is not None:
+        return retrain(damaged)
     cells = finalize_metrics_task(study, plan, counts)
     get_run_logger().info(describe_cells(cells))  # type: ignore[arg-type]
     selection = _select(study)
@@ -79,12 +69,18 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     :class:`vt_core.runtime.Runtime` switches as a dict (default: read from this process's
     environment, the edge for a deployment)."""
     logger = get_run_logger()
+    config = None
     if config_path is not None:
-        study = url(prepare_study(load_user_code(load_config(config_path))))
+        config = load_config(config_path)
+        check_config(config)  # everything `vt validate` checks, before anything is written
+        study = url(study_dir(config))
+        study_dir(config).mkdir(parents=True, exist_ok=True)
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
     with study_lock(study):
+        if config is not None:
+            prepare_study(config)
         return _train_and_analyze(study, rerun_seeds, logger, switches)
 
 
@@ -102,26 +98,27 @@ def _select(study: str) -> dict:
             return finalize_model_task(study, rows)
 
 
-def _submit_training(study: str, switches: dict) -> dict:
-    """Finished seeds: the per-seed task, a cache hit ("Cached"); the rest in groups of the group size."""
+def _submit_training(study: str, switches: dict) -> tuple[dict, dict]:
+    """Summaries of the finished seeds (read from their stores: nothing is cached elsewhere), and a
+    training task for the rest, in groups of the group size."""
     config = load_study(study)
-    task = train_seed_task.with_options(result_storage=_result_storage(study))
     size = resolve_group_size(config)
     todo = [s for s in config.seeds if not is_finished(study, s)]
-    futures: dict[tuple[int, ...], Any] = {(seed,): task.submit(study, seed, switches)
-                                           for seed in config.seeds if seed not in todo}
+    done = {seed: finished_summary(study, seed) for seed in config.seeds if seed not in todo}
+    futures: dict[tuple[int, ...], Any] = {}
     for i in range(0, len(todo), size):
         seeds = todo[i : i + size]
-        futures[tuple(seeds)] = (task.with_options(refresh_cache=True).submit(study, seeds[0], switches)
+        futures[tuple(seeds)] = (train_seed_task.submit(study, seeds[0], switches)
                                  if len(seeds) == 1 else train_group_task.submit(study, seeds, switches))
-    return futures
+    return done, futures
 
 
-def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switches: dict) -> dict:
-    for seed in rerun_seeds or []:
-        reset_seed(study, seed)
-    futures = _submit_training(study, switches)
-    runs, failed = {}, {}
+def _train(study: str, logger, switches: dict) -> tuple[dict, dict]:
+    """Train what is not finished; each seed's summary, and the failed seeds with their errors."""
+    for note in repair_seeds(study):
+        logger.warning(note)
+    runs, futures = _submit_training(study, switches)
+    failed = {}
     for seeds, fut in futures.items():
         fut.wait()
         if fut.state.is_completed():
@@ -136,9 +133,27 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switch
             for seed in seeds:
                 failed[seed] = str(fut.state.message)
                 logger.error("seed %d failed: %s", seed, fut.state.message)
+    return runs, failed
+
+
+def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switches: dict) -> dict:
+    for seed in rerun_seeds or []:
+        reset_seed(study, seed)
+    runs, failed = _train(study, logger, switches)
+
+    def retrain(damaged: dict[int, list[str]]) -> dict:
+        """Seeds found damaged while their metrics were read: retrained from scratch, once."""
+        for seed, problems in sorted(damaged.items()):
+            logger.warning("seed %d: %s; retraining it from scratch", seed, problems[0])
+            reset_seed(study, seed)
+        more, more_failed = _train(study, logger, switches)
+        runs.update(more)
+        failed.update(more_failed)
+        return _analyze(study, force=True)
+
     # in this flow, not as a subflow: a subflow would get its own default (thread) task runner, and
     # the metric and HMM tasks would not go to the Dask cluster the training went to
-    result = _analyze(study, force=bool(rerun_seeds))
+    result = _analyze(study, force=bool(rerun_seeds), retrain=retrain)
     result.update(runs=runs, failed=failed)
     if failed:  # the flow run ends Failed (so `prefect flow-run retry` applies), naming the seeds
         raise SeedsFailedError(study, failed)

@@ -1,21 +1,15 @@
-"""Training: one task per seed, cached on (training config hash, seed, vt version), or one task per
-group of seeds trained together as one batched model (not cached: its seeds are skipped once done).
-Logic: :mod:`vt_core.stages.train`."""
+"""Training: one task per seed, or one per group of seeds trained together as one batched model.
+Finished seeds get no task (the flow reads their summaries from their stores). Logic:
+:mod:`vt_core.stages.train`."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-import vt_core
 from vt_core.runtime import Runtime
 from vt_core.stages import train
 from vt_core.study import load_study
-
-
-def train_cache_key(_context, parameters) -> str:
-    config = load_study(parameters["study"])
-    return f"vt-train-{config.training_hash()}-seed{parameters['seed']}-v{vt_core.__version__}"
 
 
 def _progress(seed_epochs: int, logger):
@@ -32,9 +26,9 @@ def _progress(seed_epochs: int, logger):
     return progress
 
 
-# results are stored in the study directory as JSON: nothing there is ever unpickled
-@task(name="train-seed", cache_key_fn=train_cache_key, persist_result=True, result_serializer="json",
-      task_run_name="train-seed-{seed}")
+# nothing is cached or persisted by Prefect: whether a seed needs training is read from its own
+# store's committed state (a result file in the study could be forged, or unpickled)
+@task(name="train-seed", cache_policy=NO_CACHE, persist_result=False, task_run_name="train-seed-{seed}")
 def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
     logger = get_run_logger()
     summary = train.train_seed(study, seed, progress=_progress(load_study(study).training.epochs, logger),
@@ -44,7 +38,7 @@ def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
     return dict(summary)
 
 
-@task(name="train-seed-group", cache_policy=NO_CACHE, task_run_name="train-seeds-{seeds}")
+@task(name="train-seed-group", cache_policy=NO_CACHE, persist_result=False, task_run_name="train-seeds-{seeds}")
 def train_group_task(study: str, seeds: list[int], runtime: dict | None = None) -> list[dict]:
     """Seeds trained together; each seed's summary (a seed whose writes failed says so in it)."""
     logger = get_run_logger()

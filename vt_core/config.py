@@ -1,14 +1,13 @@
-"""Study configuration: pydantic models, loaded from TOML, validated at the edge.
-
-Every model forbids unknown keys, so a typo (``lerning_rate``) is an error naming the field rather
-than a silently ignored setting. :func:`load_config` turns pydantic's errors into one
-:class:`ConfigError` whose message lists each bad field with its dotted path and what to do.
+"""Study configuration: pydantic models, loaded from TOML, validated at the edge. Unknown keys are
+errors (a typo is named, not ignored); :func:`load_config` turns pydantic's errors into one
+:class:`ConfigError` naming each bad field. What needs the model or the disk: :mod:`vt_core.checks`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -32,7 +31,7 @@ class _Strict(BaseModel):
 
 class MLPConfig(_Strict):
     name: Literal["mlp"] = "mlp"
-    hidden: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128], min_length=1)
+    hidden: list[Annotated[int, Field(gt=0, le=65536)]] = Field(default_factory=lambda: [128], min_length=1)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     bias: bool = True
     norm: Literal["none", "batch", "layer"] = "none"
@@ -40,11 +39,11 @@ class MLPConfig(_Strict):
 
 class TransformerConfig(_Strict):
     name: Literal["transformer"] = "transformer"
-    n_layers: int = Field(1, gt=0)
-    d_model: int = Field(128, gt=0)
-    n_heads: int = Field(4, gt=0)
-    d_head: int = Field(32, gt=0)
-    d_mlp: int = Field(512, gt=0)
+    n_layers: int = Field(1, gt=0, le=256)
+    d_model: int = Field(128, gt=0, le=65536)
+    n_heads: int = Field(4, gt=0, le=1024)
+    d_head: int = Field(32, gt=0, le=65536)
+    d_mlp: int = Field(512, gt=0, le=262144)
     activation: Literal["relu", "gelu"] = "relu"
     layer_norm: bool = False
 
@@ -54,8 +53,8 @@ class ResNetConfig(_Strict):
     destabilised variant."""
 
     name: Literal["resnet"] = "resnet"
-    width: int = Field(64, gt=0, description="channels of the first stage; doubled at each stage")
-    blocks: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
+    width: int = Field(64, gt=0, le=4096, description="channels of the first stage; doubled at each stage")
+    blocks: list[Annotated[int, Field(gt=0, le=64)]] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
     batch_norm: bool = True
     residual: bool = True
 
@@ -95,11 +94,11 @@ class SparseParityConfig(_Strict):
     """Sparse parity: x in {-1,+1}^n_bits, label = product of the first k bits."""
 
     name: Literal["sparse_parity"] = "sparse_parity"
-    n_bits: int = Field(40, gt=0)
-    k: int = Field(3, gt=0)
-    n_train: int = Field(1000, gt=0)
-    n_test: int = Field(100, gt=0)
-    seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
+    n_bits: int = Field(40, gt=0, le=4096)
+    k: int = Field(3, gt=0, le=4096)
+    n_train: int = Field(1000, gt=0, le=10**7)
+    n_test: int = Field(100, gt=0, le=10**7)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="data seed; default: the run's seed")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> SparseParityConfig:
@@ -114,9 +113,9 @@ class ModularConfig(_Strict):
 
     name: Literal["modular_addition", "modular_arithmetic"] = "modular_addition"
     op: Literal["+", "-", "*", "/"] = "+"
-    p: int = Field(113, gt=1)
+    p: int = Field(113, gt=1, le=3000)
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    seed: int | None = Field(None, ge=0, description="data seed; default: the run's seed")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="data seed; default: the run's seed")
 
     @model_validator(mode="after")
     def _prime_for_division(self) -> ModularConfig:
@@ -130,20 +129,20 @@ class DigitsConfig(_Strict):
 
     name: Literal["digits"] = "digits"
     train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class SyntheticImagesConfig(_Strict):
     """A seeded image task: one random template per class, plus noise and random shifts."""
 
     name: Literal["synthetic_images"] = "synthetic_images"
-    n_classes: int = Field(10, gt=1)
-    channels: int = Field(3, gt=0)
-    size: int = Field(32, ge=8)
-    n_train: int = Field(2048, gt=0)
-    n_test: int = Field(512, gt=0)
-    noise: float = Field(1.0, ge=0.0)
-    seed: int | None = Field(None, ge=0)
+    n_classes: int = Field(10, gt=1, le=1000)
+    channels: int = Field(3, gt=0, le=64)
+    size: int = Field(32, ge=8, le=1024)
+    n_train: int = Field(2048, gt=0, le=10**7)
+    n_test: int = Field(512, gt=0, le=10**7)
+    noise: float = Field(1.0, ge=0.0, le=1e6)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class TorchvisionConfig(_Strict):
@@ -154,7 +153,7 @@ class TorchvisionConfig(_Strict):
     download: bool = False
     n_train: int | None = Field(None, gt=0, description="first n training images (default all)")
     n_test: int | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 DataConfig = Annotated[Union[SparseParityConfig, ModularConfig, DigitsConfig, SyntheticImagesConfig,
@@ -168,22 +167,23 @@ IMAGE_DATA = ("digits", "synthetic_images", "mnist", "cifar10", "cifar100")
 class OptimizerConfig(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1e6)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.9, 0.999], min_length=2,
+                                                                 max_length=2, description="Adam's, each in [0, 1)")
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(gt=0)
-    batch_size: int | None = Field(None, gt=0, description="None: full batch")
+    epochs: int = Field(gt=0, le=10**6)
+    batch_size: int | None = Field(None, gt=0, le=10**7, description="None: full batch")
     loss: Literal["cross_entropy", "hinge", "mse"] = "cross_entropy"
-    grad_clip: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, le=1e12)
     lr_schedule: Literal["constant", "warmup_cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=10**9)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor as a fraction of lr")
     device: str = Field("cpu", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto: cuda, then mps, then cpu")
-    seed_group_size: int | Literal["auto"] = Field(
+    seed_group_size: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] = Field(
         "auto", description="seeds trained together as one batched model; auto: 1 on a CPU, 40 on CUDA")
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="training step arithmetic: fp32 (exact), tf32 matmuls (CUDA) or bf16 autocast")
@@ -191,21 +191,15 @@ class TrainingConfig(_Strict):
         "none", description="torch.compile the training step (forward and backward) with this mode; "
         "reduce-overhead and max-autotune also use CUDA graphs on CUDA; falls back to eager if it fails")
 
-    @field_validator("seed_group_size")
-    @classmethod
-    def _group(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"seed_group_size={v}: give a positive number of seeds, or 'auto'")
-        return v
-
 
 class CheckpointConfig(_Strict):
     """Exactly one schedule. The initialisation (step 0) and the last step are always kept."""
 
-    every_epochs: int | None = Field(None, gt=0)
-    every_steps: int | None = Field(None, gt=0)
-    log_spaced: int | None = Field(None, gt=1, description="about this many steps, log-spaced (dense early)")
-    steps: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="explicit steps")
+    every_epochs: int | None = Field(None, gt=0, le=10**6)
+    every_steps: int | None = Field(None, gt=0, le=10**9)
+    log_spaced: int | None = Field(None, gt=1, le=10**5, description="about this many steps, log-spaced (dense early)")
+    steps: list[Annotated[int, Field(ge=0, le=10**9)]] | None = Field(None, min_length=1, max_length=10**5,
+                                                                     description="explicit steps")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CheckpointConfig:
@@ -221,7 +215,7 @@ class HooksConfig(_Strict):
     activations: list[str] = Field(default_factory=list, description="hookpoint names or globs")
     capture: Literal["output", "input", "both"] = "output"
     weights: list[str] = Field(default_factory=lambda: ["*"], description="parameter globs to store")
-    probe_size: int = Field(32, gt=0, description="examples in the fixed probe batch")
+    probe_size: int = Field(32, gt=0, le=100_000, description="examples in the fixed probe batch")
 
 
 class MetricsConfig(_Strict):
@@ -235,7 +229,7 @@ class MetricsConfig(_Strict):
     convention: Literal["paper_code", "paper_text"] = Field(
         "paper_code", description="paper_code: as michahu/modeling-training computes (Bessel variances, lower "
         "median, NaN variance of one singular value dropped); paper_text: population variances, midpoint median")
-    dormant_threshold: float = Field(0.025, ge=0.0, description="tau of dormant_fraction")
+    dormant_threshold: float = Field(0.025, ge=0.0, le=1e6, description="tau of dormant_fraction")
 
     @model_validator(mode="after")
     def _known(self) -> MetricsConfig:
@@ -264,13 +258,13 @@ class HMMConfig(_Strict):
     bootstrap_restarts: int = Field(1, gt=0, le=100)
     covariance: Literal["full", "diag", "spherical", "tied"] = "full"
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    n_iter: int = Field(200, gt=0, description="EM iterations; a fit that has not converged is excluded")
-    tol: float = Field(1e-3, gt=0.0)
-    seed: int = Field(0, ge=0)
+    n_iter: int = Field(200, gt=0, le=100_000, description="EM iterations; a fit that has not converged is excluded")
+    tol: float = Field(1e-3, gt=0.0, le=1e6)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     standardize: Literal["seed", "global"] = Field(
         "global", description="global: z-score with the mean and sd of all seeds together (recovers planted "
         "states when seeds spend different times in them); seed: each seed on its own, as the paper does")
-    pca_components: int | None = Field(None, gt=0, description="project the features on this many PCs first")
+    pca_components: int | None = Field(None, gt=0, le=10_000, description="project the features on this many PCs first")
     features: list[str] | None = Field(
         None, description="default: the metrics' names; 'metric@layer' picks one layer's or hook's value")
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
@@ -278,7 +272,7 @@ class HMMConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=100_000)
     output_dir: str = Field(min_length=1,
                             description="study directory: a path (relative to the working dir) or an fsspec URL")
     model: ModelConfig
@@ -359,16 +353,26 @@ class StudyConfig(_Strict):
         return list(self.hmm.features or self.metrics.names)
 
 
+_MAX_ERRORS = 8
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 2
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
+    """One line per bad field (at most 8, then how many more), each naming its dotted path, what
+    is wrong and a short form of the value given: a 10 MB config gives a short message."""
+    errors = err.errors(include_url=False, include_context=False)
     lines = [f"invalid study config {source}:"]
-    for e in err.errors():
+    for e in errors[:_MAX_ERRORS]:
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling"
         elif e["type"] == "missing":
             msg = "required; add it to the config"
-        lines.append(f"  {loc or '(top level)'}: {msg} (got {e.get('input')!r})"[:400])
+        lines.append(f"  {loc or '(top level)'}: {msg} (got {_SHORT.repr(e.get('input'))})"[:300])
+    if len(errors) > _MAX_ERRORS:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS} more")
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ from every checkpoint as run-length segments. The page says when curves are thin
 from __future__ import annotations
 
 import html
-import json
 
 import numpy as np
 from bokeh.embed import file_html
@@ -53,7 +52,7 @@ from bokeh.resources import INLINE
 
 from vt_core import narrative
 from vt_core.layout import layout as study_layout
-from vt_core.location import Location, location, write_text_atomic
+from vt_core.location import Location, location, read_json, write_text_atomic
 from vt_core.palette import NO_STATE, graph_layout, state_palette
 from vt_core.study import load_study
 
@@ -384,8 +383,8 @@ def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Loca
     files = study_layout(study)
     config = load_study(study)
     a = load_analysis(study)
-    sel = json.loads(files.selection.read_text())
-    paths = json.loads(files.paths.read_text())
+    sel = read_json(files.selection, "`vt analyze STUDY` recomputes it")
+    paths = read_json(files.paths, "`vt analyze STUDY` recomputes it")
     value = open_metrics(study)["value"].load()
     subtitle = narrative.header_html(a, f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
                               f"{len(a['features'])} features")

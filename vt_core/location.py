@@ -18,6 +18,7 @@ Zarr and xarray take the string form (:func:`url`): a path, or the URL.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -141,11 +142,47 @@ def write_text_atomic(path: Location, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+#: the key of a JSON document's own checksum (:func:`write_json_atomic`, :func:`read_json`)
+CHECKSUM_KEY = "sha256"
+
+
+class DamagedFileError(VtError, ValueError):
+    """A file of a study cannot be read, or its content does not match its checksum."""
+
+
+def _digest(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
 def write_json_atomic(path: Location, obj) -> None:
     """The one JSON writer for study files: parents created, numpy values as plain numbers and
-    lists, written atomically (:func:`write_bytes_atomic`)."""
+    lists, a document (a dict) carrying the SHA-256 of its own content under ``sha256``, written
+    atomically (:func:`write_bytes_atomic`). :func:`read_json` checks it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
+    doc = json.loads(json.dumps(obj, default=_jsonable))  # as a reader will see it
+    if isinstance(doc, dict):
+        doc[CHECKSUM_KEY] = _digest(doc)
+    write_text_atomic(path, json.dumps(doc, indent=2))
+
+
+def read_json(path: Location, fix: str = "") -> dict:
+    """A JSON document written by :func:`write_json_atomic`, verified: unreadable, not a document, or
+    not matching its checksum is a :class:`DamagedFileError` naming the file (and ``fix``, what
+    repairs it). Documents from before checksums (no ``sha256``) are read as they are."""
+    hint = f"; {fix}" if fix else ""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DamagedFileError(f"{path} is missing{hint}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedFileError(f"{path} is damaged (not readable JSON: {str(err)[:100]}){hint}") from None
+    if not isinstance(doc, dict):
+        raise DamagedFileError(f"{path} is damaged (not a JSON object){hint}")
+    if CHECKSUM_KEY in doc and doc[CHECKSUM_KEY] != _digest(doc):
+        raise DamagedFileError(f"{path} is damaged (its content does not match its checksum){hint}")
+    doc.pop(CHECKSUM_KEY, None)
+    return doc
 
 
 def _jsonable(o):
@@ -157,17 +194,27 @@ def _jsonable(o):
 
 
 def create_exclusive(path: Location, data: bytes) -> bool:
-    """Create ``path`` holding ``data`` unless it exists (then False). Atomic test-and-create."""
-    try:
-        if is_remote(path):
+    """Create ``path`` holding ``data`` unless it exists (then False). Atomic test-and-create; locally
+    the file appears with its content (written aside, then hard-linked), so it is never seen empty
+    or half-written (a full disk fails before it exists)."""
+    if is_remote(path):
+        try:
             with path.fs.open(path.path, "xb") as f:
                 f.write(data)
-        else:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+        except FileExistsError:
+            return False
+        return True
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
     except FileExistsError:
         return False
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
 
 

@@ -107,13 +107,15 @@ def report_markdown(study: str | Location) -> str:
         ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
         ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
         ("detour states", ref["detours"] if ref else "-", ", ".join(map(str, a.get("detour_states") or [])) or "none"),
-        ("detour regression", "convergence time on time in each state (not identifiable)", md(detour_sentence(a))
+        ("detour regression", "convergence time on time in each state (not identifiable)", detour_sentence(a)
          + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
         ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else "-",
          f"{a['convergence_threshold']}; {len(conv)}/{len(a['convergence_step'])} seeds reach it"),
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
-    lines += [f"| {name} | {p} | {o} |" for name, p, o in rows]
+    # every cell is escaped: names from configs and plugins (features, layers, hookpoints) may hold
+    # markup that a markdown renderer would make live
+    lines += [f"| {name} | {md(p)} | {md(o)} |" for name, p, o in rows]
     if diff := _differences(ref, config, sel):
         lines += ["", diff]
     if notes := k_notes(a):
@@ -135,9 +137,9 @@ def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
     config = load_study(study)
     a = load_analysis(study)
     lines = [f"# vt study `{md(config.name)}`", "",
-             f"**Number of states: {k_headline(a)}**: {k_evidence(a)} ({len(a['features'])} features).", ""]
+             f"**Number of states: {md(k_headline(a))}**: {md(k_evidence(a))} ({len(a['features'])} features).", ""]
     if u := k_uncertainty(a):
-        lines += [f"Uncertainty: {u}.", ""]
+        lines += [f"Uncertainty: {md(u)}.", ""]
     lines += [f"> {md(n)}" for n in k_notes(a)]
     lines += ["", "## State graph", "",
               f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"

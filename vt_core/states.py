@@ -13,7 +13,6 @@ steps, each reading and writing small files under ``root/hmm`` (:mod:`vt_core.la
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 import networkx as nx
@@ -23,7 +22,9 @@ from vt_core import analysis, hmm, selection
 from vt_core.config import HMMConfig
 from vt_core.detours import detour_regression
 from vt_core.layout import layout
-from vt_core.location import Location, load_npz, location, save_npz, write_json_atomic
+from vt_core.location import Location, load_npz, location, read_json, save_npz, write_json_atomic
+
+_FIX = "`vt analyze STUDY` recomputes it"
 
 
 class HMMInput(NamedTuple):
@@ -122,7 +123,7 @@ def load_input(root: str | Location) -> HMMInput:
 
 
 def _split(root: str | Location) -> dict:
-    return json.loads(layout(root).hmm_split.read_text())
+    return read_json(layout(root).hmm_split, _FIX)
 
 
 def fit(root: str | Location, job: dict, cfg: HMMConfig) -> dict:
@@ -233,8 +234,8 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
     data = load_input(root)
     files = layout(root)
     params = load_npz(files.model)
-    sel = json.loads(files.selection.read_text())
-    stored = json.loads(files.paths.read_text())
+    sel = read_json(files.selection, _FIX)
+    stored = read_json(files.paths, _FIX)
     paths = [np.asarray(stored[str(s)]["states"]) for s in data.seeds]
     k = sel["chosen_k"]
     covars = hmm.load_model(params).covars_  # full (k, F, F) whatever the covariance type

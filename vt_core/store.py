@@ -7,7 +7,7 @@ Layout of ``runs/seed=NNNN.zarr``::
     weights/step, weights/<param>     (step, *shape)       e.g. weights/layers.0.weight
     activations/step, activations/<hook>  (step, probe, *shape)
     probe/x, probe/y                  the fixed probe batch
-    attrs: seed, config_hash, config, committed_steps, last_step, status, error
+    attrs: seed, config_hash, config, committed_steps, last_step, status, error, integrity
 
 and beside it ``seed=NNNN.resume.pt``: model + optimizer + RNG state of the last commit (a file
 inside the store would make zarr and xarray warn about a foreign object).
@@ -16,8 +16,16 @@ Commit protocol: a checkpoint's arrays are written first (chunk 1 along ``step``
 is one write per array), then the resume state (tmp file + rename), and ``committed_steps`` is
 bumped last. Readers only look at the first ``committed_steps`` rows; on resume anything past them
 is cut off. Zarr's local store writes every file through a temporary + rename (and an object store
-replaces an object whole), so a kill leaves either the old or the new version of each file. The
+replaces an object whole), so a kill leaves either the old or the new version of each file. Every
+change of the root attributes (a commit, a status) is one write of the root ``zarr.json``. The
 store may be a local path or an fsspec URL (:mod:`vt_core.location`).
+
+Integrity: every chunk ends with a CRC32C checksum (zarr's ``crc32c`` codec, ``integrity =
+"crc32c"``), so a flipped bit or a truncated chunk is an error when it is read, never a wrong
+number; a missing chunk would read as the fill value, so :meth:`RunStore.check` lists the chunks
+that the committed rows need and names those that are absent (cheap: one listing per array), and
+:meth:`RunStore.verify` also reads every committed chunk. Stores written before checksums existed
+have no ``integrity`` attribute: their missing chunks are still found, their flipped bits are not.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,15 +42,16 @@ import numpy as np
 import zarr
 
 from vt_core.errors import VtError
+from vt_core.integrity import STATUSES, check_store, step_arrays
 from vt_core.layout import resume_path
-from vt_core.location import Location, is_remote, location, url, write_bytes_atomic, zarr_options
+from vt_core.location import Location, location, url, write_bytes_atomic, zarr_options
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
     import xarray as xr
 
 SMALL_ROW_CHUNK = 512
-STATUSES = ("running", "complete", "failed", "diverged")
-GROUPS = ("weights", "activations")
+#: the ``integrity`` attribute of a store whose every chunk carries a CRC32C checksum
+INTEGRITY = "crc32c"
 
 
 def process_alive(pid: int | None) -> bool:
@@ -54,6 +64,57 @@ def process_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: write a chunk even when it equals the fill value: a chunk missing on disk is then always damage
+_WRITE_ALL = {"write_empty_chunks": True}
+
+
+def _codecs(compress: bool) -> list:
+    """zstd (not for weights: trained float32 weights compress by ~6%, for twice the write and read
+    time), then a CRC32C checksum of the stored bytes, always."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=0), Crc32cCodec()] if compress else [Crc32cCodec()]
+
+
+_TRAILER_MAGIC = b"VTRESUME1"
+_ZIP_END = b"PK\x05\x06"  # a zip's end-of-central-directory record: how torch.save's files end
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` + magic + its length (8 bytes) + its CRC32C (4 bytes): a resume file that can be
+    checked on its own (a kill between it and the commit leaves a newer, valid one)."""
+    import google_crc32c
+
+    return data + _TRAILER_MAGIC + struct.pack("<QI", len(data), google_crc32c.value(data))
+
+
+def check_trailer(tail: bytes, size: int, name: str) -> int:
+    """The payload length a sealed file's trailer gives (damage: a :class:`StoreError`); files
+    written before the trailer existed (no magic) are taken as they are."""
+    n = len(_TRAILER_MAGIC) + 12
+    if len(tail) < n or tail[-n:-12] != _TRAILER_MAGIC:
+        if _ZIP_END in tail[-64:]:  # an unsealed torch file (a zip) from an older vt: unchecked
+            return size
+        raise StoreError(f"resume file {name} is damaged (truncated or overwritten: no valid trailer)")
+    length, _ = struct.unpack("<QI", tail[-12:])
+    if length != size - n:
+        raise StoreError(f"resume file {name} is damaged (it has {size - n} bytes of state, its trailer says {length})")
+    return length
+
+
+def unseal(data: bytes, name: str) -> bytes:
+    """The state bytes of a sealed resume file, verified."""
+    import google_crc32c
+
+    length = check_trailer(data[-64:], len(data), name)
+    if length == len(data):
+        return data  # unsealed (older vt): torch.load decides
+    (crc,) = struct.unpack("<I", data[-4:])
+    if google_crc32c.value(data[:length]) != crc:
+        raise StoreError(f"resume file {name} is damaged (its content does not match its checksum)")
+    return data[:length]
 
 
 @dataclass
@@ -91,11 +152,11 @@ class RunStore:
         one, a resumed seed keeps it)."""
         path = location(path)
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
-        root.attrs.update(
-            seed=seed, config_hash=config_hash, config=config, committed_steps=0,
-            last_step=None, status="running", error=None, parameter_roles=roles,
-            run_id=secrets.randbits(62),
-        )
+        root.update_attributes({  # one write of the root metadata
+            "seed": seed, "config_hash": config_hash, "config": config, "committed_steps": 0,
+            "last_step": None, "status": "running", "error": None, "parameter_roles": roles,
+            "run_id": secrets.randbits(62), "integrity": INTEGRITY,
+        })
         return cls(path)
 
     # -- attributes -------------------------------------------------------------------------------
@@ -116,7 +177,7 @@ class RunStore:
         """Record the status; a running seed also records which process trains it."""
         assert status in STATUSES, status
         owner = {"host": socket.gethostname(), "pid": os.getpid()} if status == "running" else None
-        self.root.attrs.update(status=status, error=error, owner=owner)
+        self.root.update_attributes({"status": status, "error": error, "owner": owner})
 
     def effective_status(self) -> str:
         """``interrupted`` for a seed marked running whose process (on this host) is gone."""
@@ -131,7 +192,7 @@ class RunStore:
     def _array(self, group: zarr.Group, name: str) -> zarr.Array | None:
         key = (group.path, name)
         if key not in self._arrays and name in group:
-            self._arrays[key] = group[name]
+            self._arrays[key] = group[name].with_config(_WRITE_ALL)
         return self._arrays.get(key)
 
     def _put(self, group: zarr.Group, name: str, rows: np.ndarray, start: int, dims: tuple[str, ...],
@@ -147,9 +208,8 @@ class RunStore:
             per_chunk = SMALL_ROW_CHUNK if rows.dtype.itemsize * int(np.prod(shape)) <= 64 else 1
             arr = group.create_array(
                 name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
-                fill_value=fill, dimension_names=dims,
-                # trained float32 weights compress by ~6% with zstd, for twice the write and read time
-                compressors=None if group.path == "weights" else "auto",
+                fill_value=fill, dimension_names=dims, compressors=_codecs(group.path != "weights"),
+                config=_WRITE_ALL,
             )
             self._arrays[(group.path, name)] = arr
         if arr.shape[1:] != shape:
@@ -194,12 +254,14 @@ class RunStore:
         for name, v in (("x", x), ("y", y)):
             v = np.asarray(v)
             dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
-            a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True)
+            a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
+                               compressors=_codecs(True))
             a[...] = v
 
     def save_resume(self, state: dict | bytes) -> None:
         """Write the resume state (a state dict, or one already ``torch.save``-d to bytes)
-        atomically (a temporary file + rename, or one put on an object store)."""
+        atomically (a temporary file + rename, or one put on an object store), followed by a
+        trailer with its length and CRC32C (:func:`seal`), which :meth:`load_resume` checks."""
         if not isinstance(state, bytes):
             import io
 
@@ -208,19 +270,42 @@ class RunStore:
             buf = io.BytesIO()
             torch.save(state, buf)
             state = buf.getvalue()
-        write_bytes_atomic(self.resume_path, state)
+        write_bytes_atomic(self.resume_path, seal(state))
+
+    def resume_problem(self, read: bool = True) -> str | None:
+        """Why the resume file is damaged (None: it is not, or there is none). Without ``read``
+        only its trailer is read (a truncated file is found; a flipped bit needs ``read``)."""
+        f = self.resume_path
+        if not f.is_file():
+            return None
+        try:
+            if read:
+                unseal(f.read_bytes(), f.name)
+            else:
+                with f.open("rb") as fh:
+                    size = fh.seek(0, 2)
+                    fh.seek(max(0, size - 64))
+                    tail = fh.read()
+                check_trailer(tail, size, f.name)
+        except StoreError as err:
+            return str(err)
+        return None
 
     def load_resume(self) -> dict | None:
+        """The resume state of the last commit (None: none written yet), verified against its
+        checksum; read with ``weights_only=True`` (nothing is unpickled)."""
+        import io
+
         import torch
 
         f = self.resume_path
         if not f.is_file():
             return None
-        if is_remote(f):
-            import io
-
-            return torch.load(io.BytesIO(f.read_bytes()), weights_only=True)
-        return torch.load(f, weights_only=True)
+        data = unseal(f.read_bytes(), str(f))
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any undecodable file is damage
+            raise StoreError(f"resume file {f} is damaged ({type(err).__name__}: {str(err)[:120]})") from None
 
     @property
     def resume_path(self) -> Location:
@@ -228,18 +313,13 @@ class RunStore:
         return resume_path(self.path)
 
     def commit(self, n: int, last_step: int) -> None:
-        """Mark the first ``n`` rows as committed; the last write of a checkpoint."""
-        self.root.attrs.update(committed_steps=n, last_step=last_step)
-
-    def _step_arrays(self):
-        yield from (a for _, a in self.root.arrays())
-        for g in GROUPS:
-            if g in self.root:
-                yield from (a for _, a in self.root[g].arrays())
+        """Mark the first ``n`` rows as committed: the last write of a checkpoint, one write of the
+        root metadata."""
+        self.root.update_attributes({"committed_steps": n, "last_step": last_step})
 
     def truncate(self, n: int) -> None:
         """Drop every row past ``n`` (uncommitted leftovers of a killed run)."""
-        for arr in self._step_arrays():
+        for arr in step_arrays(self):
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))
 
@@ -267,17 +347,12 @@ class RunStore:
         self._datasets[key] = ds = ds.isel(step=slice(0, self.committed))
         return ds
 
+    def check(self, read: bool = False) -> list[str]:
+        """Problems found (empty if none), each naming the array and checkpoint: attributes,
+        metadata, a chunk missing from the committed rows, and with ``read`` a chunk that fails its
+        checksum (:mod:`vt_core.integrity`)."""
+        return check_store(self, read=read)
+
     def validate(self) -> list[str]:
-        """Problems found (empty if none): arrays shorter than the committed count, or whose
-        committed rows cannot be read back (every chunk is read, so damage is found)."""
-        problems = []
-        n = self.committed
-        for arr in self._step_arrays():
-            if arr.shape[0] < n:
-                problems.append(f"array {arr.path} has {arr.shape[0]} rows < committed {n}")
-                continue
-            try:
-                arr[:n]
-            except Exception as err:  # noqa: BLE001 - every kind of damage is reported
-                problems.append(f"array {arr.path} cannot be read ({type(err).__name__}: {err})")
-        return problems
+        """:meth:`check` reading every committed chunk back."""
+        return self.check(read=True)

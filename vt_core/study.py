@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import logging
 import os
 import socket
 from contextlib import contextmanager
@@ -16,8 +17,20 @@ from importlib import metadata
 from vt_core.config import ConfigError, StudyConfig, parse_config
 from vt_core.errors import VtError
 from vt_core.layout import layout
-from vt_core.location import Location, create_exclusive, location, remove_tree, url, write_json_atomic
+from vt_core.location import (
+    DamagedFileError,
+    Location,
+    create_exclusive,
+    is_remote,
+    location,
+    read_json,
+    remove_tree,
+    url,
+    write_json_atomic,
+)
 from vt_core.store import RunStore, StoreError, process_alive
+
+log = logging.getLogger("vt")
 
 _VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
 #: a seed in one of these states needs no more training
@@ -59,20 +72,34 @@ def study_lock(study: str | Location):
 
 def _acquire(study: str | Location, path: Location) -> None:
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-    for _ in range(2):
+    for _ in range(3):
         if create_exclusive(path, json.dumps(me).encode()):
             return
-        try:
-            other = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            other = {}
-        if other.get("host") == me["host"] and not process_alive(other.get("pid")):
-            path.unlink(missing_ok=True)  # stale: its process is gone
+        other, gone = _holder(path, socket.gethostname())
+        if gone:
+            log.warning("%s: took over the lock %s (%s)", study, path.name, gone)
+            path.unlink(missing_ok=True)
             continue
         raise StudyLockedError(
             f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
             f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
     raise StudyLockedError(f"{study}: could not take the lock {path}; delete it if no vt process is running")
+
+
+def _holder(path: Location, host: str) -> tuple[dict, str | None]:
+    """Who holds the lock, and why its holder is provably gone (None: it may be alive). vt writes
+    a lock whole (:func:`create_exclusive`): an empty or unreadable one was not written by a live vt."""
+    try:
+        other = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}, "it was released meanwhile"
+    except (OSError, ValueError):
+        return {}, "it was empty or unreadable: no live vt process wrote it"
+    if not isinstance(other, dict) or not isinstance(other.get("pid"), int):
+        return {}, "it named no process: no live vt process wrote it"
+    if other.get("host") == host and not process_alive(other["pid"]):
+        return other, f"its process {other['pid']} on this host is gone"
+    return other, None
 
 
 def study_dir(config: StudyConfig) -> Location:
@@ -99,26 +126,95 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def training_hash_of(meta: dict) -> str | None:
+    value = meta.get("training_hash")
+    return value if isinstance(value, str) else None
+
+
+def check_lock(study: Location) -> None:
+    """Refuse now (before anything is written) when a live process holds the study's lock."""
+    path = layout(study).lock
+    if path.is_file():
+        other, gone = _holder(path, socket.gethostname())
+        if not gone:
+            raise StudyLockedError(
+                f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+                f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
+
+
+def check_output_dir(config: StudyConfig) -> None:
+    """``output_dir`` can hold this study: absent (and creatable), an empty directory, or a study
+    trained with this config; not a file, not read-only, not another study's, not being run now.
+    Reads only: `vt validate` and `vt run` call it before anything is written."""
+    study = study_dir(config)
+    paths = layout(study)
+    if not is_remote(study):
+        _check_local_dir(study)
+    if paths.study_json.is_file():
+        try:
+            stored = training_hash_of(read_json(paths.study_json))
+        except DamagedFileError:
+            stored = _hash_from_stores(study, config)  # what prepare_study would repair it from
+        if stored != config.training_hash():
+            raise StudyError(f"output_dir {study} holds a study trained with another config (training hash "
+                             f"{stored} != {config.training_hash()}); set output_dir to a new directory, or "
+                             f"restore the original model/data/optimizer/training/checkpoints/hooks")
+    else:
+        try:
+            occupied = study.exists() and any(study.iterdir())
+        except OSError as err:
+            raise StudyError(f"output_dir {study} cannot be listed ({err}); choose another output_dir") from None
+        if occupied:
+            raise StudyError(f"output_dir {study} exists, is not empty and is not a study (no "
+                             f"{paths.study_json.name}); choose another output_dir")
+    check_lock(study)
+
+
+def _check_local_dir(study: Location) -> None:
+    if study.exists() and not study.is_dir():
+        raise StudyError(f"output_dir {study} is a file, not a directory; choose another output_dir")
+    existing = study
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StudyError(f"output_dir {study}: {existing} is a file, not a directory; choose another output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StudyError(f"output_dir {study}: {existing} is not writable; choose another output_dir")
+
+
+def _hash_from_stores(study: Location, config: StudyConfig) -> str | None:
+    """The training hash every readable run store of the study agrees on (this config's when there
+    is no store at all); None when they disagree or none can be read."""
+    hashes = set()
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            continue
+        try:
+            hashes.add(RunStore(path, mode="r").attrs.get("config_hash"))
+        except Exception:  # noqa: BLE001 - a damaged store says nothing about the config
+            continue
+    if not hashes:
+        return config.training_hash()
+    return hashes.pop() if len(hashes) == 1 else None
+
+
 def prepare_study(config: StudyConfig) -> Location:
     """Create (or reopen) the study directory for ``config`` and record it in study.json.
 
-    Reopening with a config that trains differently is refused: the stored runs would no longer
-    match their config. Changing seeds, metrics or HMM settings is fine.
-    """
+    Call it holding the study's lock, after :func:`vt_core.checks.check_config`. Reopening with a
+    config that trains differently is refused: the stored runs would no longer match their config.
+    Changing seeds, metrics or HMM settings is fine. A damaged study.json is written again from
+    ``config`` when every run store was trained by it (saying so), refused otherwise."""
+    check_output_dir(config)
     study = study_dir(config)
     paths = layout(study)
     created = _now()
     if paths.study_json.is_file():
-        old = json.loads(paths.study_json.read_text())
-        if old.get("training_hash") != config.training_hash():
-            raise StudyError(
-                f"{study} holds a study trained with another config (training hash "
-                f"{old.get('training_hash')} != {config.training_hash()}); set output_dir to a new "
-                f"directory, or restore the original model/data/optimizer/training/checkpoints/hooks"
-            )
-        created = old.get("created", created)
-    elif study.exists() and any(study.iterdir()):
-        raise StudyError(f"{study} exists, is not empty and has no {paths.study_json.name}; choose another output_dir")
+        try:
+            created = read_json(paths.study_json).get("created", created)
+        except DamagedFileError as err:
+            log.warning("%s; rewritten from the config (every run store was trained by it)", err)
     paths.runs.mkdir(parents=True, exist_ok=True)
     write_json_atomic(paths.study_json, {
         "config": config.model_dump(mode="json"),
@@ -131,12 +227,13 @@ def prepare_study(config: StudyConfig) -> Location:
 
 
 def load_study(study: str | Location) -> StudyConfig:
-    """The study's config, from study.json. Parsing imports no user code; the same text is
-    parsed once per process (a run reads it at every stage)."""
+    """The study's config, from study.json (verified). Parsing imports no user code; the same text
+    is parsed once per process (a run reads it at every stage)."""
     meta_path = layout(study).study_json
     if not meta_path.is_file():
         raise StudyError(f"{study} is not a study directory (no {meta_path.name}); run `vt run CONFIG` first")
-    return _parse_study_json(meta_path.read_text(), str(meta_path))
+    meta = read_json(meta_path, fix="`vt run CONFIG` with the study's config writes it again")
+    return _parse_study_json(json.dumps(meta, sort_keys=True), str(meta_path))
 
 
 @functools.lru_cache(maxsize=32)
@@ -144,7 +241,8 @@ def _parse_study_json(text: str, source: str) -> StudyConfig:
     try:
         return parse_config(json.loads(text)["config"], source)
     except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as err:
-        raise StudyError(f"{source} is damaged: {err}") from None
+        raise StudyError(f"{source} is damaged: {str(err)[:300]}; `vt run CONFIG` with the study's config "
+                         f"writes it again") from None
 
 
 def open_run(study: str | Location, seed: int, config: StudyConfig) -> RunStore:
@@ -203,9 +301,37 @@ def seed_status(study: str | Location) -> list[dict]:
     return rows
 
 
+def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False) -> list[str]:
+    """What is damaged in one seed's store and resume file (empty: nothing, or no store yet).
+    Without ``read`` the check is cheap (attributes, metadata, chunks present, the resume file's
+    trailer); with it every committed chunk and the resume file are read and their checksums
+    verified. A store written by another config is reported too."""
+    path = run_path(study, seed)
+    if not path.exists():
+        return []
+    try:
+        store = RunStore(path, mode="r")
+        attrs = store.attrs
+    except Exception as err:  # noqa: BLE001 - every kind of damage is reported
+        return [f"store {path.name} cannot be opened ({type(err).__name__}: {str(err)[:160]})"]
+    if attrs.get("config_hash") != config.training_hash():
+        return [f"store {path.name} was written by another config (hash {attrs.get('config_hash')!r} != "
+                f"{config.training_hash()})"]
+    problems = store.check(read=read)
+    resume = store.resume_problem(read=read)
+    if resume:
+        problems.append(resume)
+    elif not problems and attrs["status"] not in FINISHED and store.committed and not store.resume_path.is_file():
+        problems.append(f"resume file {store.resume_path.name} is missing: the seed cannot resume")
+    return problems
+
+
 def validate_study(study: str | Location) -> list[str]:
-    """Every problem found in a study's stores, each naming the seed and the array; empty if none.
-    Reads every committed row of every array, so damaged chunks are found, not just missing ones."""
+    """Every problem found in a study, each naming the seed and array (and checkpoint) or the file;
+    empty if none. Reads every committed chunk of every store (checksums verified), each resume
+    file, and every derived file (metrics, HMM, analysis: :func:`vt_core.verify.check_derived`)."""
+    from vt_core.verify import check_derived
+
     study = location(study)
     config = load_study(study)
     problems = []
@@ -214,16 +340,11 @@ def validate_study(study: str | Location) -> list[str]:
         if not path.exists():
             problems.append(f"seed {seed}: store {path} is missing (`vt run` or `vt rerun {study} --seed {seed}`)")
             continue
-        try:
-            store = RunStore(path, mode="r")
-            if store.attrs.get("config_hash") != config.training_hash():
-                problems.append(f"seed {seed}: {path} was written by another config (hash "
-                                f"{store.attrs.get('config_hash')} != {config.training_hash()})")
-                continue
-            problems += [f"seed {seed}: {p}; `vt rerun {study} --seed {seed}` retrains it" for p in store.validate()]
-        except Exception as err:  # noqa: BLE001
-            problems.append(f"seed {seed}: {path} cannot be opened ({type(err).__name__}: {err})")
-    return problems
+        found = store_problems(study, seed, config, read=True)
+        problems += [f"seed {seed}: {p}" for p in found[:20]]
+        if found:
+            problems.append(f"seed {seed}: `vt run CONFIG` retrains it ({len(found)} problem(s))")
+    return problems + check_derived(study)
 
 
 def reset_seed(study: str | Location, seed: int) -> None:

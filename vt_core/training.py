@@ -164,7 +164,7 @@ def make_optimizer(cfg, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return cls(params, lr=o.lr, betas=(o.betas[0], o.betas[1]), weight_decay=o.weight_decay)
 
 
 class Trainer:

@@ -18,6 +18,7 @@ from vt_core.config import ConfigError, HMMConfig
 from vt_core.errors import VtError
 from vt_core.hmm import sequences_from_rows
 from vt_core.layout import layout
+from vt_core.location import read_json
 from vt_core.parallel import pool as _pool
 
 
@@ -113,11 +114,9 @@ def analyse_trajectories(table: Any, features: list[str] | None = None, *, seed:
             rows = states.run_fits(root, plan["jobs"], cfg, map if pool is None else pool.map)
         states.finalize(root, rows, cfg)
         result = states.explain(root, cfg, conv, name)
-        import json
-
-        result["selection"] = json.loads(layout(root).selection.read_text())
+        result["selection"] = read_json(layout(root).selection)
         result["bootstrap"] = result["selection"].get("bootstrap")
-        result["paths"] = json.loads(layout(root).paths.read_text())
+        result["paths"] = read_json(layout(root).paths)
         return result
     finally:
         if out is None:

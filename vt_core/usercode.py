@@ -2,19 +2,23 @@
 
 Parsing a config (:func:`vt_core.config.parse_config`) has no side effects; a command that trains,
 computes metrics or lists hookpoints calls :func:`load_user_code` once, at its edge. Importing a
-module runs its code, which is why this is explicit.
+module runs its code, which is why this is explicit, and why modules come only from installed
+packages and PYTHONPATH: never from the working directory (a study someone sent, opened from its
+own folder, could otherwise run a ``plugin.py`` it carries).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from vt_core.config import ConfigError, CustomModelConfig, StudyConfig
 from vt_core.errors import VtError
+
+#: where user code may come from: never the working directory or a study directory implicitly
+_WHERE = ("install it (pip install -e .) or name its directory in PYTHONPATH (e.g. `PYTHONPATH=. vt run ...`); "
+          "vt does not import from the working directory by itself")
 
 
 class ModelFactoryError(VtError, ValueError):
@@ -25,22 +29,13 @@ class PluginError(VtError, ValueError):
     """A metric plugin module cannot be imported."""
 
 
-def importable_from_cwd() -> None:
-    """Let ``pkg.module`` paths name modules in the working directory too (after installed ones)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-
-
 def resolve_factory(spec: str) -> Callable[..., Any]:
     """Import ``"pkg.module:function"`` (this runs the module's code, like any import)."""
     module, _, attr = spec.partition(":")
-    importable_from_cwd()
     try:
         mod = importlib.import_module(module)
     except ImportError as err:
-        raise ModelFactoryError(f"model.factory {spec!r}: cannot import {module!r} ({err}); "
-                                f"is it installed or on PYTHONPATH?") from None
+        raise ModelFactoryError(f"model.factory {spec!r}: cannot import {module!r} ({err}); {_WHERE}") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise ModelFactoryError(f"model.factory {spec!r}: {module} has no callable {attr!r}")
@@ -49,13 +44,11 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
 
 def load_plugins(modules: list[str]) -> None:
     """Import each metric plugin module (it registers its metrics as it is imported)."""
-    importable_from_cwd()
     for mod in modules:
         try:
             importlib.import_module(mod)
         except ImportError as err:
-            raise PluginError(f"metrics.plugins: cannot import {mod!r} ({err}); "
-                              f"is it installed / on PYTHONPATH?") from None
+            raise PluginError(f"metrics.plugins: cannot import {mod!r} ({err}); {_WHERE}") from None
 
 
 def load_user_code(config: StudyConfig) -> StudyConfig:

@@ -133,7 +133,7 @@ def test_nonfinite_weights_give_nan_and_a_flag(tmp_path):
 def _analyse_metrics(study, seeds, why: bool = False):
     plan = stages.plan_metrics(study, seeds)
     cells = stages.finalize_metrics(study, plan, [stages.compute_metrics(study, s, plan) for s in seeds])
-    return cells if why else {k: v for k, v in cells.items() if k != "why"}
+    return cells if why else {k: v for k, v in cells.items() if k not in ("why", "damaged")}
 
 
 def test_incremental_seeds_metrics_and_checkpoints(tmp_path):
@@ -251,7 +251,8 @@ def test_reuse_is_keyed_by_the_training_run(tmp_path):
     w[2] = row
     cells = _analyse_metrics(study, [0, 1], why=True)
     n_cells = before.sizes["step"] * len(stages.plan_metrics(study, [0, 1]) and _columns(study))
-    assert cells == {"computed": n_cells, "reused": n_cells, "why": {"1": "seed retrained (its run store is new)"}}
+    assert cells == {"computed": n_cells, "reused": n_cells, "why": {"1": "seed retrained (its run store is new)"},
+                     "damaged": {}}
     after = load_features(study, ["l2", "var_w"])
     xr.testing.assert_equal(after.sel(seed=0), before.sel(seed=0))
     changed = (after.sel(seed=1) != before.sel(seed=1)).any(dim="metric")

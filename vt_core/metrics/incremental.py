@@ -95,6 +95,14 @@ def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
     return old
 
 
+def _checksummed(ds: xr.Dataset) -> dict:
+    """Every variable compressed and followed by a CRC32C checksum (a flipped bit is an error on
+    read); chunks are written even when they hold only fill values, so a missing one is damage."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {name: {"compressors": [ZstdCodec(level=0), Crc32cCodec()]} for name in ds.data_vars}
+
+
 def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, RunStore]) -> dict:
     """Target coordinates for ``stores``; writes a new template unless the old store already fits."""
     study = location(study)
@@ -115,7 +123,7 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
             training_hash=config.training_hash(), metrics_hash=metrics_hash(config),
             convention=config.metrics.convention, rules_version=RULES_VERSION).chunk({"seed": 1})
         template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3,
-                         **zarr_options(target))
+                         encoding=_checksummed(template), write_empty_chunks=True, **zarr_options(target))
     return {"target": url(target), "rebuild": not same, "seeds": seeds}
 
 
@@ -195,7 +203,7 @@ def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunSto
     block["run_id"] = ((), np.int64(_run_id(store)))
     i = list(target["seed"].values).index(seed)
     out = block.expand_dims(seed=[seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
-    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False,
+    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False, write_empty_chunks=True,
                           **zarr_options(location(plan["target"])))
     computed = int(missing.sum())
     return {"seed": seed, "computed": computed, "reused": reused,

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import vt_core
 from vt_core import analysis, states
 from vt_core.errors import VtError
 from vt_core.layout import layout
-from vt_core.location import Location, location
+from vt_core.location import Location, location, read_json
 from vt_core.metrics.incremental import load_features
 from vt_core.study import load_study, open_run
+
+log = logging.getLogger("vt")
 
 
 def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
@@ -29,15 +32,18 @@ def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
 
 
 def analysis_is_current(study: str | Location, seeds: list[int]) -> bool:
-    """True when analysis.json, the selection and the dashboard were made from exactly these inputs."""
+    """True when analysis.json, the HMM files and the dashboard were made from exactly these inputs
+    and are intact (a damaged one is logged and the analysis recomputed)."""
+    from vt_core.verify import analysis_damage
+
     paths = layout(study)
-    if not seeds or not all(p.is_file() for p in (paths.analysis, paths.selection, paths.dashboard)):
+    if not seeds or not paths.analysis.is_file() or not paths.dashboard.is_file():
         return False
-    try:
-        stored = json.loads(paths.analysis.read_text()).get("fingerprint")
-    except json.JSONDecodeError:
+    damage = analysis_damage(study)
+    if damage:
+        log.warning("%s; recomputing the analysis", damage)
         return False
-    return stored == analysis_fingerprint(study, seeds)
+    return read_json(paths.analysis).get("fingerprint") == analysis_fingerprint(study, seeds)
 
 
 def convergence_steps(study: str | Location, seeds: list[int], threshold: float) -> dict[int, int | None]:
@@ -70,4 +76,4 @@ def load_analysis(study: str | Location) -> dict:
     path = layout(location(study)).analysis
     if not path.is_file():
         raise AnalysisMissingError(f"{path} not found: the study has not been analysed; run `vt analyze {study}`")
-    return json.loads(path.read_text())
+    return read_json(path, f"`vt analyze {study}` recomputes it")

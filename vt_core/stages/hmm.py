@@ -11,12 +11,11 @@ settings::
 
 from __future__ import annotations
 
-import json
 from typing import TypedDict
 
 from vt_core import hmm, states
 from vt_core.layout import layout
-from vt_core.location import Location
+from vt_core.location import Location, read_json
 from vt_core.metrics.incremental import load_features
 from vt_core.study import load_study
 
@@ -68,5 +67,5 @@ def finalize_model(study: str | Location, rows: list[dict]) -> Selection:
 
 
 def load_selection(study: str | Location) -> Selection:
-    sel = json.loads(layout(study).selection.read_text())
+    sel = read_json(layout(study).selection, f"`vt analyze {study}` recomputes it")
     return {"chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "table": sel["table"]}

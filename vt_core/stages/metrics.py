@@ -9,12 +9,23 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
+from vt_core.errors import VtError
 from vt_core.location import Location
 from vt_core.metrics import incremental
 from vt_core.study import FINISHED, load_study, open_run, run_path
 from vt_core.usercode import load_user_code
+
+
+class DamagedRunError(VtError, RuntimeError):
+    """A seed's store turned out damaged while its metrics were computed."""
+
+    def __init__(self, study: str | Location, seed: int, problems: list[str]):
+        self.seed, self.problems = seed, problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"seed {seed}: {problems[0]}{more}; `vt run CONFIG` or `vt rerun {study} --seed {seed}` "
+                         f"retrains it")
 
 
 class MetricsPlan(TypedDict):
@@ -33,6 +44,7 @@ class MetricCells(TypedDict):
     computed: int
     reused: int
     why: dict[str, str]
+    damaged: NotRequired[dict[str, list[str]]]
 
 
 def usable_seeds(study: str | Location) -> list[int]:
@@ -76,19 +88,38 @@ def _seed_slot():
 
 
 def compute_metrics(study: str | Location, seed: int, plan: MetricsPlan) -> MetricCells:
-    """One seed's region: returns how many cells were computed and how many reused."""
+    """One seed's region: returns how many cells were computed and how many reused; a store found
+    damaged while it is read (a chunk failing its checksum) gives the problems under ``damaged``
+    instead (the flow retrains the seed or reports it)."""
     config = load_user_code(load_study(study))
+    store = open_run(study, seed, config)
     with _seed_slot():
-        counts = incremental.write_seed_metrics(study, config, open_run(study, seed, config), seed, plan)
+        try:
+            counts = incremental.write_seed_metrics(study, config, store, seed, plan)
+        except Exception:
+            problems = store.check(read=True)  # a chunk failing its checksum: name it, not a traceback
+            if problems:
+                return {"computed": 0, "reused": 0, "why": {}, "damaged": {str(seed): problems}}
+            raise
     why = {str(seed): counts["why"]} if counts["why"] else {}
-    return {"computed": counts["computed"], "reused": counts["reused"], "why": why}
+    return {"computed": counts["computed"], "reused": counts["reused"], "why": why, "damaged": {}}
+
+
+def damaged_seeds(counts: list[MetricCells]) -> dict[int, list[str]]:
+    """The seeds whose stores the metric tasks found damaged, with their problems."""
+    return {int(s): p for c in counts for s, p in c.get("damaged", {}).items()}
 
 
 def finalize_metrics(study: str | Location, plan: MetricsPlan, counts: list[MetricCells]) -> MetricCells:
-    """Put a rebuilt store in place; the cells computed and reused over all seeds."""
+    """Put a rebuilt store in place; the cells computed and reused over all seeds. A seed found
+    damaged is refused (:class:`DamagedRunError`) before anything is swapped in."""
+    damaged = damaged_seeds(counts)
+    if damaged:
+        seed = min(damaged)
+        raise DamagedRunError(study, seed, damaged[seed])
     incremental.finalize_metrics(study, plan)
     return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts),
-            "why": {seed: reason for c in counts for seed, reason in c["why"].items()}}
+            "why": {seed: reason for c in counts for seed, reason in c["why"].items()}, "damaged": {}}
 
 
 def describe_cells(cells: MetricCells) -> str:

@@ -6,6 +6,7 @@ summary. Checkpoints are written off the training thread (:mod:`vt_core.writer`)
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,15 +16,17 @@ import torch
 
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
-from vt_core.location import Location, location
+from vt_core.layout import layout
+from vt_core.location import Location, location, remove_tree
 from vt_core.metrics.roles import parameter_roles
 from vt_core.runtime import Runtime
 from vt_core.store import RunStore, StoreError
-from vt_core.study import FINISHED, load_study, open_run, run_path
+from vt_core.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
 from vt_core.training import DivergedError, Trainer
 from vt_core.writer import make_writer
 
 Progress = Callable[[dict], None]
+log = logging.getLogger("vt")
 
 
 class SeedSummary(TypedDict):
@@ -50,6 +53,39 @@ class SeedsFailedError(VtError, RuntimeError):
                          f"`vt rerun {study} --seed N` (or run the same command again to resume them)")
 
 
+def repair_seeds(study: str | Location) -> list[str]:
+    """Check every seed's store cheaply (:func:`vt_core.study.store_problems`) before training: a
+    damaged seed is deleted, so that it trains again from scratch; a finished seed whose resume
+    file alone is damaged just loses that file (it is not needed). One line per repair."""
+    study = location(study)
+    config = load_study(study)
+    notes = []
+    for seed in config.seeds:
+        problems = store_problems(study, seed, config)
+        if not problems or "written by another config" in problems[0]:
+            continue  # a foreign store is refused when the seed is trained, never deleted
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        if all(p.startswith("resume file") for p in problems) and _finished(study, seed):
+            remove_tree(layout(study).resume(seed))
+            notes.append(f"seed {seed}: {problems[0]}; deleted it (the seed is finished and does not need it)")
+            continue
+        reset_seed(study, seed)
+        notes.append(f"seed {seed}: {problems[0]}{more}; retraining it from scratch")
+    return notes
+
+
+def _finished(study: Location, seed: int) -> bool:
+    try:
+        return RunStore(run_path(study, seed), mode="r").status in FINISHED
+    except Exception:  # noqa: BLE001 - damaged: not finished
+        return False
+
+
+def finished_summary(study: str | Location, seed: int) -> SeedSummary:
+    """The summary of a seed that needs no training (complete or diverged)."""
+    return _summary(open_run(location(study), seed, load_study(study)), seed, skipped=True)
+
+
 def _summary(store: RunStore, seed: int, skipped: bool) -> SeedSummary:
     a = store.attrs
     acc = None
@@ -73,7 +109,12 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     if store is None:
         store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
                                 config=config.training_dict(), roles=parameter_roles(trainer.model))
-    state = store.load_resume()
+    try:
+        state = store.load_resume()
+    except StoreError as err:  # damaged: the seed cannot resume, so it starts again
+        log.warning("seed %d: %s; retraining it from scratch", seed, err)
+        reset_seed(study, seed)
+        return _start(study, seed, config)
     if state is not None:
         trainer.load_state_dict(state)
     elif store.committed:

@@ -1,0 +1,118 @@
+"""Everything a config must satisfy before anything is written: :func:`check_config`, the one
+function behind `vt validate CONFIG` and `vt run CONFIG` (and the study flow), so that neither
+accepts what the other refuses and a refused config never touches its ``output_dir``.
+
+Beyond the fields' own types and ranges (:mod:`vt_core.config`): the user code it names imports,
+the device exists, the task and the model build, every hookpoint and parameter glob matches, the
+probe batch and the checkpoint schedule fit the run, the HMM features exist and its settings are
+possible, and the output directory can hold this study (:func:`vt_core.study.check_output_dir`).
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from vt_core.config import ConfigError, StudyConfig
+from vt_core.errors import VtError
+from vt_core.location import location
+from vt_core.study import check_output_dir
+
+
+class Checked(TypedDict):
+    """What `vt validate` prints about an accepted config."""
+
+    name: str
+    model: str
+    n_parameters: int
+    seeds: int
+    weight_arrays: int
+    hooks: list[str]
+    total_steps: int
+    checkpoints: int
+    study: str
+
+
+def _field(field: str, err: Exception) -> ConfigError:
+    return ConfigError(f"{field}: {err}")
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            raise ConfigError(f"training.device = {device!r}: this machine has {n} CUDA device(s); "
+                              f"use \"cpu\" or \"auto\"")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                and torch.backends.mps.is_available()):
+        raise ConfigError("training.device = 'mps': Apple's MPS is not available here; use \"cpu\" or \"auto\"")
+
+
+def check_config(cfg: StudyConfig) -> Checked:
+    """Raise a :class:`ConfigError` (naming the field) for anything that would fail later."""
+    from vt_core.data import build_task
+    from vt_core.hooks import select_hookpoints, select_parameters
+    from vt_core.models import build_model
+    from vt_core.position import BatchPosition
+    from vt_core.usercode import load_user_code
+
+    load_user_code(cfg)
+    check_device(cfg.training.device)
+    try:
+        task = build_task(cfg.data, cfg.seeds[0])
+    except (VtError, ValueError, OSError) as err:
+        raise _field("data", err) from None
+    try:
+        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+    except (VtError, ValueError, TypeError, RuntimeError) as err:
+        raise _field("model", err) from None
+    try:
+        hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
+    except VtError as err:
+        raise _field("hooks.activations", err) from None
+    try:
+        params = select_parameters(model, cfg.hooks.weights)
+    except VtError as err:
+        raise _field("hooks.weights", err) from None
+    if cfg.hooks.probe_size > len(task.x_test):
+        raise ConfigError(f"hooks.probe_size = {cfg.hooks.probe_size} is more than the {len(task.x_test)} held-out "
+                          f"examples the probe batch is drawn from; lower it")
+    try:
+        position = BatchPosition(cfg, len(task.x_train), cfg.seeds[0])
+    except VtError as err:
+        raise _field("checkpoints", err) from None
+    if cfg.training.lr_schedule != "constant" and cfg.training.warmup_steps > position.total_steps:
+        raise ConfigError(f"training.warmup_steps = {cfg.training.warmup_steps} is past the last step "
+                          f"{position.total_steps}; lower it")
+    n_ckpt = position.expected_checkpoints
+    _check_hmm(cfg, params, hooks, n_ckpt)
+    check_output_dir(cfg)
+    return {"name": cfg.name, "model": cfg.model.name, "n_parameters": sum(p.numel() for p in model.parameters()),
+            "seeds": len(cfg.seeds), "weight_arrays": len(params), "hooks": hooks,
+            "total_steps": position.total_steps, "checkpoints": n_ckpt, "study": str(location(cfg.output_dir))}
+
+
+def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoints: int) -> None:
+    """Features that name a layer must name one that is stored; the settings must be possible."""
+    from vt_core.hooks import INPUT_SUFFIX
+
+    layers = set(params) | set(hooks) | {h + INPUT_SUFFIX for h in hooks}
+    for f in cfg.hmm.features or []:
+        if "@" not in f:
+            continue
+        layer = f.split("@", 1)[1]
+        base = layer.rsplit(".", 1)[0] if layer.rsplit(".", 1)[-1].isdigit() else layer
+        if layer not in layers and base not in params:
+            raise ConfigError(f"hmm.features: {f!r} names layer {layer!r}, which is not stored; stored "
+                              f"parameters and hookpoints: {sorted(layers)[:12]}")
+    n_features = len(cfg.hmm_features)
+    if cfg.hmm.pca_components is not None and cfg.hmm.pca_components > n_features:
+        raise ConfigError(f"hmm.pca_components = {cfg.hmm.pca_components} is more than the {n_features} "
+                          f"features; lower it or leave it out")
+    n_obs = len(cfg.seeds) * n_checkpoints
+    if cfg.hmm.max_states > n_obs:
+        raise ConfigError(f"hmm.max_states = {cfg.hmm.max_states} is more than the {n_obs} observations "
+                          f"({len(cfg.seeds)} seeds x {n_checkpoints} checkpoints); lower it")
