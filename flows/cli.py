@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
@@ -74,6 +76,8 @@ def command(fn):
             return fn(*args, **kwargs)
         except VtError as err:
             _fail(err)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
         except OSError as err:
             if _debug["on"]:
                 raise
@@ -130,8 +134,8 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
     cfg = load_config(config)
     check_config(cfg)  # everything `vt validate` checks, before anything is written
     switches = dataclasses.asdict(Runtime.from_env())
-    console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {study_dir(cfg)}", soft_wrap=True,
-                  markup=False, highlight=False)
+    console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {escape(str(study_dir(cfg)))}",
+                  soft_wrap=True, highlight=False)
     _run({"config_path": str(config), "runtime": switches}, runner, workers, study=study_dir(cfg))
 
 

@@ -76,6 +76,12 @@ def _where(first: int, last: int, steps: np.ndarray | None) -> str:
         f" (steps {int(steps[first])}-{int(steps[last])})" if steps is not None and last < len(steps) else "")
 
 
+def _why(err: Exception) -> str:
+    if "checksum" in str(err):
+        return "fails its checksum (the stored bytes changed)"
+    return f"cannot be read ({type(err).__name__}: {str(err)[:100]})"
+
+
 def step_arrays(store: RunStore) -> list[zarr.Array]:
     """Every array with a ``step`` dimension: the scalars at the root, weights, activations."""
     out = [a for _, a in store.root.arrays()]
@@ -146,8 +152,7 @@ def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None) -> list[
             try:
                 arr[first : last + 1]
             except Exception as err:  # noqa: BLE001 - every kind of damage is reported
-                out.append(f"array {arr.path}: {_where(first, last, steps)}: cannot be read "
-                           f"({type(err).__name__}: {str(err)[:120]})")
+                out.append(f"array {arr.path}: {_where(first, last, steps)}: {_why(err)}")
     return out
 
 
@@ -156,23 +161,24 @@ def verify_store(store: RunStore) -> list[str]:
     return check_store(store, read=True)
 
 
-def chunk_problems(arr: zarr.Array, name: str) -> list[str]:
-    """Every chunk of a whole array present and readable (checksums verified); the position of
-    damage is given as the chunk's index along the first dimension."""
-    if 0 in arr.shape or not arr.shape:
-        try:
-            arr[...]
-        except Exception as err:  # noqa: BLE001
-            return [f"array {name} cannot be read ({type(err).__name__})"]
+def chunk_problems(arr: zarr.Array, name: str, labels: list | None = None, dim: str = "row") -> list[str]:
+    """Every chunk of a whole array present and readable (checksums verified); damage is placed by
+    the ``labels`` of the first dimension (e.g. the seeds of metrics.zarr) or its index."""
+    if not arr.shape or 0 in arr.shape:
         return []
+
+    def where(first: int, last: int) -> str:
+        names = [str(labels[i]) if labels is not None and i < len(labels) else str(i) for i in range(first, last + 1)]
+        return f"{dim} {names[0]}" if first == last else f"{dim}s {names[0]}-{names[-1]}"
+
     present = _listing(arr)
     out = []
     for first, last, keys in _chunk_rows(arr, arr.shape[0]):
         if not all(k in present for k in keys):
-            out.append(f"array {name}: rows {first}-{last}: chunk missing")
+            out.append(f"array {name}: {where(first, last)}: chunk missing")
             continue
         try:
             arr[first : last + 1]
         except Exception as err:  # noqa: BLE001
-            out.append(f"array {name}: rows {first}-{last}: cannot be read ({type(err).__name__}: {str(err)[:100]})")
+            out.append(f"array {name}: {where(first, last)}: {_why(err)}")
     return out

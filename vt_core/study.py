@@ -136,7 +136,8 @@ def check_lock(study: Location) -> None:
     path = layout(study).lock
     if path.is_file():
         other, gone = _holder(path, socket.gethostname())
-        if not gone:
+        mine = other.get("pid") == os.getpid() and other.get("host") == socket.gethostname()
+        if not gone and not mine:
             raise StudyLockedError(
                 f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
                 f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
@@ -161,7 +162,7 @@ def check_output_dir(config: StudyConfig) -> None:
                              f"restore the original model/data/optimizer/training/checkpoints/hooks")
     else:
         try:
-            occupied = study.exists() and any(study.iterdir())
+            occupied = study.exists() and any(p.name != paths.lock.name for p in study.iterdir())
         except OSError as err:
             raise StudyError(f"output_dir {study} cannot be listed ({err}); choose another output_dir") from None
         if occupied:

@@ -12,6 +12,11 @@ from vt_core.layout import layout
 from vt_core.location import DamagedFileError, Location, load_npz, location, read_json, url, zarr_options
 
 
+def metrics_problems(study: str | Location) -> list[str]:
+    """Damage in ``metrics.zarr`` (a chunk missing or failing its checksum); empty if none."""
+    return _metrics_problems(location(study))
+
+
 def _metrics_problems(study: Location) -> list[str]:
     import zarr
 
@@ -25,9 +30,14 @@ def _metrics_problems(study: Location) -> list[str]:
         arrays = list(group.arrays())
     except Exception as err:  # noqa: BLE001 - every kind of damage is reported
         return [f"{path.name} cannot be opened ({type(err).__name__}: {str(err)[:120]})"]
+    try:
+        seeds = [int(s) for s in group["seed"][:]]
+    except Exception:  # noqa: BLE001 - reported below as the seed array's own damage
+        seeds = None
     out = []
     for name, arr in arrays:
-        out += [f"{path.name}: {p}" for p in chunk_problems(arr, name)]
+        dim = (arr.metadata.dimension_names or ("row",))[0] if arr.shape else "row"
+        out += [f"{path.name}: {p}" for p in chunk_problems(arr, name, seeds if dim == "seed" else None, dim)]
     return out
 
 
@@ -58,6 +68,9 @@ def file_problem(path: Location) -> str | None:
 def analysis_damage(study: str | Location) -> str | None:
     """Why the study's current analysis cannot be reused (a file is missing or damaged), or None."""
     files = layout(study)
+    problems = metrics_problems(study)
+    if problems:
+        return problems[0]
     needed = [files.analysis, files.selection, files.paths, files.model, files.hmm_input, files.hmm_split]
     for path in needed:
         if not path.is_file():

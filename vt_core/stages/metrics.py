@@ -7,15 +7,19 @@ incremental reuse in :mod:`vt_core.metrics.incremental`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from typing import NotRequired, TypedDict
 
 from vt_core.errors import VtError
-from vt_core.location import Location
+from vt_core.layout import layout
+from vt_core.location import Location, remove_tree
 from vt_core.metrics import incremental
 from vt_core.study import FINISHED, load_study, open_run, run_path
 from vt_core.usercode import load_user_code
+
+log = logging.getLogger("vt")
 
 
 class DamagedRunError(VtError, RuntimeError):
@@ -61,7 +65,14 @@ def usable_seeds(study: str | Location) -> list[int]:
 
 def plan_metrics(study: str | Location, seeds: list[int]) -> MetricsPlan:
     """Plan metrics.zarr for ``seeds`` (a new template only when something was added)."""
+    from vt_core.verify import metrics_problems
+
     config = load_user_code(load_study(study))
+    damage = metrics_problems(study)
+    if damage:  # nothing is reused from a damaged store: every cell is computed again
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        log.warning("%s%s; recomputing every metric", damage[0], more)
+        remove_tree(layout(study).metrics)
     plan = incremental.plan_metrics(study, config, {s: open_run(study, s, config) for s in seeds})
     return {"target": plan["target"], "rebuild": plan["rebuild"], "seeds": plan["seeds"]}
 

@@ -54,14 +54,15 @@ class SeedsFailedError(VtError, RuntimeError):
 
 
 def repair_seeds(study: str | Location) -> list[str]:
-    """Check every seed's store cheaply (:func:`vt_core.study.store_problems`) before training: a
-    damaged seed is deleted, so that it trains again from scratch; a finished seed whose resume
-    file alone is damaged just loses that file (it is not needed). One line per repair."""
+    """Verify every seed's store before training (:func:`vt_core.study.store_problems`: every
+    committed chunk read and checked against its checksum; benchmarks/RESULTS.md measures the
+    cost): a damaged seed is deleted, so that it trains again from scratch; a finished seed whose
+    resume file alone is damaged just loses that file (it is not needed). One line per repair."""
     study = location(study)
     config = load_study(study)
     notes = []
     for seed in config.seeds:
-        problems = store_problems(study, seed, config)
+        problems = store_problems(study, seed, config, read=True)
         if not problems or "written by another config" in problems[0]:
             continue  # a foreign store is refused when the seed is trained, never deleted
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
