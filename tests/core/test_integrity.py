@@ -1,0 +1,158 @@
+"""Damage to a run store, its resume file and the JSON files of a study is found and named: a
+missing chunk is an error (never the fill value), a flipped bit fails its checksum, a commit is one
+write of the root metadata, and a lock nobody live holds is taken over."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from vt_core.location import DamagedFileError, read_json, write_json_atomic
+from vt_core.store import RunStore, StoreError
+from vt_core.study import StudyLockedError, study_lock
+from vt_core.training import Checkpoint
+
+
+def ckpt(i):
+    return Checkpoint(index=i, step=10 * i, epoch=float(i), scalars={"train_loss": 1.0 / (i + 1)},
+                      weights={"layer.weight": np.full((8, 8), float(i), np.float32)},  # > 64 bytes a row:
+                      activations={"layer": np.ones((4, 8), np.float32) * i})  # one checkpoint per chunk
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = RunStore.create(tmp_path / "seed=0000.zarr", seed=0, config_hash="abc", config={"x": 1})
+    for i in range(4):
+        s.write(ckpt(i))
+        s.commit(i + 1, 10 * i)
+    s.set_status("complete")
+    return s
+
+
+def chunk(store, array, row):
+    path = store.path / array / "c" / str(row)
+    found = next(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else path
+    assert found.is_file(), found
+    return found
+
+
+def flip(path, at=-9):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_intact_store_has_no_problems(store):
+    assert store.check(read=True) == []
+
+
+def test_missing_weight_chunk_is_named_with_its_checkpoint(store):
+    chunk(store, "weights/layer.weight", 2).unlink()
+    assert RunStore(store.path).root["weights"]["layer.weight"][2].tolist()[0][0] != 2.0  # zarr: fill value
+    problems = RunStore(store.path).check()  # cheap check, no chunk read
+    assert problems == ["array weights/layer.weight: checkpoint 2 (step 20): chunk missing"]
+
+
+def test_missing_scalar_chunk_is_named(store):
+    chunk(store, "train_loss", 0).unlink()  # scalars: 512 rows to a chunk
+    problems = RunStore(store.path).check()
+    assert len(problems) == 1 and "train_loss" in problems[0] and "checkpoints 0-3" in problems[0]
+
+
+@pytest.mark.parametrize("array", ["weights/layer.weight", "activations/layer", "step"])
+def test_flipped_bit_fails_its_checksum(store, array):
+    flip(chunk(store, array, 1 if array != "step" else 0))
+    assert RunStore(store.path).check(read=False) == []  # present: only reading finds it
+    problems = RunStore(store.path).check(read=True)
+    assert len(problems) == 1 and array in problems[0] and "checksum" in problems[0], problems
+
+
+def test_truncated_and_empty_chunks_are_found(store):
+    c = chunk(store, "activations/layer", 3)
+    c.write_bytes(c.read_bytes()[:5])
+    c2 = chunk(store, "weights/layer.weight", 0)
+    c2.write_bytes(b"")
+    problems = RunStore(store.path).check(read=True)
+    assert any("activations/layer: checkpoint 3" in p for p in problems)
+    assert any("weights/layer.weight: checkpoint 0" in p for p in problems)
+
+
+def test_bad_root_attributes_are_named(store):
+    meta = store.path / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["committed_steps"] = "four"
+    meta.write_text(json.dumps(doc))
+    assert any("committed_steps" in p for p in RunStore(store.path).check())
+    doc["attributes"]["committed_steps"] = 9
+    meta.write_text(json.dumps(doc))
+    assert any("fewer than the 9 committed" in p for p in RunStore(store.path).check())
+
+
+def test_a_commit_is_one_write_of_the_root_metadata(store, monkeypatch):
+    writes = []
+    original = type(store.root).update_attributes
+
+    def counting(self, new):
+        writes.append(dict(new))
+        return original(self, new)
+
+    monkeypatch.setattr(type(store.root), "update_attributes", counting)
+    store.commit(4, 30)
+    store.set_status("failed", "x")
+    assert [sorted(w) for w in writes] == [["committed_steps", "last_step"], ["error", "owner", "status"]]
+
+
+def test_all_fill_value_chunks_are_still_written(tmp_path):
+    s = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="abc", config={})
+    c = ckpt(0)
+    c.scalars = {"train_loss": float("nan")}  # the fill value: zarr would skip the chunk by default
+    s.write(c)
+    s.commit(1, 0)
+    assert s.check() == []
+
+
+def test_resume_file_is_sealed_and_verified(store):
+    store.save_resume({"w": torch.arange(100)})
+    assert store.resume_problem(read=True) is None and store.load_resume()["w"].sum() == 4950
+    f = store.resume_path
+    flip(f, at=200)
+    assert store.resume_problem(read=False) is None  # the trailer is intact
+    assert "checksum" in store.resume_problem(read=True)
+    with pytest.raises(StoreError, match="damaged"):
+        store.load_resume()
+    f.write_bytes(f.read_bytes()[:300])
+    assert "truncated" in store.resume_problem(read=False)
+
+
+def test_json_documents_verify_themselves(tmp_path):
+    p = tmp_path / "a.json"
+    write_json_atomic(p, {"chosen_k": 3, "table": [1.5, float("nan")]})
+    assert read_json(p)["chosen_k"] == 3
+    p.write_text(p.read_text().replace('"chosen_k": 3', '"chosen_k": 4'))
+    with pytest.raises(DamagedFileError, match="checksum"):
+        read_json(p, "rerun it")
+    p.write_text("{ not json")
+    with pytest.raises(DamagedFileError, match="not readable JSON"):
+        read_json(p)
+    p.write_text(json.dumps({"chosen_k": 2}))  # written before checksums: read as it is
+    assert read_json(p) == {"chosen_k": 2}
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage", json.dumps({"pid": "x"}).encode()])
+def test_a_lock_no_live_vt_wrote_is_taken_over(tmp_path, content, caplog):
+    (tmp_path / ".vt.lock").write_bytes(content)
+    with caplog.at_level("WARNING", logger="vt"), study_lock(tmp_path):
+        assert json.loads((tmp_path / ".vt.lock").read_text())["pid"] == os.getpid()
+    assert "took over the lock" in caplog.text
+    assert not (tmp_path / ".vt.lock").exists()
+
+
+def test_a_live_lock_is_refused(tmp_path):
+    me = {"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}
+    (tmp_path / ".vt.lock").write_text(json.dumps(me))
+    with pytest.raises(StudyLockedError, match=str(os.getppid())), study_lock(tmp_path):
+        pass
+    assert json.loads((tmp_path / ".vt.lock").read_text()) == me
