@@ -14,7 +14,7 @@
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
       report.md                      `vt report`
-      .prefect/results/              cached results of the per-seed training tasks (JSON)
+      .prefect/results/              (older vt only) Prefect result files: never read, `vt validate` names them
 
 No other module spells these names: each asks :func:`layout` for the path.
 """

@@ -99,7 +99,7 @@ def test_validate_study_finds_damage_and_names_seed_and_array(analysed_study, tm
     shutil.rmtree(study / "runs" / "seed=0002.zarr")  # a deleted store
     res = runner.invoke(app, ["validate", str(study)])
     assert res.exit_code == 1
-    assert "seed 1: array weights/layers.0.weight cannot be read" in res.output
+    assert "seed 1: array weights/layers.0.weight: checkpoint " in res.output and "checksum" in res.output
     assert "seed 2: store" in res.output and "is missing" in res.output
     assert "seed 0" not in res.output  # the other seeds are unaffected
 
