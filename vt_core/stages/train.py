@@ -45,10 +45,11 @@ class SeedSummary(TypedDict):
 class SeedsFailedError(VtError, RuntimeError):
     """Some seeds failed; the others were trained and analysed."""
 
-    def __init__(self, study: str | Location, failed: dict[int, str]):
+    def __init__(self, study: str | Location, failed: dict[int, str], analysed: bool = True):
         self.failed = failed
-        lines = "\n".join(f"  seed {s}: {msg}" for s, msg in sorted(failed.items()))
-        super().__init__(f"seeds {sorted(failed)} failed (the others were analysed):\n{lines}\n"
+        lines = "\n".join(f"  seed {s}: {msg[:300]}" for s, msg in sorted(failed.items()))
+        others = "the others were analysed" if analysed else "no seed finished, so nothing was analysed"
+        super().__init__(f"seeds {sorted(failed)} failed ({others}):\n{lines}\n"
                          f"see `vt status {study}`, fix the cause, and retrain them with "
                          f"`vt rerun {study} --seed N` (or run the same command again to resume them)")
 
