@@ -15,6 +15,7 @@ import torch
 
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
+from vt_core.hooks import array_kinds
 from vt_core.location import Location, location
 from vt_core.metrics.roles import parameter_roles
 from vt_core.runtime import Runtime
@@ -72,7 +73,8 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     trainer = Trainer(config, seed)
     if store is None:
         store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
-                                config=config.training_dict(), roles=parameter_roles(trainer.model))
+                                config=config.training_dict(), roles=parameter_roles(trainer.model),
+                                kinds=array_kinds(trainer.model, trainer.weight_names, trainer.hooks))
     state = store.load_resume()
     if state is not None:
         trainer.load_state_dict(state)
