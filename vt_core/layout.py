@@ -14,6 +14,7 @@
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
       report.md                      `vt report`
+      export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
       .prefect/results/              cached results of the per-seed training tasks (JSON)
 
 No other module spells these names: each asks :func:`layout` for the path.
@@ -106,6 +107,16 @@ class Layout:
     @property
     def report(self) -> Location:
         return self.root / "report.md"
+
+    @property
+    def exports(self) -> Location:
+        """``vt export``'s default directory."""
+        return self.root / "export"
+
+
+def export_table(directory: Location, table: str, extension: str) -> Location:
+    """``DIR/checkpoints.parquet``, ``DIR/states.csv``, ...: one table that ``vt export`` writes."""
+    return directory / f"{table}.{extension}"
 
 
 def layout(study: str | os.PathLike | Location) -> Layout:

@@ -26,14 +26,13 @@ store may be a local path or an fsspec URL (:mod:`vt_core.location`).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import json
 
 import numpy as np
 import zarr
