@@ -176,23 +176,6 @@ def test_study_written_in_format_1_still_opens(tmp_path):
     _check_netcdf_roundtrip(tree, tmp_path)
 
 
-def test_transformer_dimensions_are_named_for_what_they_are():
-    from vt_core.hooks import array_kinds
-    from vt_core.models.transformer import Transformer
-    from vt_core.naming import dimension_names
-
-    model = Transformer(d_vocab=7, d_vocab_out=7, n_ctx=3, d_model=8, n_heads=2, d_head=4, d_mlp=16)
-    kinds = array_kinds(model, ["blocks.0.attn.W_Q", "blocks.0.mlp.W_in", "embed.W_E"],
-                        ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_post"])
-    assert dimension_names("weights", "blocks.0.attn.W_Q", 3, kinds["weights/blocks.0.attn.W_Q"]) == (
-        "blocks.0.attn.W_Q.heads", "blocks.0.attn.W_Q.d_model", "blocks.0.attn.W_Q.d_head")
-    assert dimension_names("weights", "blocks.0.mlp.W_in", 2, kinds["weights/blocks.0.mlp.W_in"])[1] == "blocks.0.mlp.W_in.d_mlp"
-    assert dimension_names("activations", "blocks.0.attn.hook_pattern", 3,
-                           kinds["activations/blocks.0.attn.hook_pattern"])[0] == "blocks.0.attn.hook_pattern.heads"
-    assert dimension_names("weights", "conv1.weight", 4, "conv") == tuple(
-        f"conv1.weight.{d}" for d in ("out_channels", "in_channels", "kernel_rows", "kernel_cols"))
-
-
 def _readme_code() -> str:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Analyse it yourself", 1)[1].split("\n## ", 1)[0]
