@@ -29,7 +29,7 @@ import xarray as xr
 
 from vt_core import naming
 from vt_core.analysis_data import analysis_nodes, states_dataset
-from vt_core.layout import layout
+from vt_core.layout import RUNS, layout
 from vt_core.location import Location, location
 from vt_core.store import RunStore
 from vt_core.study import load_study
@@ -139,7 +139,7 @@ def open_study(study: str | Location) -> xr.DataTree:
     nodes: dict[str, xr.Dataset] = {}
     runs = runs_dataset(stores) if stores else None
     if runs is not None:
-        nodes["runs"] = runs
+        nodes[RUNS] = runs
         for seed, st in stores.items():
             for group in ("weights", "activations"):
                 if group in st.root and st.committed:
@@ -151,7 +151,7 @@ def open_study(study: str | Location) -> xr.DataTree:
         nodes["states"] = states_dataset(study)
     if paths.analysis.is_file():
         nodes |= {f"analysis/{k}": v for k, v in analysis_nodes(study).items()}
-    missing = [p for p in ("runs", "metrics", "states", "analysis/states") if p not in nodes]
+    missing = [p for p in (RUNS, "metrics", "states", "analysis/states") if p not in nodes]
     root = xr.Dataset(attrs=naming.netcdf_attrs({
         "study": config.name, "training_hash": config.training_hash(), "location": str(study),
         "config": json.dumps(config.model_dump(mode="json")), "format_version": naming.FORMAT_VERSION,

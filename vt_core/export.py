@@ -18,7 +18,7 @@ import xarray as xr
 
 from vt_core.dataset import open_study
 from vt_core.errors import VtError
-from vt_core.layout import export_table, layout
+from vt_core.layout import RUNS, export_table, layout
 from vt_core.location import Location, location, write_bytes_atomic
 from vt_core.names import SCALARS
 
@@ -38,7 +38,7 @@ def _node(tree: xr.DataTree, path: str) -> xr.Dataset | None:
 
 
 def _scalars(tree: xr.DataTree) -> pd.DataFrame:
-    runs = tree["runs"].to_dataset()
+    runs = tree[RUNS].to_dataset()
     names = sorted((str(v) for v, var in runs.data_vars.items() if var.dims == ("seed", "step")),
                    key=lambda n: (SCALARS.index(n) if n in SCALARS else len(SCALARS), n))
     df = runs[names].reset_coords("epoch").to_dataframe()
@@ -71,7 +71,7 @@ def _states(tree: xr.DataTree) -> pd.DataFrame | None:
 
 def checkpoint_table(tree: xr.DataTree) -> pd.DataFrame:
     """One row per committed (seed, step): epoch, scalars, metrics, decoded state, posteriors."""
-    if _node(tree, "runs") is None:
+    if _node(tree, RUNS) is None:
         raise ExportError(f"{tree.attrs.get('location')}: no seed has a run store yet; run the study first")
     df = _scalars(tree)
     for part in (_metrics(tree, list(df.columns)), _states(tree)):
@@ -94,7 +94,7 @@ def state_table(tree: xr.DataTree) -> pd.DataFrame | None:
 def _netcdf(df: pd.DataFrame, index: list[str], tree: xr.DataTree) -> bytes:
     """The table as a dataset on ``index``, each column with the attributes it has in the study."""
     ds = xr.Dataset.from_dataframe(df.set_index(index))
-    known = {str(n): v.attrs for node in ("runs", "analysis/states") if (part := _node(tree, node)) is not None
+    known = {str(n): v.attrs for node in (RUNS, "analysis/states") if (part := _node(tree, node)) is not None
              for n, v in part.variables.items()}
     for name, var in ds.variables.items():
         name = str(name)

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 from vt_core.location import Location, location
 
+#: the run stores' directory; also the name of their node in :func:`vt_core.dataset.open_study`'s tree
+RUNS = "runs"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -44,7 +47,7 @@ class Layout:
     # -- training -----------------------------------------------------------------------------------
     @property
     def runs(self) -> Location:
-        return self.root / "runs"
+        return self.root / RUNS
 
     def run(self, seed: int) -> Location:
         return self.runs / f"seed={seed:04d}.zarr"
