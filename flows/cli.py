@@ -1,4 +1,4 @@
-"""The `vt` command: run, rerun, analyze, dashboard, status, validate, hooks, metrics, report."""
+"""The `vt` command: run, rerun, analyze, dashboard, export, status, validate, hooks, metrics, report."""
 
 from __future__ import annotations
 
@@ -174,6 +174,18 @@ def report(study: StudyArg,
     target.write_text(text)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written to {target}")
+
+
+@command
+def export(study: StudyArg,
+           format_: Annotated[str, typer.Option("--format", help="parquet, csv or netcdf")] = "parquet",
+           out: Annotated[str | None, typer.Option(help="directory, path or URL (default: STUDY/export)")] = None) -> None:
+    """Tidy tables: one row per seed and step (epoch, scalars, metrics, decoded state, posteriors),
+    and one per state."""
+    from vt_core.export import export_study
+
+    for path in export_study(_study(study), format_, out):
+        console.print(f"written {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @command

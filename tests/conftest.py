@@ -51,7 +51,7 @@ def store_arrays(store_path: Path) -> dict:
     from vt_core.store import RunStore
 
     store = RunStore(store_path, mode="r")
-    out = {name: arr[: store.committed] for name, arr in store.root.arrays()}
+    out = {name: arr[: store.committed] if arr.ndim else arr[()] for name, arr in store.root.arrays()}  # 0-d: seed
     for g in ("weights", "activations"):
         if g in store.root:
             out |= {f"{g}/{name}": arr[: store.committed] for name, arr in store.root[g].arrays()}

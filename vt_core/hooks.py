@@ -99,3 +99,41 @@ def describe_hookpoints(model: nn.Module, probe: torch.Tensor) -> list[dict]:
     return [{"name": n, "type": type(modules[n]).__name__,
              "output": tuple(got[n].shape) if n in got else None,
              "input": tuple(got[n + INPUT_SUFFIX].shape) if n + INPUT_SUFFIX in got else None} for n in names]
+
+
+def _module_kind(module: nn.Module) -> str:
+    """The family a module belongs to, for naming the dimensions of what it stores (:mod:`vt_core.naming`)."""
+    from torch.nn.modules import batchnorm, conv, instancenorm, pooling
+
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, conv._ConvNd):
+        return "conv"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if isinstance(module, (batchnorm._NormBase, instancenorm._InstanceNorm)):
+        return "batchnorm"
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))):
+        return "norm"
+    if isinstance(module, (pooling._AvgPoolNd, pooling._MaxPoolNd, pooling._AdaptiveAvgPoolNd,
+                           pooling._AdaptiveMaxPoolNd)):
+        return "pool"
+    return "other"
+
+
+def array_kinds(model: nn.Module, weights: list[str], hooks: list[str]) -> dict[str, str | list[str]]:
+    """``weights/<param>`` and ``activations/<hook>`` -> the owning module's kind, or the names a
+    module declares for them in ``vt_dim_names = {"W_Q": ("heads", "d_model", "d_head")}`` (its
+    parameters, or its child hookpoints' outputs, by dotted name)."""
+    modules = dict(model.named_modules())
+    declared: dict[str, list[str]] = {}
+    for prefix, module in modules.items():
+        for rel, names in (getattr(type(module), "vt_dim_names", None) or {}).items():
+            declared[f"{prefix}.{rel}" if prefix else rel] = list(names)
+    out: dict[str, str | list[str]] = {}
+    for p in weights:
+        owner = p.rpartition(".")[0]
+        out[f"weights/{p}"] = declared.get(p) or _module_kind(modules[owner])
+    for h in hooks:
+        out[f"activations/{h}"] = declared.get(h) or _module_kind(modules[h])
+    return out

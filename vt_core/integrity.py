@@ -25,7 +25,7 @@ GROUPS = ("weights", "activations")
 
 #: attributes every run store has, with the types they must have
 _ATTR_TYPES: dict[str, tuple[type, ...]] = {
-    "seed": (int,), "config_hash": (str,), "config": (dict,), "committed_steps": (int,),
+    "seed": (int,), "config_hash": (str,), "config": (str, dict), "committed_steps": (int,),
     "status": (str,), "run_id": (int,),
 }
 
@@ -84,7 +84,7 @@ def _why(err: Exception) -> str:
 
 def step_arrays(store: RunStore) -> list[zarr.Array]:
     """Every array with a ``step`` dimension: the scalars at the root, weights, activations."""
-    out = [a for _, a in store.root.arrays()]
+    out = [a for _, a in store.root.arrays() if a.ndim]  # not the 0-d seed
     for g in GROUPS:
         if g in store.root:
             out += [a for _, a in store.root[g].arrays()]
@@ -111,8 +111,14 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
         problems.append("array 'step' is missing")
     for arr in step_arrays(store):
         problems += _check_array(arr, n, steps, read)
-    if "probe" in store.root:  # the fixed probe batch: every row is written at the start
-        for _, arr in store.root["probe"].arrays():
+    if "seed" in store.root:  # 0-d (format 2): its value must be the store's seed
+        try:
+            if int(store.root["seed"][...]) != store.attrs["seed"]:
+                problems.append(f"array seed holds {int(store.root['seed'][...])}, not the store's seed")
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"array seed: {_why(err)}")
+    if "probe" in store.root and store.attrs.get("integrity"):  # the fixed probe batch (older stores
+        for _, arr in store.root["probe"].arrays():  # skipped chunks equal to its fill value, 0)
             problems += _check_array(arr, arr.shape[0], None, read)
     return problems
 

@@ -14,6 +14,7 @@
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
       report.md                      `vt report`
+      export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
       .prefect/results/              (older vt only) Prefect result files: never read, `vt validate` names them
 
 No other module spells these names: each asks :func:`layout` for the path.
@@ -25,6 +26,9 @@ import os
 from dataclasses import dataclass
 
 from vt_core.location import Location, location
+
+#: the run stores' directory; also the name of their node in :func:`vt_core.dataset.open_study`'s tree
+RUNS = "runs"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Layout:
     # -- training -----------------------------------------------------------------------------------
     @property
     def runs(self) -> Location:
-        return self.root / "runs"
+        return self.root / RUNS
 
     def run(self, seed: int) -> Location:
         return self.runs / f"seed={seed:04d}.zarr"
@@ -106,6 +110,16 @@ class Layout:
     @property
     def report(self) -> Location:
         return self.root / "report.md"
+
+    @property
+    def exports(self) -> Location:
+        """``vt export``'s default directory."""
+        return self.root / "export"
+
+
+def export_table(directory: Location, table: str, extension: str) -> Location:
+    """``DIR/checkpoints.parquet``, ``DIR/states.csv``, ...: one table that ``vt export`` writes."""
+    return directory / f"{table}.{extension}"
 
 
 def layout(study: str | os.PathLike | Location) -> Layout:

@@ -7,7 +7,12 @@ Layout of ``runs/seed=NNNN.zarr``::
     weights/step, weights/<param>     (step, *shape)       e.g. weights/layers.0.weight
     activations/step, activations/<hook>  (step, probe, *shape)
     probe/x, probe/y                  the fixed probe batch
-    attrs: seed, config_hash, config, committed_steps, last_step, status, error, integrity
+    seed                              0-d; with epoch, a coordinate of the scalars
+    attrs: format_version, seed, config_hash, config (JSON), committed_steps, last_step, status, error,
+           integrity
+
+Every array carries ``long_name`` (and ``units``); dimensions are named for what they are
+(:mod:`vt_core.naming`, which also says how format 1 differs).
 
 and beside it ``seed=NNNN.resume.pt``: model + optimizer + RNG state of the last commit (a file
 inside the store would make zarr and xarray warn about a foreign object).
@@ -30,6 +35,7 @@ have no ``integrity`` attribute: their missing chunks are still found, their fli
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -41,6 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zarr
 
+from vt_core import naming
 from vt_core.errors import VtError
 from vt_core.integrity import STATUSES, check_store, step_arrays
 from vt_core.layout import resume_path
@@ -142,20 +149,30 @@ class RunStore:
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
         self._datasets: dict[tuple, xr.Dataset] = {}
+        attrs = self.root.attrs
+        self.format_version = int(attrs.get("format_version", 1))
+        self._kinds: dict = dict(attrs.get("array_kinds") or {})
+        self._loss = naming.loss_of(attrs)
 
     @classmethod
     def create(cls, path: str | Location, *, seed: int, config_hash: str, config: dict,
-               roles: dict[str, str] | None = None) -> RunStore:
+               roles: dict[str, str] | None = None, kinds: dict | None = None) -> RunStore:
         """A new, empty store. ``roles``: each parameter's role for the weight metrics
-        (:mod:`vt_core.metrics.roles`). ``run_id`` is new for every store created: the identity of
-        this training run, which metrics computed from it are keyed by (a retrained seed gets a new
-        one, a resumed seed keeps it)."""
+        (:mod:`vt_core.metrics.roles`); ``kinds``: each array's module kind, which names its
+        dimensions (:func:`vt_core.hooks.array_kinds`). ``run_id`` is new for every store created:
+        the identity of this training run, which metrics computed from it are keyed by (a retrained
+        seed gets a new one, a resumed seed keeps it)."""
         path = location(path)
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
+        seed_arr = root.create_array("seed", shape=(), dtype=np.int64, dimension_names=(),
+                                     attributes=naming.scalar_attrs("seed"), compressors=_codecs(True),
+                                     config=_WRITE_ALL)
+        seed_arr[...] = seed
         root.update_attributes({  # one write of the root metadata
-            "seed": seed, "config_hash": config_hash, "config": config, "committed_steps": 0,
-            "last_step": None, "status": "running", "error": None, "parameter_roles": roles,
-            "run_id": secrets.randbits(62), "integrity": INTEGRITY,
+            "format_version": naming.FORMAT_VERSION, "seed": seed, "config_hash": config_hash,
+            "config": json.dumps(config), "committed_steps": 0, "last_step": None, "status": "running",
+            "error": None, "parameter_roles": roles, "run_id": secrets.randbits(62), "array_kinds": kinds,
+            "integrity": INTEGRITY,
         })
         return cls(path)
 
@@ -208,8 +225,8 @@ class RunStore:
             per_chunk = SMALL_ROW_CHUNK if rows.dtype.itemsize * int(np.prod(shape)) <= 64 else 1
             arr = group.create_array(
                 name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
-                fill_value=fill, dimension_names=dims, compressors=_codecs(group.path != "weights"),
-                config=_WRITE_ALL,
+                fill_value=fill, dimension_names=dims, attributes=self._array_attrs(group.path, name),
+                compressors=_codecs(group.path != "weights"), config=_WRITE_ALL,
             )
             self._arrays[(group.path, name)] = arr
         if arr.shape[1:] != shape:
@@ -218,6 +235,20 @@ class RunStore:
         if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write
             arr.resize((max(end, capacity, 2 * arr.shape[0]), *shape))
         arr[start:end] = rows
+
+    def _array_attrs(self, group: str, name: str) -> dict:
+        if self.format_version < 2:
+            return {}
+        attrs = naming.array_attrs(group or "", name, self._loss)
+        if not group and name not in ("step", "epoch"):  # CF: epoch and seed label every scalar
+            attrs["coordinates"] = "epoch seed"
+        return attrs
+
+    def _dims(self, group: str, name: str, ndim: int, lead: int) -> tuple[str, ...]:
+        """Names of the dimensions of ``group/name`` after ``step`` and the ``lead`` ones."""
+        if self.format_version < 2:
+            return tuple(f"{name}.d{j}" for j in range(lead, ndim))
+        return naming.dimension_names(group, name, ndim - lead, self._kinds.get(f"{group}/{name}"))
 
     def write(self, ckpt: Checkpoint, capacity: int = 0) -> None:
         """Write every array of one checkpoint at row ``ckpt.index`` (idempotent: rewrites the row)."""
@@ -245,7 +276,7 @@ class RunStore:
             g = self._groups[gname]
             self._put(g, "step", steps, i, ("step",), capacity)
             for name, value in arrays.items():
-                extra = tuple(f"{name}.d{j}" for j in range(len(lead), value.ndim))
+                extra = self._dims(gname, name, value.ndim, len(lead))
                 rows = np.stack([getattr(c, gname)[name] for c in ckpts])
                 self._put(g, name, rows, i, ("step", *lead, *extra), capacity)
 
@@ -255,7 +286,8 @@ class RunStore:
             v = np.asarray(v)
             dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
-                               compressors=_codecs(True))
+                               attributes=self._array_attrs("probe", name), compressors=_codecs(True),
+                               config=_WRITE_ALL)
             a[...] = v
 
     def save_resume(self, state: dict | bytes) -> None:

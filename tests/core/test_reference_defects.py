@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ROOT
 from vt_core import hmm
 from vt_core.config import HMMConfig
+from vt_core.naming import config_of
 from vt_core.store import RunStore
 from vt_core.study import load_study, run_path
 
@@ -35,7 +36,7 @@ def test_every_checkpoint_keeps_its_weights_not_only_the_final_ones(analysed_stu
 def test_results_carry_their_config_and_nothing_is_pickled(analysed_study):
     store = RunStore(run_path(analysed_study, 0), mode="r")
     config = load_study(analysed_study)
-    assert store.attrs["config"] == config.training_dict() and store.attrs["config_hash"] == config.training_hash()
+    assert config_of(store.attrs) == config.training_dict() and store.attrs["config_hash"] == config.training_hash()
     meta = json.loads((analysed_study / "study.json").read_text())
     assert meta["config"]["hmm"] and meta["versions"]
     for path in analysed_study.rglob("*"):

@@ -44,6 +44,15 @@ SCHEMA: dict[str, tuple[tuple[str, ...], type, object]] = {
     "run_id": (("seed",), np.int64, -1),  # the training run each seed's values were computed from
 }
 LABELS = ("metric", "layer_metric", "layer")
+#: ``long_name`` (and ``units``) of each variable, so that the store reads at a glance
+ATTRS: dict[str, dict[str, str]] = {
+    "value": {"long_name": "metric value (each metric in its own units)"},
+    "computed": {"long_name": "value has been computed"},
+    "per_layer": {"long_name": "metric value per weight matrix or hookpoint"},
+    "nonfinite": {"long_name": "a weight held NaN or inf at the checkpoint"},
+    "epoch": {"long_name": "passes over the training set", "units": "epochs"},
+    "run_id": {"long_name": "training run the values were computed from"},
+}
 
 
 def empty_metrics(coords: dict[str, list], per_seed: bool = False) -> xr.Dataset:
@@ -52,7 +61,7 @@ def empty_metrics(coords: dict[str, list], per_seed: bool = False) -> xr.Dataset
     data: dict[str, tuple] = {}
     for name, (dims, dtype, fill) in SCHEMA.items():
         dims = dims[1:] if per_seed else dims
-        data[name] = (dims, np.full([len(coords[d]) for d in dims], fill, dtype=dtype))
+        data[name] = (dims, np.full([len(coords[d]) for d in dims], fill, dtype=dtype), ATTRS[name])
     return xr.Dataset(data, coords={k: (_labels(v) if k in LABELS else v) for k, v in coords.items()
                                     if not (per_seed and k == "seed")})
 

@@ -16,6 +16,7 @@ from vt_core.hooks import HookPoint
 
 class LayerNorm(nn.Module):
     vt_metric_roles = {"w": "exclude", "b": "exclude"}  # normalisation: never weights or biases
+    vt_dim_names = {"w": ("d_model",), "b": ("d_model",)}  # how the stores name their dimensions
 
     def __init__(self, d: int, eps: float = 1e-5):
         super().__init__()
@@ -32,6 +33,9 @@ class LayerNorm(nn.Module):
 class Attention(nn.Module):
     # the paper's code: W_Q, W_K, W_V split per head; W_O one (d_model, heads * d_head) matrix
     vt_metric_roles = {"W_Q": "heads", "W_K": "heads", "W_V": "heads", "W_O": "merged_heads"}
+    vt_dim_names = {"W_Q": ("heads", "d_model", "d_head"), "W_K": ("heads", "d_model", "d_head"),
+                    "W_V": ("heads", "d_model", "d_head"), "W_O": ("heads", "d_head", "d_model"),
+                    "hook_pattern": ("heads", "query_position", "key_position"), "hook_z": ("heads", "position", "d_head")}
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, n_ctx: int):
         super().__init__()
@@ -58,6 +62,9 @@ class Attention(nn.Module):
 
 
 class MLPBlock(nn.Module):
+    vt_dim_names = {"W_in": ("d_model", "d_mlp"), "b_in": ("d_mlp",), "W_out": ("d_mlp", "d_model"),
+                    "b_out": ("d_model",), "hook_pre": ("position", "d_mlp"), "hook_post": ("position", "d_mlp")}
+
     def __init__(self, d_model: int, d_mlp: int, activation: str):
         super().__init__()
         self.W_in = nn.Parameter(torch.randn(d_model, d_mlp) / math.sqrt(d_model))
@@ -74,6 +81,8 @@ class MLPBlock(nn.Module):
 
 
 class Block(nn.Module):
+    vt_dim_names = {f"hook_resid_{w}": ("position", "d_model") for w in ("pre", "mid", "post")}
+
     def __init__(self, d_model, n_heads, d_head, d_mlp, n_ctx, activation, layer_norm):
         super().__init__()
         self.ln1 = LayerNorm(d_model) if layer_norm else nn.Identity()
@@ -92,6 +101,7 @@ class Block(nn.Module):
 
 class Embed(nn.Module):
     vt_metric_roles = {"W_E": "exclude"}
+    vt_dim_names = {"W_E": ("vocab", "d_model")}
 
     def __init__(self, d_vocab: int, d_model: int):
         super().__init__()
@@ -103,6 +113,7 @@ class Embed(nn.Module):
 
 class PosEmbed(nn.Module):
     vt_metric_roles = {"W_pos": "exclude"}
+    vt_dim_names = {"W_pos": ("position", "d_model")}
 
     def __init__(self, n_ctx: int, d_model: int):
         super().__init__()
@@ -114,6 +125,7 @@ class PosEmbed(nn.Module):
 
 class Unembed(nn.Module):
     vt_metric_roles = {"W_U": "exclude"}  # the paper's code never reads the unembedding
+    vt_dim_names = {"W_U": ("d_model", "vocab_out")}
 
     def __init__(self, d_model: int, d_vocab_out: int):
         super().__init__()

@@ -16,6 +16,7 @@ import torch
 
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
+from vt_core.hooks import array_kinds
 from vt_core.layout import layout
 from vt_core.location import Location, location, remove_tree
 from vt_core.metrics.roles import parameter_roles
@@ -110,7 +111,8 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     trainer = Trainer(config, seed)
     if store is None:
         store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
-                                config=config.training_dict(), roles=parameter_roles(trainer.model))
+                                config=config.training_dict(), roles=parameter_roles(trainer.model),
+                                kinds=array_kinds(trainer.model, trainer.weight_names, trainer.hooks))
     try:
         state = store.load_resume()
     except StoreError as err:  # damaged: the seed cannot resume, so it starts again
