@@ -95,13 +95,14 @@ def _figure(log: bool, hi: float, default: str):
 
 def _draw(p, log: bool, src: dict, views: dict, colors: list[str], threshold: float | None, default: str):
     x, x0, x1 = ("step1", "x0p1", "x1p1") if log else ("step", "x0", "x1")
+    suffix = "-log" if log else ""
     left, right, sx = ("left1", "right1", "x1") if log else ("left", "right", "x")
     p.vstrip(x0=x0, x1=x1, source=src["bands"], view=CDSView(filter=views["bf"]), color="color",
              fill_alpha="alpha", line_alpha=0)
     quads = p.quad(left=left, right=right, bottom="lo", top="hi", source=src["band"], color="color",
-                   fill_alpha=0.28, line_alpha=0, visible=False, name="band-quads")
+                   fill_alpha=0.28, line_alpha=0, visible=False, name=f"band-quads{suffix}")
     mean = p.segment(x0=left, x1=right, y0="mean", y1="next", source=src["band"], color="color", line_width=3,
-                     visible=False, name="band-mean")
+                     visible=False, name=f"band-mean{suffix}")
     others = p.multi_line("xs1" if log else "xs", "ys", source=src["lines"], color="#8a8a8a",
                           line_alpha="alpha", line_width=1.1)
     chosen = p.line(sx, "y", source=src["sel"], color="#222222", line_width=1.8)
@@ -122,7 +123,7 @@ def _draw(p, log: bool, src: dict, views: dict, colors: list[str], threshold: fl
              LegendItem(label=fixed("mean, 10–90% of seeds"), renderers=[mean, quads])]
     items += [LegendItem(label=fixed(f"state {i}"), renderers=[p.scatter(x=[np.nan], y=[np.nan], color=c, size=9)])
               for i, c in enumerate(colors)]
-    p.add_layout(Legend(items=items, label_text_font_size="10px", click_policy="hide", name="curve-legend"), "right")
+    p.add_layout(Legend(items=items, label_text_font_size="10px", click_policy="hide", name=f"curve-legend{suffix}"), "right")
     return {"quads": quads, "mean": mean, "span": span, "note": note, "item": items[0]}
 
 

@@ -43,7 +43,7 @@ def selection_figure(sel: dict, ks: list[int], x_range: Range1d):
         "k": [t["k"] for t in rows], "bic": [t["bic"] for t in rows], "aic": [t["aic"] for t in rows],
         "bic_min": [t.get("bic_min", t["bic"]) for t in rows], "bic_max": [t.get("bic_max", t["bic"]) for t in rows],
         "heldout": [t["heldout_ll"] if t.get("heldout_ll") is not None else np.nan for t in rows],
-        "n_ok": [t["n_ok"] for t in rows]})
+        "n_ok": [t["n_ok"] for t in rows]}, name="selection-scores")
     scores = np.array(src.data["bic"] + src.data["aic"] + src.data["bic_max"], float)
     p = figure(title="Model selection (bar: BIC over restarts)",
                height=300, sizing_mode="stretch_width", min_width=360, x_range=x_range,

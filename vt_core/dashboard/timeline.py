@@ -44,7 +44,7 @@ def _figure(log: bool, src, conv: dict, order: list[str], groups, x_range, per_s
     p.ygrid.visible = False
     glabels = LabelSet(x=6, x_units="screen", y="seed", text="text", source=groups, text_font_size="10px",
                        text_font_style="bold", background_fill_color="white", background_fill_alpha=0.8,
-                       y_offset=-2, visible=False, name="timeline-groups")
+                       y_offset=-2, visible=False, name="timeline-groups-log" if log else "timeline-groups")
     p.add_layout(glabels)
     return p, glabels
 
