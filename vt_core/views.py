@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class Outputs:
     analysis: dict
     selection: dict
     paths: dict
-    value: object
+    value: Any  # xarray.DataArray
 
 
 def load_outputs(study: str | Location) -> Outputs:
@@ -99,14 +100,17 @@ def path_groups(paths: dict, conv: dict) -> list[tuple[tuple[int, ...], list[str
 
 def state_grid(value, paths: dict) -> np.ndarray:
     """(seed, step) decoded state of each seed at each step of ``value`` (-1: none)."""
-    steps = value["step"].values
+    steps = np.asarray(value["step"].values)
     out = np.full((value.sizes["seed"], len(steps)), -1, int)
-    pos = {int(s): i for i, s in enumerate(steps)}
+    order = np.argsort(steps)
     for i, seed in enumerate(value["seed"].values):
         d = paths.get(str(int(seed)), {"steps": [], "states": []})
-        for st, s in zip(d["steps"], d["states"]):
-            if int(st) in pos:
-                out[i, pos[int(st)]] = s
+        if not d["steps"]:
+            continue
+        at = np.searchsorted(steps, d["steps"], sorter=order)
+        at = np.clip(at, 0, len(steps) - 1)
+        hit = steps[order[at]] == np.asarray(d["steps"])
+        out[i, order[at[hit]]] = np.asarray(d["states"], int)[hit]
     return out
 
 
@@ -119,11 +123,15 @@ def modal_state(grid: np.ndarray) -> np.ndarray:
     return np.where(counts.max(axis=0) > 0, counts.argmax(axis=0), -1)
 
 
-def band(value, metric: str) -> dict[str, np.ndarray]:
-    """Mean and the 10%/90% quantiles over seeds of ``metric`` per step (NaN where no seed has it)."""
-    v = np.asarray(value.sel(metric=metric).values, float)  # (seed, step)
+def band(value, metric: str | None = None, steps: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Mean and the 10%/90% quantiles over seeds per step (NaN where no seed has a value), of
+    ``metric`` (arrays (step,)) or of every metric at once (arrays (step, metric)); ``steps``: the
+    indices of the steps wanted (default: all)."""
+    v = np.asarray((value.sel(metric=metric) if metric is not None else value).values, float)  # (seed, step[, m])
+    if steps is not None:
+        v = v[:, steps]
     ok = np.isfinite(v).any(axis=0)
-    mean, lo, hi = (np.full(v.shape[1], np.nan) for _ in range(3))
+    mean, lo, hi = (np.full(v.shape[1:], np.nan) for _ in range(3))
     if ok.any():
         mean[ok] = np.nanmean(v[:, ok], axis=0)
         lo[ok], hi[ok] = np.nanquantile(v[:, ok], BAND_QUANTILES, axis=0)

@@ -196,7 +196,7 @@ def test_many_seeds_timeline_orders_and_labels(browser, tmp_path):
     page.wait_for(BOKEH_READY, timeout=120)
     _check_layout(page, 1280)
     conv = {int(s): c for s, c in a["convergence_step"].items()}
-    factors = _js(page, "return m('state-timeline').y_range.factors;")
+    factors = _js(page, "return m('state-timeline').y_range.factors;")[::-1]  # listed bottom to top
     never = float("inf")
     assert factors == sorted(factors, key=lambda s: (conv[int(s)] if conv[int(s)] is not None else never, int(s)))
     _js(page, "m('timeline-order').active = 2; m('timeline-labels').active = true; "

@@ -74,10 +74,10 @@ def _band_source(value, paths: dict, colors: list[str], metrics: list[str], defa
     data: dict = {"left": left, "right": right, "left1": left + 1, "right1": right + 1,
                   "color": [colors[s] if s >= 0 else NO_STATE for s in modal],
                   "state": modal, "alpha": np.ones(len(left), np.float32)}
-    for m in metrics:
-        b = band(value, m)
-        mean = b["mean"][idx]
-        data[f"{m}|lo"], data[f"{m}|hi"], data[f"{m}|mean"] = b["lo"][idx], b["hi"][idx], mean
+    b = band(value, steps=idx)  # (step, metric) each
+    for j, m in enumerate(metrics):
+        mean = b["mean"][:, j]
+        data[f"{m}|lo"], data[f"{m}|hi"], data[f"{m}|mean"] = b["lo"][:, j], b["hi"][:, j], mean
         data[f"{m}|next"] = np.append(mean[1:], mean[-1])
     for col in ("lo", "hi", "mean", "next"):
         data[col] = data[f"{default}|{col}"]
@@ -123,13 +123,14 @@ def _draw(p, log: bool, src: dict, views: dict, colors: list[str], threshold: fl
              LegendItem(label=fixed("mean, 10–90% of seeds"), renderers=[mean, quads])]
     items += [LegendItem(label=fixed(f"state {i}"), renderers=[p.scatter(x=[np.nan], y=[np.nan], color=c, size=9)])
               for i, c in enumerate(colors)]
-    p.add_layout(Legend(items=items, label_text_font_size="10px", click_policy="hide", name=f"curve-legend{suffix}"), "right")
+    legend = Legend(items=items, label_text_font_size="10px", click_policy="hide", name=f"curve-legend{suffix}")
+    p.add_layout(legend, "right")
     return {"quads": quads, "mean": mean, "span": span, "note": note, "item": items[0]}
 
 
 def _sources(value, paths: dict, colors: list[str], max_points: int, default: str | None):
     metrics, data, offsets, seeds, thinned = _curve_data(value, paths, colors, max_points)
-    default = default if default in metrics else metrics[0]
+    default = default if default is not None and default in metrics else metrics[0]
     data["y"] = data[default]
     first = seeds[0] if seeds else None
     cut = [(a, b) for a, b in zip(offsets, offsets[1:])]

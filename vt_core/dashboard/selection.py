@@ -113,6 +113,6 @@ def bootstrap_figure(sel: dict, x_range: Range1d):
     p.vbar(x="k", top="share", width=0.6, color="color", source=src)
     p.add_layout(LabelSet(x="k", y="share", text="pct", source=src, y_offset=2, text_align="center",
                           text_font_size="10px"))
-    if lo is not None:  # the 95% range of the resamples' k, as a bar above the shares
+    if lo is not None and hi is not None:  # the 95% range of the resamples' k, as a bar above the shares
         p.segment(x0=[lo - 0.3], x1=[hi + 0.3], y0=[1.15], y1=[1.15], line_width=3, color="black")
     return p

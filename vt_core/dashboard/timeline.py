@@ -52,9 +52,10 @@ def _figure(log: bool, src, conv: dict, order: list[str], groups, x_range, per_s
 def timelines(paths: dict, conv: dict, colors: list[str], x_ranges: list):
     """([linear figure, log figure], segment source, [order buttons, labels toggle])."""
     conv = {str(k): v for k, v in conv.items()}
-    orders = seed_orders(paths, conv)
+    # a categorical axis runs bottom to top: reversed, so that the first seed of an order is on top
+    orders = {name: order[::-1] for name, order in seed_orders(paths, conv).items()}
     groups = path_groups(paths, conv)
-    gsrc = ColumnDataSource({"seed": [m[0] for _, m in groups],
+    gsrc = ColumnDataSource({"seed": [m[0] for _, m in groups],  # a group's label on its top row
                              "text": [f"{path_text(p)} ({len(m)} seeds)" for p, m in groups]})
     src = _rows(paths, conv, colors)
     n = len(orders["seed"])

@@ -75,7 +75,7 @@ def _curve_panel(ax, out: Outputs, metric: str, modal: np.ndarray, colors: list[
         i, j = int(s0), min(int(s1), len(steps) - 1)
         ax.fill_between(steps[i:j + 1], b["lo"][i:j + 1], b["hi"][i:j + 1], color=c[i], alpha=0.3, linewidth=0)
     pts = np.column_stack([steps, b["mean"]])
-    ax.add_collection(LineCollection(np.stack([pts[:-1], pts[1:]], axis=1), colors=c[:-1], linewidths=1.6))
+    ax.add_collection(LineCollection(list(np.stack([pts[:-1], pts[1:]], axis=1)), colors=c[:-1], linewidths=1.6))
     ax.autoscale_view()
     threshold = out.analysis.get("convergence_threshold")
     if metric == THRESHOLD_METRIC and threshold is not None:
