@@ -35,7 +35,8 @@ METRICS = ["l1", "l2", "trace", "spectral", "code_sparsity", "computational_spar
 
 
 def synthetic(n_seeds: int, n_ckpts: int, k: int = 6, seed: int = 0):
-    """(analysis, selection, paths, value) as the analysis stages write them."""
+    """(analysis, selection, paths, value) as the analysis stages write them. Every third seed skips
+    state 1 (a second path through the graph); a seed converges when it reaches state k - 2."""
     rng = np.random.default_rng(seed)
     steps = np.arange(n_ckpts) * 10
     paths, value = {}, np.empty((n_seeds, n_ckpts, len(METRICS)), np.float32)
@@ -44,7 +45,7 @@ def synthetic(n_seeds: int, n_ckpts: int, k: int = 6, seed: int = 0):
         states, cur = [], 0
         for _ in range(n_ckpts):
             if cur < k - 1 and rng.random() < k / n_ckpts:
-                cur += 1
+                cur += 2 if (cur == 0 and s % 3 == 0) else 1
             states.append(cur)
         paths[str(s)] = {"steps": steps.tolist(), "states": states}
         value[s] = level[states] + 0.1 * rng.normal(size=(n_ckpts, len(METRICS)))
@@ -55,18 +56,31 @@ def synthetic(n_seeds: int, n_ckpts: int, k: int = 6, seed: int = 0):
     states = [{"state": i, "occupancy": float(np.mean(flat == i)),
                "seeds": [int(s) for s, p in paths.items() if i in p["states"]],
                "first_step_mean": float(np.mean(firsts[i])) if firsts[i] else None,
-               "step_min": 0, "step_max": int(steps[-1]),
+               "step_min": 0, "step_max": int(steps[-1]), "stability": 0.9,
                "means": {m: float(level[i, j]) for j, m in enumerate(METRICS)}} for i in range(k)]
-    edges = [{"source": i, "target": i + 1, "prob": 0.01, "n_seeds": len(states[i + 1]["seeds"])} for i in range(k - 1)]
-    transitions = [{"from": i, "to": i + 1, "prob": 0.01, "n_seeds": e["n_seeds"],
-                    "top_features": [{"feature": m, "mean_abs_gradient": 1.0, "z_mean_change": 0.5,
-                                      "raw_mean_change": 0.1} for m in METRICS[:3]]} for i, e in enumerate(edges)]
+    taken: dict[tuple[int, int], dict[str, int]] = {}
+    for s, p in paths.items():
+        st = p["states"]
+        for t in np.flatnonzero(np.diff(st)):
+            taken.setdefault((st[t], st[t + 1]), {})[s] = int(steps[t + 1])
+    edges = [{"source": i, "target": j, "prob": 0.01, "n_seeds": len(w), "seeds": sorted(map(int, w))}
+             for (i, j), w in sorted(taken.items())]
+    feats = [{"feature": m, "mean_abs_gradient": 1.0 / (n + 1), "z_mean_change": 0.5, "sd_change": 2.0 - n / 4,
+              "raw_mean_change": 0.1} for n, m in enumerate(METRICS[:5])]
+    transitions = [{"from": e["source"], "to": e["target"], "prob": 0.01, "n_seeds": e["n_seeds"],
+                    "seeds": e["seeds"], "first_step": taken[(e["source"], e["target"])], "top_features": feats,
+                    "top_by_sd_change": feats[::-1]} for e in edges]
+    conv = {s: next((int(steps[t]) for t, v in enumerate(p["states"]) if v >= k - 2), None) for s, p in paths.items()}
     a = {"chosen_k": k, "features": METRICS, "states": states, "graph": {"edges": edges},
-         "transitions": transitions, "convergence_step": {str(s): int(steps[n_ckpts // 2]) for s in range(n_seeds)},
+         "transitions": transitions, "convergence_step": conv, "convergence_threshold": 0.9,
          "detour_states": [], "selection": {"bic_weight": 0.9}}
-    sel = {"chosen_k": k, "table": [{"k": j, "n_ok": 5, "bic": 1000.0 / j + 10 * j, "aic": 900.0 / j + 8 * j,
-                                     "bic_min": 1000.0 / j + 10 * j, "bic_max": 1000.0 / j + 12 * j,
-                                     "heldout_ll": -100.0 / j} for j in range(1, 11)]}
+    sel = {"chosen_k": k, "status": "decided",
+           "table": [{"k": j, "n_ok": 5, "status": "ok", "bic": 1000.0 / j + 10 * j, "aic": 900.0 / j + 8 * j,
+                      "bic_min": 1000.0 / j + 10 * j, "bic_max": 1000.0 / j + 12 * j,
+                      "heldout_ll": -100.0 / j} for j in range(1, 11)]
+           + [{"k": 11, "status": "infeasible", "n_ok": 0, "failures": ["more free parameters than observations"]}],
+           "bootstrap": {"n": 20, "k_distribution": {str(k - 1): 0.15, str(k): 0.8, str(k + 1): 0.05},
+                         "k_interval": [k - 1, k + 1]}}
     return a, sel, paths, da
 
 

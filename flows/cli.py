@@ -1,4 +1,4 @@
-"""The `vt` command: run, rerun, analyze, dashboard, export, status, validate, hooks, metrics, report."""
+"""The `vt` command: run, rerun, analyze, dashboard, figures, export, status, validate, hooks, metrics, report."""
 
 from __future__ import annotations
 
@@ -217,6 +217,17 @@ def dashboard(study: StudyArg,
         from flows.serve_dashboard import serve_directory
 
         serve_directory(path.parent, host, port, console.print)
+
+
+@command
+def figures(study: StudyArg,
+            format_: Annotated[str, typer.Option("--format", help="pdf, svg or png")] = "pdf",
+            out: Annotated[str | None, typer.Option(help="folder to write to (default: STUDY/figures)")] = None) -> None:
+    """Publication-ready figures: state graph, timeline, curves by state, model selection, regression."""
+    from vt_core.figures import write_figures
+
+    for path in write_figures(_study(study), format_, out):
+        console.print(f"figure: {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command

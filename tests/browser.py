@@ -4,6 +4,7 @@
         page = browser.open(path)              # file:// URL; console errors are collected
         info = page.wait_for(JS_EXPRESSION)    # polls until the expression is truthy
         page.screenshot(path_png)
+        page.click(x, y)                       # a real mouse click, at viewport coordinates
         page.errors                            # console errors and uncaught exceptions
 
 Used by the dashboard's browser tests and by benchmarks/dashboard_scale.py.
@@ -64,7 +65,8 @@ class Page:
     def evaluate(self, expression: str):
         r = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in r:
-            raise RuntimeError(f"{expression[:80]}...: {r['exceptionDetails'].get('text')}")
+            d = r["exceptionDetails"]
+            raise RuntimeError(f"{expression[:80]}...: {d.get('text')} {d.get('exception', {}).get('description', '')}")
         return r["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.1):
@@ -76,6 +78,11 @@ class Page:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not true after {timeout} s: {expression[:120]}; errors: {self.errors}")
             time.sleep(interval)
+
+    def click(self, x: float, y: float) -> None:
+        """A left click at viewport coordinates (CSS px), as a user's mouse would make it."""
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
     def screenshot(self, path: str | Path, full_page: bool = True) -> Path:
         params = {"format": "png"}
@@ -146,7 +153,8 @@ class Chromium:
             if page is not None:
                 page._event(reply)
 
-    def open(self, target: str | Path) -> Page:
+    def open(self, target: str | Path, width: int | None = None, height: int | None = None) -> Page:
+        """A new tab showing ``target``, its viewport ``width`` x ``height`` CSS px (default: the browser's)."""
         remote = str(target).startswith(("http:", "https:", "file:"))
         url = str(target) if remote else Path(target).resolve().as_uri()
         tid = self.send("Target.createTarget", url="about:blank")["targetId"]
@@ -154,7 +162,7 @@ class Chromium:
         page = self._pages[session] = Page(self, session)
         for domain in ("Runtime", "Log", "Page"):
             page.send(f"{domain}.enable")
-        page.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
+        page.send("Emulation.setDeviceMetricsOverride", width=width or self.width, height=height or self.height,
                   deviceScaleFactor=1, mobile=False)
         page.send("Page.navigate", url=url)
         return page

@@ -13,6 +13,7 @@
       hmm/selection.json, hmm/model.npz, hmm/paths.json
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
+      figures/NAME.pdf|svg|png       `vt figures`: static figures for papers
       report.md                      `vt report`
       export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
       .prefect/results/              (older vt only) Prefect result files: never read, `vt validate` names them
@@ -106,6 +107,10 @@ class Layout:
     @property
     def dashboard(self) -> Location:
         return self.root / "dashboard" / "index.html"
+
+    @property
+    def figures(self) -> Location:
+        return self.root / "figures"
 
     @property
     def report(self) -> Location:

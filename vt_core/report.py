@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from vt_core.figures.graph import state_graph_data_uri
 from vt_core.location import Location, location
 from vt_core.narrative import detour_sentence, k_evidence, k_headline, k_notes, k_uncertainty, md, num
-from vt_core.palette import state_graph_data_uri
 from vt_core.stages.explain import load_analysis
 from vt_core.study import load_study
 

@@ -9,7 +9,7 @@ from vt_core.layout import layout, resume_path
 
 NAMES = {"study.json", ".vt.lock", "metrics.zarr", "metrics.zarr.new", "analysis.json", "selection.json",
          "paths.json", "model.npz", "input.npz", "split.json", "index.html", "report.md", "runs", "fits",
-         "dashboard/index.html", ".prefect", "results", "resume.pt", ".resume.pt"}
+         "dashboard/index.html", "figures", ".prefect", "results", "resume.pt", ".resume.pt"}
 
 
 def test_paths_of_a_study(tmp_path):
