@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
+from tasks import quiet_prefect
 from vt_core.checks import check_config
 from vt_core.config import load_config
 from vt_core.errors import VtError
@@ -36,6 +37,7 @@ Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or lo
 
 _MAX_ERROR_CHARS = 2000
 _debug = {"on": False}
+_view = {"quiet": False}
 
 
 def _fail(err: Exception, code: int = 2) -> None:
@@ -60,9 +62,13 @@ logging.getLogger("vt").propagate = False
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of unexpected errors")] = False,
+             verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own log lines")] = False,
+             quiet: Annotated[bool, typer.Option("--quiet", "-q", help="plain progress lines, no live view")] = False,
              ) -> None:
     """vt: training dynamics studies (train seeds, metrics, HMM states, dashboards)."""
     _debug["on"] = debug
+    _view["quiet"] = quiet
+    quiet_prefect(verbose)
 
 
 def command(fn):
@@ -100,8 +106,13 @@ def _study(value: str):
 
 
 def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False, study=None) -> dict:
+    """One flow, with the temporary server started quietly, Ctrl-C / SIGTERM turned into a stop at
+    the next checkpoint (exit 130), the live display, and the closing summary."""
+    from flows.display import Display
     from flows.runners import make_task_runner
+    from flows.session import interruptible, start_temporary_server
     from flows.study import analyze_flow, study_flow
+    from vt_core.interrupt import StudyInterrupted
 
     if study is not None and same_process_only(study) and runner != "threads":
         _fail(LocationError(f"{url(study)} lives in this process's memory: Dask workers cannot see it; "
@@ -109,22 +120,35 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     task_runner = make_task_runner(runner, workers)
     f = analyze_flow if analyze_only else study_flow
     start = time.perf_counter()
-    try:
-        result = f.with_options(task_runner=task_runner)(**flow_kwargs)
-    except SeedsFailedError as err:
-        console.print(f"\n{err}", soft_wrap=True, markup=False, highlight=False, style="red")
-        raise typer.Exit(1) from None
-    console.print(f"\n[bold green]done[/] in {time.perf_counter() - start:.1f} s")
-    console.print(f"dashboard: [bold]{result['dashboard']}[/]", soft_wrap=True)
-    cells = result.get("metric_cells") or {}
-    if cells.get("reused") is not None:
-        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)  # type: ignore[arg-type]
-    from vt_core.narrative import closing_lines
-    from vt_core.stages.explain import load_analysis
-
-    for line in closing_lines(load_analysis(result["study"])):
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    with interruptible(_say), Display(console, live=not _view["quiet"]):
+        start_temporary_server()
+        try:
+            result = f.with_options(task_runner=task_runner)(**flow_kwargs)
+        except StudyInterrupted as err:
+            _fail(err, 130)
+        except SeedsFailedError as err:
+            console.print(f"\n{err}", soft_wrap=True, markup=False, highlight=False, style="red")
+            if study is not None and layout(study).analysis.is_file():
+                _closing(study, time.perf_counter() - start)
+            raise typer.Exit(1) from None
+    _closing(result["study"], time.perf_counter() - start, result.get("metric_cells"))
     return result
+
+
+def _say(text: str) -> None:
+    console.print(text, soft_wrap=True, markup=False, highlight=False, style="yellow")
+
+
+def _closing(study, seconds: float | None = None, cells: dict | None = None) -> None:
+    """The closing summary (:func:`vt_core.summary.closing_summary`)."""
+    from vt_core.summary import closing_summary
+
+    if seconds is not None:
+        console.print(f"\n[bold green]done[/] in {seconds:.1f} s")
+    if cells and cells.get("reused") is not None:
+        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)  # type: ignore[arg-type]
+    for line in closing_summary(study):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 @command
@@ -136,6 +160,12 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
     switches = dataclasses.asdict(Runtime.from_env())
     console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {escape(str(study_dir(cfg)))}",
                   soft_wrap=True, highlight=False)
+    from vt_core.stages import nothing_to_do
+
+    if nothing_to_do(study_dir(cfg), cfg):  # no orchestration to start: say so and summarise
+        console.print("nothing to do: every seed is finished and matches its checksums, and the analysis is current")
+        _closing(study_dir(cfg))
+        return
     _run({"config_path": str(config), "runtime": switches}, runner, workers, study=study_dir(cfg))
 
 
@@ -245,9 +275,10 @@ def status(study: StudyArg) -> None:
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
                       r["error"] or "")
     console.print(table)
-    state, todo = study_state(rows)
-    console.print(f"study: [bold]{state}[/]" + (f" — retrain with `vt rerun {study} --seed N` for N in "
-                                                 f"{todo}" if todo else ""), soft_wrap=True)
+    state, hints = study_state(rows)
+    console.print(f"study: [bold]{state}[/]", soft_wrap=True)
+    for hint in hints:
+        console.print(f"  {hint.replace('STUDY', str(study))}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command

@@ -15,8 +15,10 @@ from tasks.train import train_group_task, train_seed_task
 from vt_core.checks import check_config
 from vt_core.config import load_config
 from vt_core.groups import resolve_group_size
+from vt_core.interrupt import StudyInterrupted, stop_requested
 from vt_core.layout import layout
 from vt_core.location import url
+from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
@@ -45,6 +47,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
         return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
                 "metric_cells": {"computed": 0, "reused": None}}
     plan = plan_metrics_task(study, seeds)
+    publish({"kind": "stage", "stage": "metrics", "total": len(seeds)})
     counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
     damaged = damaged_seeds(counts)  # type: ignore[arg-type]
     if damaged and retrain is not None:
@@ -88,11 +91,13 @@ def _select(study: str) -> dict:
     """The HMM fits as tasks: main and cross-validation fits, the grid's extensions while BIC is
     lowest at its edge, the bootstrap fits; then the chosen model."""
     jobs = prepare_hmm_task(study)["jobs"]
+    publish({"kind": "stage", "stage": "hmm", "total": len(jobs)})
     rows = list(fit_hmm_task.map(study=unmapped(study), job=jobs).result())
     while True:
         nxt = select_model_task(study, rows)
         more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
         if more:
+            publish({"kind": "stage", "stage": "hmm" if nxt["extend_jobs"] else "bootstrap", "total": len(more)})
             rows += fit_hmm_task.map(study=unmapped(study), job=more).result()
         if not nxt["extend_jobs"]:
             return finalize_model_task(study, rows)
@@ -115,8 +120,9 @@ def _submit_training(study: str, switches: dict) -> tuple[dict, dict]:
 
 def _train(study: str, logger, switches: dict) -> tuple[dict, dict]:
     """Train what is not finished; each seed's summary, and the failed seeds with their errors."""
-    for note in repair_seeds(study):
-        logger.warning(note)
+    for line in repair_seeds(study):
+        logger.warning(line)  # the Prefect UI
+        note(f"warning: {line}")  # the terminal
     runs, futures = _submit_training(study, switches)
     failed = {}
     for seeds, fut in futures.items():
@@ -140,11 +146,15 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switch
     for seed in rerun_seeds or []:
         reset_seed(study, seed)
     runs, failed = _train(study, logger, switches)
+    if stop_requested():  # Ctrl-C or SIGTERM: nothing new starts, nothing is analysed
+        raise StudyInterrupted(study, sorted(s for s, r in runs.items() if r["status"] == "interrupted"),
+                               sorted(s for s, r in runs.items() if r["status"] == "missing"))
 
     def retrain(damaged: dict[int, list[str]]) -> dict:
         """Seeds found damaged while their metrics were read: retrained from scratch, once."""
         for seed, problems in sorted(damaged.items()):
             logger.warning("seed %d: %s; retraining it from scratch", seed, problems[0])
+            note(f"warning: seed {seed}: {problems[0]}; retraining it from scratch")
             reset_seed(study, seed)
         more, more_failed = _train(study, logger, switches)
         runs.update(more)

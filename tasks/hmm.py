@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from vt_core.progress import publish
 from vt_core.selection import job_name
 from vt_core.stages import hmm
 
@@ -23,7 +24,9 @@ def _fit_name() -> str:
 
 @task(name="fit-hmm", cache_policy=NO_CACHE, task_run_name=_fit_name)
 def fit_hmm_task(study: str, job: dict) -> dict:
-    return hmm.fit_hmm(study, job)
+    row = hmm.fit_hmm(study, job)
+    publish({"kind": "advance", "stage": "bootstrap" if str(job.get("kind")) == "boot" else "hmm"})
+    return row
 
 
 @task(name="select-model", cache_policy=NO_CACHE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from vt_core.progress import publish
 from vt_core.stages import metrics
 
 
@@ -16,7 +17,9 @@ def plan_metrics_task(study: str, seeds: list[int]) -> dict:
 
 @task(name="compute-metrics", cache_policy=NO_CACHE, task_run_name="compute-metrics-{seed}")
 def compute_metrics_task(study: str, seed: int, plan: dict) -> dict:
-    return dict(metrics.compute_metrics(study, seed, plan))  # type: ignore[arg-type]
+    cells = dict(metrics.compute_metrics(study, seed, plan))  # type: ignore[arg-type]
+    publish({"kind": "advance", "stage": "metrics"})
+    return cells
 
 
 @task(name="finalize-metrics", cache_policy=NO_CACHE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from vt_core.progress import publish
 from vt_core.runtime import Runtime
 from vt_core.stages import train
 from vt_core.study import load_study
@@ -18,6 +19,7 @@ def _progress(seed_epochs: int, logger):
 
     def progress(p: dict) -> None:
         seed = p["seed"]
+        publish({"kind": "seed", **p})  # the live view (every checkpoint); Prefect's log: every 10%
         if p["epoch"] - last.get(seed, -every) >= every or p["epoch"] >= seed_epochs:
             last[seed] = p["epoch"]
             logger.info("seed %d: epoch %.0f/%d  train acc %.3f  held-out acc %.3f  loss %.4f", seed,
@@ -35,6 +37,7 @@ def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
                                num_threads=1, runtime=Runtime(**(runtime or {})))
     logger.info("seed %d: %s (%d checkpoints)%s", seed, summary["status"], summary["committed_steps"],
                 " - already trained, skipped" if summary["skipped"] else "")
+    publish({"kind": "seed_end", "seed": seed, "status": summary["status"]})
     return dict(summary)
 
 
@@ -45,6 +48,7 @@ def train_group_task(study: str, seeds: list[int], runtime: dict | None = None) 
     summaries = train.train_group(study, seeds, progress=_progress(load_study(study).training.epochs, logger),
                                   runtime=Runtime(**(runtime or {})))
     for s in summaries:
+        publish({"kind": "seed_end", "seed": s["seed"], "status": s["status"]})
         logger.info("seed %d: %s (%d checkpoints)%s", s["seed"], s["status"], s["committed_steps"],
                     f" - {s['error']}" if s["status"] == "failed" else "")
     return [dict(s) for s in summaries]

@@ -15,8 +15,10 @@ import xarray as xr
 
 from vt_core import hmm, naming
 from vt_core.layout import layout
-from vt_core.location import Location, load_npz
+from vt_core.location import Location, load_npz, read_json
 from vt_core.states import load_input
+
+_FIX = "`vt analyze STUDY` recomputes it"
 
 NO_STATE = -1
 
@@ -36,7 +38,7 @@ def _grid(rows: dict[int, tuple[np.ndarray, np.ndarray]], fill) -> tuple[list[in
 def states_dataset(study: str | Location) -> xr.Dataset:
     """Decoded state and posterior per (seed, step); chosen k and the selection as attributes."""
     files = layout(study)
-    paths = json.loads(files.paths.read_text())
+    paths = read_json(files.paths, _FIX)
     decoded = {int(s): (np.asarray(p["steps"], dtype=np.int64), np.asarray(p["states"], dtype=np.int64))
                for s, p in paths.items()}
     data = load_input(study)
@@ -53,7 +55,7 @@ def states_dataset(study: str | Location) -> xr.Dataset:
                        {"long_name": "posterior probability of each state", "units": "probability"})},
         coords={"seed": ("seed", seeds, naming.scalar_attrs("seed")), "step": ("step", steps, naming.scalar_attrs("step")),
                 "hmm_state": ("hmm_state", np.arange(k), {"long_name": "HMM state (labelled by mean first visit)"})})
-    sel = json.loads(files.selection.read_text())
+    sel = read_json(files.selection, _FIX)
     ds.attrs = naming.netcdf_attrs({
         "chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "criterion": sel.get("criterion"),
         "reasons": sel.get("reasons"), "runner_up_k": sel.get("runner_up_k"), "features": data.features,
@@ -93,7 +95,7 @@ _STATE_COLUMNS = {
 
 def analysis_nodes(study: str | Location) -> dict[str, xr.Dataset]:
     """``analysis.json`` as the datasets ``states``, ``transitions`` and ``seeds``."""
-    a = json.loads(layout(study).analysis.read_text())
+    a = read_json(layout(study).analysis, _FIX)
     summaries = a["states"]
     states = _table(summaries, "hmm_state", _STATE_COLUMNS).assign_coords(
         hmm_state=("hmm_state", [s["state"] for s in summaries], {"long_name": "HMM state"}))

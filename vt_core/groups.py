@@ -32,6 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from vt_core.config import StudyConfig
 from vt_core.group_record import HOST_DEPTH, Event, GroupRecorder, HostWorker
+from vt_core.interrupt import check_stop
 from vt_core.training import Trainer, TrainStep, loss_and_correct, lr_lambda, make_optimizer, resolve_device
 
 AUTO_GROUP_CUDA = 40
@@ -172,6 +173,7 @@ class GroupTrainer:
             self._train_step(self._next_indices())
             if self._advance():
                 yield
+                check_stop()  # the round is with the writers: stop here if asked
 
     def train_steps(self, n: int) -> None:
         """``n`` steps with no checkpoints (for benchmarks)."""

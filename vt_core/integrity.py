@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 RunStore = Any  # vt_core.store.RunStore (which imports this module)
 
-STATUSES = ("running", "complete", "failed", "diverged")
+STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
 GROUPS = ("weights", "activations")
 
 #: attributes every run store has, with the types they must have

@@ -266,18 +266,41 @@ def is_finished(study: str | Location, seed: int) -> bool:
     return store.status in FINISHED
 
 
-def study_state(rows: list[dict]) -> tuple[str, list[int]]:
-    """``complete`` (every seed finished: complete or diverged), ``partial`` (some seeds failed or
-    were interrupted, the rest finished), ``running`` or ``incomplete``; and the seeds to redo."""
-    statuses = {r["status"] for r in rows}
-    todo = [r["seed"] for r in rows if r["status"] in ("failed", "interrupted")]
-    if statuses <= set(FINISHED):
-        return "complete", []
-    if "running" in statuses:
-        return "running", todo
-    if todo and statuses <= {*FINISHED, "failed", "interrupted"}:
-        return "partial", todo
-    return "incomplete", todo
+def study_state(rows: list[dict]) -> tuple[str, list[str]]:
+    """The study's state in the seeds' vocabulary, and what to do about each kind of seed.
+
+    ``running`` (a seed is being trained), ``complete`` (every seed complete or diverged, at least
+    one complete), ``interrupted`` (seeds interrupted or missing, none failed: `vt run` resumes
+    them), ``failed`` (a seed failed or is damaged, or no seed finished: a study where nothing
+    completed is never complete)."""
+    by: dict[str, list[int]] = {}
+    for r in rows:
+        by.setdefault(r["status"], []).append(r["seed"])
+    hints = []
+    if by.get("interrupted") or by.get("missing"):
+        todo = sorted(by.get("interrupted", []) + by.get("missing", []))
+        hints.append(f"seeds {_seeds(todo)} interrupted or not started: `vt run CONFIG` resumes them from their "
+                     f"last committed checkpoint")
+    if by.get("failed"):
+        hints.append(f"seeds {_seeds(by['failed'])} failed (error above): fix the cause, then "
+                     f"`vt rerun STUDY --seed N` retrains each from scratch")
+    if by.get("damaged"):
+        hints.append(f"seeds {_seeds(by['damaged'])} damaged: `vt validate STUDY` names what; `vt run CONFIG` "
+                     f"retrains them")
+    if by.get("diverged"):
+        hints.append(f"seeds {_seeds(by['diverged'])} diverged (non-finite loss): lower the learning rate to "
+                     f"train them; the analysis leaves their last checkpoints out")
+    if by.get("running"):
+        return "running", hints
+    if by.get("failed") or by.get("damaged") or not by.get("complete"):
+        return "failed", hints
+    if by.get("interrupted") or by.get("missing"):
+        return "interrupted", hints
+    return "complete", hints
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
 
 
 def seed_status(study: str | Location) -> list[dict]:

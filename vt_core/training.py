@@ -23,6 +23,7 @@ from vt_core.config import StudyConfig
 from vt_core.data import Task, build_task
 from vt_core.errors import VtError
 from vt_core.hooks import capture, select_hookpoints, select_parameters
+from vt_core.interrupt import check_stop
 from vt_core.models import build_model
 from vt_core.position import BatchPosition, ScheduleError, checkpoint_steps  # noqa: F401 - re-exported
 from vt_core.record import GLOBAL_RNG_LOCK, checkpoint_record, load_resume_state, resume_state
@@ -294,7 +295,9 @@ class Trainer:
         """Train to the end, yielding checkpoints; starts from wherever the state says."""
         if self.position.n_checkpoints == 0:
             yield self.checkpoint()  # the initialisation, step 0
+            check_stop()
         while not self.position.finished:
             self._train_step(self.position.batch().to(self.device))
             if self.position.advance():
                 yield self.checkpoint()
+                check_stop()  # the checkpoint is with its writer: stop here if asked

@@ -161,7 +161,8 @@ class ProcessCheckpointWriter:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "vt_core.writer", str(store.path), str(capacity), str(max_pending_bytes),
              str(flush_every), str(flush_seconds), str(os.getpid()), str(nice)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            start_new_session=True)  # the terminal's Ctrl-C goes to the trainer, which stops at a checkpoint
         assert self._proc.stdin is not None and self._proc.stdout is not None  # both are pipes
         self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         try:  # a larger pipe: fewer wake-ups per checkpoint (Linux; the default 64 KiB otherwise)

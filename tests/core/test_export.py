@@ -11,6 +11,7 @@ from flows.cli import app
 from vt_core import open_study
 from vt_core.export import checkpoint_table, export_study, read_table
 from vt_core.layout import layout
+from vt_core.location import read_json
 from vt_core.metrics.incremental import open_metrics
 
 runner = CliRunner()
@@ -31,7 +32,7 @@ def test_export_joins_back_to_metrics_and_paths(analysed_study, tmp_path, fmt):
         got = table[f"{m}@{layer}"].reindex(col.index)
         np.testing.assert_allclose(got.to_numpy(float), col.to_numpy(float), rtol=1e-12, equal_nan=True)
     np.testing.assert_allclose(table["epoch"].reindex(value.index), metrics["epoch"].to_series(), rtol=1e-12)
-    paths = json.loads(layout(analysed_study).paths.read_text())
+    paths = read_json(layout(analysed_study).paths)  # verified; without its checksum key
     k = json.loads(layout(analysed_study).selection.read_text())["chosen_k"]
     for seed, p in paths.items():
         rows = table.loc[int(seed)].loc[p["steps"]]

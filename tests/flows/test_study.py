@@ -114,7 +114,8 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
 
     res = runner.invoke(app, ["status", str(study)])
     assert res.exit_code == 0
-    assert "partial" in res.output and "--seed N` for N in [1]" in res.output
+    out = " ".join(res.output.split())
+    assert "study: failed" in out and "seeds 1 failed" in out and f"`vt rerun {study} --seed N`" in out
     from vt_core.study import seed_status
 
     row = {r["seed"]: r for r in seed_status(study)}[1]

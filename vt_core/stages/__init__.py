@@ -18,12 +18,31 @@ from __future__ import annotations
 import time
 
 from vt_core import states
+from vt_core.config import StudyConfig
+from vt_core.layout import layout
 from vt_core.location import Location, location, same_process_only
 from vt_core.parallel import pool as _pool
 from vt_core.stages.explain import explain
 from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
 from vt_core.study import load_study
+
+
+def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
+    """True when `vt run` with ``config`` would change nothing: the study was made with this very
+    config, every seed is finished and its store verified in full (checksums), and the analysis
+    is current and intact. Then no orchestration needs to start."""
+    from vt_core.stages.explain import analysis_is_current
+    from vt_core.study import is_finished, store_problems
+
+    study = location(study)
+    if not layout(study).study_json.is_file() or load_study(study).model_dump() != config.model_dump():
+        return False
+    if not all(is_finished(study, s) for s in config.seeds):
+        return False
+    if any(store_problems(study, s, config, read=True) for s in config.seeds):
+        return False
+    return analysis_is_current(study, usable_seeds(study))
 
 
 def analyse(study: str | Location, workers: int = 1) -> dict:

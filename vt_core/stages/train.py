@@ -17,9 +17,11 @@ import torch
 from vt_core.config import StudyConfig
 from vt_core.errors import VtError
 from vt_core.hooks import array_kinds
+from vt_core.interrupt import Interrupted, stop_requested
 from vt_core.layout import layout
 from vt_core.location import Location, location, remove_tree
 from vt_core.metrics.roles import parameter_roles
+from vt_core.progress import note as announce
 from vt_core.runtime import Runtime
 from vt_core.store import RunStore, StoreError
 from vt_core.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
@@ -84,6 +86,15 @@ def _finished(study: Location, seed: int) -> bool:
         return False
 
 
+def not_started(study: Location, seed: int) -> SeedSummary:
+    """A seed left alone because a stop was requested: its store as it stands, or ``missing``."""
+    path = run_path(study, seed)
+    if path.exists():
+        return _summary(RunStore(path, mode="r"), seed, skipped=True) | {"status": "interrupted"}
+    return {"seed": seed, "status": "missing", "committed_steps": 0, "last_step": None, "final_test_accuracy": None,
+            "error": None, "skipped": True, "path": str(path)}
+
+
 def finished_summary(study: str | Location, seed: int) -> SeedSummary:
     """The summary of a seed that needs no training (complete or diverged)."""
     return _summary(open_run(location(study), seed, load_study(study)), seed, skipped=True)
@@ -121,6 +132,8 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
         return _start(study, seed, config)
     if state is not None:
         trainer.load_state_dict(state)
+        announce(f"seed {seed}: resuming from step {trainer.step:,} (checkpoint {trainer.n_checkpoints} of "
+                      f"{trainer.expected_checkpoints}, committed)")
     elif store.committed:
         raise StoreError(f"seed {seed}: {path} has {store.committed} committed checkpoints but no "
                          f"resume state; `vt rerun {study} --seed {seed}` retrains it")
@@ -136,7 +149,9 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
 def _end(path: Location, seed: int, outcome: BaseException | None) -> SeedSummary:
     """Record how the seed's training ended (re-reading the store: a writer process committed)."""
     store = RunStore(path)
-    if isinstance(outcome, DivergedError):
+    if isinstance(outcome, Interrupted):  # everything handed to the writer is committed
+        store.set_status("interrupted")
+    elif isinstance(outcome, DivergedError):
         store.truncate(store.committed)
         store.set_status("diverged", error=str(outcome))
     elif outcome is not None:
@@ -167,7 +182,7 @@ def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress |
                 _report(progress, trainer.seed, trainer.cfg, ckpt)
         finally:
             writer.close()  # everything queued is committed before the status changes
-    except DivergedError as err:
+    except (DivergedError, Interrupted) as err:
         outcome = err
     except BaseException as err:
         _end(store.path, trainer.seed, err)
@@ -181,6 +196,8 @@ def train_seed(study: str | Location, seed: int, progress: Progress | None = Non
 
     ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
     study = location(study)
+    if stop_requested():  # a stop was asked before this seed started: it does not start
+        return not_started(study, seed)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     config = load_study(study)
@@ -203,6 +220,8 @@ def train_group(study: str | Location, seeds: list[int], progress: Progress | No
     from vt_core.groups import groupable
 
     study = location(study)
+    if stop_requested():
+        return [not_started(study, seed) for seed in seeds]
     runtime = runtime or Runtime()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -272,6 +291,8 @@ class _GroupRun:
                 self._run_group()
             finally:
                 self._close_writers()
+        except Interrupted as err:
+            return {seed: _end(self.paths[seed], seed, err) for seed in self.trainers}
         except BaseException as err:
             for seed in self.trainers:
                 _end(self.paths[seed], seed, err)
