@@ -65,9 +65,10 @@ def check_config(cfg: StudyConfig) -> Checked:
         task = build_task(cfg.data, cfg.seeds[0])
     except (VtError, ValueError, OSError) as err:
         raise _field("data", err) from None
+    _check_size(cfg)
     try:
         model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
-    except (VtError, ValueError, TypeError, RuntimeError) as err:
+    except (VtError, ValueError, TypeError, RuntimeError, MemoryError) as err:
         raise _field("model", err) from None
     try:
         hooks = select_hookpoints(model, cfg.hooks.activations) if cfg.hooks.activations else []
@@ -95,15 +96,39 @@ def check_config(cfg: StudyConfig) -> Checked:
             "total_steps": position.total_steps, "checkpoints": n_ckpt, "study": str(location(cfg.output_dir))}
 
 
+#: more parameters than this is no model a study of training dynamics trains (Pythia-12B has 1.2e10)
+MAX_PARAMETERS = 20_000_000_000
+
+
+def _check_size(cfg: StudyConfig) -> None:
+    """Refuse a built-in model too large to build before building it (an MLP of 2,000 layers of
+    4,096 would take 130 GB)."""
+    m = cfg.model
+    widths = getattr(m, "hidden", None)
+    if widths is not None:
+        n, field = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True)), "model.hidden"
+    elif m.name == "transformer":
+        n = m.n_layers * (4 * m.d_model * m.n_heads * m.d_head + 2 * m.d_model * m.d_mlp)  # type: ignore[union-attr]
+        field = "model (n_layers, d_model, n_heads, d_head, d_mlp)"
+    elif m.name == "resnet":
+        n, field = 9 * (8 * m.width) ** 2 * sum(m.blocks) * 2, "model (width, blocks)"  # type: ignore[union-attr]
+    else:
+        return
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"{field}: about {n:,.0f} parameters, more than vt trains ({MAX_PARAMETERS:,}); "
+                          f"make the model smaller")
+
+
 def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoints: int) -> None:
     """Features that name a layer must name one that is stored; the settings must be possible."""
     from vt_core.hooks import INPUT_SUFFIX
+    from vt_core.metrics.incremental import AGGREGATIONS
 
     layers = set(params) | set(hooks) | {h + INPUT_SUFFIX for h in hooks}
     for f in cfg.hmm.features or []:
-        if "@" not in f:
+        layer = f.partition("@")[2]
+        if not layer or layer in AGGREGATIONS:  # the model average, or another aggregation over layers
             continue
-        layer = f.split("@", 1)[1]
         base = layer.rsplit(".", 1)[0] if layer.rsplit(".", 1)[-1].isdigit() else layer
         if layer not in layers and base not in params:
             raise ConfigError(f"hmm.features: {f!r} names layer {layer!r}, which is not stored; stored "

@@ -23,7 +23,10 @@ class ConfigError(VtError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys, loose types (``epochs = true``, ``lr = "0.1"``, ``epochs = 12.0``) and
+    non-finite numbers (``lr = inf``) are errors, never conversions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -389,7 +392,9 @@ def load_config(path: str | Path) -> StudyConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass the path to a .toml study config")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8); pass a .toml study config") from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        raise ConfigError(f"{path} is not valid TOML: {str(err)[:200]}") from None
     return parse_config(data, str(path))

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from vt_core.errors import VtError
 
 if TYPE_CHECKING:
     import zarr
@@ -22,12 +25,65 @@ RunStore = Any  # vt_core.store.RunStore (which imports this module)
 
 STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
 GROUPS = ("weights", "activations")
+#: the group of ``row_crc`` (step, array): each written row's CRC32C, columns named in its attributes
+CHECK_GROUP = "integrity"
+
+
+def row_crc(row: np.ndarray) -> int:
+    """The CRC32C of one row's bytes (C order, the stored dtype)."""
+    import google_crc32c
+
+    return int(google_crc32c.value(np.ascontiguousarray(row).tobytes()))
 
 #: attributes every run store has, with the types they must have
 _ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "seed": (int,), "config_hash": (str,), "config": (str, dict), "committed_steps": (int,),
     "status": (str,), "run_id": (int,),
 }
+
+
+class ResumeDamagedError(VtError, ValueError):
+    """A resume file is truncated or does not match its checksum."""
+
+
+_TRAILER_MAGIC = b"VTRESUME1"
+_ZIP_END = b"PK\x05\x06"  # a zip's end-of-central-directory record: how torch.save's files end
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` + magic + its length (8 bytes) + its CRC32C (4 bytes): a resume file that can be
+    checked on its own (a kill between it and the commit leaves a newer, valid one)."""
+    import google_crc32c
+
+    return data + _TRAILER_MAGIC + struct.pack("<QI", len(data), google_crc32c.value(data))
+
+
+def check_trailer(tail: bytes, size: int, name: str) -> int:
+    """The payload length a sealed file's trailer gives (damage: a :class:`ResumeDamagedError`); files
+    written before the trailer existed (no magic) are taken as they are."""
+    n = len(_TRAILER_MAGIC) + 12
+    if len(tail) < n or tail[-n:-12] != _TRAILER_MAGIC:
+        if _ZIP_END in tail[-64:]:  # an unsealed torch file (a zip) from an older vt: unchecked
+            return size
+        raise ResumeDamagedError(f"resume file {name} is damaged (truncated or overwritten: no valid trailer)")
+    length, _ = struct.unpack("<QI", tail[-12:])
+    if length != size - n:
+        raise ResumeDamagedError(f"resume file {name} is damaged (it has {size - n} bytes of state, its trailer "
+                                 f"says {length})")
+    return length
+
+
+def unseal(data: bytes, name: str) -> bytes:
+    """The state bytes of a sealed resume file, verified."""
+    import google_crc32c
+
+    length = check_trailer(data[-64:], len(data), name)
+    if length == len(data):
+        return data  # unsealed (older vt): torch.load decides
+    (crc,) = struct.unpack("<I", data[-4:])
+    if google_crc32c.value(data[:length]) != crc:
+        raise ResumeDamagedError(f"resume file {name} is damaged (its content does not match its checksum)")
+    return data[:length]
 
 
 def check_attrs(attrs: dict) -> list[str]:
@@ -85,7 +141,7 @@ def _why(err: Exception) -> str:
 def step_arrays(store: RunStore) -> list[zarr.Array]:
     """Every array with a ``step`` dimension: the scalars at the root, weights, activations."""
     out = [a for _, a in store.root.arrays() if a.ndim]  # not the 0-d seed
-    for g in GROUPS:
+    for g in (*GROUPS, CHECK_GROUP):
         if g in store.root:
             out += [a for _, a in store.root[g].arrays()]
     return out
@@ -99,18 +155,26 @@ def _steps(store: RunStore, n: int) -> np.ndarray | None:
 
 
 def check_store(store: RunStore, read: bool = False) -> list[str]:
-    """Every problem of ``store`` (empty if none). Without ``read``: attributes, metadata, shapes and
-    the presence of every chunk the committed rows need; with ``read`` also each committed chunk is
-    read back, so that a checksum mismatch or an undecodable chunk is found."""
+    """Every problem of ``store`` (empty if none). Without ``read``: attributes, metadata, shapes, the
+    arrays its commits recorded, and the presence of every chunk the committed rows need; with
+    ``read`` also each committed chunk is read back, its checksum verified, and each row compared
+    with the CRC32C recorded when it was written (a chunk moved to another row is found)."""
     problems = check_attrs(store.attrs)
     if problems:
         return problems
     n = store.committed
+    try:
+        arrays = step_arrays(store)
+    except Exception:  # noqa: BLE001 - some array's metadata is damaged: name it
+        return _unreadable_metadata(store)
     steps = _steps(store, n)
     if n and "step" not in store.root:
         problems.append("array 'step' is missing")
-    for arr in step_arrays(store):
-        problems += _check_array(arr, n, steps, read)
+    recorded = _recorded(store, n, read)
+    have = {a.path for a in arrays}
+    problems += [f"array {p} is missing (its commits recorded it)" for p in recorded if p not in have]
+    for arr in arrays:
+        problems += _check_array(arr, n, steps, read, recorded.get(arr.path))
     if "seed" in store.root:  # 0-d (format 2): its value must be the store's seed
         try:
             if int(store.root["seed"][...]) != store.attrs["seed"]:
@@ -123,7 +187,35 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
     return problems
 
 
-def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool) -> list[str]:
+def _recorded(store: RunStore, n: int, read: bool) -> dict[str, np.ndarray | None]:
+    """The arrays the commits recorded, with (``read``) each committed row's CRC32C."""
+    if CHECK_GROUP not in store.root or "row_crc" not in store.root[CHECK_GROUP]:
+        return {}
+    arr = store.root[CHECK_GROUP]["row_crc"]
+    cols = list(arr.attrs.get("columns") or [])
+    try:
+        crcs = np.asarray(arr[:n]) if read else None
+    except Exception:  # noqa: BLE001 - its own chunks are checked like any array's
+        crcs = None
+    return {c: (None if crcs is None else crcs[:, j]) for j, c in enumerate(cols)}
+
+
+def _unreadable_metadata(store: RunStore) -> list[str]:
+    import json
+
+    out = []
+    for meta in sorted(store.path.rglob("zarr.json"), key=str):
+        try:
+            json.loads(meta.read_bytes())
+        except (OSError, ValueError) as err:
+            rel = str(meta)[len(str(store.path)) + 1 :].removesuffix("/zarr.json").removesuffix("zarr.json")
+            out.append(f"metadata of {('array or group ' + rel) if rel else 'the store'} (zarr.json) is "
+                       f"unreadable ({type(err).__name__})")
+    return out or ["the store's arrays cannot be listed (damaged metadata)"]
+
+
+def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool,
+                 crcs: np.ndarray | None = None) -> list[str]:
     name = arr.path
     if arr.shape[0] < n:
         return [f"array {name} has {arr.shape[0]} rows, fewer than the {n} committed"]
@@ -134,26 +226,33 @@ def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool) 
     out = [f"array {name}: {_where(first, last, steps)}: chunk missing"
            for first, last, keys in chunks if not all(k in present for k in keys)]
     if read and not out:
-        out = _read_back(arr, chunks, steps)
+        out = _read_back(arr, chunks, steps, crcs)
     return out
 
 
 _BLOCK_BYTES = 64 * 2**20
 
 
-def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None) -> list[str]:
-    """Read the committed rows in blocks of <= 64 MiB (one concurrent zarr call each); a block that
-    fails is read again chunk by chunk to name the checkpoints that are damaged."""
+def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np.ndarray | None) -> list[str]:
+    """Read the committed rows in blocks of <= 64 MiB (one concurrent zarr call each), each row
+    compared with its recorded CRC32C (``crcs``); a block that fails to read is read again chunk by
+    chunk to name the checkpoints that are damaged."""
     row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:]))
     per_block = max(1, _BLOCK_BYTES // max(row_bytes * arr.chunks[0], 1))
     out = []
     for b in range(0, len(chunks), per_block):
         block = chunks[b : b + per_block]
+        first = block[0][0]
         try:
-            arr[block[0][0] : block[-1][1] + 1]
-            continue
+            data = arr[first : block[-1][1] + 1]
         except Exception:  # noqa: BLE001 - located below, chunk by chunk
-            pass
+            data = None
+        if data is not None:
+            if crcs is not None:
+                out += [f"array {arr.path}: {_where(first + r, first + r, steps)}: does not match the checksum "
+                        f"recorded at its commit (moved, replaced or rewritten)"
+                        for r in range(len(data)) if first + r < len(crcs) and row_crc(data[r]) != crcs[first + r]]
+            continue
         for first, last, _ in block:
             try:
                 arr[first : last + 1]

@@ -39,7 +39,6 @@ import json
 import os
 import secrets
 import socket
-import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -49,7 +48,17 @@ import zarr
 
 from vt_core import naming
 from vt_core.errors import VtError
-from vt_core.integrity import STATUSES, check_store, step_arrays
+from vt_core.integrity import (
+    CHECK_GROUP,
+    STATUSES,
+    ResumeDamagedError,
+    check_store,
+    check_trailer,
+    row_crc,
+    seal,
+    step_arrays,
+    unseal,
+)
 from vt_core.layout import resume_path
 from vt_core.location import Location, location, url, write_bytes_atomic, zarr_options
 
@@ -83,45 +92,6 @@ def _codecs(compress: bool) -> list:
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return [ZstdCodec(level=0), Crc32cCodec()] if compress else [Crc32cCodec()]
-
-
-_TRAILER_MAGIC = b"VTRESUME1"
-_ZIP_END = b"PK\x05\x06"  # a zip's end-of-central-directory record: how torch.save's files end
-
-
-def seal(data: bytes) -> bytes:
-    """``data`` + magic + its length (8 bytes) + its CRC32C (4 bytes): a resume file that can be
-    checked on its own (a kill between it and the commit leaves a newer, valid one)."""
-    import google_crc32c
-
-    return data + _TRAILER_MAGIC + struct.pack("<QI", len(data), google_crc32c.value(data))
-
-
-def check_trailer(tail: bytes, size: int, name: str) -> int:
-    """The payload length a sealed file's trailer gives (damage: a :class:`StoreError`); files
-    written before the trailer existed (no magic) are taken as they are."""
-    n = len(_TRAILER_MAGIC) + 12
-    if len(tail) < n or tail[-n:-12] != _TRAILER_MAGIC:
-        if _ZIP_END in tail[-64:]:  # an unsealed torch file (a zip) from an older vt: unchecked
-            return size
-        raise StoreError(f"resume file {name} is damaged (truncated or overwritten: no valid trailer)")
-    length, _ = struct.unpack("<QI", tail[-12:])
-    if length != size - n:
-        raise StoreError(f"resume file {name} is damaged (it has {size - n} bytes of state, its trailer says {length})")
-    return length
-
-
-def unseal(data: bytes, name: str) -> bytes:
-    """The state bytes of a sealed resume file, verified."""
-    import google_crc32c
-
-    length = check_trailer(data[-64:], len(data), name)
-    if length == len(data):
-        return data  # unsealed (older vt): torch.load decides
-    (crc,) = struct.unpack("<I", data[-4:])
-    if google_crc32c.value(data[:length]) != crc:
-        raise StoreError(f"resume file {name} is damaged (its content does not match its checksum)")
-    return data[:length]
 
 
 @dataclass
@@ -213,13 +183,13 @@ class RunStore:
         return self._arrays.get(key)
 
     def _put(self, group: zarr.Group, name: str, rows: np.ndarray, start: int, dims: tuple[str, ...],
-             capacity: int) -> None:
+             capacity: int) -> zarr.Array:
         """Write ``rows`` (n, *shape) at rows start .. start + n of array ``group/name``."""
         rows = np.asarray(rows)
         shape = rows.shape[1:]
         arr = self._array(group, name)
         if arr is None:
-            fill = np.nan if rows.dtype.kind == "f" else -1
+            fill = np.nan if rows.dtype.kind == "f" else (0 if rows.dtype.kind == "u" else -1)
             # one checkpoint per chunk, except rows of a few bytes (scalars, step): there a chunk of
             # 512 rows is rewritten at each checkpoint (<= 4 KiB) and read back in one go
             per_chunk = SMALL_ROW_CHUNK if rows.dtype.itemsize * int(np.prod(shape)) <= 64 else 1
@@ -235,6 +205,7 @@ class RunStore:
         if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write
             arr.resize((max(end, capacity, 2 * arr.shape[0]), *shape))
         arr[start:end] = rows
+        return arr
 
     def _array_attrs(self, group: str, name: str) -> dict:
         if self.format_version < 2:
@@ -263,22 +234,46 @@ class RunStore:
         if [c.index for c in ckpts] != list(range(i, i + len(ckpts))):
             raise StoreError(f"{self.path}: checkpoints {[c.index for c in ckpts]} are not consecutive")
         steps = np.array([c.step for c in ckpts], dtype=np.int64)
-        self._put(self.root, "step", steps, i, ("step",), capacity)
-        self._put(self.root, "epoch", np.array([c.epoch for c in ckpts], dtype=np.float64), i, ("step",), capacity)
+        written: list[tuple[zarr.Array, np.ndarray]] = [(self._put(self.root, "step", steps, i, ("step",), capacity),
+                                                         steps)]
+        epochs = np.array([c.epoch for c in ckpts], dtype=np.float64)
+        written.append((self._put(self.root, "epoch", epochs, i, ("step",), capacity), epochs))
         for k in ckpts[0].scalars:
-            self._put(self.root, k, np.array([c.scalars[k] for c in ckpts], dtype=np.float64), i, ("step",), capacity)
+            values = np.array([c.scalars[k] for c in ckpts], dtype=np.float64)
+            written.append((self._put(self.root, k, values, i, ("step",), capacity), values))
         for gname, lead in (("weights", ()), ("activations", ("probe",))):
             arrays = getattr(ckpts[0], gname)
             if not arrays:
                 continue
-            if gname not in self._groups:
-                self._groups[gname] = self.root.require_group(gname)
-            g = self._groups[gname]
-            self._put(g, "step", steps, i, ("step",), capacity)
+            g = self._group(gname)
+            written.append((self._put(g, "step", steps, i, ("step",), capacity), steps))
             for name, value in arrays.items():
                 extra = self._dims(gname, name, value.ndim, len(lead))
                 rows = np.stack([getattr(c, gname)[name] for c in ckpts])
-                self._put(g, name, rows, i, ("step", *lead, *extra), capacity)
+                written.append((self._put(g, name, rows, i, ("step", *lead, *extra), capacity), rows))
+        self._put_row_crcs(written, i, capacity)
+
+    def _group(self, name: str) -> zarr.Group:
+        if name not in self._groups:
+            self._groups[name] = self.root.require_group(name)
+        return self._groups[name]
+
+    def _put_row_crcs(self, written: list[tuple[zarr.Array, np.ndarray]], start: int, capacity: int) -> None:
+        """The CRC32C of every row just written, per array (``integrity/row_crc``, columns named in
+        its attributes): what ties each checkpoint's bytes to its array and row, so that a chunk
+        moved or replaced by another valid one is found (:func:`vt_core.integrity.check_store`).
+        Stores begun before this record existed do not start it midway."""
+        cols = [a.path for a, _ in written]
+        if start > 0 and (CHECK_GROUP not in self.root or "row_crc" not in self.root[CHECK_GROUP]):
+            return
+        crcs = np.array([[row_crc(r.astype(a.dtype, copy=False)) for r in rows] for a, rows in written],
+                        dtype=np.uint32).T
+        arr = self._put(self._group(CHECK_GROUP), "row_crc", crcs, start, ("step", "array"), capacity)
+        recorded = arr.attrs.get("columns")
+        if recorded is None:
+            arr.update_attributes({"columns": cols})
+        elif list(recorded) != cols:
+            raise StoreError(f"{self.path}: the arrays written ({cols}) are not those of earlier checkpoints")
 
     def write_probe(self, x: np.ndarray, y: np.ndarray) -> None:
         g = self.root.require_group("probe")
@@ -319,7 +314,7 @@ class RunStore:
                     fh.seek(max(0, size - 64))
                     tail = fh.read()
                 check_trailer(tail, size, f.name)
-        except StoreError as err:
+        except ResumeDamagedError as err:
             return str(err)
         return None
 
@@ -333,7 +328,10 @@ class RunStore:
         f = self.resume_path
         if not f.is_file():
             return None
-        data = unseal(f.read_bytes(), str(f))
+        try:
+            data = unseal(f.read_bytes(), str(f))
+        except ResumeDamagedError as err:
+            raise StoreError(str(err)) from None
         try:
             return torch.load(io.BytesIO(data), weights_only=True)
         except Exception as err:  # noqa: BLE001 - any undecodable file is damage

@@ -179,8 +179,20 @@ def _check_local_dir(study: Location) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise StudyError(f"output_dir {study}: {existing} is a file, not a directory; choose another output_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise StudyError(f"output_dir {study}: {existing} is not writable; choose another output_dir")
+
+
+def _can_create_in(directory: Location) -> bool:
+    """Whether a directory can really be made there (permissions say yes to root everywhere, and
+    nothing about /proc or a read-only mount): one is made and removed at once."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".vt-probe-", dir=directory))
+    except OSError:
+        return False
+    return True
 
 
 def _hash_from_stores(study: Location, config: StudyConfig) -> str | None:

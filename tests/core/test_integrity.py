@@ -156,3 +156,31 @@ def test_a_live_lock_is_refused(tmp_path):
     with pytest.raises(StudyLockedError, match=str(os.getppid())), study_lock(tmp_path):
         pass
     assert json.loads((tmp_path / ".vt.lock").read_text()) == me
+
+
+def test_a_chunk_moved_to_another_row_is_found(store):
+    a, b = chunk(store, "weights/layer.weight", 1), chunk(store, "weights/layer.weight", 3)
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)
+    b.write_bytes(da)  # both chunks still pass their own CRC32C
+    assert RunStore(store.path).check(read=False) == []
+    problems = RunStore(store.path).check(read=True)
+    assert [p.split(": ")[1] for p in problems] == ["checkpoint 1 (step 10)", "checkpoint 3 (step 30)"], problems
+    assert all("recorded at its commit" in p for p in problems)
+
+
+def test_a_deleted_array_or_group_is_found(store):
+    import shutil
+
+    (store.path / "train_loss" / "zarr.json").unlink()
+    problems = RunStore(store.path).check()
+    assert problems == ["array train_loss is missing (its commits recorded it)"]
+    shutil.rmtree(store.path / "weights")
+    problems = RunStore(store.path).check()
+    assert "array weights/layer.weight is missing (its commits recorded it)" in problems
+
+
+def test_garbled_array_metadata_is_named(store):
+    (store.path / "weights" / "layer.weight" / "zarr.json").write_bytes(b"\xff\xfe garbage")
+    problems = RunStore(store.path).check()
+    assert problems and all("weights/layer.weight" in p and "zarr.json" in p for p in problems), problems

@@ -315,3 +315,18 @@ def config_for(study_path: Path, where: Path | None = None) -> Path:
     """The finished study's own config, with output_dir pointing at ``study_path``."""
     where = where or study_path.parent
     return write_toml(study_dict(study_path), where / f"{study_path.name}.toml")
+
+
+def result_records(study: Path) -> list[Path]:
+    """The study's cached task results (Prefect's result files); where there are none, the paths
+    Prefect would give them for this study's training tasks (``vt-train-HASH-seedN-vVERSION``), so
+    that a planted file sits where a cache lookup would read it."""
+    from importlib import metadata
+
+    folder = study / ".prefect" / "results"
+    found = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    if found:
+        return found
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((study / "study.json").read_text())
+    return [folder / f"vt-train-{meta['training_hash']}-seed{s}-v{metadata.version('vt')}" for s in STUDY_SEEDS]

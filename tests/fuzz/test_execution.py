@@ -23,6 +23,7 @@ from .conftest import (
     assert_clean,
     assert_no_traceback_logged,
     config_for,
+    result_records,
     tiny_dict,
     vt,
     with_logs,
@@ -61,17 +62,6 @@ def plant_modules(study: Path, cwd: Path, marker: Path) -> None:
     for where in (study, cwd):
         for mod in EVIL_MODULES:
             (where / f"{mod}.py").write_text(evil_source(marker))
-
-
-def result_records(study: Path) -> list[Path]:
-    """The study's cached task results; where there are none, the names Prefect would give them."""
-    folder = study / ".prefect" / "results"
-    found = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
-    if found:
-        return found
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((study / "study.json").read_text())
-    return [folder / f"vt-train-{meta['training_hash']}-seed{s}-v{metadata.version('vt')}" for s in STUDY_SEEDS]
 
 
 def record(serializer: dict, result: str, path: Path) -> str:
