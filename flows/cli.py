@@ -120,17 +120,21 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     task_runner = make_task_runner(runner, workers)
     f = analyze_flow if analyze_only else study_flow
     start = time.perf_counter()
+    stopped: Exception | None = None
     with interruptible(_say), Display(console, live=not _view["quiet"]):
         start_temporary_server()
         try:
             result = f.with_options(task_runner=task_runner)(**flow_kwargs)
-        except StudyInterrupted as err:
-            _fail(err, 130)
-        except SeedsFailedError as err:
-            console.print(f"\n{err}", soft_wrap=True, markup=False, highlight=False, style="red")
-            if study is not None and layout(study).analysis.is_file():
-                _closing(study, time.perf_counter() - start)
-            raise typer.Exit(1) from None
+        except (StudyInterrupted, SeedsFailedError) as err:
+            stopped = err  # reported once the live view has closed
+    if isinstance(stopped, StudyInterrupted):
+        console.print(str(stopped), soft_wrap=True, markup=False, highlight=False, style="yellow")
+        raise typer.Exit(130)
+    if stopped is not None:
+        console.print(f"\n{stopped}", soft_wrap=True, markup=False, highlight=False, style="red")
+        if study is not None and layout(study).analysis.is_file():
+            _closing(study, time.perf_counter() - start)
+        raise typer.Exit(1)
     _closing(result["study"], time.perf_counter() - start, result.get("metric_cells"))
     return result
 

@@ -50,6 +50,31 @@ def _stop_server_now() -> None:
         server.server_process.kill()
 
 
+_installed: list[Callable] = []  # the handler of the innermost `interruptible`
+
+
+def _note(text: str) -> None:
+    from vt_core.progress import note
+
+    note(text)
+
+
+@contextmanager
+def keep_stop_on_sigterm() -> Iterator[None]:
+    """Inside a flow: Prefect's engine replaces the SIGTERM handler with one that crashes the run;
+    put vt's back (a stop at the next checkpoint), so that a scheduler's or a Prefect worker's
+    SIGTERM ends the seeds ``interrupted`` with everything committed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = _installed[-1] if _installed else _make_handler(_note)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 @contextmanager
 def interruptible(say: Callable[[str], None]) -> Iterator[None]:
     """Turn the first SIGINT / SIGTERM into a stop request and the second into an exit (130)."""
@@ -57,7 +82,19 @@ def interruptible(say: Callable[[str], None]) -> Iterator[None]:
         yield
         return
     interrupt.clear()
+    handler = _make_handler(say)
+    old = {s: signal.signal(s, handler) for s in _SIGNALS}
+    _installed.append(handler)
+    try:
+        yield
+    finally:
+        _installed.pop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        interrupt.clear()
 
+
+def _make_handler(say: Callable[[str], None]) -> Callable:
     def handler(signum, _frame) -> None:
         if interrupt.stop_requested():
             say("stopped at once: every committed checkpoint is intact; run the same command again to resume")
@@ -68,10 +105,4 @@ def interruptible(say: Callable[[str], None]) -> Iterator[None]:
         say(f"{name}: stopping at the next checkpoint (what is written is committed; nothing new starts). "
             f"Press Ctrl-C again to quit at once")
 
-    old = {s: signal.signal(s, handler) for s in _SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        interrupt.clear()
+    return handler

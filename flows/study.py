@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
+from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
 from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
@@ -81,7 +82,7 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
-    with study_lock(study):
+    with study_lock(study), keep_stop_on_sigterm():
         if config is not None:
             prepare_study(config)
         return _train_and_analyze(study, rerun_seeds, logger, switches)
