@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -21,17 +23,21 @@ from vt_core.config import load_config
 from vt_core.errors import VtError
 from vt_core.layout import layout
 from vt_core.location import LocationError, is_remote, location, same_process_only, url
+from vt_core.narrative import listed, num
 from vt_core.runtime import Runtime
 from vt_core.stages.metrics import describe_cells
 from vt_core.stages.train import SeedsFailedError
 from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
 from vt_core.usercode import load_user_code
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+# markdown: help paragraphs are reflowed to the terminal's width, never broken where the source is
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]})
 console = Console()
+notes = Console(stderr=True)  # what is said about a command's output, away from the output itself
 
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
-Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or local Dask workers)")]
+Workers = Annotated[int, typer.Option(min=1, metavar="N", help="parallel tasks (threads or local Dask workers)")]
 
 
 _MAX_ERROR_CHARS = 2000
@@ -58,9 +64,16 @@ logging.getLogger("vt").addHandler(_Warnings(logging.WARNING))
 logging.getLogger("vt").propagate = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vt {importlib.metadata.version('vt')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of unexpected errors")] = False,
-             ) -> None:
+             _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                             help="print vt's version and exit")] = False) -> None:
     """vt: training dynamics studies (train seeds, metrics, HMM states, dashboards)."""
     _debug["on"] = debug
 
@@ -148,7 +161,7 @@ def rerun(study: StudyArg,
     cfg = load_study(study)
     unknown = [s for s in seed if s not in cfg.seeds]
     if unknown:
-        raise StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})")
+        raise StudyError(f"seeds {listed(unknown)} are not in this study (seeds: {listed(cfg.seeds)})")
     switches = dataclasses.asdict(Runtime.from_env())
     _run({"study": url(study), "rerun_seeds": list(seed), "runtime": switches}, runner, workers, study=study)
 
@@ -163,17 +176,19 @@ def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -
 
 @command
 def report(study: StudyArg,
-           out: Annotated[Path | None,
-                          typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
-    """Markdown that puts the study's results beside the paper's: k, states, detours, R^2."""
+           out: Annotated[str | None, typer.Option(help="write the markdown to this file (default: "
+                                                   "STUDY/report.md), or to stdout alone with `-`")] = None) -> None:
+    """Markdown that puts the study's results beside the paper's: k, states, detours, R^2. It goes
+    to stdout, and to a file unless `--out -`; where it was written goes to stderr."""
     from vt_core.report import report_markdown
 
     study = _study(study)
     text = report_markdown(study)
-    target = out or layout(study).report
-    target.write_text(text)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"written to {target}")
+    sys.stdout.write(text)
+    if out != "-":
+        target = location(out) if out else layout(study).report
+        target.write_text(text)
+        notes.print(f"written to {target}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command
@@ -195,7 +210,8 @@ def dashboard(study: StudyArg,
                                                   help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
               host: Annotated[str, typer.Option(help="address --serve binds to")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="port for --serve (0: any free port)")] = 8765,
-              max_points: Annotated[int, typer.Option(min=10, help="checkpoints drawn per seed curve")] = 300) -> None:
+              max_points: Annotated[int, typer.Option(min=10, metavar="N",
+                                                      help="checkpoints drawn per seed curve")] = 300) -> None:
     """Rebuild the study's standalone dashboard from its analysis; optionally open or serve it."""
     from vt_core.dashboard import build_dashboard
 
@@ -215,8 +231,10 @@ def dashboard(study: StudyArg,
         webbrowser.open(path.resolve().as_uri())
     if serve:
         from flows.serve_dashboard import serve_directory
+        from vt_core.serving import serving
 
-        serve_directory(path.parent, host, port, console.print)
+        served = None if is_remote(study) else functools.partial(serving, study)  # a local copy: not the study's
+        serve_directory(path.parent, host, port, console.print, served=served)
 
 
 @command
@@ -242,8 +260,8 @@ def status(study: StudyArg) -> None:
               "diverged": "magenta"}
     for r in rows:
         c = colors.get(r["status"], "white")
-        table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
-                      r["error"] or "")
+        table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),
+                      escape(r["error"] or ""))
     console.print(table)
     state, todo = study_state(rows)
     console.print(f"study: [bold]{state}[/]" + (f" — retrain with `vt rerun {study} --seed N` for N in "

@@ -35,6 +35,6 @@ def test_an_undetermined_k_is_said_as_such():
 
 
 def test_numbers_and_names_for_people():
-    assert num(5077.333333333333) == "5,077" and num(0.123456) == "0.123" and num(None) == "n/a"
-    assert num(12) == "12" and num(float("nan")) == "n/a"
+    assert num(5077.333333333333) == "5,077" and num(0.123456) == "0.123" and num(None) == "–"
+    assert num(12) == "12" and num(float("nan")) == "–"
     assert md("<svg onload=x>|a") == "&lt;svg onload=x&gt;\\|a"

@@ -47,19 +47,19 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     meta = json.loads((study / "study.json").read_text())
     assert meta["versions"]["prefect"].startswith("3.9") and meta["training_hash"]
 
-    # the three artifacts
+    # the three artifacts, under keys of this study's location (tests/flows/test_prefect_ui.py: the rest)
+    key = {k: artifact_key(study, "tiny", k) for k in ("dashboard", "summary", "model-selection")}
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=[artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")])),
-            sort=ArtifactSort.CREATED_DESC)
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(key.values()))),
+                                     sort=ArtifactSort.CREATED_DESC)
     by_key = {}
-    for a in arts:  # the newest of each key: other tests of the session may use the same study name
+    for a in arts:  # the newest of each key
         by_key.setdefault(a.key, a)
-    assert set(by_key) == {artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")}
-    assert by_key[artifact_key("tiny", "model-selection")].type == "table"
-    link = by_key[artifact_key("tiny", "dashboard")]  # Prefect stores a link artifact as markdown "[text](url)"
-    assert "index.html" in str(link.data) and str(link.data).startswith("[vt dashboard: tiny](file://")
-    summary = str(by_key[artifact_key("tiny", "summary")].data)
+    assert set(by_key) == set(key.values())
+    assert by_key[key["model-selection"]].type == "table"
+    pointer = str(by_key[key["dashboard"]].data)  # not served: the path and the command that opens it
+    assert str(study / "dashboard" / "index.html") in pointer and f"vt dashboard {study} --open" in pointer
+    summary = str(by_key[key["summary"]].data)
     assert "Number of states: k = " in summary and "](data:image/png;base64," in summary
 
     # Prefect keeps no result files in the study (a result file there could be forged or unpickled)
