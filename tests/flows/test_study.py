@@ -5,10 +5,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterTags,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
 )
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.task_runners import ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
@@ -16,7 +18,7 @@ from flows.cli import app
 from flows.study import study_flow
 from tests.conftest import tiny_dict
 from tests.flows.conftest import write_toml
-from vt_core.stages.publish import artifact_key
+from vt_core.stages.publish import artifact_key, location_tag
 from vt_core.store import RunStore
 from vt_core.study import run_path
 
@@ -79,6 +81,11 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     after = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
     assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
     np.testing.assert_array_equal(_weights(study, 1), w1)
+    with get_client(sync_client=True) as client:  # the Prefect UI's runs list: named by the study, tagged
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[location_tag(study)])),
+                                     sort=FlowRunSort.START_TIME_ASC)
+    assert [r.name for r in runs] == ["tiny · run 1", "tiny · run 2", "tiny · rerun 3 (seed 1)"]
+    assert all({"vt", "study:tiny", f"training:{meta['training_hash']}"} <= set(r.tags) for r in runs)
 
     # 4. status
     res = runner.invoke(app, ["status", str(study)])
