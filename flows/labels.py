@@ -39,8 +39,8 @@ def flow_run_name() -> str:
     """The ``flow_run_name`` of vt's flows (Prefect calls it as a run starts); it also tags the run,
     since a flow's options cannot carry tags that depend on its parameters."""
     ctx = FlowRunContext.get()
-    params = dict(ctx.parameters) if ctx else {}
-    flow = ctx.flow.name if ctx else ""
+    params = dict(ctx.parameters or {}) if ctx else {}
+    flow = ctx.flow.name if ctx and ctx.flow else ""
     verb = "analyze" if flow == "vt-analyze" else "rerun" if params.get("rerun_seeds") else "run"
     given = params.get("config_path") or params.get("study")
     try:

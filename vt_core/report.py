@@ -109,7 +109,7 @@ def report_markdown(study: str | Location) -> str:
         ("detour states", ref["detours"] if ref else MISSING, listed(a.get("detour_states") or [])),
         ("detour regression", "convergence time on time in each state (not identifiable)", detour_sentence(a)
          + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
-        ("convergence threshold (held-out acc.)", num(ref["threshold"]) if ref else MISSING,
+        ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else MISSING,
          f"{num(a['convergence_threshold'])}; {len(conv)} of {len(a['convergence_step'])} seeds reach it"),
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
