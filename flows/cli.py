@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
-import time
+import importlib.metadata
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,55 +16,39 @@ from rich.markup import escape
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
+from flows.terminal import _closing, _debug, _fail, _run, _view, console
 from tasks import quiet_prefect
 from vt_core.checks import check_config
 from vt_core.config import load_config
 from vt_core.errors import VtError
 from vt_core.layout import layout
-from vt_core.location import LocationError, is_remote, location, same_process_only, url
+from vt_core.location import is_remote, location, url
+from vt_core.narrative import listed, num
 from vt_core.runtime import Runtime
-from vt_core.stages.metrics import describe_cells
-from vt_core.stages.train import SeedsFailedError
 from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
 from vt_core.usercode import load_user_code
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+# markdown: help paragraphs are reflowed to the terminal's width, never broken where the source is
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]})
+notes = Console(stderr=True)  # what is said about a command's output, away from the output itself
 
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
-Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or local Dask workers)")]
+Workers = Annotated[int, typer.Option(min=1, metavar="N", help="parallel tasks (threads or local Dask workers)")]
 
 
-_MAX_ERROR_CHARS = 2000
-_debug = {"on": False}
-_view = {"quiet": False}
-
-
-def _fail(err: Exception, code: int = 2) -> None:
-    text = str(err)
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[:_MAX_ERROR_CHARS] + " ..."
-    console.print(f"error: {text}", soft_wrap=True, markup=False, highlight=False, style="red")
-    raise typer.Exit(code)
-
-
-class _Warnings(logging.Handler):
-    """vt's own warnings (a repair, a lock taken over) as ``warning:`` lines on the terminal."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"warning: {record.getMessage()}", soft_wrap=True, markup=False, highlight=False,
-                      style="yellow")
-
-
-logging.getLogger("vt").addHandler(_Warnings(logging.WARNING))
-logging.getLogger("vt").propagate = False
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vt {importlib.metadata.version('vt')}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of unexpected errors")] = False,
              verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own log lines")] = False,
              quiet: Annotated[bool, typer.Option("--quiet", "-q", help="plain progress lines, no live view")] = False,
-             ) -> None:
+             _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                             help="print vt's version and exit")] = False) -> None:
     """vt: training dynamics studies (train seeds, metrics, HMM states, dashboards)."""
     _debug["on"] = debug
     _view["quiet"] = quiet
@@ -105,56 +89,6 @@ def _study(value: str):
     return location(value)
 
 
-def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = False, study=None) -> dict:
-    """One flow, with the temporary server started quietly, Ctrl-C / SIGTERM turned into a stop at
-    the next checkpoint (exit 130), the live display, and the closing summary."""
-    from flows.display import Display
-    from flows.runners import make_task_runner
-    from flows.session import interruptible, start_temporary_server
-    from flows.study import analyze_flow, study_flow
-    from vt_core.interrupt import StudyInterrupted
-
-    if study is not None and same_process_only(study) and runner != "threads":
-        _fail(LocationError(f"{url(study)} lives in this process's memory: Dask workers cannot see it; "
-                            f"use --runner threads, or a shared location (a path, s3://...)"))
-    task_runner = make_task_runner(runner, workers)
-    f = analyze_flow if analyze_only else study_flow
-    start = time.perf_counter()
-    stopped: Exception | None = None
-    with interruptible(_say), Display(console, live=not _view["quiet"]):
-        start_temporary_server()
-        try:
-            result = f.with_options(task_runner=task_runner)(**flow_kwargs)
-        except (StudyInterrupted, SeedsFailedError) as err:
-            stopped = err  # reported once the live view has closed
-    if isinstance(stopped, StudyInterrupted):
-        console.print(str(stopped), soft_wrap=True, markup=False, highlight=False, style="yellow")
-        raise typer.Exit(130)
-    if stopped is not None:
-        console.print(f"\n{stopped}", soft_wrap=True, markup=False, highlight=False, style="red")
-        if study is not None and layout(study).analysis.is_file():
-            _closing(study, time.perf_counter() - start)
-        raise typer.Exit(1)
-    _closing(result["study"], time.perf_counter() - start, result.get("metric_cells"))
-    return result
-
-
-def _say(text: str) -> None:
-    console.print(text, soft_wrap=True, markup=False, highlight=False, style="yellow")
-
-
-def _closing(study, seconds: float | None = None, cells: dict | None = None) -> None:
-    """The closing summary (:func:`vt_core.summary.closing_summary`)."""
-    from vt_core.summary import closing_summary
-
-    if seconds is not None:
-        console.print(f"\n[bold green]done[/] in {seconds:.1f} s")
-    if cells and cells.get("reused") is not None:
-        console.print(describe_cells(cells), soft_wrap=True, markup=False, highlight=False)  # type: ignore[arg-type]
-    for line in closing_summary(study):
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
-
-
 @command
 def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], runner: Runner = "threads",
         workers: Workers = 2) -> None:
@@ -182,7 +116,7 @@ def rerun(study: StudyArg,
     cfg = load_study(study)
     unknown = [s for s in seed if s not in cfg.seeds]
     if unknown:
-        raise StudyError(f"seeds {unknown} are not in this study (seeds: {cfg.seeds})")
+        raise StudyError(f"seeds {listed(unknown)} are not in this study (seeds: {listed(cfg.seeds)})")
     switches = dataclasses.asdict(Runtime.from_env())
     _run({"study": url(study), "rerun_seeds": list(seed), "runtime": switches}, runner, workers, study=study)
 
@@ -197,17 +131,19 @@ def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -
 
 @command
 def report(study: StudyArg,
-           out: Annotated[Path | None,
-                          typer.Option(help="write the markdown here (default: STUDY/report.md)")] = None) -> None:
-    """Markdown that puts the study's results beside the paper's: k, states, detours, R^2."""
+           out: Annotated[str | None, typer.Option(help="write the markdown to this file (default: "
+                                                   "STUDY/report.md), or to stdout alone with `-`")] = None) -> None:
+    """Markdown that puts the study's results beside the paper's: k, states, detours, R^2. It goes
+    to stdout, and to a file unless `--out -`; where it was written goes to stderr."""
     from vt_core.report import report_markdown
 
     study = _study(study)
     text = report_markdown(study)
-    target = out or layout(study).report
-    target.write_text(text)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"written to {target}")
+    sys.stdout.write(text)
+    if out != "-":
+        target = location(out) if out else layout(study).report
+        target.write_text(text)
+        notes.print(f"written to {target}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command
@@ -229,7 +165,8 @@ def dashboard(study: StudyArg,
                                                   help="serve STUDY/dashboard over HTTP until Ctrl-C")] = False,
               host: Annotated[str, typer.Option(help="address --serve binds to")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="port for --serve (0: any free port)")] = 8765,
-              max_points: Annotated[int, typer.Option(min=10, help="checkpoints drawn per seed curve")] = 300) -> None:
+              max_points: Annotated[int, typer.Option(min=10, metavar="N",
+                                                      help="checkpoints drawn per seed curve")] = 300) -> None:
     """Rebuild the study's standalone dashboard from its analysis; optionally open or serve it."""
     from vt_core.dashboard import build_dashboard
 
@@ -249,8 +186,10 @@ def dashboard(study: StudyArg,
         webbrowser.open(path.resolve().as_uri())
     if serve:
         from flows.serve_dashboard import serve_directory
+        from vt_core.serving import serving
 
-        serve_directory(path.parent, host, port, console.print)
+        served = None if is_remote(study) else functools.partial(serving, study)  # a local copy: not the study's
+        serve_directory(path.parent, host, port, console.print, served=served)
 
 
 @command
@@ -276,8 +215,8 @@ def status(study: StudyArg) -> None:
               "diverged": "magenta"}
     for r in rows:
         c = colors.get(r["status"], "white")
-        table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", str(r["committed_steps"]), str(r["last_step"]),
-                      r["error"] or "")
+        table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),
+                      escape(r["error"] or ""))
     console.print(table)
     state, hints = study_state(rows)
     console.print(f"study: [bold]{state}[/]", soft_wrap=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
+from flows.labels import flow_run_name
 from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
 from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task
@@ -28,7 +29,7 @@ from vt_core.stages.train import SeedsFailedError, finished_summary, repair_seed
 from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_dir, study_lock
 
 
-@flow(name="vt-analyze")
+@flow(name="vt-analyze", flow_run_name=flow_run_name)
 def analyze_flow(study: str, force: bool = True) -> dict:
     """Metrics (one task per seed), HMM fits (one task per k x restart), selection, dashboard.
 
@@ -63,7 +64,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
             "metric_cells": cells}
 
 
-@flow(name="vt-study")
+@flow(name="vt-study", flow_run_name=flow_run_name)
 def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None,
                runtime: dict | None = None) -> dict:
     """Train every seed of a study (finished seeds come back cached), then analyse.

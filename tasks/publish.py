@@ -1,4 +1,4 @@
-"""Publishing: the dashboard page, then the flow's artifacts (a link to the dashboard, a markdown
+"""Publishing: the dashboard page, then the flow's artifacts (a pointer to the dashboard, a markdown
 summary and the model-selection table). Logic: :mod:`vt_core.stages.publish`."""
 
 from __future__ import annotations
@@ -20,13 +20,18 @@ def build_dashboard_task(study: str) -> str:
 def publish_artifacts_task(study: str, dashboard_path: str, selection: dict) -> dict:
     a = publish.artifacts(study, dashboard_path, selection)  # type: ignore[arg-type]
     name = a["name"]
+    key = artifact_key(study, name, "dashboard")
+    if a["dashboard_url"]:  # served over HTTP: a link the UI opens
+        pointer = create_link_artifact(link=a["dashboard_url"], link_text=f"vt dashboard: {name}", key=key,
+                                       description=f"Dashboard of study {name}, served by `vt dashboard --serve`")
+    else:  # a file the UI cannot open: its path and the command that opens it
+        pointer = create_markdown_artifact(markdown=a["dashboard_markdown"], key=key,
+                                           description=f"Where the dashboard of study {name} is, and how to open it")
     ids = {
-        "link": create_link_artifact(link=a["link"], link_text=f"vt dashboard: {name}",
-                                     key=artifact_key(name, "dashboard"),
-                                     description=f"Standalone dashboard of study {name} (open in a browser)"),
-        "markdown": create_markdown_artifact(markdown=a["markdown"], key=artifact_key(name, "summary"),
+        "dashboard": pointer,
+        "markdown": create_markdown_artifact(markdown=a["markdown"], key=artifact_key(study, name, "summary"),
                                              description=f"Study {name}"),
-        "table": create_table_artifact(table=a["table"], key=artifact_key(name, "model-selection"),
+        "table": create_table_artifact(table=a["table"], key=artifact_key(study, name, "model-selection"),
                                        description="HMM model selection per k (best restart)"),
     }
     return {k: str(v) for k, v in ids.items()}

@@ -13,6 +13,7 @@
       hmm/selection.json, hmm/model.npz, hmm/paths.json
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
+      .vt.serving                    while `vt dashboard --serve` serves it: its URL, host and pid
       figures/NAME.pdf|svg|png       `vt figures`: static figures for papers
       report.md                      `vt report`
       export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
@@ -107,6 +108,11 @@ class Layout:
     @property
     def dashboard(self) -> Location:
         return self.root / "dashboard" / "index.html"
+
+    @property
+    def dashboard_served(self) -> Location:
+        """Where ``vt dashboard --serve`` says it serves the dashboard (for the flow's link to it)."""
+        return self.root / ".vt.serving"
 
     @property
     def figures(self) -> Location:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import html
 import math
 
+#: what a missing number reads as
+MISSING = "–"
+
 
 def num(x: float | int | None, digits: int = 3) -> str:
-    """``12,345``, ``0.123``, ``1.2e-05``, or ``n/a``."""
+    """``12,345``, ``0.123``, ``1.2e-05``, or ``–`` (None, NaN)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
+        return MISSING
     if float(x).is_integer() and abs(x) < 1e15:
         return f"{int(x):,}"
     if abs(x) >= 1000:
@@ -19,9 +22,15 @@ def num(x: float | int | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def listed(items, empty: str = "none") -> str:
+    """``1, 2, 3`` (seeds, states: no thousands separator inside a list; floats by :func:`num`), or
+    ``empty``: never a Python list."""
+    return ", ".join(num(x) if isinstance(x, float) else str(x) for x in items) or empty
+
+
 def md(text: object) -> str:
     """A name from a config (a feature, a hookpoint) safe inside markdown: no HTML, no table break."""
-    return html.escape(str(text)).replace("|", "\\|").replace("`", "'")
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "'")  # quotes are inert outside tags
 
 
 def k_headline(a: dict) -> str:
@@ -38,10 +47,14 @@ def k_evidence(a: dict) -> str:
     text = f"lowest BIC over {grid}"
     if sel.get("runner_up_k") is not None:
         text += (f"; runner-up k = {sel['runner_up_k']} (BIC {num(sel.get('bic_gap_to_next'))} higher, "
-                 f"BIC weight of the chosen k {num(sel.get('bic_weight'), 2)})")
+                 f"BIC weight of the chosen k {_weight(sel.get('bic_weight'))})")
     if sel.get("cv_best_k") is not None:
         text += f"; cross-validated over seeds, the held-out likelihood is highest at k = {sel['cv_best_k']}"
     return text
+
+
+def _weight(w: float | None) -> str:
+    return "> 0.99" if w is not None and 0.995 <= w < 1 else num(w, 2)
 
 
 def k_uncertainty(a: dict) -> str | None:
@@ -50,9 +63,14 @@ def k_uncertainty(a: dict) -> str | None:
         return None
     dist = ", ".join(f"k = {k}: {num(100 * v, 2)}%" for k, v in sorted(boot["k_distribution"].items(),
                                                                         key=lambda kv: int(kv[0])))
-    lo, hi = boot.get("k_interval") or (None, None)
     return (f"bootstrap over seeds ({boot['n']} resamples): the chosen k in {num(100 * boot['chosen_k_support'], 2)}% "
-            f"({dist}; 95% range {lo}–{hi})")
+            f"({dist}{k_range(boot)})")
+
+
+def k_range(boot: dict) -> str:
+    """``; 95% range 4–6`` of the bootstrap's k, or nothing when it has none."""
+    lo, hi = boot.get("k_interval") or (None, None)
+    return "" if lo is None or hi is None else f"; 95% range {lo}–{hi}"
 
 
 def k_notes(a: dict) -> list[str]:

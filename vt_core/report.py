@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vt_core.figures.graph import state_graph_data_uri
 from vt_core.location import Location, location
-from vt_core.narrative import detour_sentence, k_evidence, k_headline, k_notes, k_uncertainty, md, num
+from vt_core.narrative import MISSING, detour_sentence, k_evidence, k_headline, k_notes, k_uncertainty, listed, md, num
 from vt_core.stages.explain import load_analysis
 from vt_core.study import load_study
 
@@ -102,15 +102,15 @@ def report_markdown(study: str | Location) -> str:
         ("setting", ref["setting"] if ref else "(no paper setting matches this study's name)", config.name),
         ("seeds", "40", str(len(config.seeds))),
         ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
-        ("k chosen (lowest BIC)", str(ref["k"]) if ref else "-", f"{k_headline(a)}: {k_evidence(a)}"),
+        ("k chosen (lowest BIC)", str(ref["k"]) if ref else MISSING, f"{k_headline(a)}: {k_evidence(a)}"),
         ("uncertainty on k", "not given", k_uncertainty(a) or "no bootstrap (hmm.bootstrap = 0)"),
         ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
         ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
-        ("detour states", ref["detours"] if ref else "-", ", ".join(map(str, a.get("detour_states") or [])) or "none"),
+        ("detour states", ref["detours"] if ref else MISSING, listed(a.get("detour_states") or [])),
         ("detour regression", "convergence time on time in each state (not identifiable)", detour_sentence(a)
          + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
-        ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else "-",
-         f"{a['convergence_threshold']}; {len(conv)}/{len(a['convergence_step'])} seeds reach it"),
+        ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else MISSING,
+         f"{num(a['convergence_threshold'])}; {len(conv)} of {len(a['convergence_step'])} seeds reach it"),
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
     # every cell is escaped: names from configs and plugins (features, layers, hookpoints) may hold
@@ -129,6 +129,15 @@ def report_markdown(study: str | Location) -> str:
             lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at "
                          f"{_at(to['first_step_mean'], epoch_of)} on average; " + transition_features(t))
     return "\n".join(lines) + "\n"
+
+
+def converged_at(a: dict, seed: int) -> str:
+    """A seed's convergence step; ``never`` for an analysed seed that does not converge, ``–`` for
+    a seed the analysis does not hold."""
+    conv = a["convergence_step"]
+    if str(seed) not in conv:
+        return MISSING
+    return "never" if conv[str(seed)] is None else f"step {num(conv[str(seed)])}"
 
 
 def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
@@ -152,9 +161,9 @@ def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
               f"{sum(c is not None for c in a['convergence_step'].values())} of {len(a['convergence_step'])} seeds",
               f"- detours: {md(detour_sentence(a))}",
               f"- trajectory dissimilarity (mean pairwise Wasserstein): {num(a.get('trajectory_dissimilarity'))}",
-              f"- unusual seeds: {', '.join(map(str, a.get('unusual_seeds') or [])) or 'none'}"]
+              f"- unusual seeds: {listed(a.get('unusual_seeds') or [])}"]
     lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
     for r in seed_rows:
         lines.append(f"| {r['seed']} | {r['status']} | {num(r['committed_steps'])} | {num(r['last_step'])} | "
-                     f"{num(a['convergence_step'].get(str(r['seed'])))} |")
+                     f"{converged_at(a, r['seed'])} |")
     return "\n".join(lines)

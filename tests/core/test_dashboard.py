@@ -79,3 +79,19 @@ def test_state_graph_png_and_markdown_data_uri(analysed_study):
     md = summary_markdown(analysed_study, [])
     uri = re.search(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
     assert uri and Image.open(io.BytesIO(base64.b64decode(uri.group(1)))).size == img.size
+
+
+def test_hover_text_has_words_for_missing_numbers():
+    """Bokeh shows NaN for a missing number in a tooltip: the graph and the timeline hover text."""
+    from bokeh.models import Range1d
+
+    from vt_core.dashboard.graph import graph_figure
+    from vt_core.dashboard.timeline import timelines
+
+    a, _, paths, _ = synthetic(4, 40)
+    conv = {"0": None, "1": 5077, "2": 10, "3": None}
+    _, src, _ = timelines(paths, conv, state_palette(6), [Range1d(0, 400), Range1d(1, 401)])
+    assert set(src.data["conv"]) == {"never", "at step 5,077", "at step 10"}
+    a["graph"]["nodes"] = [{"id": 0, "stay": 0.98765}]  # the other states: no stay probability
+    _, nodes, _ = graph_figure(a, state_palette(6), 4)
+    assert nodes.data["stay"] == ["0.988", "–", "–", "–", "–", "–"]

@@ -4,6 +4,7 @@ thing about k: its value, status, evidence, uncertainty and notes."""
 from __future__ import annotations
 
 import html
+import re
 
 from vt_core.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 from vt_core.report import report_markdown, summary_markdown
@@ -35,6 +36,28 @@ def test_an_undetermined_k_is_said_as_such():
 
 
 def test_numbers_and_names_for_people():
-    assert num(5077.333333333333) == "5,077" and num(0.123456) == "0.123" and num(None) == "n/a"
-    assert num(12) == "12" and num(float("nan")) == "n/a"
+    assert num(5077.333333333333) == "5,077" and num(0.123456) == "0.123" and num(None) == "–"
+    assert num(12) == "12" and num(float("nan")) == "–"
     assert md("<svg onload=x>|a") == "&lt;svg onload=x&gt;\\|a"
+
+
+def test_no_python_in_the_text():
+    from vt_core.narrative import listed
+    from vt_core.report import converged_at
+
+    assert listed([7]) == "7" and listed([1, 2, 1000]) == "1, 2, 1000" and listed([]) == "none"
+    assert listed([0.5, 5077.333333333333]) == "0.5, 5,077"
+    a = {"convergence_step": {"0": 120, "1": None}}
+    assert (converged_at(a, 0), converged_at(a, 1), converged_at(a, 2)) == ("step 120", "never", "–")
+    boot = {"n": 4, "chosen_k_support": 1.0, "k_distribution": {"3": 1.0}, "k_interval": None}
+    text = k_uncertainty({"selection": {"bootstrap": boot}})
+    assert text == "bootstrap over seeds (4 resamples): the chosen k in 100% (k = 3: 100%)"
+    sel = {"k_tried": [1, 2, 3], "runner_up_k": 2, "bic_gap_to_next": 5077.333333333333, "bic_weight": 0.99991}
+    assert "(BIC 5,077 higher, BIC weight of the chosen k > 0.99)" in k_evidence({"selection": sel})
+
+
+def test_summary_and_report_hold_no_python(analysed_study):
+    summary, report = summary_markdown(analysed_study, []), report_markdown(analysed_study)
+    for text in (summary.split("## State graph")[0] + summary.split("## Seeds")[-1], report):
+        assert "None" not in text and "&#x27;" not in text and not re.search(r"\d\.\d{5,}", text)
+    assert "seeds reach it" in report and "[" not in report.split("## States")[0]

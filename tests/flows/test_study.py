@@ -5,10 +5,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterTags,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
 )
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.task_runners import ThreadPoolTaskRunner
 from typer.testing import CliRunner
 
@@ -16,7 +18,7 @@ from flows.cli import app
 from flows.study import study_flow
 from tests.conftest import tiny_dict
 from tests.flows.conftest import write_toml
-from vt_core.stages.publish import artifact_key
+from vt_core.stages.publish import artifact_key, location_tag
 from vt_core.store import RunStore
 from vt_core.study import run_path
 
@@ -47,19 +49,19 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     meta = json.loads((study / "study.json").read_text())
     assert meta["versions"]["prefect"].startswith("3.9") and meta["training_hash"]
 
-    # the three artifacts
+    # the three artifacts, under keys of this study's location (tests/flows/test_prefect_ui.py: the rest)
+    key = {k: artifact_key(study, "tiny", k) for k in ("dashboard", "summary", "model-selection")}
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=[artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")])),
-            sort=ArtifactSort.CREATED_DESC)
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(key.values()))),
+                                     sort=ArtifactSort.CREATED_DESC)
     by_key = {}
-    for a in arts:  # the newest of each key: other tests of the session may use the same study name
+    for a in arts:  # the newest of each key
         by_key.setdefault(a.key, a)
-    assert set(by_key) == {artifact_key("tiny", k) for k in ("dashboard", "summary", "model-selection")}
-    assert by_key[artifact_key("tiny", "model-selection")].type == "table"
-    link = by_key[artifact_key("tiny", "dashboard")]  # Prefect stores a link artifact as markdown "[text](url)"
-    assert "index.html" in str(link.data) and str(link.data).startswith("[vt dashboard: tiny](file://")
-    summary = str(by_key[artifact_key("tiny", "summary")].data)
+    assert set(by_key) == set(key.values())
+    assert by_key[key["model-selection"]].type == "table"
+    pointer = str(by_key[key["dashboard"]].data)  # not served: the path and the command that opens it
+    assert str(study / "dashboard" / "index.html") in pointer and f"vt dashboard {study} --open" in pointer
+    summary = str(by_key[key["summary"]].data)
     assert "Number of states: k = " in summary and "](data:image/png;base64," in summary
 
     # Prefect keeps no result files in the study (a result file there could be forged or unpickled)
@@ -79,6 +81,11 @@ def test_study_end_to_end_cached_rerun(tmp_path):
     after = {s: (run_path(study, s) / "zarr.json").stat().st_mtime_ns for s in (0, 1, 2)}
     assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
     np.testing.assert_array_equal(_weights(study, 1), w1)
+    with get_client(sync_client=True) as client:  # the Prefect UI's runs list: named by the study, tagged
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[location_tag(study)])),
+                                     sort=FlowRunSort.START_TIME_ASC)
+    assert [r.name for r in runs] == ["tiny · run 1", "tiny · run 2", "tiny · rerun 3 (seed 1)"]
+    assert all({"vt", "study:tiny", f"training:{meta['training_hash']}"} <= set(r.tags) for r in runs)
 
     # 4. status
     res = runner.invoke(app, ["status", str(study)])

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, tiny_dict
 from tests.flows.conftest import write_toml
+from vt_core.stages.publish import artifact_key
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -128,9 +129,10 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
                 "attributes"]["status"]
             arts = c.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
             by_key = {a["key"]: a for a in arts}
-            assert {"vt-tiny-dashboard", "vt-tiny-summary", "vt-tiny-model-selection"} <= set(by_key), by_key.keys()
-            assert "data:image/png;base64," in by_key["vt-tiny-summary"]["data"]
-            assert by_key["vt-tiny-model-selection"]["type"] == "table"
+            key = {kind: artifact_key(study, "tiny", kind) for kind in ("dashboard", "summary", "model-selection")}
+            assert set(key.values()) <= set(by_key), by_key.keys()
+            assert "data:image/png;base64," in by_key[key["summary"]]["data"]
+            assert by_key[key["model-selection"]]["type"] == "table"
         assert (study / "dashboard" / "index.html").is_file()
         a = json.loads((study / "analysis.json").read_text())
         assert sorted(a["convergence_step"]) == ["0", "1", "2"]

@@ -9,6 +9,7 @@ from bokeh.models import Arrow, ColumnDataSource, HoverTool, LabelSet, Range1d, 
 from bokeh.plotting import figure
 
 from vt_core.dashboard.panel import state_html, transition_html
+from vt_core.narrative import num
 from vt_core.palette import graph_layout, text_color
 
 GRAPH_HEIGHT = 380
@@ -40,8 +41,8 @@ def _sources(a: dict, colors: list[str], n_seeds: int):
         "x": x, "y": y, "size": 26 + 40 * np.sqrt(occ / max(occ.max(), 1e-9)), "color": colors,
         "text_color": [text_color(c) for c in colors], "label": [str(s["state"]) for s in states],
         "occupancy": occ, "seeds": [len(s["seeds"]) for s in states],
-        "first": [f"{s['first_step_mean']:.0f}" if s["first_step_mean"] is not None else "never" for s in states],
-        "stay": [stay.get(s["state"]) if stay.get(s["state"]) is not None else np.nan for s in states],
+        "first": [num(round(s["first_step_mean"])) if s["first_step_mean"] is not None else "never" for s in states],
+        "stay": [num(stay.get(s["state"])) for s in states],  # text: a tooltip shows NaN for a missing number
         "detour": ["yes" if s["state"] in detours else "no" for s in states],
         "explain": [state_html(s, a, colors, n_seeds) for s in states],
     }, name="graph-nodes")
@@ -89,7 +90,7 @@ def graph_figure(a: dict, colors: list[str], n_seeds: int):
                      name="graph-node-circles")
     p.add_tools(HoverTool(renderers=[circ], tooltips=[
         ("state", "@label"), ("occupancy", "@occupancy{0.000}"), ("first visit (mean step)", "@first"),
-        ("stays (p per checkpoint)", "@stay{0.000}"), ("seeds visiting", "@seeds"), ("detour", "@detour")]))
+        ("stays (p per checkpoint)", "@stay"), ("seeds visiting", "@seeds"), ("detour", "@detour")]))
     p.add_tools(TapTool(renderers=[circ, lines, handles]))
     p.add_layout(LabelSet(x="x", y="y", text="label", source=nodes, text_align="center", text_baseline="middle",
                           text_color="text_color", text_font_style="bold"))

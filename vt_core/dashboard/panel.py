@@ -74,7 +74,8 @@ def _detour(s: dict, a: dict) -> str:
             else "detour"
     lo, hi = (reg.get("intervals") or {}).get(str(s["state"]), (None, None))
     verdict = "a detour" if s["state"] in (a.get("detour_states") or []) else "not a detour"
-    return f"{verdict}: {num(coef, 2)} steps of delay per step spent here (95% interval {num(lo, 2)} to {num(hi, 2)})"
+    interval = "no 95% interval" if lo is None or hi is None else f"95% interval {num(lo, 2)} to {num(hi, 2)}"
+    return f"{verdict}: {num(coef, 2)} steps of delay per step spent here ({interval})"
 
 
 def state_html(s: dict, a: dict, colors: list[str], n_seeds: int) -> str:

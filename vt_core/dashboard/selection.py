@@ -103,7 +103,8 @@ def bootstrap_figure(sel: dict, x_range: Range1d):
                             "pct": [f"{100 * v:.0f}%" for v in dist.values()],
                             "color": ["#333333" if k == sel["chosen_k"] else "#999999" for k in dist]})
     lo, hi = boot.get("k_interval") or (None, None)
-    title = (f"k chosen by {boot['n']} bootstrap resamples of the seeds (bar: 95% range {lo}–{hi})"
+    bar = "" if lo is None or hi is None else f" (bar: 95% range {lo}–{hi})"
+    title = (f"k chosen by {boot['n']} bootstrap resamples of the seeds{bar}"
              if boot.get("n") else "No bootstrap resamples (hmm.bootstrap = 0): uncertainty of k unknown")
     p = figure(title=title, height=130, sizing_mode="stretch_width", min_width=360, x_range=x_range,
                y_range=Range1d(0, 1.25), y_axis_label="share", tools="save", toolbar_location=None,

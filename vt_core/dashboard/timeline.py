@@ -9,6 +9,7 @@ import numpy as np
 from bokeh.models import ColumnDataSource, CustomJS, FactorRange, HoverTool, LabelSet, RadioButtonGroup, Toggle
 from bokeh.plotting import figure
 
+from vt_core.narrative import num
 from vt_core.views import path_groups, path_text, seed_orders, segments
 
 ORDERS = ("seed", "convergence", "path")
@@ -22,8 +23,13 @@ def _rows(paths: dict, conv: dict, colors: list[str]):
         "x": [(r[0] + r[1]) / 2 for r in rows], "w": [r[1] - r[0] for r in rows], "seed": [r[3] for r in rows],
         "start": [r[0] for r in rows], "end": [r[1] for r in rows], "start1": [r[0] + 1 for r in rows],
         "end1": [r[1] + 1 for r in rows], "state": [r[2] for r in rows], "color": [colors[r[2]] for r in rows],
-        "alpha": [1.0] * len(rows), "conv": [conv.get(r[3]) if conv.get(r[3]) is not None else np.nan for r in rows]},
+        "alpha": [1.0] * len(rows), "conv": [_converged(conv, r[3]) for r in rows]},
         name="timeline-segments")
+
+
+def _converged(conv: dict, seed: str) -> str:
+    """The hover's words for a seed's convergence (a tooltip shows NaN for a missing number)."""
+    return "never" if conv.get(seed) is None else f"at step {num(conv[seed])}"
 
 
 def _figure(log: bool, src, conv: dict, order: list[str], groups, x_range, per_seed: int):
@@ -36,7 +42,7 @@ def _figure(log: bool, src, conv: dict, order: list[str], groups, x_range, per_s
     x0, x1 = ("start1", "end1") if log else ("start", "end")
     p.hbar(y="seed", left=x0, right=x1, height=0.9, color="color", alpha="alpha", source=src, line_color=None)
     p.add_tools(HoverTool(tooltips=[("seed", "@seed"), ("state", "@state"), ("steps", "@start{0} – @end{0}"),
-                                    ("converged at step", "@conv{0}")]))
+                                    ("converged", "@conv")]))
     cy = [s for s in order if conv.get(s) is not None]
     cx = [conv[s] + (1 if log else 0) for s in cy]
     p.scatter(cx, cy, marker="dash", size=min(24, per_seed + 4), color="black", line_width=3, angle=np.pi / 2)

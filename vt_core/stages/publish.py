@@ -1,26 +1,37 @@
-"""Stage 5, publishing: the dashboard page, and the content of the flow's artifacts (a link to
-the dashboard, a markdown summary, the model-selection table). The Prefect task only creates the
-artifacts from what :func:`artifacts` returns."""
+"""Stage 5, publishing: the dashboard page, and what the Prefect UI shows of a study: the flow
+run's name and tags, and the content of the flow's artifacts (a pointer to the dashboard, a
+markdown summary, the model-selection table) under keys unique to the study's location. The
+Prefect side (flows/labels.py, tasks/publish.py) only hands these to Prefect."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shlex
+import socket
 from typing import TypedDict
 
 from vt_core import dashboard
 from vt_core.location import Location, is_remote, location, url
+from vt_core.narrative import md
 from vt_core.report import summary_markdown
+from vt_core.serving import served_url
 from vt_core.stages.hmm import Selection
 from vt_core.study import load_study, seed_status
 
 #: the model-selection table's columns in the artifact
 TABLE_COLUMNS = ("k", "status", "n_ok", "n_failed", "train_ll", "heldout_ll", "cv_ll", "cv_ll_sd", "aic", "bic",
                  "n_params")
+#: Prefect's artifact keys: lowercase letters, digits and dashes
+_KEY_CHARS = re.compile(r"[^a-z0-9-]+")
 
 
 class Artifacts(TypedDict):
     name: str
-    link: str
+    #: the dashboard's http URL while ``vt dashboard --serve`` serves it (a link artifact) ...
+    dashboard_url: str | None
+    #: ... otherwise where the file is and how to open it (a markdown artifact)
+    dashboard_markdown: str
     markdown: str
     table: list[dict]
 
@@ -30,17 +41,57 @@ def build_dashboard(study: str | Location) -> str:
     return url(dashboard.build_dashboard(study))
 
 
-def artifact_key(name: str, kind: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    return f"vt-{re.sub(r'[^a-z0-9-]+', '-', name.lower()).strip('-')}-{kind}"
+def location_id(study: str | Location) -> str:
+    """Eight hex digits naming where the study lives (its absolute path or URL): two studies of the
+    same name in different directories differ in it."""
+    return hashlib.sha256(url(location(study)).encode()).hexdigest()[:8]
+
+
+def artifact_key(study: str | Location, name: str, kind: str) -> str:
+    """``vt-NAME-LOCATION-KIND``: unique per study location (Prefect keeps the history of each key)."""
+    slug = _KEY_CHARS.sub("-", name.lower()).strip("-")[:40].strip("-") or "study"
+    return f"vt-{slug}-{location_id(study)}-{_KEY_CHARS.sub('-', kind.lower()).strip('-')}"
+
+
+def location_tag(study: str | Location) -> str:
+    """The tag of every flow run on the study at this location (and of no other study's)."""
+    return f"location:{location_id(study)}"
+
+
+def run_tags(study: str | Location, name: str, training_hash: str) -> list[str]:
+    """The flow run's tags: what the Prefect UI's runs list can filter on."""
+    return ["vt", f"study:{name}", f"training:{training_hash}", location_tag(study)]
+
+
+def run_name(name: str, verb: str, number: int, seeds: list[int] | None = None) -> str:
+    """``sparse_parity · run 3``; ``sparse_parity · rerun 4 (seeds 1, 2)``."""
+    text = f"{name} · {verb} {number}"
+    if seeds:
+        text += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)})"
+    return text
+
+
+def dashboard_markdown(study: str | Location, dashboard_path: str, name: str) -> str:
+    """Where the standalone dashboard is and how to open it, for a UI that cannot open files."""
+    page, where = location(dashboard_path), url(location(study))
+    host = "" if is_remote(page) else f" on host `{md(socket.gethostname())}`"
+    return "\n".join([
+        f"## Dashboard of study `{md(name)}`", "",
+        f"A standalone HTML file{host} (a browser opens it offline; the Prefect UI cannot open files):", "",
+        "```", url(page), "```", "",
+        "Open it in a browser on that machine:", "",
+        "```", f"vt dashboard {shlex.quote(where)} --open", "```", "",
+        "or serve it over HTTP (while it is served, later runs link to it from here):", "",
+        "```", f"vt dashboard {shlex.quote(where)} --serve", "```"])
 
 
 def artifacts(study: str | Location, dashboard_path: str, selection: Selection) -> Artifacts:
-    """What the flow publishes: a link to the dashboard, the summary, the selection table."""
-    page = location(dashboard_path)
+    """What the flow publishes: a pointer to the dashboard, the summary, the selection table."""
+    name = load_study(study).name
     return {
-        "name": load_study(study).name,
-        "link": str(page) if is_remote(page) else page.as_uri(),
+        "name": name,
+        "dashboard_url": served_url(study),
+        "dashboard_markdown": dashboard_markdown(study, dashboard_path, name),
         "markdown": summary_markdown(study, seed_status(study)),
         "table": [{k: v for k, v in row.items() if k in TABLE_COLUMNS} for row in selection["table"]],
     }
