@@ -126,7 +126,10 @@ def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoi
 
     layers = set(params) | set(hooks) | {h + INPUT_SUFFIX for h in hooks}
     for f in cfg.hmm.features or []:
-        layer = f.partition("@")[2]
+        _, at, layer = f.partition("@")
+        if at and not layer:
+            raise ConfigError(f"hmm.features: {f!r} names no layer after '@'; write metric@LAYER or "
+                              f"metric@{'/'.join(AGGREGATIONS)}")
         if not layer or layer in AGGREGATIONS:  # the model average, or another aggregation over layers
             continue
         base = layer.rsplit(".", 1)[0] if layer.rsplit(".", 1)[-1].isdigit() else layer
