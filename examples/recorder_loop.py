@@ -13,10 +13,10 @@ start it again: each seed resumes from its own checkpoint at the step of the sto
 from __future__ import annotations
 
 import argparse
-import time
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch

@@ -175,8 +175,10 @@ class Recorder:
             raise RecorderError("the recorder is closed; open a new one to record more")
         step = int(step)
         self._check_order(step)
+        given = {k: _number(k, v) for k, v in scalars.items()}
+        self._check_names(given)
         self.last_step = step
-        self._pending = {"epoch": self._epoch(step, epoch), **{k: _number(k, v) for k, v in scalars.items()}}
+        self._pending = {"epoch": self._epoch(step, epoch), **given}
         if self.last_recorded is not None and step <= self.last_recorded:
             return False  # committed before the user's loop resumed: already in the store
         if not self.due(step):
@@ -214,15 +216,18 @@ class Recorder:
             return float(epoch)
         return step / self.steps_per_epoch if self.steps_per_epoch else math.nan
 
-    def _scalars(self) -> dict[str, float]:
-        given = {k: v for k, v in self._pending.items() if k != "epoch"}
-        if self.scalar_names is None:
-            self.scalar_names = list(SCALARS) + [k for k in given if k not in SCALARS]
-        unknown = [k for k in given if k not in self.scalar_names]
+    def _check_names(self, given: dict[str, float]) -> None:
+        unknown = [k for k in given if self.scalar_names is not None and k not in self.scalar_names]
         if unknown:
             raise RecorderError(f"scalars {unknown} were not given at the first checkpoint of seed {self.seed} "
                                 f"(its scalars: {self.scalar_names}); give every scalar from the first "
                                 f"checkpoint on (NaN where it is not measured)")
+
+    def _scalars(self) -> dict[str, float]:
+        given = {k: v for k, v in self._pending.items() if k != "epoch"}
+        if self.scalar_names is None:
+            self.scalar_names = list(SCALARS) + [k for k in given if k not in SCALARS]
+        self._check_names(given)
         return {k: given.get(k, math.nan) for k in self.scalar_names}
 
     @torch.no_grad()
