@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from vt_core.config import StudyConfig, parse_config
+from vt_core.config import CheckpointConfig, StudyConfig, parse_config
 from vt_core.config_external import EXTERNAL_UNKNOWN
 from vt_core.layout import layout
 from vt_core.location import Location, location
@@ -66,6 +66,7 @@ def join_study(config: StudyConfig, seeds: list[int], wait: float = LOCK_WAIT_SE
 
 
 def _join(study: Location, config: StudyConfig, seeds: list[int]) -> StudyConfig:
+    current = None
     if layout(study).study_json.is_file():
         current = load_study(study)
         if current.training_hash() != config.training_hash():
@@ -73,10 +74,14 @@ def _join(study: Location, config: StudyConfig, seeds: list[int]) -> StudyConfig
                 f"{study} holds a study made with another model or schedule (training hash "
                 f"{current.training_hash()} != {config.training_hash()}): {_difference(current, config)}; "
                 f"record into a new study directory")
-        config = current
+        update: dict = {}
+        if current.origin is not None and current.origin.kind == "import":  # the steps found so far
+            steps = sorted(set(current.checkpoints.steps or []) | set(config.checkpoints.steps or []))
+            update["checkpoints"] = CheckpointConfig(steps=steps)
+        config = current.model_copy(update=update)
     merged = config.seeds + [s for s in seeds if s not in config.seeds]
-    if merged != config.seeds or not layout(study).study_json.is_file():
-        config = config.model_copy(update={"seeds": merged})
+    config = config.model_copy(update={"seeds": merged})
+    if config != current:
         prepare_study(config)
     return config
 
