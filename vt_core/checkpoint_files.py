@@ -6,8 +6,9 @@ A pattern that names a directory takes every checkpoint file inside it as one ch
 shards of a Hugging Face save: ``model-00001-of-00002.safetensors``, ...). Without ``{seed}`` the
 files are one series (seed 0). Checkpoint files are ``.pt``/``.pth``/``.bin`` (``torch.save``-d,
 read with ``torch.load(weights_only=True)``: nothing is unpickled) and ``.safetensors``.
-Checkpoint files that the pattern does not match are an error that lists them: a half-matching
-pattern would import a study with checkpoints missing.
+Checkpoint files that the pattern does not match are an error that lists them (a half-matching
+pattern would import a study with checkpoints missing), except beside matched ones (``final.pt``,
+a Hugging Face Trainer's ``optimizer.pt``: use ``checkpoint-{step}/model*.safetensors`` there).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def pattern_regex(pattern: str) -> re.Pattern:
                                    f"names, e.g. 'seed{{seed}}/step_{{step}}.pt'")
     out = ""
     for part in re.split(r"(\{seed\}|\{step\}|\*)", pattern.strip("/")):
-        out += {"{seed}": r"(?P<seed>\d+)", "{step}": r"(?P<step>\d+)", "*": r"[^/]*"}.get(part, re.escape(part))
+        out += {"{seed}": r"(?P<seed>\d+)", "{step}": r"(?P<step>\d+)", "*": r"[^/]*?"}.get(part, re.escape(part))
     return re.compile(out)
 
 
@@ -75,6 +76,9 @@ def find_checkpoints(source: str | Location, pattern: str) -> dict[int, list[tup
         shown = ", ".join(files[:8]) + (f" (and {len(files) - 8} more)" if len(files) > 8 else "")
         raise CheckpointFilesError(f"no checkpoint under {source} matches the pattern {pattern!r}; checkpoint "
                                    f"files there: {shown or 'none (.pt, .pth, .bin, .safetensors)'}")
+    # a file beside matched checkpoints (final.pt, a Trainer's optimizer.pt) is not part of a series
+    beside = {f.rsplit("/", 1)[0] for paths in found.values() for f in paths}
+    unmatched = [rel for rel in unmatched if url(source / rel).rsplit("/", 1)[0] not in beside]
     if unmatched:
         shown = ", ".join(unmatched[:10]) + (f" (and {len(unmatched) - 10} more)" if len(unmatched) > 10 else "")
         raise CheckpointFilesError(f"{len(unmatched)} checkpoint file(s) under {source} do not match the pattern "
