@@ -76,11 +76,13 @@ class Recorder:
                  probe_targets: torch.Tensor | None = None, every_steps: int | None = None,
                  steps: Iterable[int] | None = None, capture: str = "output", steps_per_epoch: int | None = None,
                  data: str | None = None, name: str | None = None, metrics: dict | None = None,
-                 hmm: dict | None = None, rewind: bool = False, runtime: Runtime | None = None):
+                 hmm: dict | None = None, rewind: bool = False, hold: bool = False, runtime: Runtime | None = None):
         self.runtime = Runtime.from_env() if runtime is None else runtime  # a script's edge
         self.study, self.seed, self.model = location(study), int(seed), _unwrap(model)
         self.active = _rank(self.runtime) == 0
         self.steps_per_epoch, self.rewind, self.capture = steps_per_epoch, rewind, capture
+        self.hold = hold  # keep each checkpoint until the next one, for add_scalars (framework callbacks)
+        self._held: tuple[Checkpoint, dict] | None = None
         hooks, weights = list(hooks), list(weights)
         if hooks and probe is None:
             raise RecorderError(f"hooks {hooks} need a probe batch: pass probe=<a tensor the model takes>")
@@ -253,7 +255,28 @@ class Recorder:
         self.n_checkpoints += 1
         self.last_recorded = step
         state = {"position": torch.tensor([step, self.n_checkpoints], dtype=torch.int64)}
-        self.writer.submit(ckpt, state)
+        self._flush()
+        if self.hold:
+            self._held = (ckpt, state)
+        else:
+            self.writer.submit(ckpt, state)
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            assert self.writer is not None
+            held, self._held = self._held, None
+            self.writer.submit(*held)
+
+    def add_scalars(self, step: int, **scalars: float) -> bool:
+        """Scalars measured at ``step`` after it was recorded (frameworks log after the step's
+        callbacks); with ``hold=True``, while the checkpoint of ``step`` is still held. Returns
+        whether they were added."""
+        if self._held is None or self._held[0].step != int(step):
+            return False
+        given = {k: _number(k, v) for k, v in scalars.items()}
+        self._check_names(given)
+        self._held[0].scalars.update(given)
+        return True
 
     # -- closing -----------------------------------------------------------------------------------
 
@@ -268,6 +291,7 @@ class Recorder:
         try:
             if error is None and self.last_step is not None and (self.last_recorded or -1) < self.last_step:
                 self._record(self.last_step)
+            self._flush()
         finally:
             self.writer.close()
         store = RunStore(self.store.path)  # re-read: the writer process committed
