@@ -24,6 +24,8 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
             factory: Annotated[str | None, typer.Option(help="pkg.module:function building the model "
                                                              "(parameter roles; activations with --hook)")] = None,
             kwargs: Annotated[str, typer.Option(help="the factory's keyword arguments, as JSON")] = "{}",
+            rename: Annotated[str, typer.Option(help='tensor-name prefixes in the files -> the model\'s, as JSON '
+                                                     '({"embed_out.": "lm_head."})')] = "{}",
             hook: Annotated[list[str], typer.Option(help="hookpoint (glob) whose activations to record")] = [],  # noqa: B006
             probe: Annotated[str | None, typer.Option(help="probe batch: a torch.save-d tensor or .npy")] = None,
             analyze: Annotated[bool, typer.Option(help="analyse the study after importing")] = True,
@@ -33,7 +35,8 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
     from flows.imports import import_flow
     from flows.runners import make_task_runner
 
-    options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs), "hooks": list(hook),
+    options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
+               "rename": json.loads(rename), "hooks": list(hook),
                "probe": probe}
     switches = dataclasses.asdict(Runtime.from_env())
     result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(

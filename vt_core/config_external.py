@@ -33,6 +33,8 @@ class ExternalModelConfig(_Strict):
     parameters: dict[str, Shape] = Field(min_length=1)
     factory: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    rename: dict[str, str] = Field(default_factory=dict, description="prefixes of the files' tensor names -> "
+                                   "the model's (a Hugging Face save's embed_out. -> lm_head.)")
 
     @property
     def n_parameters(self) -> int:

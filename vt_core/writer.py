@@ -83,6 +83,14 @@ class CheckpointWriter:
         if first is None:
             return [], True
         items, deadline = [first], time.monotonic() + self.flush_seconds
+        while self._backlog(items):  # a writer that fell behind writes all it has as one batch:
+            try:  # every zarr call costs the same whatever its size (a starved writer catches up)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
         while len(items) < self.flush_every and self._pending < self._max_pending // 2:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -92,6 +100,9 @@ class CheckpointWriter:
                 return items, True
             items.append(item)
         return items, False
+
+    def _backlog(self, items: list) -> bool:
+        return sum(_nbytes(c) for c, _ in items) < self._max_pending // 2 and len(items) < 64 * self.flush_every
 
     def _run(self) -> None:
         done = False

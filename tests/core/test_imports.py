@@ -140,3 +140,42 @@ def test_a_pickle_is_never_unpickled(tmp_path):
     (tmp_path / "ck" / "seed0" / "step_0.pt").write_bytes(pickle.dumps({"w": Evil()}))
     with pytest.raises(CheckpointFilesError, match="weights_only=True"):
         _import(tmp_path / "ck", tmp_path / "s", "seed{seed}/step_{step}.pt")
+
+
+def _neox_series(out, seeds=(0, 1), steps=(0, 10, 20)):
+    """Hugging Face saves (safetensors shards, one folder per step) of a tiny GPT-NeoX, made here."""
+    from examples.neox import tiny_gpt_neox
+
+    saved = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = tiny_gpt_neox()
+        for step in steps:
+            model.save_pretrained(out / f"seed{seed}" / f"checkpoint-{step}", max_shard_size="100KB")
+            saved[(seed, step)] = {k: v.clone() for k, v in model.state_dict().items()}
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+    return saved
+
+
+def test_gpt_neox_checkpoints_with_activations(tmp_path):
+    pytest.importorskip("transformers")
+    saved = _neox_series(tmp_path / "hf")
+    torch.save(torch.randint(0, 512, (4, 16), generator=torch.Generator().manual_seed(0)), tmp_path / "probe.pt")
+    summaries = _import(tmp_path / "hf", tmp_path / "s", "seed{seed}/checkpoint-{step}/model*.safetensors",
+                        factory="examples.neox:tiny_gpt_neox", hooks=["gpt_neox.layers.*.mlp"],
+                        rename={"embed_out.": "lm_head."},  # how transformers saves GPT-NeoX's head
+                        probe=str(tmp_path / "probe.pt"))
+    assert [s["committed_steps"] for s in summaries] == [3, 3]
+    arrays = store_arrays(run_path(tmp_path / "s", 1))
+    assert list(arrays["step"]) == [0, 10, 20]
+    np.testing.assert_array_equal(arrays["weights/gpt_neox.layers.1.mlp.dense_h_to_4h.weight"][2],
+                                  saved[(1, 20)]["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"].numpy())
+    assert arrays["activations/gpt_neox.layers.0.mlp"].shape == (3, 4, 16, 64)
+    roles = RunStore(run_path(tmp_path / "s", 1), mode="r").attrs["parameter_roles"]
+    assert roles["gpt_neox.embed_in.weight"] == "exclude" and roles["gpt_neox.layers.0.attention.dense.weight"] == "matrix"
+    cfg = load_study(tmp_path / "s")
+    assert cfg.model.class_name == "transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXForCausalLM"
+    metrics = _metrics(tmp_path / "s", [0, 1])
+    assert np.isfinite(metrics["value"].sel(metric="l2")).all()

@@ -87,6 +87,17 @@ def _roles(state: dict[str, torch.Tensor], names: list[str], model: torch.nn.Mod
     return {n: "matrix" if state[n].ndim == 2 else "bias" if state[n].ndim <= 1 else "kernel" for n in names}
 
 
+def renamed(state: dict[str, torch.Tensor], rename: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``state`` with each name starting with a key of ``rename`` given that key's value instead."""
+    if not rename:
+        return state
+    out = {}
+    for name, t in state.items():
+        old = next((o for o in rename if name.startswith(o)), None)
+        out[rename[old] + name[len(old):] if old is not None else name] = t
+    return out
+
+
 def _load_probe(probe: str | None) -> torch.Tensor | None:
     if probe is None:
         return None
@@ -102,7 +113,8 @@ def _load_probe(probe: str | None) -> torch.Tensor | None:
 
 
 def plan_import(source: str | Location, study: str | Location, pattern: str, *, weights: list[str] | None = None,
-                factory: str | None = None, kwargs: dict | None = None, hooks: list[str] | None = None,
+                factory: str | None = None, kwargs: dict | None = None, rename: dict | None = None,
+                hooks: list[str] | None = None,
                 probe: str | None = None, name: str | None = None, metrics: dict | None = None,
                 hmm: dict | None = None) -> ImportPlan:
     """Find the checkpoints, write (or extend) the study's config, and say what each seed imports."""
@@ -113,7 +125,7 @@ def plan_import(source: str | Location, study: str | Location, pattern: str, *, 
                                    "batch (--probe FILE)")
     model = _build(factory, kwargs)
     first_seed = min(series)
-    state = load_checkpoint(series[first_seed][0][1])
+    state = renamed(load_checkpoint(series[first_seed][0][1]), dict(rename or {}))
     names = _selected(state, model, weights)
     if model is not None and hooks:
         select_hookpoints(model, hooks)  # every pattern must match
@@ -122,7 +134,8 @@ def plan_import(source: str | Location, study: str | Location, pattern: str, *, 
     config = external_config(
         study, seeds=sorted(series), checkpoints={"steps": steps}, name=name, metrics=metrics, hmm=hmm,
         model={"class_name": f"{type(model).__module__}.{type(model).__qualname__}" if model else "state_dict",
-               "parameters": {n: list(state[n].shape) for n in names}, "factory": factory, "kwargs": kwargs},
+               "parameters": {n: list(state[n].shape) for n in names}, "factory": factory, "kwargs": kwargs,
+               "rename": dict(rename or {})},
         hooks={"activations": hooks, "weights": weights, "probe_size": int(len(probe_t)) if probe_t is not None else 1},
         origin={"kind": "import", "source": url(location(source)), "pattern": pattern})
     join_study(config, sorted(series))
@@ -138,7 +151,7 @@ class _SeedImport:
         self.config = load_study(study)
         m = self.config.model
         assert isinstance(m, ExternalModelConfig)
-        self.shapes, self.model = m.parameters, _build(m.factory, m.kwargs)
+        self.shapes, self.model, self.rename = m.parameters, _build(m.factory, m.kwargs), dict(m.rename)
         self.probe = _load_probe(probe)
         self.hooks = select_hookpoints(self.model, list(self.config.hooks.activations)) \
             if self.model is not None and self.config.hooks.activations else []
@@ -154,7 +167,7 @@ class _SeedImport:
                 raise StoreError(f"seed {self.seed}: {problems[0]}; delete {self.path} to import the seed again")
             store.truncate(store.committed)
             return store
-        first = load_checkpoint(self.checkpoints[0][1])
+        first = renamed(load_checkpoint(self.checkpoints[0][1]), self.rename)
         roles = _roles(first, self.names, self.model)
         kinds = array_kinds(self.model, self.names, self.hooks) if self.model is not None else None
         store = RunStore.create(self.path, seed=self.seed, config_hash=self.config.training_hash(),
@@ -174,7 +187,7 @@ class _SeedImport:
 
     @torch.no_grad()
     def record(self, index: int, step: int, files: list[str]) -> Checkpoint:
-        state = load_checkpoint(files)
+        state = renamed(load_checkpoint(files), self.rename)
         weights = {}
         for n in self.names:
             t = state.get(n)
