@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from vt_core.names import SCALARS
 from vt_core.runtime import Runtime
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import open_run, run_path
+
+if TYPE_CHECKING:  # the writer module is imported when a recorder opens its store
+    from vt_core.writer import CheckpointWriter, ProcessCheckpointWriter
 
 
 class RecorderError(VtError, ValueError):
@@ -99,7 +103,7 @@ class Recorder:
             origin={"kind": "recorder"}, metrics=metrics, hmm=hmm)
         self.every, self.due_steps = every_steps, None if steps is None else set(schedule["steps"])
         self._probe_targets = probe_targets
-        self.writer = None
+        self.writer: CheckpointWriter | ProcessCheckpointWriter | None = None
         self.store: RunStore | None = None
         self.last_step: int | None = None  # the last step given to step()
         self.last_recorded: int | None = None

@@ -256,11 +256,12 @@ class ProcessCheckpointWriter:
             raise self._failure()
 
 
-def make_writer(store: RunStore, capacity: int,
-                runtime: Runtime | None = None) -> CheckpointWriter | ProcessCheckpointWriter:
+def make_writer(store: RunStore, capacity: int, runtime: Runtime | None = None,
+                max_pending_bytes: int = 256 * 2**20) -> CheckpointWriter | ProcessCheckpointWriter:
     """The writer ``runtime.writer`` names (None: :class:`Runtime`'s defaults, the process writer
     on Linux), at niceness ``runtime.writer_nice``; the thread writer for a memory:// store
-    (another process cannot see it)."""
+    (another process cannot see it). At most ``max_pending_bytes`` of checkpoints wait (1: one
+    checkpoint at a time, each handed over once the previous one is taken)."""
     from vt_core.location import same_process_only
 
     runtime = Runtime() if runtime is None else runtime
@@ -268,8 +269,8 @@ def make_writer(store: RunStore, capacity: int,
     if kind not in ("process", "thread"):
         raise RuntimeSettingError(f"runtime.writer={kind!r}: use 'process' or 'thread' (VT_WRITER)")
     if kind == "thread" or same_process_only(store.path):
-        return CheckpointWriter(store, capacity)
-    return ProcessCheckpointWriter(store, capacity, nice=runtime.writer_nice)
+        return CheckpointWriter(store, capacity, max_pending_bytes)
+    return ProcessCheckpointWriter(store, capacity, max_pending_bytes, nice=runtime.writer_nice)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -12,6 +12,7 @@ batch, each checkpoint is also loaded into the model and the hookpoints' activat
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 from typing import TypedDict
@@ -195,7 +196,7 @@ class _SeedImport:
                 got = "missing" if t is None else f"shape {list(t.shape)}"
                 raise CheckpointFilesError(f"{files[0]}: tensor {n} is {got}; the study's first checkpoint has "
                                            f"shape {self.shapes[n]}")
-            weights[n] = (t.float() if t.dtype == torch.bfloat16 else t).numpy().copy()
+            weights[n] = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
         acts = {}
         if self.model is not None and self.hooks and self.probe is not None:
             self.model.load_state_dict(state)
@@ -218,7 +219,10 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     if not todo and store.status == "complete":
         return {"seed": seed, "imported": 0, "committed_steps": store.committed, "skipped": True, "path": str(store.path)}
     store.set_status("running")
-    writer = make_writer(store, len(job.checkpoints), runtime=runtime)
+    # one checkpoint handed over at a time (memory bounded by a few checkpoints, whatever the series),
+    # and nothing to yield the cores to: the writer runs at the importer's priority
+    runtime = dataclasses.replace(runtime or Runtime(), writer_nice=0)
+    writer = make_writer(store, len(job.checkpoints), runtime=runtime, max_pending_bytes=1)
     n0 = store.committed
     try:
         try:
