@@ -33,7 +33,8 @@ from vt_core.runtime import Runtime
 from vt_core.stages.imports import import_seed, plan_import
 src, study, hooks = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 from examples.neox import tiny_gpt_neox
-del tiny_gpt_neox(**json.loads(sys.argv[5]))  # transformers imported and one model built: the baseline
+_model = tiny_gpt_neox(**json.loads(sys.argv[5]))  # transformers imported and one model built: the baseline
+del _model
 base = vm_hwm_mb()
 opts = dict(factory="examples.neox:tiny_gpt_neox", kwargs=json.loads(sys.argv[5]), rename={"embed_out.": "lm_head."})
 if hooks:
