@@ -9,7 +9,9 @@ Three cadences (every 1, 2 = the demo's, and 10 epochs); each figure is the best
 bare and vt runs interleaved.
 Then the peak memory of a training process with 100 and with 1,000 checkpoints (VmHWM).
 
-    python benchmarks/capture_overhead.py [--repeats 5] [--epochs 200]
+    python benchmarks/capture_overhead.py [--repeats 5] [--epochs 200] [--load N]
+
+``--load N`` runs N CPU-bound processes beside it (benchmarks/load.py): a shared machine.
 
 The last line printed is one JSON object with the figures.
 """
@@ -31,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.load import cpu_load  # noqa: E402
 from vt_core.config import load_config  # noqa: E402
 from vt_core.stages.train import train_seed  # noqa: E402
 from vt_core.study import prepare_study  # noqa: E402
@@ -101,10 +104,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--load", type=int, default=0, help="CPU-bound processes running beside the benchmark")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="vt-bench-capture-"))
     results = {}
+    load = cpu_load(args.load)
+    load.__enter__()
     try:
         for every in (1, 2, 10):
             sched = {"every_epochs": every}
@@ -122,8 +128,10 @@ def main() -> None:
         for n, m in mem.items():
             print(f"{m['checkpoints']} checkpoints: peak RSS {m['peak_rss_mb']:.0f} MB")
     finally:
+        load.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({
+        "load_processes": args.load, "loadavg_1min": round(os.getloadavg()[0], 2),
         "ratio": results[2]["ratio"], "baseline_s": results[2]["bare_s"], "vt_s": results[2]["vt_s"],
         "cadence_epochs": {str(k): v for k, v in results.items()},
         "peak_rss_mb_100": round(mem[100]["peak_rss_mb"], 1), "peak_rss_mb_1000": round(mem[1000]["peak_rss_mb"], 1),

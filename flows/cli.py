@@ -1,4 +1,4 @@
-"""The `vt` command: run, rerun, analyze, dashboard, figures, export, status, validate, hooks, metrics, report."""
+"""The `vt` command: run, rerun, import, analyze, dashboard, figures, export, status, validate, hooks, metrics, report."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import tasks  # noqa: F401  (analytics off before Prefect is imported)
+from flows.import_cli import import_command
 from flows.terminal import _closing, _debug, _fail, _run, _view, console
 from tasks import quiet_prefect
 from vt_core.checks import check_config
@@ -127,6 +128,9 @@ def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -
     study = _study(study)
     load_study(study)
     _run({"study": url(study)}, runner, workers, analyze_only=True, study=study)
+
+
+command(import_command)  # `vt import`: flows/import_cli.py
 
 
 @command

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import reprlib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from vt_core.config_data import IMAGE_DATA, DataConfig, ModularConfig, SparseParityConfig
+from vt_core.config_errors import format_errors
+from vt_core.config_external import ExternalDataConfig, ExternalModelConfig, OriginConfig
 from vt_core.errors import VtError
 from vt_core.names import PAPER_METRICS, SCALARS
 
 
 class ConfigError(VtError, ValueError):
     """A study configuration is invalid; the message names each field and how to fix it."""
+
+
+class ExternalStudyError(ConfigError):
+    """A study vt did not train was asked for what only training knows (its optimizer, its epochs)."""
 
 
 class _Strict(BaseModel):
@@ -78,6 +84,8 @@ class CustomModelConfig(_Strict):
 
 def _model_kind(v) -> str:
     if isinstance(v, dict):
+        if v.get("name") == "external":
+            return "external"
         return "custom" if "factory" in v else v.get("name", "")
     return getattr(v, "name", "")
 
@@ -85,83 +93,9 @@ def _model_kind(v) -> str:
 ModelConfig = Annotated[
     Union[Annotated[MLPConfig, Tag("mlp")], Annotated[TransformerConfig, Tag("transformer")],
           Annotated[ResNetConfig, Tag("resnet")], Annotated[LeNetConfig, Tag("lenet5")],
-          Annotated[CustomModelConfig, Tag("custom")]],
+          Annotated[CustomModelConfig, Tag("custom")], Annotated[ExternalModelConfig, Tag("external")]],
     Discriminator(_model_kind),
 ]
-
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-class SparseParityConfig(_Strict):
-    """Sparse parity: x in {-1,+1}^n_bits, label = product of the first k bits."""
-
-    name: Literal["sparse_parity"] = "sparse_parity"
-    n_bits: int = Field(40, gt=0, le=4096)
-    k: int = Field(3, gt=0, le=4096)
-    n_train: int = Field(1000, gt=0, le=10**7)
-    n_test: int = Field(100, gt=0, le=10**7)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="data seed; default: the run's seed")
-
-    @model_validator(mode="after")
-    def _k_le_n(self) -> SparseParityConfig:
-        if self.k > self.n_bits:
-            raise ValueError(f"k={self.k} relevant bits cannot exceed n_bits={self.n_bits}; lower k")
-        return self
-
-
-class ModularConfig(_Strict):
-    """Modular arithmetic: all pairs (a, b) labelled (a op b) mod p, split at train_fraction.
-    Division is a * b^-1 mod p over b != 0 and needs p prime."""
-
-    name: Literal["modular_addition", "modular_arithmetic"] = "modular_addition"
-    op: Literal["+", "-", "*", "/"] = "+"
-    p: int = Field(113, gt=1, le=3000)
-    train_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="data seed; default: the run's seed")
-
-    @model_validator(mode="after")
-    def _prime_for_division(self) -> ModularConfig:
-        if self.op == "/" and any(self.p % d == 0 for d in range(2, int(self.p ** 0.5) + 1)):
-            raise ValueError(f"op='/' needs a prime p (b has no inverse mod {self.p}); use e.g. p=113")
-        return self
-
-
-class DigitsConfig(_Strict):
-    """scikit-learn's 8x8 handwritten digits (1,797 images shipped inside the package)."""
-
-    name: Literal["digits"] = "digits"
-    train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-
-
-class SyntheticImagesConfig(_Strict):
-    """A seeded image task: one random template per class, plus noise and random shifts."""
-
-    name: Literal["synthetic_images"] = "synthetic_images"
-    n_classes: int = Field(10, gt=1, le=1000)
-    channels: int = Field(3, gt=0, le=64)
-    size: int = Field(32, ge=8, le=1024)
-    n_train: int = Field(2048, gt=0, le=10**7)
-    n_test: int = Field(512, gt=0, le=10**7)
-    noise: float = Field(1.0, ge=0.0, le=1e6)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-
-
-class TorchvisionConfig(_Strict):
-    """MNIST / CIFAR-10 / CIFAR-100 read from ``root`` in torchvision's layout (no torchvision needed)."""
-
-    name: Literal["mnist", "cifar10", "cifar100"]
-    root: str = Field(min_length=1)
-    download: bool = False
-    n_train: int | None = Field(None, gt=0, description="first n training images (default all)")
-    n_test: int | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-
-
-DataConfig = Annotated[Union[SparseParityConfig, ModularConfig, DigitsConfig, SyntheticImagesConfig,
-                             TorchvisionConfig], Field(discriminator="name")]
-IMAGE_DATA = ("digits", "synthetic_images", "mnist", "cifar10", "cifar100")
 
 
 # --- optimisation and schedule ------------------------------------------------------------------
@@ -274,18 +208,51 @@ class HMMConfig(_Strict):
 
 
 class StudyConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=100_000)
     output_dir: str = Field(min_length=1,
                             description="study directory: a path (relative to the working dir) or an fsspec URL")
     model: ModelConfig
     data: DataConfig
-    optimizer: OptimizerConfig = OptimizerConfig()
-    training: TrainingConfig
+    # read through the properties below: a study vt did not train has neither (None here)
+    given_optimizer: OptimizerConfig | None = Field(None, alias="optimizer")
+    given_training: TrainingConfig | None = Field(None, alias="training")
     checkpoints: CheckpointConfig
     hooks: HooksConfig = HooksConfig()
     metrics: MetricsConfig = MetricsConfig()
     hmm: HMMConfig = HMMConfig()
+    origin: OriginConfig | None = Field(None, description="set when vt did not train the runs (recorder, import)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_optimizer(cls, data):
+        if isinstance(data, dict) and _model_kind(data.get("model")) != "external" and data.get("optimizer") is None:
+            data = {**data, "optimizer": {}}
+        return data
+
+    @property
+    def optimizer(self) -> OptimizerConfig:
+        if self.given_optimizer is None:
+            raise self._unknown("optimizer")
+        return self.given_optimizer
+
+    @property
+    def training(self) -> TrainingConfig:
+        if self.given_training is None:
+            raise self._unknown("training settings")
+        return self.given_training
+
+    @property
+    def external(self) -> bool:
+        """True for a study vt did not train (recorded from the user's loop, or imported)."""
+        return self.origin is not None
+
+    def _unknown(self, what: str) -> ExternalStudyError:
+        how = self.origin.describe() if self.origin else "not trained by vt"
+        return ExternalStudyError(f"study {self.name!r} was {how}: vt did not train it and does not know its "
+                                  f"{what}, so it cannot train or retrain its seeds; `vt analyze STUDY` analyses it")
 
     @field_validator("output_dir")
     @classmethod
@@ -318,7 +285,14 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
-        if self.training.loss == "hinge" and not isinstance(self.data, SparseParityConfig):
+        external = [isinstance(self.model, ExternalModelConfig), isinstance(self.data, ExternalDataConfig),
+                    self.origin is not None]
+        if any(external) and not all(external):
+            raise ValueError("model.name='external', data.name='external' and origin go together: they describe "
+                             "a study vt did not train (vt_core.Recorder, `vt import`)")
+        if not any(external) and self.given_training is None:
+            raise ValueError("training: required; add it to the config")
+        if self.given_training and self.given_training.loss == "hinge" and not isinstance(self.data, SparseParityConfig):
             raise ValueError("training.loss='hinge' needs a binary task (data.name='sparse_parity')")
         if isinstance(self.model, TransformerConfig) and not isinstance(self.data, ModularConfig):
             raise ValueError("model.name='transformer' needs token inputs (data.name='modular_addition')")
@@ -337,6 +311,12 @@ class StudyConfig(_Strict):
         """The part of the config that determines what training writes (not seeds, paths, analysis)."""
         d = self.model_dump(mode="json")
         out = {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
+        if self.origin is not None:
+            out["origin"] = d["origin"]["kind"]
+            out.pop("data")  # only a description: seeds may describe it differently
+            if self.origin.kind == "import":  # the steps found grow as checkpoints are added
+                out.pop("checkpoints")
+            return out
         # how seeds are grouped, and whether the step is compiled, change nothing a seed stores (up
         # to float rounding): not part of its identity, so a seed trained in a group resumes alone;
         # fp32 (the default) is left out so that studies made before these options existed keep
@@ -356,34 +336,11 @@ class StudyConfig(_Strict):
         return list(self.hmm.features or self.metrics.names)
 
 
-_MAX_ERRORS = 8
-_SHORT = reprlib.Repr()
-_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 2
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    """One line per bad field (at most 8, then how many more), each naming its dotted path, what
-    is wrong and a short form of the value given: a 10 MB config gives a short message."""
-    errors = err.errors(include_url=False, include_context=False)
-    lines = [f"invalid study config {source}:"]
-    for e in errors[:_MAX_ERRORS]:
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
-        elif e["type"] == "missing":
-            msg = "required; add it to the config"
-        lines.append(f"  {loc or '(top level)'}: {msg} (got {_SHORT.repr(e.get('input'))})"[:300])
-    if len(errors) > _MAX_ERRORS:
-        lines.append(f"  ... and {len(errors) - _MAX_ERRORS} more")
-    return "\n".join(lines)
-
-
 def parse_config(data: dict, source: str = "<dict>") -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source)) from None
 
 
 def load_config(path: str | Path) -> StudyConfig:

@@ -11,6 +11,9 @@ They are read from the environment once, at the edge (the CLI, a flow, a benchma
                    cores to training.
 ``VT_GROUP_ASYNC`` ``1``/``0``: a seed group's checkpoint rounds copied to the host on a
                    background thread (default: on for CUDA, off on a CPU).
+``RANK``           (set by ``torchrun``) this process's rank in a multi-process job: a
+                   :class:`~vt_core.recorder.Recorder` writes on rank 0 only (when
+                   ``torch.distributed`` is initialised, its rank decides instead).
 =================  ===========================================================================
 """
 
@@ -34,6 +37,7 @@ class Runtime:
     writer: Literal["process", "thread"] = "process" if sys.platform.startswith("linux") else "thread"
     writer_nice: int = 10
     group_async: bool | None = None  # None: decided by the device (on for CUDA)
+    rank: int = 0  # this process's rank in a multi-process (DDP) job
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
@@ -51,4 +55,8 @@ class Runtime:
         if raw not in (None, "", "0", "1"):
             raise RuntimeSettingError(f"VT_GROUP_ASYNC={raw!r}: use 1 (on) or 0 (off), or leave it unset")
         group_async = None if raw in (None, "") else raw == "1"
-        return cls(writer=writer, writer_nice=writer_nice, group_async=group_async)  # type: ignore[arg-type]
+        rank_text = env.get("RANK", "0") or "0"
+        if not rank_text.isdigit():
+            raise RuntimeSettingError(f"RANK={rank_text!r}: a process rank is a non-negative integer")
+        return cls(writer=writer, writer_nice=writer_nice, group_async=group_async,  # type: ignore[arg-type]
+                   rank=int(rank_text))

@@ -388,5 +388,6 @@ def reset_seed(study: str | Location, seed: int) -> None:
     config = load_study(study)
     if seed not in config.seeds:
         raise StudyError(f"seed {seed} is not in this study's seeds {config.seeds}")
+    _ = config.training  # a study vt did not train cannot be retrained: refused before anything is deleted
     remove_tree(layout(study).run(seed))
     remove_tree(layout(study).resume(seed))

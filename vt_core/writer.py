@@ -83,6 +83,14 @@ class CheckpointWriter:
         if first is None:
             return [], True
         items, deadline = [first], time.monotonic() + self.flush_seconds
+        while self._backlog(items):  # a writer that fell behind writes all it has as one batch:
+            try:  # every zarr call costs the same whatever its size (a starved writer catches up)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
         while len(items) < self.flush_every and self._pending < self._max_pending // 2:
             try:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -92,6 +100,9 @@ class CheckpointWriter:
                 return items, True
             items.append(item)
         return items, False
+
+    def _backlog(self, items: list) -> bool:
+        return sum(_nbytes(c) for c, _ in items) < self._max_pending // 2 and len(items) < 64 * self.flush_every
 
     def _run(self) -> None:
         done = False
@@ -246,11 +257,12 @@ class ProcessCheckpointWriter:
             raise self._failure()
 
 
-def make_writer(store: RunStore, capacity: int,
-                runtime: Runtime | None = None) -> CheckpointWriter | ProcessCheckpointWriter:
+def make_writer(store: RunStore, capacity: int, runtime: Runtime | None = None,
+                max_pending_bytes: int = 256 * 2**20) -> CheckpointWriter | ProcessCheckpointWriter:
     """The writer ``runtime.writer`` names (None: :class:`Runtime`'s defaults, the process writer
     on Linux), at niceness ``runtime.writer_nice``; the thread writer for a memory:// store
-    (another process cannot see it)."""
+    (another process cannot see it). At most ``max_pending_bytes`` of checkpoints wait (1: one
+    checkpoint at a time, each handed over once the previous one is taken)."""
     from vt_core.location import same_process_only
 
     runtime = Runtime() if runtime is None else runtime
@@ -258,8 +270,8 @@ def make_writer(store: RunStore, capacity: int,
     if kind not in ("process", "thread"):
         raise RuntimeSettingError(f"runtime.writer={kind!r}: use 'process' or 'thread' (VT_WRITER)")
     if kind == "thread" or same_process_only(store.path):
-        return CheckpointWriter(store, capacity)
-    return ProcessCheckpointWriter(store, capacity, nice=runtime.writer_nice)
+        return CheckpointWriter(store, capacity, max_pending_bytes)
+    return ProcessCheckpointWriter(store, capacity, max_pending_bytes, nice=runtime.writer_nice)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,0 +1,53 @@
+"""`vt import`: the command (registered by :mod:`flows.cli`); the flow is :mod:`flows.imports`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated
+
+import typer
+
+from vt_core.location import location, url
+from vt_core.runtime import Runtime
+
+StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
+Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
+Workers = Annotated[int, typer.Option(min=1, help="parallel tasks (threads or local Dask workers)")]
+
+
+def import_command(source: Annotated[str, typer.Argument(help="directory (or URL) of checkpoint files")],
+            study: StudyArg,
+            pattern: Annotated[str, typer.Option(help="file names relative to SOURCE, with {seed} and {step}: "
+                                                       "seed{seed}/step_{step}.pt, run{seed}/checkpoint-{step}")],
+            weights: Annotated[list[str], typer.Option(help="tensor globs to store (repeatable)")] = ["*"],  # noqa: B006
+            factory: Annotated[str | None, typer.Option(help="pkg.module:function building the model "
+                                                             "(parameter roles; activations with --hook)")] = None,
+            kwargs: Annotated[str, typer.Option(help="the factory's keyword arguments, as JSON")] = "{}",
+            rename: Annotated[str, typer.Option(help='tensor-name prefixes in the files -> the model\'s, as JSON '
+                                                     '({"embed_out.": "lm_head."})')] = "{}",
+            hook: Annotated[list[str], typer.Option(help="hookpoint (glob) whose activations to record")] = [],  # noqa: B006
+            probe: Annotated[str | None, typer.Option(help="probe batch: a torch.save-d tensor or .npy")] = None,
+            analyze: Annotated[bool, typer.Option(help="analyse the study after importing")] = True,
+            runner: Runner = "threads", workers: Workers = 2) -> None:
+    """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
+    from flows.cli import _run, console
+    from flows.imports import import_flow
+    from flows.runners import make_task_runner
+
+    options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
+               "rename": json.loads(rename), "hooks": list(hook),
+               "probe": probe}
+    switches = dataclasses.asdict(Runtime.from_env())
+    result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
+        source, url(location(study)), pattern, options, switches)
+    for s in result["seeds"]:
+        console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
+                      + f", {s['committed_steps']} checkpoints", highlight=False)
+    if analyze:
+        _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
+
+
+
+
+import_command.__name__ = "import"  # the command's name: `vt import` (import is a keyword)

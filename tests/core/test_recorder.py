@@ -1,0 +1,197 @@
+"""vt_core.recorder: the user's own loop recorded into the same stores as `vt run`."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT, store_arrays, tiny_dict
+from vt_core import Recorder
+from vt_core.config import ExternalStudyError, parse_config
+from vt_core.data import build_task
+from vt_core.models import build_model
+from vt_core.recorder import RecorderError, StepOrderError
+from vt_core.runtime import Runtime
+from vt_core.stages.train import train_seed
+from vt_core.store import RunStore
+from vt_core.study import load_study, prepare_study, run_path
+from vt_core.training import loss_and_correct
+
+THREAD = Runtime(writer="thread")
+
+
+def _config(tmp_path):
+    return parse_config(tiny_dict(tmp_path / "vt", seeds=[0], training={"epochs": 4},
+                                  checkpoints={"every_epochs": None, "every_steps": 5}))
+
+
+def _user_loop(cfg, study, seed: int, runtime: Runtime) -> None:
+    """vt's training loop written out by hand, as a user would (same data, init, batch order,
+    optimizer), recorded by the Recorder."""
+    task = build_task(cfg.data, seed)
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, task, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    n, bs = len(task.x_train), 32
+    probe = task.x_test[:8]
+
+    def evaluate(x, y):
+        model.eval()
+        with torch.no_grad():
+            loss, ok = loss_and_correct("hinge", model(x), y, task.n_classes)
+        model.train()
+        return float(loss), float(ok) / len(y)
+
+    grads: list[float] = []
+
+    def scalars():
+        (trl, tra), (tel, tea) = evaluate(task.x_train, task.y_train), evaluate(task.x_test, task.y_test)
+        gn = sum(grads) / len(grads) if grads else math.nan
+        grads.clear()
+        return {"train_loss": trl, "train_accuracy": tra, "test_loss": tel, "test_accuracy": tea, "grad_norm": gn}
+
+    with Recorder(study, seed=seed, model=model, hooks=["layers.1"], probe=probe, probe_targets=task.y_test[:8],
+                  every_steps=5, steps_per_epoch=n // bs, runtime=runtime) as rec:
+        rec.step(0, **scalars())
+        step = 0
+        for _ in range(4):
+            perm = torch.randperm(n, generator=gen)
+            for b in range(n // bs):
+                idx = perm[b * bs:(b + 1) * bs]
+                opt.zero_grad(set_to_none=True)
+                loss_and_correct("hinge", model(task.x_train[idx]), task.y_train[idx], task.n_classes)[0].backward()
+                grads.append(float(torch.stack([p.grad.norm() for p in model.parameters()]).norm()))
+                opt.step()
+                step += 1
+                rec.step(step, **(scalars() if rec.due(step) or step == 32 else {}))
+
+
+@pytest.mark.parametrize("runtime", [THREAD, Runtime(writer="process")], ids=["thread", "process"])
+def test_recorded_loop_equals_vt_run(tmp_path, runtime):
+    cfg = _config(tmp_path)
+    prepare_study(cfg)
+    train_seed(cfg.output_dir, 0, runtime=THREAD)
+    _user_loop(cfg, tmp_path / "mine", 0, runtime)
+    ours, theirs = store_arrays(run_path(tmp_path / "mine", 0)), store_arrays(run_path(cfg.output_dir, 0))
+    assert sorted(ours) == sorted(theirs)
+    assert list(ours["step"]) == [0, 5, 10, 15, 20, 25, 30, 32]  # the last step is always kept
+    for name in theirs:
+        if name == "grad_norm":  # the user's loop sums its norms in another order
+            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    store = RunStore(run_path(tmp_path / "mine", 0), mode="r")
+    assert store.status == "complete" and store.check(read=True) == []
+    assert store.attrs["parameter_roles"] == RunStore(run_path(cfg.output_dir, 0), mode="r").attrs["parameter_roles"]
+
+
+def test_study_config_says_what_is_known(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    with Recorder(tmp_path / "s", seed=7, model=model, every_steps=2, data="my data", runtime=THREAD) as rec:
+        for step in range(5):
+            rec.step(step, train_loss=1.0 / (step + 1), lr=0.1)
+    cfg = load_study(tmp_path / "s")
+    assert cfg.seeds == [7] and cfg.origin is not None and cfg.origin.kind == "recorder"
+    assert cfg.model.name == "external" and cfg.model.class_name == "torch.nn.modules.container.Sequential"
+    assert cfg.model.parameters == {"0.weight": [3, 4], "0.bias": [3], "2.weight": [2, 3], "2.bias": [2]}
+    assert cfg.data.description == "my data" and cfg.checkpoints.every_steps == 2
+    assert set(cfg.origin.unknown) == {"data", "optimizer", "training"}
+    with pytest.raises(ExternalStudyError, match="does not know its optimizer"):
+        _ = cfg.optimizer
+    with pytest.raises(ExternalStudyError, match="cannot train"):
+        _ = cfg.training
+    arrays = store_arrays(run_path(tmp_path / "s", 7))
+    assert list(arrays["step"]) == [0, 2, 4] and list(arrays["lr"]) == [0.1] * 3
+    assert np.isnan(arrays["test_accuracy"]).all() and "activations/step" not in arrays
+    # a second seed joins the study; another model is refused
+    with Recorder(tmp_path / "s", seed=3, model=model, every_steps=2, runtime=THREAD) as rec:
+        rec.step(0)
+    assert load_study(tmp_path / "s").seeds == [7, 3]
+    other = torch.nn.Linear(4, 2)
+    with pytest.raises(Exception, match="another model or schedule"):
+        Recorder(tmp_path / "s", seed=4, model=other, every_steps=2, runtime=THREAD)
+
+
+def test_steps_must_increase_and_resume_continues(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    study = tmp_path / "s"
+    rec = Recorder(study, seed=0, model=model, steps=[0, 3, 6, 9], runtime=THREAD)
+    for step in range(7):
+        rec.step(step, train_loss=float(step))
+    with pytest.raises(StepOrderError, match="steps must increase"):
+        rec.step(6)
+    rec.close(error=RuntimeError("the loop crashed"))
+    assert RunStore(run_path(study, 0), mode="r").status == "failed"
+    with pytest.raises(StepOrderError, match="committed up to step 6.*rewind=True"):
+        Recorder(study, seed=0, model=model, steps=[0, 3, 6, 9], runtime=THREAD).step(2)
+    with Recorder(study, seed=0, model=model, steps=[0, 3, 6, 9], runtime=THREAD) as rec:
+        assert rec.resume_step == 6
+        for step in range(6, 11):
+            rec.step(step, train_loss=float(step))
+    arrays = store_arrays(run_path(study, 0))
+    assert list(arrays["step"]) == [0, 3, 6, 9, 10] and list(arrays["train_loss"]) == [0, 3, 6, 9, 10]
+    with Recorder(study, seed=0, model=model, steps=[0, 3, 6, 9], rewind=True, runtime=THREAD) as rec:
+        rec.step(4, train_loss=-4.0)
+        rec.step(6, train_loss=-6.0)
+    arrays = store_arrays(run_path(study, 0))
+    assert list(arrays["step"]) == [0, 3, 6] and list(arrays["train_loss"]) == [0, 3, -6]
+    assert RunStore(run_path(study, 0), mode="r").check(read=True) == []
+
+
+def test_misuse_is_refused_clearly(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(RecorderError, match="exactly one schedule"):
+        Recorder(tmp_path / "a", seed=0, model=model, runtime=THREAD)
+    with pytest.raises(RecorderError, match="need a probe batch"):
+        Recorder(tmp_path / "a", seed=0, model=model, hooks=["*"], every_steps=1, runtime=THREAD)
+    with Recorder(tmp_path / "a", seed=0, model=model, every_steps=1, runtime=THREAD) as rec:
+        rec.step(0, train_loss=1.0)
+        with pytest.raises(RecorderError, match="not given at the first checkpoint"):
+            rec.step(1, other=2.0)
+        with pytest.raises(RecorderError, match="not a number"):
+            rec.step(2, train_loss="high")
+
+
+def test_only_rank_zero_writes(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    with Recorder(tmp_path / "s", seed=0, model=model, every_steps=1, runtime=Runtime(writer="thread", rank=1)) as rec:
+        assert rec.step(0, train_loss=1.0) is False
+    assert not (tmp_path / "s").exists()
+
+
+def _committed(path) -> int:
+    try:
+        return RunStore(path, mode="r").committed
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+
+
+@pytest.mark.integration
+def test_sigkill_keeps_commits_and_resume_equals_an_uninterrupted_run(tmp_path):
+    """The example script (the process writer), killed with SIGKILL mid-run, then run again."""
+    script = [sys.executable, str(ROOT / "examples" / "recorder_loop.py")]
+    args = ["--seeds", "1", "--steps", "60", "--every", "4", "--save-every", "4", "--no-analyze"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run(script + [str(tmp_path / "whole")] + args, env=env, check=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(script + [str(killed)] + args + ["--sleep", "0.05"], env=env)
+    deadline = time.monotonic() + 120
+    while _committed(run_path(killed, 0)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = RunStore(run_path(killed, 0), mode="r")
+    assert 4 <= store.committed < 16 and store.effective_status() == "interrupted"
+    assert store.check(read=True) == []  # every committed checkpoint intact and readable
+    subprocess.run(script + [str(killed)] + args, env=env, check=True, timeout=300)
+    whole, resumed = store_arrays(run_path(tmp_path / "whole", 0)), store_arrays(run_path(killed, 0))
+    assert sorted(whole) == sorted(resumed) and len(whole["step"]) == 16
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)

@@ -1,0 +1,38 @@
+"""`vt import` end to end (the flow, one task per seed), then `vt analyze` and `vt rerun` on the study."""
+
+import torch
+from typer.testing import CliRunner
+
+from flows.cli import app
+from vt_core.layout import layout
+from vt_core.store import RunStore
+from vt_core.study import run_path
+
+runner = CliRunner()
+
+
+def test_vt_import_analyses_and_is_idempotent(tmp_path):
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 2))
+        (tmp_path / "ck" / f"seed{seed}").mkdir(parents=True)
+        for step in range(0, 60, 5):
+            torch.save(model.state_dict(), tmp_path / "ck" / f"seed{seed}" / f"step_{step}.pt")
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1.05).add_(0.02 * torch.randn_like(p))
+    study = tmp_path / "study"
+    args = ["import", str(tmp_path / "ck"), str(study), "--pattern", "seed{seed}/step_{step}.pt"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "seed 2: 12 imported, 12 checkpoints" in res.output and "states: k =" in res.output
+    assert layout(study).dashboard.is_file()
+    before = RunStore(run_path(study, 1), mode="r").attrs
+    res = runner.invoke(app, args + ["--no-analyze"])
+    assert res.exit_code == 0 and "seed 1: already imported, 12 checkpoints" in res.output
+    assert RunStore(run_path(study, 1), mode="r").attrs == before
+    res = runner.invoke(app, ["rerun", str(study), "--seed", "1"])
+    assert res.exit_code == 2 and "imported from checkpoint files" in res.output and "cannot train" in res.output
+    assert RunStore(run_path(study, 1), mode="r").attrs == before  # refused before anything was deleted
+    res = runner.invoke(app, ["import", str(tmp_path / "ck"), str(tmp_path / "other"), "--pattern", "s{seed}/{step}.pt"])
+    assert res.exit_code == 2 and "matches the pattern" in res.output and not (tmp_path / "other").exists()
