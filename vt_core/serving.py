@@ -16,9 +16,10 @@ from vt_core.location import DamagedFileError, Location, is_remote, read_json, w
 from vt_core.store import process_alive
 
 
-def page_url(host: str, port: int, page: str = "index.html") -> str:
-    """The URL a browser uses for a server bound to ``host``: a wildcard address is reached by the
-    machine's name."""
+def page_url(host: str, port: int, page: str | None = None) -> str:
+    """The URL a browser uses for a server bound to ``host`` (serving the dashboard's folder): a
+    wildcard address is reached by the machine's name."""
+    page = page or layout(".").dashboard.name
     name = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     return f"http://{f'[{name}]' if ':' in name else name}:{port}/{page}"
 

@@ -156,11 +156,18 @@ def _check_layout(page, width: int) -> dict:
     return lay
 
 
-def _click_and_explain(page, what: str, index: int) -> str:
+def _click_and_explain(page, what: str, index: int, expect: str) -> str:
+    """Click, then wait (a loaded machine renders slowly) until the panel shows ``expect``."""
+    import time
+
     at = page.evaluate((EDGE_AT if what == "edge" else NODE_AT).replace("IDX", str(index)))
     page.click(at["x"], at["y"])
-    _settle(page)
-    text = _js(page, "return m('explain-panel').text;")
+    deadline = time.monotonic() + 20
+    while True:
+        _settle(page)
+        text = _js(page, "return m('explain-panel').text;")
+        if expect in text or time.monotonic() > deadline:
+            break
     panel = page.evaluate("""(() => { const v = [...Bokeh.index.all_views()].find((v) => v.model.name ===
         'explain-panel'); const r = v.el.getBoundingClientRect(); return [r.top, r.bottom, innerHeight]; })()""")
     assert panel[0] < panel[2] and panel[1] > 0 and panel[1] - panel[0] > 100, ("panel not in view", panel)
@@ -177,12 +184,12 @@ def test_layout_fits_the_window_and_a_click_explains_a_transition(browser, analy
     assert graph["w"] > 0.4 * width and sel["w"] > 0.4 * width  # the page stretches to the window
     _keep(page.screenshot(tmp_path / f"dashboard-{width}.png"))
 
-    text = _click_and_explain(page, "edge", 0)
+    text = _click_and_explain(page, "edge", 0, "Transition")
     assert "Transition" in text and "paper's gradient" in text and "within-state sd" in text
     assert "When</b>: first made at step" in text and "weight units" in text
     assert _js(page, "return m('graph-edges').selected.indices;") == [0]
     _keep(page.screenshot(tmp_path / f"dashboard-{width}-transition.png", full_page=False))
-    text = _click_and_explain(page, "node", 2)
+    text = _click_and_explain(page, "node", 2, "Feature means")
     assert "State" in text and "Feature means" in text and "seeds visiting" in text
     assert _js(page, "return m('state-table-source').selected.indices;") == [2]  # and highlighted everywhere
     assert page.errors == []
