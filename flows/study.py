@@ -163,8 +163,9 @@ def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switch
         failed.update(more_failed)
         return _analyze(study, force=True)
 
-    if failed and not usable_seeds(study):  # nothing to analyse: say why, not "no seed has finished"
-        raise SeedsFailedError(study, failed, analysed=False)
+    if not usable_seeds(study):  # nothing to analyse: say why, not "no seed has finished"
+        ended = {s: f"diverged: {r['error']}" for s, r in runs.items() if r["status"] == "diverged"}
+        raise SeedsFailedError(study, {**ended, **failed}, analysed=False)
     # in this flow, not as a subflow: a subflow would get its own default (thread) task runner, and
     # the metric and HMM tasks would not go to the Dask cluster the training went to
     result = _analyze(study, force=bool(rerun_seeds), retrain=retrain)

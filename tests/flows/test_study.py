@@ -112,7 +112,7 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
     res = runner.invoke(app, ["run", str(cfg)])
     assert res.exit_code == 1  # a clean message, not a traceback
     out = " ".join(res.output.split())
-    assert "seeds [1] failed (the others were analysed)" in out and "injected failure in seed 1" in out
+    assert "seed 1 failed (the others were analysed)" in out and "injected failure in seed 1" in out
     assert "Traceback" not in res.output
     a = json.loads((study / "analysis.json").read_text())
     assert sorted(int(s) for s in a["convergence_step"]) == [0, 2]  # analysed without seed 1

@@ -113,7 +113,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
             worker = start_worker({"VT_TEST_FAIL_SEED": "1"}, "worker-1.log")
             state = _wait(finished, 420, "the flow run", [server, worker])
             assert state["type"] == "FAILED", (state, (logs / "worker-1.log").read_text()[-4000:])
-            assert "seeds [1] failed (the others were analysed)" in state["message"]
+            assert "seed 1 failed (the others were analysed)" in state["message"]
             _stop(worker)
             assert (study / "analysis.json").is_file()  # seeds 0 and 2 were analysed
             mtimes = {s: (study / "runs" / f"seed={s:04d}.zarr" / "zarr.json").stat().st_mtime_ns for s in (0, 2)}

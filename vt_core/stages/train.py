@@ -51,9 +51,12 @@ class SeedsFailedError(VtError, RuntimeError):
     def __init__(self, study: str | Location, failed: dict[int, str], analysed: bool = True):
         self.failed = failed
         lines = "\n".join(f"  seed {s}: {msg[:300]}" for s, msg in sorted(failed.items()))
-        others = "the others were analysed" if analysed else "no seed finished, so nothing was analysed"
-        super().__init__(f"seeds {sorted(failed)} failed ({others}):\n{lines}\n"
-                         f"see `vt status {study}`, fix the cause, and retrain them with "
+        others = "the others were analysed" if analysed else "no seed completed, so nothing was analysed"
+        seeds = ", ".join(map(str, sorted(failed)))
+        diverged = any(msg.startswith("diverged") for msg in failed.values())
+        hint = " (a diverged seed: lower optimizer.lr or set training.grad_clip)" if diverged else ""
+        super().__init__(f"seed{'s' if len(failed) > 1 else ''} {seeds} failed ({others}):\n{lines}\n"
+                         f"see `vt status {study}`, fix the cause{hint}, and retrain them with "
                          f"`vt rerun {study} --seed N` (or run the same command again to resume them)")
 
 
