@@ -173,3 +173,16 @@ def test_a_study_too_small_for_its_settings_finishes_with_k_capped_and_says_so(t
     assert "not fitted (infeasible)" in res.output
     report = CliRunner().invoke(app, ["report", str(tmp_path / "small")])
     assert report.exit_code == 0 and "too few observations" in report.output
+
+
+def test_when_every_seed_diverges_the_run_says_so_and_the_study_is_failed(tmp_path):
+    study = tmp_path / "study"
+    cfg = write_toml(tiny_dict(study, seeds=[0, 1], optimizer={"lr": 1e8}, training={"epochs": 3}), tmp_path / "d.toml")
+    res = runner.invoke(app, ["run", str(cfg)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "seeds 0, 1 failed (no seed completed, so nothing was analysed)" in out and "lower optimizer.lr" in out
+    assert "Traceback" not in res.output and "no seed has finished" not in out
+    assert not (study / "analysis.json").exists()
+    res = runner.invoke(app, ["status", str(study)])
+    assert "study: failed" in res.output and "diverged" in res.output, res.output
