@@ -18,6 +18,10 @@
       export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
       .prefect/results/              (older vt only) Prefect result files: never read, `vt validate` names them
 
+A comparison directory (`vt compare A B`; default ``compare-A-vs-B`` beside study A) has the
+analysis part of that layout (``hmm/``, ``analysis.json``, ``dashboard/``, ``report.md``) for the
+joint HMM of the studies' seeds, plus ``comparison.json`` (the studies, their seeds, the settings).
+
 No other module spells these names: each asks :func:`layout` for the path.
 """
 
@@ -120,6 +124,17 @@ class Layout:
     def exports(self) -> Location:
         """``vt export``'s default directory."""
         return self.root / "export"
+
+    # -- a comparison of studies (`vt compare`) -----------------------------------------------------
+    @property
+    def comparison(self) -> Location:
+        """``comparison.json``: the studies compared, the joint seeds, the HMM settings."""
+        return self.root / "comparison.json"
+
+
+def comparison_dir(first_study: str | os.PathLike | Location, names: list[str]) -> Location:
+    """The default directory of a comparison: ``compare-A-vs-B`` beside the first study."""
+    return location(first_study).parent / ("compare-" + "-vs-".join(names))
 
 
 def export_table(directory: Location, table: str, extension: str) -> Location:
