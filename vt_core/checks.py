@@ -80,6 +80,7 @@ def check_config(cfg: StudyConfig) -> Checked:
     if cfg.hooks.probe_size > len(task.x_test):
         raise ConfigError(f"hooks.probe_size = {cfg.hooks.probe_size} is more than the {len(task.x_test)} held-out "
                           f"examples the probe batch is drawn from; lower it")
+    _check_examples(cfg, task)
     try:
         position = BatchPosition(cfg, len(task.x_train), cfg.seeds[0])
     except VtError as err:
@@ -93,6 +94,21 @@ def check_config(cfg: StudyConfig) -> Checked:
     return {"name": cfg.name, "model": cfg.model.name, "n_parameters": sum(p.numel() for p in model.parameters()),
             "seeds": len(cfg.seeds), "weight_arrays": len(params), "hooks": hooks,
             "total_steps": position.total_steps, "checkpoints": n_ckpt, "study": str(location(cfg.output_dir))}
+
+
+def _check_examples(cfg: StudyConfig, task) -> None:
+    """``hooks.per_example_loss``: as many examples in each split, and one data set for every seed
+    (the function's PCA compares the seeds on the same examples)."""
+    n = cfg.hooks.per_example_loss
+    if not n:
+        return
+    smaller = min(len(task.y_train), len(task.y_test))
+    if n > smaller:
+        raise ConfigError(f"hooks.per_example_loss = {n} is more than the {smaller} examples of the smaller split "
+                          f"({len(task.y_train)} training, {len(task.y_test)} held-out); lower it")
+    if cfg.data.name not in ("mnist", "cifar10", "cifar100") and cfg.data.seed is None and len(cfg.seeds) > 1:
+        raise ConfigError(f"hooks.per_example_loss = {n} needs the same examples for every seed, and data.seed is "
+                          f"unset (each seed draws its own data); set data.seed = 0 (or any seed)")
 
 
 def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoints: int) -> None:

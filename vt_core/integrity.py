@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 RunStore = Any  # vt_core.store.RunStore (which imports this module)
 
 STATUSES = ("running", "complete", "failed", "diverged")
-GROUPS = ("weights", "activations")
+GROUPS = ("weights", "activations", "examples")
 
 #: attributes every run store has, with the types they must have
 _ATTR_TYPES: dict[str, tuple[type, ...]] = {

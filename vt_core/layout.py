@@ -11,6 +11,7 @@
       hmm/input.npz, hmm/split.json  the HMM input: standardised features, seeds split
       hmm/fits/NAME.json|.npz        one fit per (kind, k, restart, fold or resample)
       hmm/selection.json, hmm/model.npz, hmm/paths.json
+      function.npz                   PCA of the per-example losses (hooks.per_example_loss): the function
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
       figures/NAME.pdf|svg|png       `vt figures`: static figures for papers
@@ -102,6 +103,11 @@ class Layout:
     @property
     def paths(self) -> Location:
         return self.hmm / "paths.json"
+
+    @property
+    def function(self) -> Location:
+        """``function.npz``: the PCA of the per-example losses over every seed and checkpoint."""
+        return self.root / "function.npz"
 
     # -- what people read ---------------------------------------------------------------------------
     @property

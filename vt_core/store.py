@@ -134,6 +134,7 @@ class Checkpoint:
     scalars: dict[str, float]
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     activations: dict[str, np.ndarray] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)  # "loss": (2N,) per-example losses
 
 
 class StoreError(VtError, RuntimeError):
@@ -267,7 +268,7 @@ class RunStore:
         self._put(self.root, "epoch", np.array([c.epoch for c in ckpts], dtype=np.float64), i, ("step",), capacity)
         for k in ckpts[0].scalars:
             self._put(self.root, k, np.array([c.scalars[k] for c in ckpts], dtype=np.float64), i, ("step",), capacity)
-        for gname, lead in (("weights", ()), ("activations", ("probe",))):
+        for gname, lead in (("weights", ()), ("activations", ("probe",)), ("examples", ("example",))):
             arrays = getattr(ckpts[0], gname)
             if not arrays:
                 continue
@@ -286,6 +287,17 @@ class RunStore:
             v = np.asarray(v)
             dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
+                               attributes=self._array_attrs("probe", name), compressors=_codecs(True),
+                               config=_WRITE_ALL)
+            a[...] = v
+
+    def write_examples(self, index: np.ndarray, split: np.ndarray) -> None:
+        """The fixed examples whose losses ``examples/loss`` records: their index in their split
+        (``probe/example_index``) and the split (``probe/example_split``: 0 training, 1 held-out)."""
+        g = self.root.require_group("probe")
+        for name, v in (("example_index", index), ("example_split", split)):
+            v = np.asarray(v)
+            a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=("example",), overwrite=True,
                                attributes=self._array_attrs("probe", name), compressors=_codecs(True),
                                config=_WRITE_ALL)
             a[...] = v
