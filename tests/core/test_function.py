@@ -12,7 +12,7 @@ from vt_core.config import ConfigError, parse_config
 from vt_core.function import FunctionError, fit_pca, load_function
 from vt_core.stages.train import train_group, train_seed
 from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path
+from vt_core.study import prepare_study, run_path, validate_study
 from vt_core.training import Trainer, example_indices, per_example_loss
 
 N = 6
@@ -83,21 +83,48 @@ def test_pca_of_learning_half_then_the_other_half_has_two_components():
     assert np.linalg.matrix_rank(np.stack([c[:, :10].mean(1), c[:, 10:].mean(1)]), tol=1e-3) == 2
 
 
-def test_a_study_records_losses_and_fits_the_function(tmp_path):
+@pytest.fixture(scope="module")
+def function_study(tmp_path_factory):
     from vt_core import stages
 
-    config = parse_config(tiny_dict(tmp_path / "s", hmm={"features": ["function_pc1", "function_pc2", "l2"],
-                                                        "bootstrap": 0, "cv_folds": 0}, **OVER))
+    config = parse_config(tiny_dict(tmp_path_factory.mktemp("function") / "s",
+                                    hmm={"features": ["function_pc1", "function_pc2", "l2"], "bootstrap": 0,
+                                         "cv_folds": 0}, **OVER))
     study = prepare_study(config)
     for seed in config.seeds:
         train_seed(study, seed)
+    return study, stages.analyse(study)
+
+
+def test_a_study_records_losses_and_fits_the_function(function_study):
+    study, result = function_study
     store = RunStore(run_path(study, 0), mode="r")
     assert store.root["examples"]["loss"].shape[1] == 2 * N
     assert store.root["probe"]["example_split"][:].tolist() == [0] * N + [1] * N
-    result = stages.analyse(study)
     f = load_function(study)
     assert f["pcs"].shape == (3 * store.committed, min(10, 2 * N)) and sorted(set(f["seed"].tolist())) == [0, 1, 2]
     assert 0 < f["explained_variance_ratio"].sum() <= 1 + 1e-9 and result["chosen_k"] >= 1
+    assert validate_study(study) == []  # the new arrays are checksummed and verified like the rest
+
+
+@pytest.mark.browser
+def test_the_dashboard_draws_the_function_without_errors(function_study, tmp_path):
+    import os
+
+    from tests.browser import BOKEH_READY, Chromium, find_chromium
+    from vt_core.dashboard import build_dashboard
+
+    if find_chromium() is None:
+        if os.environ.get("VT_REQUIRE_BROWSER"):
+            pytest.fail("VT_REQUIRE_BROWSER is set but no chromium was found")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    page_path = build_dashboard(function_study[0])
+    with Chromium() as browser:
+        page = browser.open(page_path)
+        info = page.wait_for(BOKEH_READY)
+        page.screenshot(os.environ.get("VT_SCREENSHOTS", str(tmp_path)) + "/function.png")
+        assert not page.errors, page.errors
+    assert "function-trajectory" in info["names"] and "state-graph" in info["names"]
 
 
 def test_group_records_the_losses_a_seed_records_alone(tmp_path):
