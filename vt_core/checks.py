@@ -16,6 +16,7 @@ from typing import TypedDict
 from vt_core.config import ConfigError, StudyConfig
 from vt_core.errors import VtError
 from vt_core.location import location
+from vt_core.names import is_function_feature
 from vt_core.study import check_output_dir
 
 
@@ -101,6 +102,9 @@ def _check_examples(cfg: StudyConfig, task) -> None:
     (the function's PCA compares the seeds on the same examples)."""
     n = cfg.hooks.per_example_loss
     if not n:
+        if any(is_function_feature(f) for f in cfg.hmm.features or []):
+            raise ConfigError("hmm.features function_pc1, ... are the PCs of per-example losses: set "
+                              "hooks.per_example_loss = N (examples of each split recorded at every checkpoint)")
         return
     smaller = min(len(task.y_train), len(task.y_test))
     if n > smaller:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import reprlib
 import tomllib
 from pathlib import Path
@@ -16,12 +15,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from vt_core.errors import VtError
-from vt_core.names import PAPER_METRICS, SCALARS
-
-
-def is_function_feature(name: str) -> bool:
-    """``function_pc1``, ``function_pc2``, ...: the principal components of the per-example losses."""
-    return re.fullmatch(r"function_pc[1-9][0-9]*", name) is not None
+from vt_core.names import PAPER_METRICS, SCALARS, is_function_feature
 
 
 class ConfigError(VtError, ValueError):
@@ -222,9 +216,8 @@ class HooksConfig(_Strict):
     capture: Literal["output", "input", "both"] = "output"
     weights: list[str] = Field(default_factory=lambda: ["*"], description="parameter globs to store")
     probe_size: int = Field(32, gt=0, le=100_000, description="examples in the fixed probe batch")
-    per_example_loss: int = Field(0, ge=0, le=100_000, description="N: record the loss of N fixed training and N "
-                                  "fixed held-out examples at every checkpoint (0: off); the function's trajectory "
-                                  "(PCA over seeds and checkpoints) gives the HMM features function_pc1, ...")
+    per_example_loss: int = Field(0, ge=0, le=100_000, description="N: the loss of N fixed training and N held-out "
+                                  "examples at every checkpoint (0: off); their PCs are HMM features function_pc1, ...")
 
 
 class MetricsConfig(_Strict):
@@ -333,9 +326,6 @@ class StudyConfig(_Strict):
         feats = self.hmm.features or []
         known = set(self.metrics.names) | set(SCALARS)
         bad = [f for f in feats if f.split("@")[0] not in known and not is_function_feature(f)]
-        if any(is_function_feature(f) for f in feats) and not self.hooks.per_example_loss:
-            raise ValueError("hmm.features function_pc1, ... are the PCs of per-example losses: set "
-                             "hooks.per_example_loss = N (examples of each split recorded at every checkpoint)")
         if bad:
             raise ValueError(f"hmm.features {bad} are not computed; choose from {sorted(known)}")
         return self
@@ -355,7 +345,7 @@ class StudyConfig(_Strict):
         if out["training"].get("precision") == "fp32":
             out["training"].pop("precision")
         if not out["hooks"].get("per_example_loss"):  # off: studies made before it keep their hash
-            out["hooks"].pop("per_example_loss", None)
+            out["hooks"].pop("per_example_loss")
         return out
 
     def training_hash(self) -> str:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from vt_core.config import is_function_feature
 from vt_core.errors import VtError
 from vt_core.layout import layout
 from vt_core.location import Location, load_npz, save_npz
+from vt_core.names import is_function_feature
 from vt_core.study import load_study, open_run
 
 PREFIX = "function_pc"

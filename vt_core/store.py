@@ -281,23 +281,15 @@ class RunStore:
                 rows = np.stack([getattr(c, gname)[name] for c in ckpts])
                 self._put(g, name, rows, i, ("step", *lead, *extra), capacity)
 
-    def write_probe(self, x: np.ndarray, y: np.ndarray) -> None:
+    def write_probe(self, x: np.ndarray, y: np.ndarray, lead: str = "probe") -> None:
+        """The probe batch (``probe/x``, ``probe/y``); with ``lead="example"``, the fixed examples
+        whose losses ``examples/loss`` records: ``x`` their index in their split
+        (``probe/example_index``), ``y`` the split (``probe/example_split``: 0 training, 1 held-out)."""
         g = self.root.require_group("probe")
-        for name, v in (("x", x), ("y", y)):
+        for name, v in (("x", x), ("y", y)) if lead == "probe" else (("example_index", x), ("example_split", y)):
             v = np.asarray(v)
-            dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
+            dims = (lead, *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
-                               attributes=self._array_attrs("probe", name), compressors=_codecs(True),
-                               config=_WRITE_ALL)
-            a[...] = v
-
-    def write_examples(self, index: np.ndarray, split: np.ndarray) -> None:
-        """The fixed examples whose losses ``examples/loss`` records: their index in their split
-        (``probe/example_index``) and the split (``probe/example_split``: 0 training, 1 held-out)."""
-        g = self.root.require_group("probe")
-        for name, v in (("example_index", index), ("example_split", split)):
-            v = np.asarray(v)
-            a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=("example",), overwrite=True,
                                attributes=self._array_attrs("probe", name), compressors=_codecs(True),
                                config=_WRITE_ALL)
             a[...] = v

@@ -150,7 +150,7 @@ def test_checks_refuse_examples_that_differ_by_seed(tmp_path):
     with pytest.raises(ConfigError, match="hooks.per_example_loss = 100 is more than the 64"):
         check_config(parse_config(tiny_dict(tmp_path / "b", data={"seed": 0}, hooks={"per_example_loss": 100})))
     with pytest.raises(ConfigError, match="function_pc1, ... are the PCs"):
-        parse_config(tiny_dict(tmp_path / "c", hmm={"features": ["function_pc1"]}))
+        check_config(parse_config(tiny_dict(tmp_path / "c", hmm={"features": ["function_pc1"]})))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -26,11 +26,12 @@ import numpy as np
 import xarray as xr
 
 import vt_core
-from vt_core.config import StudyConfig, is_function_feature
+from vt_core.config import StudyConfig
 from vt_core.layout import layout
 from vt_core.location import Location, location, move_store, url, zarr_options
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.metrics.roles import RULES_VERSION
+from vt_core.names import is_function_feature
 from vt_core.store import RunStore
 
 #: The schema of metrics.zarr, declared once: each variable's dimensions, dtype and fill value.

@@ -131,8 +131,8 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
         if config.hooks.per_example_loss:
-            store.write_examples(*example_indices(len(trainer.task.y_train), len(trainer.task.y_test),
-                                                  config.hooks.per_example_loss, example_seed(config)))
+            store.write_probe(*example_indices(len(trainer.task.y_train), len(trainer.task.y_test),
+                                               config.hooks.per_example_loss, example_seed(config)), lead="example")
     return store, trainer
 
 
