@@ -109,21 +109,10 @@ def test_a_study_records_losses_and_fits_the_function(function_study):
 
 @pytest.mark.browser
 def test_the_dashboard_draws_the_function_without_errors(function_study, tmp_path):
-    import os
-
-    from tests.browser import BOKEH_READY, Chromium, find_chromium
+    from tests.browser import render_checked
     from vt_core.dashboard import build_dashboard
 
-    if find_chromium() is None:
-        if os.environ.get("VT_REQUIRE_BROWSER"):
-            pytest.fail("VT_REQUIRE_BROWSER is set but no chromium was found")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
-    page_path = build_dashboard(function_study[0])
-    with Chromium() as browser:
-        page = browser.open(page_path)
-        info = page.wait_for(BOKEH_READY)
-        page.screenshot(os.environ.get("VT_SCREENSHOTS", str(tmp_path)) + "/function.png")
-        assert not page.errors, page.errors
+    info = render_checked(build_dashboard(function_study[0]), "function.png", tmp_path)
     assert "function-trajectory" in info["names"] and "state-graph" in info["names"]
 
 

@@ -4,13 +4,11 @@ statistics themselves are tested on planted data in tests/core/test_compare.py."
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.browser import BOKEH_READY, Chromium, find_chromium
+from tests.browser import render_checked
 from tests.conftest import tiny_dict
 from vt_core.config import parse_config
 from vt_core.layout import layout
@@ -79,16 +77,7 @@ def test_studies_with_different_metrics_are_refused(compared, tmp_path):
 
 @pytest.mark.browser
 def test_comparison_dashboard_renders_without_errors(compared, tmp_path):
-    if find_chromium() is None:
-        if os.environ.get("VT_REQUIRE_BROWSER"):
-            pytest.fail("VT_REQUIRE_BROWSER is set but no chromium was found")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
-    page_path = layout(compared[2]).dashboard
-    with Chromium() as browser:
-        page = browser.open(page_path)
-        info = page.wait_for(BOKEH_READY)
-        page.screenshot(os.environ.get("VT_SCREENSHOTS", str(tmp_path)) + "/compare.png")
-        assert not page.errors, page.errors
+    info = render_checked(layout(compared[2]).dashboard, "compare.png", tmp_path)
     names = set(info["names"])
     assert {"header", "compare-graph", "compare-occupancy", "compare-convergence", "state-timeline",
             "compare-scale", "explain-panel"} <= names, names
