@@ -1,5 +1,5 @@
 """The CPU comparison pair (examples/compare/sparse_parity_lr01.toml, _lr02.toml), trained and
-compared as `vt compare` does (run by `make test-slow`; about 12 minutes on 2 cores). Measured
+compared as `vt compare` does (run by `make test-slow`; 12 seeds of about 30 s each on an idle core, plus the analyses). Measured
 before writing this test (2 seeds each): held-out accuracy passes 0.9 at epochs 105 and 115 with
 learning rate 0.1, at epoch 40 with 0.2."""
 
@@ -26,6 +26,7 @@ def _study(name: str, tmp_path):
     return study
 
 
+@pytest.mark.timeout(3600)
 def test_the_cpu_pair_differs_in_convergence(tmp_path):
     a, b = _study("sparse_parity_lr01", tmp_path), _study("sparse_parity_lr02", tmp_path)
     out = compare_studies([str(a), str(b)], str(tmp_path / "compare"))
@@ -35,7 +36,7 @@ def test_the_cpu_pair_differs_in_convergence(tmp_path):
     d = c["convergence_difference"]["sparse_parity_lr02"]
     print("k:", result["chosen_k"], "difference:", d, "specific:",
           {n: p["specific_states"] for n, p in c["per_study"].items()},
-          "function ratio:", json.dumps(str((tmp_path / "sparse_parity_lr01" / "function.npz").exists())))
+          "function.npz:", (tmp_path / "sparse_parity_lr01" / "function.npz").exists())
     assert c["per_study"]["sparse_parity_lr01"]["convergence"]["n_converged"] == 6
     assert c["per_study"]["sparse_parity_lr02"]["convergence"]["n_converged"] == 6
     assert d["excludes_zero"] and d["interval"][1] < 0 and d["ratio"] < 0.7, d  # lr 0.2 converges sooner
