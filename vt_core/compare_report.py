@@ -66,6 +66,9 @@ def comparison_markdown(a: dict) -> str:
         lines.append(f"| {s} | {cells} | {md(owner) if owner else ''} |")
     lines += ["", "## Detours", ""] + detour_lines(c)
     lines += [f"- within {md(n)} alone: {per[n]['own_regression']['conclusion']}" for n in names]
+    lines += ["", "The joint regression has one intercept for all seeds: where the studies' convergence differs, "
+              "the study's effect enters the coefficients of the states only one study visits; read such a "
+              "detour together with the convergence difference above."]
     lines += ["", "Convergence: the first checkpoint whose held-out accuracy reaches each study's threshold; "
               "intervals resample seeds within each study (2,000 draws); seeds that never converge are counted, "
               "not imputed."]
