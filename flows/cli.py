@@ -1,4 +1,5 @@
-"""The `vt` command: run, rerun, import, analyze, dashboard, figures, export, status, validate, hooks, metrics, report."""
+"""The `vt` command: run, rerun, import, analyze, dashboard, figures, export, status, validate, hooks, metrics,
+report, compare."""
 
 from __future__ import annotations
 
@@ -311,6 +312,19 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
     for line in closing_lines(result):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     console.print(f"analysis: {layout(target).analysis}", soft_wrap=True, markup=False, highlight=False)
+
+
+@command
+def compare(studies: Annotated[list[str], typer.Argument(help="two or more analysed study directories (paths or URLs)")],
+            out: Annotated[str | None, typer.Option(help="comparison directory (default: compare-A-vs-B beside "
+                                                    "the first study)")] = None,
+            runner: Runner = "threads", workers: Workers = 2) -> None:
+    """One HMM fitted jointly over the studies' seeds; per study: occupancy, states only it visits,
+    detours, convergence, and the difference in convergence with a bootstrap interval."""
+    from flows.compare import run_compare
+
+    run_compare(studies, out, runner, workers,
+                lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False))
 
 
 @command

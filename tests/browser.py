@@ -179,3 +179,21 @@ BOKEH_READY = """
           n_views: views.length, n_roots: doc.roots().length};
 })()
 """
+
+
+def render_checked(path: str | Path, screenshot: str, tmp_path: Path) -> dict:
+    """Open a standalone page in headless Chromium, wait until Bokeh is idle, save a screenshot (to
+    $VT_SCREENSHOTS or ``tmp_path``) and fail on any console error; the BOKEH_READY info. Skips
+    where no chromium exists (fails instead when VT_REQUIRE_BROWSER is set)."""
+    import pytest
+
+    if find_chromium() is None:
+        if os.environ.get("VT_REQUIRE_BROWSER"):
+            pytest.fail("VT_REQUIRE_BROWSER is set but no chromium was found (apt-get install chromium)")
+        pytest.skip("no chromium on this machine (apt-get install chromium, or set VT_CHROMIUM)")
+    with Chromium() as browser:
+        page = browser.open(path)
+        info = page.wait_for(BOKEH_READY)
+        page.screenshot(Path(os.environ.get("VT_SCREENSHOTS", str(tmp_path))) / screenshot)
+        assert not page.errors, page.errors
+    return info

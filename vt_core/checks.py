@@ -16,6 +16,7 @@ from typing import TypedDict
 from vt_core.config import ConfigError, StudyConfig
 from vt_core.errors import VtError
 from vt_core.location import location
+from vt_core.names import is_function_feature
 from vt_core.study import check_output_dir
 
 
@@ -81,6 +82,7 @@ def check_config(cfg: StudyConfig) -> Checked:
     if cfg.hooks.probe_size > len(task.x_test):
         raise ConfigError(f"hooks.probe_size = {cfg.hooks.probe_size} is more than the {len(task.x_test)} held-out "
                           f"examples the probe batch is drawn from; lower it")
+    _check_examples(cfg, task)
     try:
         position = BatchPosition(cfg, len(task.x_train), cfg.seeds[0])
     except VtError as err:
@@ -117,6 +119,24 @@ def _check_size(cfg: StudyConfig) -> None:
     if n > MAX_PARAMETERS:
         raise ConfigError(f"{field}: about {n:,.0f} parameters, more than vt trains ({MAX_PARAMETERS:,}); "
                           f"make the model smaller")
+
+
+def _check_examples(cfg: StudyConfig, task) -> None:
+    """``hooks.per_example_loss``: as many examples in each split, and one data set for every seed
+    (the function's PCA compares the seeds on the same examples)."""
+    n = cfg.hooks.per_example_loss
+    if not n:
+        if any(is_function_feature(f) for f in cfg.hmm.features or []):
+            raise ConfigError("hmm.features function_pc1, ... are the PCs of per-example losses: set "
+                              "hooks.per_example_loss = N (examples of each split recorded at every checkpoint)")
+        return
+    smaller = min(len(task.y_train), len(task.y_test))
+    if n > smaller:
+        raise ConfigError(f"hooks.per_example_loss = {n} is more than the {smaller} examples of the smaller split "
+                          f"({len(task.y_train)} training, {len(task.y_test)} held-out); lower it")
+    if cfg.data.name not in ("mnist", "cifar10", "cifar100") and getattr(cfg.data, "seed", None) is None and len(cfg.seeds) > 1:
+        raise ConfigError(f"hooks.per_example_loss = {n} needs the same examples for every seed, and data.seed is "
+                          f"unset (each seed draws its own data); set data.seed = 0 (or any seed)")
 
 
 def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoints: int) -> None:

@@ -17,7 +17,7 @@ from vt_core.config_data import IMAGE_DATA, DataConfig, ModularConfig, SparsePar
 from vt_core.config_errors import format_errors
 from vt_core.config_external import ExternalDataConfig, ExternalModelConfig, OriginConfig
 from vt_core.errors import VtError
-from vt_core.names import PAPER_METRICS, SCALARS
+from vt_core.names import PAPER_METRICS, SCALARS, is_function_feature
 
 
 class ConfigError(VtError, ValueError):
@@ -153,6 +153,8 @@ class HooksConfig(_Strict):
     capture: Literal["output", "input", "both"] = "output"
     weights: list[str] = Field(default_factory=lambda: ["*"], description="parameter globs to store")
     probe_size: int = Field(32, gt=0, le=100_000, description="examples in the fixed probe batch")
+    per_example_loss: int = Field(0, ge=0, le=100_000, description="N: the loss of N fixed training and N held-out "
+                                  "examples at every checkpoint (0: off); their PCs are HMM features function_pc1, ...")
 
 
 class MetricsConfig(_Strict):
@@ -300,7 +302,7 @@ class StudyConfig(_Strict):
             raise ValueError(f"model.name={self.model.name!r} needs images (data.name in {list(IMAGE_DATA)})")
         feats = self.hmm.features or []
         known = set(self.metrics.names) | set(SCALARS)
-        bad = [f for f in feats if f.split("@")[0] not in known]
+        bad = [f for f in feats if f.split("@")[0] not in known and not is_function_feature(f)]
         if bad:
             raise ValueError(f"hmm.features {bad} are not computed; choose from {sorted(known)}")
         return self
@@ -325,6 +327,8 @@ class StudyConfig(_Strict):
         out["training"].pop("compile", None)
         if out["training"].get("precision") == "fp32":
             out["training"].pop("precision")
+        if not out["hooks"].get("per_example_loss"):  # off: studies made before it keep their hash
+            out["hooks"].pop("per_example_loss")
         return out
 
     def training_hash(self) -> str:

@@ -24,7 +24,7 @@ from vt_core.hooks import capture
 from vt_core.position import PositionMark
 from vt_core.record import checkpoint_record, resume_state
 from vt_core.store import Checkpoint
-from vt_core.training import DivergedError, Trainer, loss_and_correct
+from vt_core.training import DivergedError, Trainer, loss_and_correct, per_example_loss
 
 #: ``(member index, Checkpoint, resume state)``, or ``(member index, DivergedError, None)``
 Event = tuple[int, Checkpoint | DivergedError, dict | None]
@@ -32,6 +32,7 @@ Event = tuple[int, Checkpoint | DivergedError, dict | None]
 HOST_DEPTH = 2  # checkpoint rounds snapshotted on the device and not yet on the host, at most
 
 _HOSTED = ("scalars", "grad", "first_bad", "params", "acts", "opt")  # the snapshot's device tensors
+_EXAMPLES = "\x00per_example_loss"  # the per-example losses ride with the activations (no hookpoint's name)
 
 
 def _to_host(tree):
@@ -60,6 +61,8 @@ class GroupRecorder:
         self.x_test = torch.stack([m.task.x_test for m in members])
         self.y_test = torch.stack([m.task.y_test for m in members])
         self.probe_x = torch.stack([m.probe_x for m in members])
+        ex = [m.examples for m in members]
+        self.examples = None if ex[0] is None else (torch.stack([e[0] for e in ex]), torch.stack([e[1] for e in ex]))
         # evaluation runs all seeds at once; chunks of seeds keep a large test set within memory
         self.eval_chunk = max(1, min(group.G, 200_000 // max(len(m0.task.x_test), len(m0.task.x_train), 1)))
         self.state_keys = list(m0.model.state_dict().keys())
@@ -90,6 +93,10 @@ class GroupRecorder:
             functional_call(g.base, (params, buffers), (x,))
         return dict(out)
 
+    def _example_losses(self, params, buffers, x, y):
+        g = self.group
+        return per_example_loss(g.loss_name, functional_call(g.base, (params, buffers), (x,)), y, g.n_classes)
+
     def _evaluate(self) -> tuple[torch.Tensor, dict]:
         """(G, 4) [train loss, train correct, test loss, test correct] and the probe's activations."""
         g = self.group
@@ -99,6 +106,8 @@ class GroupRecorder:
             tr_loss, tr_ok = ev(g.params, g.buffers, g.x_train, g.y_train)
             te_loss, te_ok = ev(g.params, g.buffers, self.x_test, self.y_test)
             acts = vmap(self._probe)(g.params, g.buffers, self.probe_x) if g.members[0].hooks else {}
+            if self.examples is not None:
+                acts = dict(acts) | {_EXAMPLES: vmap(self._example_losses)(g.params, g.buffers, *self.examples)}
         finally:
             g.base.train()
         return torch.stack([tr_loss.float(), tr_ok.float(), te_loss.float(), te_ok.float()]), dict(acts)
@@ -162,12 +171,14 @@ class GroupRecorder:
         return out
 
     def _record(self, i: int, m: Trainer, at: PositionMark, h: dict) -> Checkpoint:
-        scalars, params, acts = h["scalars"], h["params"], h["acts"]
+        scalars, params, acts = h["scalars"], h["params"], dict(h["acts"])
+        losses = acts.pop(_EXAMPLES, None)
         train = (scalars[0, i], scalars[1, i], len(m.task.y_train))
         test = (scalars[2, i], scalars[3, i], len(m.task.y_test))
         return checkpoint_record(m.position.take_index(), at, train, test, h["grad"][i],
                                  weights={n: params[n][i].numpy().copy() for n in m.weight_names},
-                                 activations={k: v[i].numpy().copy() for k, v in acts.items()})
+                                 activations={k: v[i].numpy().copy() for k, v in acts.items()},
+                                 examples={} if losses is None else {"loss": losses[i].float().numpy().copy()})
 
     def _resume_state(self, i: int, m: Trainer, at: PositionMark, snap: dict, h: dict) -> dict:
         params, opt, names = h["params"], h["opt"], self.group.names

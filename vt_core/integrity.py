@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 RunStore = Any  # vt_core.store.RunStore (which imports this module)
 
 STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
-GROUPS = ("weights", "activations")
+GROUPS = ("weights", "activations", "examples")
 #: the group of ``row_crc`` (step, array): each written row's CRC32C, columns named in its attributes
 CHECK_GROUP = "integrity"
 

@@ -11,6 +11,7 @@
       hmm/input.npz, hmm/split.json  the HMM input: standardised features, seeds split
       hmm/fits/NAME.json|.npz        one fit per (kind, k, restart, fold or resample)
       hmm/selection.json, hmm/model.npz, hmm/paths.json
+      function.npz                   PCA of the per-example losses (hooks.per_example_loss): the function
       analysis.json                  states, graph, explanations, regression
       dashboard/index.html           standalone Bokeh page
       .vt.serving                    while `vt dashboard --serve` serves it: its URL, host and pid
@@ -18,6 +19,10 @@
       report.md                      `vt report`
       export/checkpoints.parquet     `vt export`: one row per (seed, step); export/states.parquet
       .prefect/results/              (older vt only) Prefect result files: never read, `vt validate` names them
+
+A comparison directory (`vt compare A B`; default ``compare-A-vs-B`` beside study A) has the
+analysis part of that layout (``hmm/``, ``analysis.json``, ``dashboard/``, ``report.md``) for the
+joint HMM of the studies' seeds, plus ``comparison.json`` (the studies, their seeds, the settings).
 
 No other module spells these names: each asks :func:`layout` for the path.
 """
@@ -100,6 +105,11 @@ class Layout:
     def paths(self) -> Location:
         return self.hmm / "paths.json"
 
+    @property
+    def function(self) -> Location:
+        """``function.npz``: the PCA of the per-example losses over every seed and checkpoint."""
+        return self.root / "function.npz"
+
     # -- what people read ---------------------------------------------------------------------------
     @property
     def analysis(self) -> Location:
@@ -126,6 +136,17 @@ class Layout:
     def exports(self) -> Location:
         """``vt export``'s default directory."""
         return self.root / "export"
+
+    # -- a comparison of studies (`vt compare`) -----------------------------------------------------
+    @property
+    def comparison(self) -> Location:
+        """``comparison.json``: the studies compared, the joint seeds, the HMM settings."""
+        return self.root / "comparison.json"
+
+
+def comparison_dir(first_study: str | os.PathLike | Location, names: list[str]) -> Location:
+    """The default directory of a comparison: ``compare-A-vs-B`` beside the first study."""
+    return location(first_study).parent / ("compare-" + "-vs-".join(names))
 
 
 def export_table(directory: Location, table: str, extension: str) -> Location:

@@ -3,6 +3,8 @@ the paper's 14 weight metrics (REFERENCE.md)."""
 
 from __future__ import annotations
 
+import re
+
 #: Recorded by the trainer at every checkpoint, stored at the root of each run store, and always
 #: available as metrics and HMM features.
 SCALAR_FORMULAS: dict[str, str] = {
@@ -31,3 +33,8 @@ PAPER_METRICS: tuple[str, ...] = (
     "median_b",
     "var_b",
 )
+
+
+def is_function_feature(name: str) -> bool:
+    """``function_pc1``, ``function_pc2``, ...: the principal components of the per-example losses."""
+    return re.fullmatch(r"function_pc[1-9][0-9]*", name) is not None

@@ -95,7 +95,12 @@ def array_attrs(group: str, name: str, loss: str | None = None) -> dict:
     if group == "activations":
         return {"long_name": f"activation at hookpoint {name} on the probe batch"}
     if group == "probe":
-        return {"long_name": {"x": "probe batch inputs", "y": "probe batch targets"}.get(name, name)}
+        return {"long_name": {"x": "probe batch inputs", "y": "probe batch targets",
+                              "example_index": "index of each fixed example in its split",
+                              "example_split": "split of each fixed example (0 training, 1 held-out)"}.get(name, name)}
+    if group == "examples":
+        units = LOSS_UNITS.get(loss or "")
+        return {"long_name": "loss of each fixed example" if name == "loss" else name} | ({"units": units} if units else {})
     return scalar_attrs(name, loss)
 
 

@@ -37,7 +37,8 @@ def grad_norm(grad_acc: torch.Tensor) -> float:
 
 
 def checkpoint_record(index: int, at: PositionMark, train: tuple, test: tuple, grad_acc: torch.Tensor,
-                      weights: dict[str, np.ndarray], activations: dict[str, np.ndarray]) -> Checkpoint:
+                      weights: dict[str, np.ndarray], activations: dict[str, np.ndarray],
+                      examples: dict[str, np.ndarray] | None = None) -> Checkpoint:
     """One checkpoint's record. ``train`` and ``test`` are ``(mean loss, number correct, number
     of examples)``; ``grad_acc`` is ``[sum of gradient norms, steps]`` since the last checkpoint;
     ``weights`` and ``activations`` are host arrays the record may keep."""
@@ -45,7 +46,8 @@ def checkpoint_record(index: int, at: PositionMark, train: tuple, test: tuple, g
     values = (float(train_loss), float(train_ok) / n_train, float(test_loss), float(test_ok) / n_test,
               grad_norm(grad_acc))
     return Checkpoint(index=index, step=at.step, epoch=at.epoch_fraction,
-                      scalars=dict(zip(SCALARS, values, strict=True)), weights=weights, activations=activations)
+                      scalars=dict(zip(SCALARS, values, strict=True)), weights=weights, activations=activations,
+                      examples=examples or {})
 
 
 def resume_state(*, model: Mapping, optimizer: Mapping, scheduler: Mapping, at: PositionMark,

@@ -104,6 +104,7 @@ class Checkpoint:
     scalars: dict[str, float]
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     activations: dict[str, np.ndarray] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)  # "loss": (2N,) per-example losses
 
 
 class StoreError(VtError, RuntimeError):
@@ -241,7 +242,7 @@ class RunStore:
         for k in ckpts[0].scalars:
             values = np.array([c.scalars[k] for c in ckpts], dtype=np.float64)
             written.append((self._put(self.root, k, values, i, ("step",), capacity), values))
-        for gname, lead in (("weights", ()), ("activations", ("probe",))):
+        for gname, lead in (("weights", ()), ("activations", ("probe",)), ("examples", ("example",))):
             arrays = getattr(ckpts[0], gname)
             if not arrays:
                 continue
@@ -275,11 +276,14 @@ class RunStore:
         elif list(recorded) != cols:
             raise StoreError(f"{self.path}: the arrays written ({cols}) are not those of earlier checkpoints")
 
-    def write_probe(self, x: np.ndarray, y: np.ndarray) -> None:
+    def write_probe(self, x: np.ndarray, y: np.ndarray, lead: str = "probe") -> None:
+        """The probe batch (``probe/x``, ``probe/y``); with ``lead="example"``, the fixed examples
+        whose losses ``examples/loss`` records: ``x`` their index in their split
+        (``probe/example_index``), ``y`` the split (``probe/example_split``: 0 training, 1 held-out)."""
         g = self.root.require_group("probe")
-        for name, v in (("x", x), ("y", y)):
+        for name, v in (("x", x), ("y", y)) if lead == "probe" else (("example_index", x), ("example_split", y)):
             v = np.asarray(v)
-            dims = ("probe", *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
+            dims = (lead, *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
                                attributes=self._array_attrs("probe", name), compressors=_codecs(True),
                                config=_WRITE_ALL)

@@ -85,6 +85,39 @@ def loss_and_correct(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_class
     return loss, (out.argmax(-1) == y).sum()
 
 
+def per_example_loss(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(n,) the loss of each example: the terms whose mean :func:`loss_and_correct` takes."""
+    if loss_name == "hinge":
+        return torch.clamp(1 - out.squeeze(-1) * (y.float() * 2 - 1), min=0)
+    if loss_name == "mse":
+        return F.mse_loss(out, F.one_hot(y, n_classes).float(), reduction="none").mean(-1)
+    return F.cross_entropy(out, y, reduction="none")
+
+
+def example_indices(n_train: int, n_test: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed examples of a study: ``n`` training and ``n`` held-out examples drawn once from the
+    study's data seed, as (index in its split, split: 0 training, 1 held-out)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 90210]))
+    tr = np.sort(rng.choice(n_train, size=n, replace=False))
+    te = np.sort(rng.choice(n_test, size=n, replace=False))
+    return np.concatenate([tr, te]).astype(np.int64), np.repeat(np.array([0, 1], dtype=np.int8), n)
+
+
+def example_seed(config) -> int:
+    """The seed of the study's fixed examples: the data seed (the same for every seed of the study)."""
+    return int(getattr(config.data, "seed", None) or 0)
+
+
+def example_batch(task, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fixed examples' inputs and targets (training ones first), or None when ``n`` is 0."""
+    if not n:
+        return None
+    index, split = example_indices(len(task.y_train), len(task.y_test), n, seed)
+    tr, te = torch.as_tensor(index[split == 0]), torch.as_tensor(index[split == 1])
+    return (torch.cat([task.x_train[tr.to(task.x_train.device)], task.x_test[te.to(task.x_test.device)]]),
+            torch.cat([task.y_train[tr.to(task.y_train.device)], task.y_test[te.to(task.y_test.device)]]))
+
+
 @contextlib.contextmanager
 def precision(name: str, device: torch.device):
     """``fp32`` (exact), ``tf32`` (TF32 matmuls on CUDA) or ``bf16`` (autocast) for the training step."""
@@ -194,6 +227,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, self.total_steps))
         self.probe_x = self.task.x_test[: config.hooks.probe_size]
         self.probe_y = self.task.y_test[: config.hooks.probe_size]
+        self.examples = example_batch(self.task, config.hooks.per_example_loss, example_seed(config))
         # (sum of gradient norms, steps) since the last checkpoint; on the device: no sync per step
         self.grad_acc = torch.zeros(2, dtype=torch.float64, device=self.device)
 
@@ -260,6 +294,16 @@ class Trainer:
         return {n: v.cpu().numpy() for n, v in out.items()}
 
     @torch.no_grad()
+    def _example_losses(self) -> dict[str, np.ndarray]:
+        if self.examples is None:
+            return {}
+        self.model.eval()
+        loss = per_example_loss(self.cfg.training.loss, self.model(self.examples[0]), self.examples[1],
+                                self.task.n_classes)
+        self.model.train()
+        return {"loss": loss.float().cpu().numpy()}
+
+    @torch.no_grad()
     def checkpoint(self) -> Checkpoint:
         """Record the seed where it stands (:func:`vt_core.record.checkpoint_record`)."""
         train = self._evaluate(self.task.x_train, self.task.y_train)
@@ -268,7 +312,8 @@ class Trainer:
         weights = {n: params[n].detach().cpu().numpy().copy() for n in self.weight_names}
         acts = self._activations()
         at = self.position.mark()
-        ckpt = checkpoint_record(self.position.take_index(), at, train, test, self.grad_acc, weights, acts)
+        ckpt = checkpoint_record(self.position.take_index(), at, train, test, self.grad_acc, weights, acts,
+                                 self._example_losses())
         self.grad_acc.zero_()
         return ckpt
 

@@ -67,8 +67,10 @@ def _wire(nodes, edges, panel, table_src, pts, bands, tsrc, curve_figs, timeline
     """))
 
 
-def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max_points: int = MAX_POINTS) -> str:
-    """The dashboard's HTML from the analysis outputs (``value``: metrics DataArray (seed, step, metric))."""
+def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max_points: int = MAX_POINTS,
+           function: dict | None = None) -> str:
+    """The dashboard's HTML from the analysis outputs (``value``: metrics DataArray (seed, step, metric);
+    ``function``: the function's PCA, :func:`vt_core.function.load_function`, when recorded)."""
     colors = state_palette(a["chosen_k"])
     n_seeds = len(paths)
     graph, nodes, edges = graph_figure(a, colors, n_seeds)
@@ -83,6 +85,13 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
                                                     [f.x_range for f in curve_figs])
     chooser, table, table_src = state_table(a, colors)
     _wire(nodes, edges, panel, table_src, pts, bands, tsrc, curve_figs, timeline_figs, scale)
+    extra = []
+    if function is not None:
+        from vt_core.dashboard.function import function_figure, link
+
+        fig, fsrc = function_figure(function, paths, value, colors)
+        link(fsrc, nodes, table_src)
+        extra.append(fig)
     note = (f"Curves show at most {max_points} checkpoints per seed (evenly spaced, plus every change of "
             f"state); bands and the timeline use every checkpoint." if thinned else "Every checkpoint is shown.")
     header = Div(text=(f"<h2 style='margin:0'>vt study: {html.escape(name)}</h2><p>{subtitle}</p>"
@@ -90,8 +99,8 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
                        f"of the table) for its explanation; the state is highlighted in every view; tap empty "
                        f"space to clear. {note}</p>"), name="header", **STRETCH)
     layout = column(header, row(graph, selection, **STRETCH), panel, row(metric, seed, scale), *curve_figs,
-                    row(*order_controls), *timeline_figs, Div(text="<b>States</b>", **STRETCH), chooser, table,
-                    **STRETCH)
+                    row(*order_controls), *timeline_figs, *extra, Div(text="<b>States</b>", **STRETCH), chooser,
+                    table, **STRETCH)
     return file_html(layout, INLINE, title=f"vt: {name}")
 
 
@@ -102,5 +111,11 @@ def build_dashboard(study: str | Location, max_points: int = MAX_POINTS) -> Loca
     subtitle = narrative.header_html(out.analysis, out.context)
     path = study_layout(study).dashboard
     path.parent.mkdir(exist_ok=True)
-    write_text_atomic(path, render(out.name, subtitle, out.analysis, out.selection, out.paths, out.value, max_points))
+    function = None
+    if study_layout(study).function.is_file():  # per-example losses recorded (hooks.per_example_loss)
+        from vt_core.function import load_function
+
+        function = load_function(study)
+    write_text_atomic(path, render(out.name, subtitle, out.analysis, out.selection, out.paths, out.value, max_points,
+                                   function))
     return path

@@ -31,6 +31,7 @@ from vt_core.layout import layout
 from vt_core.location import Location, location, move_store, url, zarr_options
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.metrics.roles import RULES_VERSION
+from vt_core.names import is_function_feature
 from vt_core.store import RunStore
 
 #: The schema of metrics.zarr, declared once: each variable's dimensions, dtype and fill value.
@@ -240,7 +241,11 @@ def load_features(study: str | Location, features: list[str]) -> xr.DataArray:
     cols = []
     for f in features:
         name, _, layer = f.partition("@")
-        if layer in AGGREGATIONS:
+        if is_function_feature(f):  # the PCs of the per-example losses (vt_core.function)
+            from vt_core.function import function_features
+
+            col = function_features(study, [f], ds["seed"].values, ds["step"].values).isel(metric=0, drop=True)
+        elif layer in AGGREGATIONS:
             if "per_layer" not in ds or name not in ds["layer_metric"].values:
                 raise MetricsComputeError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
             per = ds["per_layer"].sel(layer_metric=name, drop=True).load()

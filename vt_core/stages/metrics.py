@@ -129,6 +129,10 @@ def finalize_metrics(study: str | Location, plan: MetricsPlan, counts: list[Metr
         seed = min(damaged)
         raise DamagedRunError(study, seed, damaged[seed])
     incremental.finalize_metrics(study, plan)
+    if load_study(study).hooks.per_example_loss:  # the function's trajectory, over every seed at once
+        from vt_core.function import fit_function
+
+        fit_function(study, [int(s) for s in plan["seeds"]])
     return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts),
             "why": {seed: reason for c in counts for seed, reason in c["why"].items()}, "damaged": {}}
 

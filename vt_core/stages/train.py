@@ -25,7 +25,7 @@ from vt_core.progress import note as announce
 from vt_core.runtime import Runtime
 from vt_core.store import RunStore, StoreError
 from vt_core.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
-from vt_core.training import DivergedError, Trainer
+from vt_core.training import DivergedError, Trainer, example_indices, example_seed
 from vt_core.writer import make_writer
 
 Progress = Callable[[dict], None]
@@ -146,6 +146,9 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     store.set_status("running")
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
+        if config.hooks.per_example_loss:
+            store.write_probe(*example_indices(len(trainer.task.y_train), len(trainer.task.y_test),
+                                               config.hooks.per_example_loss, example_seed(config)), lead="example")
     return store, trainer
 
 
