@@ -134,7 +134,8 @@ def _check_examples(cfg: StudyConfig, task) -> None:
     if n > smaller:
         raise ConfigError(f"hooks.per_example_loss = {n} is more than the {smaller} examples of the smaller split "
                           f"({len(task.y_train)} training, {len(task.y_test)} held-out); lower it")
-    if cfg.data.name not in ("mnist", "cifar10", "cifar100") and getattr(cfg.data, "seed", None) is None and len(cfg.seeds) > 1:
+    shared = cfg.data.name in ("mnist", "cifar10", "cifar100") or getattr(cfg.data, "seed", None) is not None
+    if not shared and len(cfg.seeds) > 1:
         raise ConfigError(f"hooks.per_example_loss = {n} needs the same examples for every seed, and data.seed is "
                           f"unset (each seed draws its own data); set data.seed = 0 (or any seed)")
 
