@@ -254,6 +254,10 @@ def fit_one(train: list[np.ndarray], held: list[np.ndarray], k: int, restart: in
                 raise HMMError(f"non-finite parameters {bad}")
             if not np.allclose(model.transmat_.sum(axis=1), 1.0, atol=1e-6):
                 raise HMMError("degenerate transition matrix (a row does not sum to 1)")
+            try:  # what is saved must load again to decode (a near-singular state does not)
+                load_model({"covariance_type": np.array(cfg.covariance), **params})
+            except ValueError as err:
+                raise HMMError(f"degenerate state: {err}") from None
             # hmmlearn calls a fit "converged" when it merely ran out of iterations; we do not
             mon = model.monitor_
             hist = list(mon.history)

@@ -175,7 +175,12 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     params = hmm.permute_params(params, perm)
     states = [perm[p] for p in states]
     boot = selection.bootstrap_summary(rows, k)
-    resampled = [hmm.decode(_params(r), data.z) for r in boot.pop("fits_at_chosen")]
+    resampled = []
+    for r in boot.pop("fits_at_chosen"):
+        try:
+            resampled.append(hmm.decode(_params(r), data.z))
+        except ValueError:  # a resample's model that cannot decode (older fits): left out, counted
+            boot["unusable_fits"] = boot.get("unusable_fits", 0) + 1
     boot["state_stability"] = selection.state_stability(states, resampled, k)
     sel.update(bootstrap=boot, standardize=split.get("standardize", cfg.standardize),
                covariance=cfg.covariance, n_seeds=len(data.seeds), n_train_seeds=len(split["train"]))
