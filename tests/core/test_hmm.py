@@ -241,3 +241,21 @@ def test_fits_side_by_side_leave_the_blas_threads_as_they_were():
         t.join()
     assert seen and all(set(n) == {1} for n in seen)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_a_fit_whose_model_cannot_load_again_is_a_failed_row(monkeypatch):
+    """A near-singular state's covariance (not positive-definite once saved) would crash decoding
+    later: the fit is a failed row with its reason instead, never chosen."""
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(40, 2)) for _ in range(4)]
+    real = hmm.model_params
+
+    def broken(model):
+        p = dict(real(model))
+        p["covars"] = p["covars"].copy()
+        p["covars"][0] = np.array([[1.0, 2.0], [2.0, 1.0]])  # symmetric, eigenvalues 3 and -1
+        return p
+
+    monkeypatch.setattr(hmm, "model_params", broken)
+    row = hmm.fit_one(seqs, [], 2, 0, HMMConfig(covariance="full", n_iter=50))
+    assert row["status"] == "failed" and "degenerate state" in row["reason"], row
