@@ -11,7 +11,7 @@ from vt_core.config_external import ExternalDataConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # --- data ---------------------------------------------------------------------------------------

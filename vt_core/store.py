@@ -264,17 +264,18 @@ class RunStore:
         its attributes): what ties each checkpoint's bytes to its array and row, so that a chunk
         moved or replaced by another valid one is found (:func:`vt_core.integrity.check_store`).
         Stores begun before this record existed do not start it midway."""
-        cols = [a.path for a, _ in written]
         if start > 0 and (CHECK_GROUP not in self.root or "row_crc" not in self.root[CHECK_GROUP]):
             return
-        crcs = np.array([[row_crc(r.astype(a.dtype, copy=False)) for r in rows] for a, rows in written],
+        by = {a.path: (a, rows) for a, rows in written}
+        old = self._array(self._group(CHECK_GROUP), "row_crc")
+        cols = list(old.attrs["columns"]) if old is not None and "columns" in old.attrs else list(by)
+        if set(cols) != set(by):
+            raise StoreError(f"{self.path}: the arrays written ({sorted(by)}) are not those of earlier checkpoints")
+        crcs = np.array([[row_crc(r.astype(by[c][0].dtype, copy=False)) for r in by[c][1]] for c in cols],
                         dtype=np.uint32).T
         arr = self._put(self._group(CHECK_GROUP), "row_crc", crcs, start, ("step", "array"), capacity)
-        recorded = arr.attrs.get("columns")
-        if recorded is None:
+        if old is None:
             arr.update_attributes({"columns": cols})
-        elif list(recorded) != cols:
-            raise StoreError(f"{self.path}: the arrays written ({cols}) are not those of earlier checkpoints")
 
     def write_probe(self, x: np.ndarray, y: np.ndarray, lead: str = "probe") -> None:
         """The probe batch (``probe/x``, ``probe/y``); with ``lead="example"``, the fixed examples
