@@ -41,8 +41,9 @@ HIGHLIGHT = """
 
 EXPLAIN = """
     const n = nodes.selected.indices, e = edges.selected.indices;
-    if (cb_obj === nodes.selected && n.length) { panel.text = style + nodes.data['explain'][n[0]]; }
-    else if (cb_obj === edges.selected && e.length) { panel.text = style + edges.data['explain'][e[0]]; }
+    // a tap on a state that an edge passes under selects both: the state wins
+    if (n.length) { panel.text = style + nodes.data['explain'][n[0]]; }
+    else if (e.length) { panel.text = style + edges.data['explain'][e[0]]; }
     else if (!n.length && !e.length) { panel.text = style + prompt; }
 """
 
