@@ -115,7 +115,7 @@ def rerun(study: StudyArg,
           runner: Runner = "threads", workers: Workers = 2) -> None:
     """Retrain the given seeds from scratch, then analyse the whole study again."""
     study = _study(study)
-    cfg = load_study(study)
+    cfg = load_user_code(load_study(study))
     unknown = [s for s in seed if s not in cfg.seeds]
     if unknown:
         raise StudyError(f"seeds {listed(unknown)} are not in this study (seeds: {listed(cfg.seeds)})")
@@ -127,7 +127,7 @@ def rerun(study: StudyArg,
 def analyze(study: StudyArg, runner: Runner = "threads", workers: Workers = 2) -> None:
     """Compute metrics, fit HMMs and rebuild the dashboard for the finished seeds of a study."""
     study = _study(study)
-    load_study(study)
+    load_user_code(load_study(study))  # the plugins the study names, before any flow starts
     _run({"study": url(study)}, runner, workers, analyze_only=True, study=study)
 
 
