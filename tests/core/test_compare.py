@@ -71,7 +71,7 @@ def _decoded_detour(p: Planted, result: dict, root: str) -> int:
     return int(np.bincount(labels).argmax())
 
 
-@pytest.mark.parametrize("rng", [1, 2, 3])
+@pytest.mark.parametrize("rng", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_a_detour_taken_by_one_group_is_attributed_to_it(rng, tmp_path_factory):
     root = str(tmp_path_factory.mktemp(f"detour{rng}"))
     p, result = detour_case(rng, root)
@@ -90,7 +90,7 @@ def test_a_detour_taken_by_one_group_is_attributed_to_it(rng, tmp_path_factory):
     assert diff["ratio"] > 1
 
 
-@pytest.mark.parametrize("rng", [1, 2, 3])
+@pytest.mark.parametrize("rng", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_two_groups_from_one_hmm_differ_in_nothing(rng, tmp_path_factory):
     p, result = same_case(rng, str(tmp_path_factory.mktemp(f"same{rng}")))
     c = result["comparison"]
