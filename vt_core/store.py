@@ -47,6 +47,7 @@ import numpy as np
 import zarr
 
 from vt_core import naming
+from vt_core.chunk_io import DirectChunks, direct
 from vt_core.errors import VtError
 from vt_core.integrity import (
     CHECK_GROUP,
@@ -66,6 +67,21 @@ if TYPE_CHECKING:  # torch and xarray are imported where used: the writer proces
     import xarray as xr
 
 SMALL_ROW_CHUNK = 512
+#: at most this many bytes in a chunk of an array recorded at every checkpoint (weights,
+#: activations): a checkpoint no longer costs a file per array (creating a file is the writer's
+#: main cost on ext4, benchmarks/RESULTS.md, issue 21), and reading a block of checkpoints for the
+#: metrics stays one read per chunk. Larger rows get a chunk each.
+CHUNK_BYTES = 2 * 2**20
+MAX_ROWS_PER_CHUNK = 64
+
+
+def rows_per_chunk(row_bytes: int) -> int:
+    """Checkpoints per chunk for rows of ``row_bytes``: 512 for scalars, else a power of two with
+    at most :data:`CHUNK_BYTES` per chunk (at most 64; 1 for rows of more than half of it)."""
+    if row_bytes <= 64:
+        return SMALL_ROW_CHUNK
+    fit = CHUNK_BYTES // max(row_bytes, 1)
+    return 1 if fit < 2 else min(MAX_ROWS_PER_CHUNK, 1 << (int(fit).bit_length() - 1))
 #: the ``integrity`` attribute of a store whose every chunk carries a CRC32C checksum
 INTEGRITY = "crc32c"
 
@@ -85,10 +101,17 @@ def process_alive(pid: int | None) -> bool:
 #: write a chunk even when it equals the fill value: a chunk missing on disk is then always damage
 _WRITE_ALL = {"write_empty_chunks": True}
 
+#: chunk files named ``c.<row>.0.0`` in the array's directory, not ``c/<row>/0/0``: on ext4 making
+#: the two directories of each new checkpoint cost 3x the write of its bytes (vt_core/chunk_io.py).
+#: Stores written before keep their ``/`` keys (zarr reads the encoding from each array's metadata).
+_KEYS = {"name": "default", "separator": "."}
+
 
 def _codecs(compress: bool) -> list:
-    """zstd (not for weights: trained float32 weights compress by ~6%, for twice the write and read
-    time), then a CRC32C checksum of the stored bytes, always."""
+    """zstd (only for arrays of small rows, 512 to a chunk: trained float32 weights compress by
+    ~6% for twice the write and read time, and a chunk of several checkpoints is compressed again
+    at every commit while it fills: zstd was a fifth of the writer's CPU for activations), then a
+    CRC32C checksum of the stored bytes, always."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return [ZstdCodec(level=0), Crc32cCodec()] if compress else [Crc32cCodec()]
@@ -120,6 +143,7 @@ class RunStore:
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._groups: dict[str, zarr.Group] = {}
         self._datasets: dict[tuple, xr.Dataset] = {}
+        self._direct: dict[str, DirectChunks | None] = {}  # each written array's direct chunk writer
         attrs = self.root.attrs
         self.format_version = int(attrs.get("format_version", 1))
         self._kinds: dict = dict(attrs.get("array_kinds") or {})
@@ -137,7 +161,7 @@ class RunStore:
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
         seed_arr = root.create_array("seed", shape=(), dtype=np.int64, dimension_names=(),
                                      attributes=naming.scalar_attrs("seed"), compressors=_codecs(True),
-                                     config=_WRITE_ALL)
+                                     config=_WRITE_ALL, chunk_key_encoding=_KEYS)
         seed_arr[...] = seed
         root.update_attributes({  # one write of the root metadata
             "format_version": naming.FORMAT_VERSION, "seed": seed, "config_hash": config_hash,
@@ -191,13 +215,13 @@ class RunStore:
         arr = self._array(group, name)
         if arr is None:
             fill = np.nan if rows.dtype.kind == "f" else (0 if rows.dtype.kind == "u" else -1)
-            # one checkpoint per chunk, except rows of a few bytes (scalars, step): there a chunk of
-            # 512 rows is rewritten at each checkpoint (<= 4 KiB) and read back in one go
-            per_chunk = SMALL_ROW_CHUNK if rows.dtype.itemsize * int(np.prod(shape)) <= 64 else 1
+            # rows of a few bytes (scalars, step): 512 to a chunk, rewritten at each commit (<= 4 KiB);
+            # others as many as fit in CHUNK_BYTES (the writer holds the chunk being filled)
+            per_chunk = rows_per_chunk(rows.dtype.itemsize * int(np.prod(shape)))
             arr = group.create_array(
                 name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
                 fill_value=fill, dimension_names=dims, attributes=self._array_attrs(group.path, name),
-                compressors=_codecs(group.path != "weights"), config=_WRITE_ALL,
+                compressors=_codecs(per_chunk == SMALL_ROW_CHUNK), config=_WRITE_ALL, chunk_key_encoding=_KEYS,
             )
             self._arrays[(group.path, name)] = arr
         if arr.shape[1:] != shape:
@@ -205,7 +229,14 @@ class RunStore:
         end = start + len(rows)
         if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write
             arr.resize((max(end, capacity, 2 * arr.shape[0]), *shape))
-        arr[start:end] = rows
+        key = arr.path
+        if key not in self._direct:
+            self._direct[key] = direct(arr, self.path)
+        writer = self._direct[key]
+        if writer is None:
+            arr[start:end] = rows
+        else:  # whole chunks in zarr's format without zarr's per-chunk cost (vt_core.chunk_io)
+            writer.put(rows, start)
         return arr
 
     def _array_attrs(self, group: str, name: str) -> dict:
@@ -287,7 +318,7 @@ class RunStore:
             dims = (lead, *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
                                attributes=self._array_attrs("probe", name), compressors=_codecs(True),
-                               config=_WRITE_ALL)
+                               config=_WRITE_ALL, chunk_key_encoding=_KEYS)
             a[...] = v
 
     def save_resume(self, state: dict | bytes) -> None:
@@ -354,6 +385,7 @@ class RunStore:
 
     def truncate(self, n: int) -> None:
         """Drop every row past ``n`` (uncommitted leftovers of a killed run)."""
+        self._direct.clear()  # chunks held in memory may hold the rows dropped here
         for arr in step_arrays(self):
             if arr.shape[0] > n:
                 arr.resize((n, *arr.shape[1:]))
@@ -371,8 +403,13 @@ class RunStore:
         import xarray as xr
 
         g = self.root if group is None else self.root[group]
-        per_step = max([a.dtype.itemsize * int(np.prod(a.shape[1:])) for _, a in g.arrays()] or [1])
+        arrays = [a for _, a in g.arrays() if a.ndim]
+        per_step = max([a.dtype.itemsize * int(np.prod(a.shape[1:])) for a in arrays] or [1])
         n = max(1, int(chunk_bytes // max(per_step, 1)))
+        # whole stored chunks (powers of two), so that no chunk is decoded by two tasks; a chunk
+        # larger than a task (small rows beside a large one) is split: those arrays are small
+        stored = max([a.chunks[0] for a in arrays if a.chunks[0] <= n] or [1])
+        n = n // stored * stored
         with warnings.catch_warnings():
             # the small-row arrays (step, scalars) are stored 512 rows to a chunk: splitting them
             # across blocks is intended (they are tiny), so zarr's advice does not apply

@@ -163,18 +163,13 @@ class ProcessCheckpointWriter:
     child's niceness (given in its argv), so that writing yields the cores to training."""
 
     def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
-                 flush_every: int = 4, flush_seconds: float = 0.25, nice: int = Runtime.writer_nice):
+                 flush_every: int = 16, flush_seconds: float = 1.0, nice: int = Runtime.writer_nice):
         # smaller batches than the thread writer's: the child's work no longer takes the trainer's
         # GIL, and a child that keeps up leaves less to write after the last step
         self.store = store
-        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "vt_core.writer", str(store.path), str(capacity), str(max_pending_bytes),
-             str(flush_every), str(flush_seconds), str(os.getpid()), str(nice)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
-            start_new_session=True)  # the terminal's Ctrl-C goes to the trainer, which stops at a checkpoint
-        assert self._proc.stdin is not None and self._proc.stdout is not None  # both are pipes
+        args = [str(store.path), str(capacity), str(max_pending_bytes), str(flush_every), str(flush_seconds),
+                str(os.getpid()), str(nice)]
+        self._proc = _fork_child(args) if _can_fork() else _exec_child(args)
         self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         try:  # a larger pipe: fewer wake-ups per checkpoint (Linux; the default 64 KiB otherwise)
             import fcntl
@@ -257,6 +252,85 @@ class ProcessCheckpointWriter:
             raise self._failure()
 
 
+class _Forked:
+    """A child made by ``os.fork`` (no new interpreter), with the parts of ``Popen`` used here."""
+
+    def __init__(self, pid: int, stdin, stdout, args: list[str]) -> None:
+        self.pid, self.stdin, self.stdout, self.args = pid, stdin, stdout, args
+        self.returncode: int | None = None
+
+    def kill(self) -> None:
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() > deadline:  # type: ignore[operator]
+                raise subprocess.TimeoutExpired(f"writer {self.pid}", timeout or 0)
+            else:
+                time.sleep(0.01)
+        return self.returncode
+
+
+def _can_fork() -> bool:
+    """Fork the writer (Linux): a new interpreter would spend ~0.5 s of CPU importing numpy and
+    zarr before writing anything, CPU that a loaded machine takes from training (issue 21).
+    ``VT_WRITER_START=exec`` starts ``python -m vt_core.writer`` instead."""
+    return sys.platform.startswith("linux") and os.environ.get("VT_WRITER_START", "fork") != "exec"
+
+
+def _exec_child(args: list[str]) -> subprocess.Popen:
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # it never multiplies
+    return subprocess.Popen([sys.executable, "-m", "vt_core.writer", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, close_fds=True,
+                            start_new_session=True)  # the terminal's Ctrl-C goes to the trainer only
+
+
+def _fork_child(args: list[str]) -> _Forked:
+    """The writer as a fork of this process: it shares the modules already imported. Only the
+    forking thread lives on in the child, which touches nothing of the parent's but zarr (which
+    resets its event loop after a fork), numpy and this module, and leaves by ``os._exit``."""
+    import signal
+
+    from_parent, to_child = os.pipe()  # (read end, write end)
+    from_child, to_parent = os.pipe()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()  # nothing buffered is written twice
+        except (OSError, ValueError, AttributeError):
+            pass
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            import gc
+
+            gc.freeze()  # the parent's objects (and its garbage, whose finalizers are the parent's) stay
+            os.setsid()  # the terminal's Ctrl-C goes to the trainer, which stops at a checkpoint
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)  # not the trainer's handlers
+            os.close(to_child)
+            os.close(from_child)
+            code = _child_main(args, os.fdopen(from_parent, "rb"), os.fdopen(to_parent, "w"))
+        except BaseException:  # noqa: BLE001 - never return into the parent's stack
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(from_parent)
+    os.close(to_parent)
+    return _Forked(pid, os.fdopen(to_child, "wb"), os.fdopen(from_child, "rb"), args)
+
+
 def make_writer(store: RunStore, capacity: int, runtime: Runtime | None = None,
                 max_pending_bytes: int = 256 * 2**20) -> CheckpointWriter | ProcessCheckpointWriter:
     """The writer ``runtime.writer`` names (None: :class:`Runtime`'s defaults, the process writer
@@ -279,7 +353,9 @@ def _die_with_parent(parent: int) -> None:
         import ctypes
         import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(15, b"vt-writer", 0, 0, 0)  # PR_SET_NAME: what ps and top show for it
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -293,7 +369,8 @@ def _read_exact(f, n: int) -> bytes:
     return data
 
 
-def _child_main(argv: list[str]) -> int:
+def _child_main(argv: list[str], inp=None, out=None) -> int:
+    """The writer process: frames from ``inp`` (stdin), one answer line to ``out`` (stdout)."""
     path, capacity, max_pending, flush_every, flush_seconds, parent, nice = argv
     _die_with_parent(int(parent))
     try:  # training comes first: where the cores are all busy the writer yields to it
@@ -301,9 +378,11 @@ def _child_main(argv: list[str]) -> int:
     except (OSError, AttributeError, ValueError):
         pass
     zarr.config.set({"threading.max_workers": 1})  # one core's worth of writing, not every core's
-    out = sys.stdout
-    sys.stdout = sys.stderr  # nothing but the answer goes to the parent's pipe
-    inp = sys.stdin.buffer
+    if out is None:
+        out = sys.stdout
+        sys.stdout = sys.stderr  # nothing but the answer goes to the parent's pipe
+    if inp is None:
+        inp = sys.stdin.buffer
     writer = None
     answer: dict[str, object]
     try:

@@ -232,16 +232,11 @@ def test_precision_bf16_changes_the_arithmetic_and_the_hash(tmp_path):
 def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, monkeypatch):
     """The writes of seed 1's store fail (ENOSPC, in its writer process): seed 1 ends `failed`
     with the error and its committed checkpoints intact; seeds 0 and 2 finish as if alone."""
-    from tests.core.test_writer import ENOSPC_PATCH
+    from tests.core.test_writer import full_disk
 
     alone, group = _pair(tmp_path, **dict(MLP, training={"epochs": 30}))
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(ENOSPC_PATCH)
     with monkeypatch.context() as m:
-        m.setenv("PYTHONPATH", str(site))  # the writer processes load the patch
-        m.setenv("VT_TEST_ENOSPC_AT", "20")
-        m.setenv("VT_TEST_ENOSPC_STORE", "seed=0001")
+        full_disk(m, 20, only="seed=0001")  # the writer processes are forks: they have the patch
         out = dict(zip((0, 1, 2), train_group(group, [0, 1, 2], runtime=Runtime(writer="process"))))
     assert out[1]["status"] == "failed" and "No space left on device" in out[1]["error"]
     store = RunStore(run_path(group, 1), mode="r")

@@ -23,7 +23,9 @@ def ckpt(i):
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
+    """Four checkpoints, each in a chunk of its own (weights, activations) as large rows are."""
+    monkeypatch.setattr("vt_core.store.CHUNK_BYTES", 64)
     s = RunStore.create(tmp_path / "seed=0000.zarr", seed=0, config_hash="abc", config={"x": 1})
     for i in range(4):
         s.write(ckpt(i))
@@ -33,8 +35,9 @@ def store(tmp_path):
 
 
 def chunk(store, array, row):
-    path = store.path / array / "c" / str(row)
-    found = next(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else path
+    """The file of the chunk that holds ``row`` of ``array`` (whatever its key encoding)."""
+    arr = RunStore(store.path, mode="r").root[array]
+    found = store.path / array / arr.metadata.encode_chunk_key((row // arr.chunks[0],) + (0,) * (arr.ndim - 1))
     assert found.is_file(), found
     return found
 

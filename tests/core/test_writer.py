@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -83,39 +82,40 @@ def test_process_and_thread_writers_store_the_samestore_arrays(tmp_path):
 
 # Installed in the writer *process* through PYTHONPATH (or run here for the thread writer): the
 # write of checkpoint N's first weight chunk, and every write after it, fails as on a full disk.
-ENOSPC_PATCH = textwrap.dedent("""
-    import errno, os
+def full_disk(monkeypatch, at: int, only: str | None = None) -> None:
+    """The disk fills up when row ``at`` of ``weights/layers.0.weight`` is written (in the stores
+    whose path contains ``only``): that write and every later one fail with ENOSPC. Patched in
+    this process, which the writer processes are forks of (and the thread writer runs in)."""
     from zarr.storage import LocalStore
-    _limit = int(os.environ["VT_TEST_ENOSPC_AT"])
-    _state = {"chunks": 0, "full": False}
-    _set = LocalStore.set
-    _only = os.environ.get("VT_TEST_ENOSPC_STORE")  # a part of one store's path: only it fills up
-    async def set(self, key, value, *a, **k):
-        if _only and _only not in str(self.root):
-            return await _set(self, key, value, *a, **k)
-        if key.startswith("weights/layers.0.weight/c/"):
-            _state["chunks"] += 1
-            _state["full"] = _state["full"] or _state["chunks"] > _limit
-        if _state["full"]:
+
+    from vt_core import chunk_io
+
+    state = {"full": False}
+    put, store_set = chunk_io.DirectChunks.put, LocalStore.set
+
+    def ours(where) -> bool:
+        return not only or only in str(where)
+
+    def patched_put(self, rows, start):
+        if ours(self.dir):
+            if self.dir.as_posix().endswith("weights/layers.0.weight") and start + len(rows) > at:
+                state["full"] = True
+            if state["full"]:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.dir))
+        return put(self, rows, start)
+
+    async def patched_set(self, key, value, *a, **k):
+        if state["full"] and ours(self.root):
             raise OSError(errno.ENOSPC, "No space left on device", key)
-        return await _set(self, key, value, *a, **k)
-    LocalStore.set = set
-""")
+        return await store_set(self, key, value, *a, **k)
+
+    monkeypatch.setattr(chunk_io.DirectChunks, "put", patched_put)
+    monkeypatch.setattr(LocalStore, "set", patched_set)
 
 
 def _full_disk(monkeypatch, tmp_path, writer: str, at: int) -> Runtime:
     """The disk fills up at checkpoint ``at``; the runtime that trains with ``writer``."""
-    monkeypatch.setenv("VT_TEST_ENOSPC_AT", str(at))
-    if writer == "process":
-        site = tmp_path / "site"
-        site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text(ENOSPC_PATCH)
-        monkeypatch.setenv("PYTHONPATH", str(site))
-    else:
-        from zarr.storage import LocalStore
-
-        monkeypatch.setattr(LocalStore, "set", LocalStore.set)  # restored when the context ends
-        exec(ENOSPC_PATCH, {})
+    full_disk(monkeypatch, at)
     return Runtime(writer=writer)  # type: ignore[arg-type]
 
 
@@ -161,15 +161,18 @@ train_seed(sys.argv[1], 0, runtime=Runtime(writer="process"))
 """
 
 
-def _writer_pids(store_path: Path) -> list[int]:
+def _writer_pids(parent: int) -> list[int]:
+    """The writer processes (named ``vt-writer``) that ``parent`` started: its children, or after
+    it died, the same pids while they live on."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                cmd = (p / "cmdline").read_bytes().split(b"\0")
+                stat = (p / "stat").read_text()
             except OSError:
                 continue
-            if b"vt_core.writer" in cmd and str(store_path).encode() in cmd:
+            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if comm == "vt-writer" and int(rest[1]) == parent:
                 pids.append(int(p.name))
     return pids
 
@@ -185,14 +188,26 @@ def test_writer_process_dies_with_a_killed_trainer(tmp_path):
     while committed_steps(path) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "training ended before it could be killed"
-    assert _writer_pids(path), "no writer process found while training"
+    writers = _writer_pids(proc.pid)
+    assert writers, "no writer process found while training"
     proc.send_signal(signal.SIGKILL)  # the trainer alone, not its process group
     proc.wait()
+
+    def alive() -> list[int]:
+        return [p for p in writers if Path(f"/proc/{p}").exists() and "(vt-writer)" in _stat(p)]
+
     deadline = time.time() + 10
-    while _writer_pids(path) and time.time() < deadline:
+    while alive() and time.time() < deadline:
         time.sleep(0.05)
-    assert _writer_pids(path) == []
+    assert alive() == []
     assert RunStore(path, mode="r").validate() == []
+
+
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
 
 
 @linux_only

@@ -1,0 +1,142 @@
+"""Write whole chunks of a run store's arrays straight to a local disk, in zarr v3's own format.
+
+Why: zarr's ``Array.__setitem__`` costs ~1 ms of CPU per chunk and ~2.5 ms per call (its async
+machinery, a thread hop per chunk, a temporary file per chunk), whatever the chunk's size. A
+checkpoint of the demo's MLP is ~10 chunks, so the writer process spent 1.5-2 s of CPU on 101
+checkpoints: free on a quiet 2-core machine, but on a shared one that CPU is taken from the training
+loop (benchmarks/RESULTS.md, issue 21). Here a chunk is encoded as zarr encodes it, by the codecs
+its metadata names: the raw little-endian bytes (``bytes``), optionally zstd (``numcodecs.Zstd``,
+the library zarr's ``ZstdCodec`` calls), then the CRC32C of those bytes appended little-endian
+(``crc32c``); it is written to a temporary file in its directory and renamed over the chunk's key,
+so that a reader sees the old chunk or the new one, never a part (as zarr's ``LocalStore`` does).
+
+Only arrays whose metadata is exactly one of those codec chains, on a regular grid whose chunks
+span every dimension after the first, in a local directory, are written here; :func:`direct`
+returns None for anything else and the caller writes through zarr. Reading is always zarr's, and
+:func:`vt_core.integrity.check_store` verifies what was written here like anything else.
+
+A chunk that holds many rows (scalars: 512 checkpoints to a chunk) is kept in memory between
+writes by the one process that writes the store, read back from disk (its checksum verified) only
+the first time it is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from vt_core.errors import VtError
+
+
+class ChunkError(VtError, OSError):
+    """A chunk on disk that is about to be updated fails its checksum or cannot be decoded."""
+
+
+def direct(arr: zarr.Array, root: object) -> DirectChunks | None:
+    """A direct writer for ``arr`` of the store at ``root`` (a local :class:`~pathlib.Path`), or
+    None where its format is not one this module writes (the caller then writes through zarr)."""
+    if not isinstance(root, Path):
+        return None
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+    from zarr.core.chunk_grids import RegularChunkGrid
+
+    meta = arr.metadata
+    if getattr(meta, "zarr_format", None) != 3 or not isinstance(meta.chunk_grid, RegularChunkGrid):
+        return None
+    codecs = list(meta.codecs)
+    if len(codecs) not in (2, 3) or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[-1], Crc32cCodec):
+        return None
+    zstd = None
+    if len(codecs) == 3:
+        if not isinstance(codecs[1], ZstdCodec) or codecs[1].checksum:
+            return None
+        from numcodecs.zstd import Zstd
+
+        zstd = Zstd(level=codecs[1].level)
+    dtype = np.dtype(arr.dtype)
+    if dtype.hasobject or dtype.kind not in "biufc" or arr.ndim < 1:
+        return None
+    if codecs[0].endian is not None and dtype.itemsize > 1:
+        dtype = dtype.newbyteorder("<" if codecs[0].endian.value == "little" else ">")
+    chunks = tuple(meta.chunk_grid.chunk_shape)
+    if tuple(chunks[1:]) != tuple(arr.shape[1:]):
+        return None  # only chunks that span every dimension after the first
+    return DirectChunks(arr, root / arr.path, dtype, chunks, zstd)
+
+
+class DirectChunks:
+    """Writes rows of one array, whole chunks at a time (module docstring)."""
+
+    def __init__(self, arr: zarr.Array, directory: Path, dtype: np.dtype, chunks: tuple[int, ...], zstd) -> None:
+        self.arr, self.dir, self.dtype, self.chunks, self.zstd = arr, directory, dtype, chunks, zstd
+        self.rows_per_chunk = int(chunks[0])
+        self.fill = np.asarray(arr.metadata.fill_value, dtype=np.dtype(arr.dtype))
+        self._made: set[Path] = set()
+        self._held: tuple[int, np.ndarray] | None = None  # (chunk index, its rows) of a many-row chunk
+
+    def _file(self, index: int) -> Path:
+        return self.dir / self.arr.metadata.encode_chunk_key((index,) + (0,) * (len(self.chunks) - 1))
+
+    def _encode(self, chunk: np.ndarray) -> tuple[bytes | np.ndarray, bytes]:
+        data = np.ascontiguousarray(chunk, dtype=self.dtype)
+        payload: bytes | np.ndarray = data.reshape(-1).view(np.uint8)
+        if self.zstd is not None:
+            payload = self.zstd.encode(payload)
+        import google_crc32c
+
+        return payload, struct.pack("<I", google_crc32c.value(payload))
+
+    def _decode(self, raw: bytes, f: Path) -> np.ndarray:
+        import google_crc32c
+
+        body, crc = raw[:-4], raw[-4:]
+        if len(raw) < 4 or struct.pack("<I", google_crc32c.value(body)) != crc:
+            raise ChunkError(f"chunk {f} fails its checksum (the stored bytes changed); verify the store "
+                             f"(vt validate) before writing more")
+        try:
+            if self.zstd is not None:
+                body = self.zstd.decode(body)
+            return np.frombuffer(body, dtype=self.dtype).reshape(self.chunks).astype(np.dtype(self.arr.dtype))
+        except (ValueError, RuntimeError) as err:
+            raise ChunkError(f"chunk {f} cannot be decoded ({err})") from None
+
+    def _write(self, f: Path, chunk: np.ndarray) -> None:
+        payload, crc = self._encode(chunk)
+        if f.parent not in self._made:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(f.parent)
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.partial")
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.write(crc)
+        os.replace(tmp, f)
+
+    def _chunk(self, index: int) -> np.ndarray:
+        """The rows of many-row chunk ``index`` as stored (the fill value where none was written)."""
+        if self._held is not None and self._held[0] == index:
+            return self._held[1]
+        f = self._file(index)
+        if f.is_file():
+            rows = self._decode(f.read_bytes(), f).copy()
+        else:
+            rows = np.full(self.chunks, self.fill, dtype=np.dtype(self.arr.dtype))
+        self._held = (index, rows)
+        return rows
+
+    def put(self, rows: np.ndarray, start: int) -> None:
+        """Write ``rows`` at rows ``start ..`` (the array is already large enough)."""
+        r = self.rows_per_chunk
+        end = start + len(rows)
+        if r == 1:
+            for i in range(len(rows)):
+                self._write(self._file(start + i), rows[i])
+            return
+        for c in range(start // r, (end - 1) // r + 1):
+            chunk = self._chunk(c)
+            lo, hi = max(start, c * r), min(end, (c + 1) * r)
+            chunk[lo - c * r:hi - c * r] = rows[lo - start:hi - start]
+            self._write(self._file(c), chunk)
