@@ -253,12 +253,50 @@ def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np
                         f"recorded at its commit (moved, replaced or rewritten)"
                         for r in range(len(data)) if first + r < len(crcs) and row_crc(data[r]) != crcs[first + r]]
             continue
-        for first, last, _ in block:
+        for first, last, keys in block:
             try:
                 arr[first : last + 1]
             except Exception as err:  # noqa: BLE001 - every kind of damage is reported
-                out.append(f"array {arr.path}: {_where(first, last, steps)}: {_why(err)}")
+                rows = _locate(arr, first, last, keys, crcs) if first < last else None
+                if rows:
+                    out += [f"array {arr.path}: {_where(r, r, steps)}: {why} (in the chunk of "
+                            f"{_where(first, last, None)})" for r, why in rows]
+                else:
+                    out.append(f"array {arr.path}: {_where(first, last, steps)}: {_why(err)}")
     return out
+
+
+def _locate(arr: zarr.Array, first: int, last: int, keys: list[str], crcs: np.ndarray | None) -> list | None:
+    """The rows of a chunk of several checkpoints that fails to read which are themselves damaged:
+    each row's stored bytes compared with the CRC32C recorded at its commit (uncompressed chunks
+    only: raw bytes, then the chunk's checksum). ``[(row, why), ...]``, or None where that cannot
+    be told (a compressed chunk, no row checksums, or every row intact though the chunk is not)."""
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    codecs = list(arr.metadata.codecs)
+    if crcs is None or len(keys) != 1 or [type(c) for c in codecs] != [BytesCodec, Crc32cCodec]:
+        return None
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    try:
+        buf = sync(arr.store_path.store.get(keys[0], prototype=default_buffer_prototype()))
+    except Exception:  # noqa: BLE001 - unreadable: named as a whole
+        return None
+    if buf is None:
+        return None
+    body = buf.to_bytes()[:-4]
+    dtype = np.dtype(arr.dtype).newbyteorder("<") if np.dtype(arr.dtype).itemsize > 1 else np.dtype(arr.dtype)
+    row_bytes = dtype.itemsize * int(np.prod(arr.shape[1:]))
+    c0 = first - first % arr.chunks[0]
+    out = []
+    for r in range(first, min(last, len(crcs) - 1) + 1):
+        lo = (r - c0) * row_bytes
+        if lo + row_bytes > len(body):
+            out.append((r, "cut off (the chunk file is truncated)"))
+        elif row_crc(np.frombuffer(body, dtype=dtype, count=row_bytes // dtype.itemsize, offset=lo)) != crcs[r]:
+            out.append((r, "fails its checksum (the stored bytes changed)"))
+    return out or None
 
 
 def verify_store(store: RunStore) -> list[str]:

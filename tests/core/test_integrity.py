@@ -187,3 +187,25 @@ def test_garbled_array_metadata_is_named(store):
     (store.path / "weights" / "layer.weight" / "zarr.json").write_bytes(b"\xff\xfe garbage")
     problems = RunStore(store.path).check()
     assert problems and all("weights/layer.weight" in p and "zarr.json" in p for p in problems), problems
+
+
+def test_damage_inside_a_chunk_of_several_checkpoints_is_named_by_checkpoint(tmp_path):
+    """Small rows share a chunk (vt_core.store.rows_per_chunk): a flipped bit fails the chunk's
+    checksum, and the row checksums recorded at each commit name the checkpoint it hit; a
+    truncated chunk names the checkpoints cut off."""
+    s = RunStore.create(tmp_path / "seed=0000.zarr", seed=0, config_hash="abc", config={"x": 1})
+    for i in range(6):
+        s.write(ckpt(i))
+        s.commit(i + 1, 10 * i)
+    arr = s.root["weights"]["layer.weight"]
+    assert arr.chunks[0] > 6
+    f = chunk(s, "weights/layer.weight", 0)
+    intact = f.read_bytes()
+    flip(f, at=4 * 8 * 8 * 4 + 17)  # a byte of checkpoint 4
+    problems = RunStore(s.path).check(read=True)
+    assert problems == ["array weights/layer.weight: checkpoint 4 (step 40): fails its checksum (the stored "
+                        "bytes changed) (in the chunk of checkpoints 0-5)"], problems
+    f.write_bytes(intact[: 3 * 8 * 8 * 4 + 10])  # checkpoints 3.. cut off
+    problems = RunStore(s.path).check(read=True)
+    assert [p.split(":")[1].strip() for p in problems] == [f"checkpoint {i} (step {10 * i})" for i in (3, 4, 5)]
+    assert all("cut off" in p for p in problems)

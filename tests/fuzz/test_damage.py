@@ -50,11 +50,15 @@ def resume_file(study: Path, seed: int) -> Path:
 
 def chunk(array_dir: Path, row: int) -> Path:
     """The one chunk file that holds checkpoint ``row`` of an array stored one checkpoint per chunk
-    (weights, activations), or of a small array stored in one chunk (``row`` 0)."""
-    where = array_dir / "c" / str(row)
-    files = [where] if where.is_file() else sorted(p for p in where.rglob("*") if p.is_file())
-    assert len(files) == 1, f"test setup: expected one chunk file for row {row} of {array_dir}, found {files}"
-    return files[0]
+    (weights, activations), or of a small array stored in one chunk (``row`` 0), whatever its
+    chunk key encoding (``c/3/0`` or ``c.3.0``)."""
+    import zarr
+
+    arr = zarr.open_array(str(array_dir), mode="r")
+    assert row == 0 or arr.chunks[0] == 1, f"test setup: {array_dir} holds {arr.chunks[0]} checkpoints a chunk"
+    where = array_dir / arr.metadata.encode_chunk_key((row // arr.chunks[0],) + (0,) * (arr.ndim - 1))
+    assert where.is_file(), f"test setup: expected the chunk file {where} for row {row} of {array_dir}"
+    return where
 
 
 def steps_of(study: Path, seed: int) -> list[int]:
