@@ -292,18 +292,15 @@ class Recorder:
             return
         self._closed = True
         assert self.writer is not None and self.store is not None
+        final = ("complete", None) if error is None else ("failed", f"{type(error).__name__}: {error}")
         try:
             if error is None and self.last_step is not None and (self.last_recorded or -1) < self.last_step:
                 self._record(self.last_step)
             self._flush()
-        finally:
+        except BaseException:
             self.writer.close()
-        store = RunStore(self.store.path)  # re-read: the writer process committed
-        store.truncate(store.committed)
-        if error is None:
-            store.set_status("complete")
-        else:
-            store.set_status("failed", error=f"{type(error).__name__}: {error}")
+            raise
+        self.writer.close(final)  # the writer trims the arrays and records the status
 
     def __enter__(self) -> Recorder:
         return self

@@ -67,6 +67,8 @@ if TYPE_CHECKING:  # torch and xarray are imported where used: the writer proces
     import xarray as xr
 
 SMALL_ROW_CHUNK = 512
+#: rows an array of unknown final size grows by at least (:meth:`RunStore._put`)
+GROW_ROWS = 1024
 #: at most this many bytes in a chunk of an array recorded at every checkpoint (weights,
 #: activations): a checkpoint no longer costs a file per array (creating a file is the writer's
 #: main cost on ext4, benchmarks/RESULTS.md, issue 21), and reading a block of checkpoints for the
@@ -227,8 +229,12 @@ class RunStore:
         if arr.shape[1:] != shape:
             raise StoreError(f"{self.path}: array {group.path}/{name} has shape {arr.shape[1:]}, got {shape}")
         end = start + len(rows)
-        if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write
-            arr.resize((max(end, capacity, 2 * arr.shape[0]), *shape))
+        if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write;
+            # with no expected size (a recorder), by 1,024 rows at least: a resize is a zarr call,
+            # 60% of the writer's time when each array doubled from 1 (the rows past the last
+            # commit are never read, and trimmed when the run ends)
+            grow = capacity if capacity >= end else max(2 * arr.shape[0], GROW_ROWS)
+            arr.resize((max(end, grow), *shape))
         key = arr.path
         if key not in self._direct:
             self._direct[key] = direct(arr, self.path)
@@ -382,6 +388,17 @@ class RunStore:
         """Mark the first ``n`` rows as committed: the last write of a checkpoint, one write of the
         root metadata."""
         self.root.update_attributes({"committed_steps": n, "last_step": last_step})
+
+    def trim(self) -> None:
+        """Cut the arrays this object wrote to the committed rows, at a clean end of writing (no
+        chunk past them was written, so none is looked for: a zarr resize otherwise tries to delete
+        every chunk of the rows it drops, 1,000 of them for an array grown by :data:`GROW_ROWS`)."""
+        from zarr.core.sync import sync
+
+        n = self.committed
+        for key, arr in list(self._arrays.items()):
+            if arr.ndim and arr.shape[0] > n:
+                sync(arr.async_array.resize((n, *arr.shape[1:]), delete_outside_chunks=False))
 
     def truncate(self, n: int) -> None:
         """Drop every row past ``n`` (uncommitted leftovers of a killed run)."""

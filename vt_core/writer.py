@@ -134,12 +134,17 @@ class CheckpointWriter:
             self._pending += size
         self._queue.put((ckpt, snapshot(state)))
 
-    def close(self) -> None:
-        """Write everything queued, stop the thread, re-raise a write error."""
+    def close(self, status: tuple[str, str | None] | None = None) -> None:
+        """Write everything queued, stop the thread, re-raise a write error. With ``status``
+        (``(status, error)``), a clean end: the arrays are cut to the committed rows and the seed's
+        final status is recorded, in the one process that has the store's arrays at hand."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         self._raise()
+        if status is not None:
+            self.store.trim()
+            self.store.set_status(*status)
 
 
 class WriterError(VtError, OSError):
@@ -241,9 +246,12 @@ class ProcessCheckpointWriter:
         """Hand one checkpoint to the writer (blocks while the writer is far behind)."""
         self._send(pickle.dumps((ckpt, _serialise_state(state)), protocol=pickle.HIGHEST_PROTOCOL))
 
-    def close(self) -> None:
-        """Write everything queued, wait for the writer, raise if anything failed."""
+    def close(self, status: tuple[str, str | None] | None = None) -> None:
+        """Write everything queued, wait for the writer, raise if anything failed; ``status``: as
+        for :meth:`CheckpointWriter.close` (done by the child)."""
         if self._feeder.is_alive():
+            if status is not None:
+                self._send(pickle.dumps(("close", *status), protocol=pickle.HIGHEST_PROTOCOL))
             self._frames.put(b"")  # asks the child to write what is queued and exit
             self._feeder.join()
         self._reader.join()
@@ -384,6 +392,7 @@ def _child_main(argv: list[str], inp=None, out=None) -> int:
     if inp is None:
         inp = sys.stdin.buffer
     writer = None
+    final: tuple[str, str | None] | None = None
     answer: dict[str, object]
     try:
         store = RunStore(path)
@@ -395,9 +404,12 @@ def _child_main(argv: list[str], inp=None, out=None) -> int:
                 return 1  # the parent went away without closing: write nothing more
             if n == 0:
                 break
-            ckpt, state = pickle.loads(_read_exact(inp, n))
-            writer.submit(ckpt, state)
-        writer.close()
+            item = pickle.loads(_read_exact(inp, n))
+            if item[0] == "close":  # the final status, sent before the end
+                final = (item[1], item[2])
+                continue
+            writer.submit(*item)
+        writer.close(final)
         answer = {"ok": store.committed}
     except BaseException as err:  # noqa: BLE001 - reported to the parent
         answer = {"error": {"type": type(err).__name__, "errno": getattr(err, "errno", None), "message": str(err)}}
