@@ -29,7 +29,6 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from benchmarks.capture_overhead import vm_hwm_mb
-from vt_core.runtime import Runtime
 from vt_core.stages.imports import import_seed, plan_import
 src, study, hooks = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 from examples.neox import tiny_gpt_neox
@@ -42,7 +41,7 @@ if hooks:
     opts.update(hooks=["gpt_neox.layers.*.mlp"], probe=str(study.parent / "probe.pt"))
 t = time.perf_counter()
 plan = plan_import(src, study, "checkpoint-{step}/model*.safetensors", **opts)
-s = import_seed(study, 0, plan["seeds"]["0"], plan["probe"], runtime=Runtime())
+s = import_seed(study, 0, plan["seeds"]["0"], plan["probe"])
 print(json.dumps({"seconds": time.perf_counter() - t, "checkpoints": s["committed_steps"],
                   "peak_rss_mb": vm_hwm_mb(), "rss_before_mb": base}))
 """

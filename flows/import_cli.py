@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Annotated
 
 import typer
 
 from vt_core.location import location, url
-from vt_core.runtime import Runtime
 
 StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
@@ -38,9 +36,8 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
     options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
                "rename": json.loads(rename), "hooks": list(hook),
                "probe": probe}
-    switches = dataclasses.asdict(Runtime.from_env())
     result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
-        source, url(location(study)), pattern, options, switches)
+        source, url(location(study)), pattern, options)
     for s in result["seeds"]:
         console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
                       + f", {s['committed_steps']} checkpoints", highlight=False)

@@ -10,8 +10,7 @@ from vt_core.study import study_lock
 
 
 @flow(name="vt-import")
-def import_flow(source: str, study: str, pattern: str, options: dict | None = None,
-                runtime: dict | None = None) -> dict:
+def import_flow(source: str, study: str, pattern: str, options: dict | None = None) -> dict:
     """Find the checkpoints, then import every seed (finished seeds are skipped, interrupted ones
     go on after their last commit). ``options``: :func:`vt_core.stages.imports.plan_import`'s
     keyword arguments (weights, factory, kwargs, hooks, probe, name, metrics, hmm)."""
@@ -21,5 +20,5 @@ def import_flow(source: str, study: str, pattern: str, options: dict | None = No
         seeds = sorted(int(s) for s in plan["seeds"])
         futures = import_seed_task.map(study=unmapped(study), seed=seeds,
                                        checkpoints=[plan["seeds"][str(s)] for s in seeds],
-                                       probe=unmapped(plan["probe"]), runtime=unmapped(runtime))
+                                       probe=unmapped(plan["probe"]))
         return {"study": study, "seeds": list(futures.result())}

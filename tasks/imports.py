@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from vt_core.runtime import Runtime
 from vt_core.stages import imports
 
 
@@ -16,9 +15,8 @@ def plan_import_task(source: str, study: str, pattern: str, options: dict) -> di
 
 # nothing cached by Prefect: whether a seed needs importing is read from its own store
 @task(name="import-seed", cache_policy=NO_CACHE, persist_result=False, task_run_name="import-seed-{seed}")
-def import_seed_task(study: str, seed: int, checkpoints: list, probe: str | None = None,
-                     runtime: dict | None = None) -> dict:
-    summary = imports.import_seed(study, seed, checkpoints, probe, runtime=Runtime(**(runtime or {})))
+def import_seed_task(study: str, seed: int, checkpoints: list, probe: str | None = None) -> dict:
+    summary = imports.import_seed(study, seed, checkpoints, probe)
     get_run_logger().info("seed %d: %s (%d checkpoints committed)", seed,
                           "already imported, skipped" if summary["skipped"] else f"{summary['imported']} imported",
                           summary["committed_steps"])

@@ -15,9 +15,10 @@ span every dimension after the first, in a local directory, are written here; :f
 returns None for anything else and the caller writes through zarr. Reading is always zarr's, and
 :func:`vt_core.integrity.check_store` verifies what was written here like anything else.
 
-A chunk that holds many rows (scalars: 512 checkpoints to a chunk) is kept in memory between
-writes by the one process that writes the store, read back from disk (its checksum verified) only
-the first time it is touched.
+A chunk that holds several rows and is only partly written is read back from disk (its checksum
+verified) when more rows are written to it, and written whole again; nothing is kept in memory
+between writes (a chunk held per array would cost up to ``CHUNK_BYTES`` per array: more than the
+checkpoint itself for a model of many mid-sized arrays).
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ class DirectChunks:
         self.rows_per_chunk = int(chunks[0])
         self.fill = np.asarray(arr.metadata.fill_value, dtype=np.dtype(arr.dtype))
         self._made: set[Path] = set()
-        self._held: tuple[int, np.ndarray] | None = None  # (chunk index, its rows) of a many-row chunk
 
     def _file(self, index: int) -> Path:
         return self.dir / self.arr.metadata.encode_chunk_key((index,) + (0,) * (len(self.chunks) - 1))
@@ -115,17 +115,13 @@ class DirectChunks:
             fh.write(crc)
         os.replace(tmp, f)
 
-    def _chunk(self, index: int) -> np.ndarray:
-        """The rows of many-row chunk ``index`` as stored (the fill value where none was written)."""
-        if self._held is not None and self._held[0] == index:
-            return self._held[1]
+    def _chunk(self, index: int, whole: bool) -> np.ndarray:
+        """The rows of many-row chunk ``index`` as stored (the fill value where none was written);
+        not read where the rows to write fill it (``whole``)."""
         f = self._file(index)
-        if f.is_file():
-            rows = self._decode(f.read_bytes(), f).copy()
-        else:
-            rows = np.full(self.chunks, self.fill, dtype=np.dtype(self.arr.dtype))
-        self._held = (index, rows)
-        return rows
+        if not whole and f.is_file():
+            return self._decode(f.read_bytes(), f).copy()
+        return np.full(self.chunks, self.fill, dtype=np.dtype(self.arr.dtype))
 
     def put(self, rows: np.ndarray, start: int) -> None:
         """Write ``rows`` at rows ``start ..`` (the array is already large enough)."""
@@ -136,7 +132,7 @@ class DirectChunks:
                 self._write(self._file(start + i), rows[i])
             return
         for c in range(start // r, (end - 1) // r + 1):
-            chunk = self._chunk(c)
             lo, hi = max(start, c * r), min(end, (c + 1) * r)
+            chunk = self._chunk(c, whole=hi - lo == r)
             chunk[lo - c * r:hi - c * r] = rows[lo - start:hi - start]
             self._write(self._file(c), chunk)

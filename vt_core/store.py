@@ -287,7 +287,7 @@ class RunStore:
             written.append((self._put(g, "step", steps, i, ("step",), capacity), steps))
             for name, value in arrays.items():
                 extra = self._dims(gname, name, value.ndim, len(lead))
-                rows = np.stack([getattr(c, gname)[name] for c in ckpts])
+                rows = value[None] if len(ckpts) == 1 else np.stack([getattr(c, gname)[name] for c in ckpts])
                 written.append((self._put(g, name, rows, i, ("step", *lead, *extra), capacity), rows))
         self._put_row_crcs(written, i, capacity)
 
@@ -396,7 +396,7 @@ class RunStore:
         from zarr.core.sync import sync
 
         n = self.committed
-        for key, arr in list(self._arrays.items()):
+        for arr in list(self._arrays.values()):
             if arr.ndim and arr.shape[0] > n:
                 sync(arr.async_array.resize((n, *arr.shape[1:]), delete_outside_chunks=False))
 

@@ -59,6 +59,15 @@ def snapshot(state):
     return state
 
 
+def write_committed(store: RunStore, ckpts: list[Checkpoint], state, capacity: int) -> None:
+    """The commit protocol, in order: the checkpoints' rows, then the resume state (None: none
+    kept), then the commit that makes them readable. A kill at any point leaves the last commit."""
+    store.write_batch(ckpts, capacity=capacity)
+    if state is not None:
+        store.save_resume(state)
+    store.commit(ckpts[-1].index + 1, ckpts[-1].step)
+
+
 def _nbytes(ckpt: Checkpoint) -> int:
     return sum(a.nbytes for a in ckpt.weights.values()) + sum(a.nbytes for a in ckpt.activations.values())
 
@@ -111,9 +120,7 @@ class CheckpointWriter:
             if items and self._error is None:  # after a failed write nothing more may be committed
                 ckpts, state = [c for c, _ in items], items[-1][1]
                 try:
-                    self.store.write_batch(ckpts, capacity=self.capacity)
-                    self.store.save_resume(state)
-                    self.store.commit(ckpts[-1].index + 1, ckpts[-1].step)
+                    write_committed(self.store, ckpts, state, self.capacity)
                 except BaseException as err:  # noqa: BLE001 - handed to the training thread
                     self._error = err
             with self._room:

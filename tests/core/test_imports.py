@@ -20,7 +20,7 @@ THREAD = Runtime(writer="thread")
 
 def _import(source, study, pattern, **options):
     plan = plan_import(source, study, pattern, **options)
-    return [import_seed(study, int(s), cks, plan["probe"], runtime=THREAD) for s, cks in plan["seeds"].items()]
+    return [import_seed(study, int(s), cks, plan["probe"]) for s, cks in plan["seeds"].items()]
 
 
 def _metrics(study, seeds):

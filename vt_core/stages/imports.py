@@ -12,7 +12,6 @@ batch, each checkpoint is also loaded into the model and the hookpoints' activat
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 from typing import TypedDict
@@ -27,7 +26,6 @@ from vt_core.hooks import array_kinds, capture, select_hookpoints, select_parame
 from vt_core.location import Location, location, url
 from vt_core.metrics.roles import parameter_roles
 from vt_core.names import SCALARS
-from vt_core.runtime import Runtime
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import load_study, open_run, run_path
 
@@ -80,12 +78,10 @@ def _selected(state: dict[str, torch.Tensor], model: torch.nn.Module | None, wei
     return names
 
 
-def _roles(state: dict[str, torch.Tensor], names: list[str], model: torch.nn.Module | None) -> dict[str, str]:
-    """Each stored tensor's role for the weight metrics: from the factory's modules, else by its
-    number of dimensions (2: a matrix, 1: a bias, more: a conv kernel)."""
-    if model is not None:
-        return parameter_roles(model)
-    return {n: "matrix" if state[n].ndim == 2 else "bias" if state[n].ndim <= 1 else "kernel" for n in names}
+def _roles_of_shapes(shapes: dict[str, list[int]]) -> dict[str, str]:
+    """Each stored tensor's role for the weight metrics without a factory's modules: by its number
+    of dimensions (2: a matrix, 1: a bias, more: a conv kernel)."""
+    return {n: "matrix" if len(s) == 2 else "bias" if len(s) <= 1 else "kernel" for n, s in shapes.items()}
 
 
 def renamed(state: dict[str, torch.Tensor], rename: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -168,8 +164,7 @@ class _SeedImport:
                 raise StoreError(f"seed {self.seed}: {problems[0]}; delete {self.path} to import the seed again")
             store.truncate(store.committed)
             return store
-        first = renamed(load_checkpoint(self.checkpoints[0][1]), self.rename)
-        roles = _roles(first, self.names, self.model)
+        roles = parameter_roles(self.model) if self.model is not None else _roles_of_shapes(self.shapes)
         kinds = array_kinds(self.model, self.names, self.hooks) if self.model is not None else None
         store = RunStore.create(self.path, seed=self.seed, config_hash=self.config.training_hash(),
                                 config=self.config.training_dict(), roles=roles, kinds=kinds)
@@ -208,10 +203,9 @@ class _SeedImport:
                           weights=weights, activations=acts)
 
 
-def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str | None = None,
-                runtime: Runtime | None = None) -> ImportSummary:
+def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str | None = None) -> ImportSummary:
     """Import one seed's checkpoints (``[[step, [files]], ...]``) after its last commit."""
-    from vt_core.writer import make_writer
+    from vt_core.writer import write_committed
 
     job = _SeedImport(location(study), seed, checkpoints, probe)
     store = job.open()
@@ -219,19 +213,15 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     if not todo and store.status == "complete":
         return {"seed": seed, "imported": 0, "committed_steps": store.committed, "skipped": True, "path": str(store.path)}
     store.set_status("running")
-    # one checkpoint handed over at a time (memory bounded by a few checkpoints, whatever the series),
-    # and nothing to yield the cores to: the writer runs at the importer's priority
-    runtime = dataclasses.replace(runtime or Runtime(), writer_nice=0)
-    writer = make_writer(store, len(job.checkpoints), runtime=runtime, max_pending_bytes=1)
+    # written here, one checkpoint at a time, each committed before the next is read: memory holds
+    # one checkpoint (no copy on its way to a writer), and there is no training loop to keep going
     n0 = store.committed
     try:
-        try:
-            for i, (step, files) in enumerate(todo):
-                ckpt = job.record(n0 + i, step, files)
-                writer.submit(ckpt, {"position": torch.tensor([step, n0 + i + 1], dtype=torch.int64)})
-                del ckpt  # one checkpoint in hand at a time
-        finally:
-            writer.close()
+        for i, (step, files) in enumerate(todo):
+            ckpt = job.record(n0 + i, step, files)
+            write_committed(store, [ckpt], {"position": torch.tensor([step, n0 + i + 1], dtype=torch.int64)},
+                            len(job.checkpoints))
+            del ckpt
     except BaseException as err:
         RunStore(store.path).set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
