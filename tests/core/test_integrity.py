@@ -30,6 +30,7 @@ def store(tmp_path, monkeypatch):
     for i in range(4):
         s.write(ckpt(i))
         s.commit(i + 1, 10 * i)
+    s.trim()  # as a finished run's writer does
     s.set_status("complete")
     return s
 
