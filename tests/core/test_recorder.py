@@ -195,3 +195,68 @@ def test_sigkill_keeps_commits_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert sorted(whole) == sorted(resumed) and len(whole["step"]) == 16
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+DDP_RANK = """
+import json, sys
+import torch
+import torch.distributed as dist
+from vt_core import Recorder
+
+rank, study, rdv, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=2)
+torch.manual_seed(0)  # the same initial weights on both ranks (DDP also broadcasts rank 0's)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+data = torch.Generator().manual_seed(100 + rank)  # each rank trains on its own batches
+probe = torch.randn(4, 8, generator=torch.Generator().manual_seed(7))
+losses = {}
+with Recorder(study, seed=0, model=ddp, hooks=["*"], probe=probe, every_steps=5) as rec:
+    rec.step(0)
+    for step in range(1, 31):
+        x = torch.randn(16, 8, generator=data)
+        opt.zero_grad()
+        loss = ((ddp(x) - x.sum(1, keepdim=True)) ** 2).mean()
+        loss.backward()  # gradients averaged over the ranks: both hold the same weights after each step
+        opt.step()
+        rec.step(step, train_loss=loss.item())
+        if step % 5 == 0:
+            losses[step] = loss.item()
+            torch.save(model.state_dict(), f"{out}/rank{rank}-step{step}.pt")
+dist.barrier()
+dist.destroy_process_group()
+print(json.dumps({"rank": rank, "active": rec.active, "losses": losses}))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_ddp_with_a_real_process_group_only_rank_zero_writes(tmp_path):
+    """Two processes in a gloo process group train one DDP model on different batches, each inside
+    its own Recorder: one store, written by rank 0 alone, whose weights are the (shared) weights of
+    both ranks and whose scalars are rank 0's."""
+    import json
+
+    study, out = tmp_path / "study", tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", DDP_RANK, str(r), str(study), str(tmp_path / "rdv"), str(out)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=240)
+        assert p.returncode == 0, stderr[-3000:]
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert [r["active"] for r in results] == [True, False]
+    assert sorted(p.name for p in (study / "runs").iterdir()) == ["seed=0000.resume.pt", "seed=0000.zarr"]
+    store = RunStore(run_path(study, 0), mode="r")
+    assert store.status == "complete" and store.committed == 7 and store.validate() == []
+    arrays = store_arrays(run_path(study, 0))
+    assert arrays["step"].tolist() == [0, 5, 10, 15, 20, 25, 30]
+    for i, step in enumerate(range(5, 31, 5), start=1):
+        r0, r1 = (torch.load(out / f"rank{r}-step{step}.pt", weights_only=True) for r in (0, 1))
+        for name, t in r0.items():
+            torch.testing.assert_close(t, r1[name], rtol=0, atol=0)  # DDP kept the ranks equal
+            np.testing.assert_array_equal(arrays[f"weights/{name}"][i], t.numpy(), err_msg=f"{name} at {step}")
+        assert arrays["train_loss"][i] == results[0]["losses"][str(step)] != results[1]["losses"][str(step)]

@@ -101,3 +101,37 @@ def test_study_on_s3_with_dask_worker_processes(s3_bucket, tmp_path):
     for s in SEEDS:
         assert json.loads((run_path(study, s) / "zarr.json").read_text())["attributes"]["committed_steps"] == 7
     assert json.loads((study / "analysis.json").read_text())["chosen_k"] >= 1
+
+
+def test_vt_import_from_an_s3_url_equals_the_local_import(s3_bucket, tmp_path):
+    """Checkpoints under an s3:// URL (listed and read through fsspec, nothing downloaded first)
+    import to the same stores as the same files on the local disk."""
+    import torch
+
+    fs = s3fs.S3FileSystem(use_listings_cache=False)
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 2))
+        for step in range(0, 40, 10):
+            f = tmp_path / "ck" / f"seed{seed}" / f"step_{step}.pt"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), f)
+            fs.put(str(f), f"{s3_bucket}/ck/seed{seed}/step_{step}.pt")
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.1 * torch.randn_like(p))
+    pattern = ["--pattern", "seed{seed}/step_{step}.pt", "--no-analyze"]
+    remote = runner.invoke(app, ["import", f"{s3_bucket}/ck", str(tmp_path / "from-s3"), *pattern])
+    assert remote.exit_code == 0, remote.output
+    assert "seed 1: 4 imported, 4 checkpoints" in remote.output
+    local = runner.invoke(app, ["import", str(tmp_path / "ck"), str(tmp_path / "from-disk"), *pattern])
+    assert local.exit_code == 0, local.output
+    for seed in range(2):
+        a, b = store_arrays(run_path(tmp_path / "from-s3", seed)), store_arrays(run_path(tmp_path / "from-disk", seed))
+        assert a.keys() == b.keys() and "weights/0.weight" in a
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    from vt_core.study import load_study
+
+    origin = load_study(tmp_path / "from-s3").origin
+    assert origin is not None and origin.kind == "import" and origin.source == f"{s3_bucket}/ck"
