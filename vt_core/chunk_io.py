@@ -1,4 +1,9 @@
-"""Write whole chunks of a run store's arrays straight to a local disk, in zarr v3's own format.
+"""The chunk layout of a run store's arrays, and whole chunks written straight to a local disk in
+zarr v3's own format.
+
+Layout (:func:`rows_per_chunk`, :func:`codecs`, :data:`CHUNK_KEYS`): scalars 512 checkpoints to a
+chunk, zstd then CRC32C; other arrays as many checkpoints as fit in :data:`CHUNK_BYTES` (a power of
+two, at most 64; one for large rows), raw bytes then CRC32C; chunk files ``c.<row>.0...``.
 
 Why: zarr's ``Array.__setitem__`` costs ~1 ms of CPU per chunk and ~2.5 ms per call (its async
 machinery, a thread hop per chunk, a temporary file per chunk), whatever the chunk's size. A
@@ -32,6 +37,43 @@ import zarr
 
 from vt_core.errors import VtError
 
+#: scalars (rows of <= 64 bytes): this many checkpoints to a chunk
+SMALL_ROW_CHUNK = 512
+#: at most this many bytes in a chunk of an array recorded at every checkpoint (weights,
+#: activations): a checkpoint no longer costs a file per array (creating a file is the writer's
+#: main cost on ext4, benchmarks/RESULTS.md, issue 21), and reading a block of checkpoints for the
+#: metrics stays one read per chunk. Larger rows get a chunk each.
+CHUNK_BYTES = 2 * 2**20
+MAX_ROWS_PER_CHUNK = 64
+
+
+def rows_per_chunk(row_bytes: int) -> int:
+    """Checkpoints per chunk for rows of ``row_bytes``: 512 for scalars, else a power of two with
+    at most :data:`CHUNK_BYTES` per chunk (at most 64; 1 for rows of more than half of it)."""
+    if row_bytes <= 64:
+        return SMALL_ROW_CHUNK
+    fit = CHUNK_BYTES // max(row_bytes, 1)
+    return 1 if fit < 2 else min(MAX_ROWS_PER_CHUNK, 1 << (int(fit).bit_length() - 1))
+
+
+#: write a chunk even when it equals the fill value: a chunk missing on disk is then always damage
+WRITE_ALL = {"write_empty_chunks": True}
+
+#: chunk files named ``c.<row>.0.0`` in the array's directory, not ``c/<row>/0/0``: on ext4 making
+#: the two directories of each new checkpoint cost 3x the write of its bytes.
+#: Stores written before keep their ``/`` keys (zarr reads the encoding from each array's metadata).
+CHUNK_KEYS = {"name": "default", "separator": "."}
+
+
+def codecs(compress: bool) -> list:
+    """zstd (only for arrays of small rows, 512 to a chunk: trained float32 weights compress by
+    ~6% for twice the write and read time, and a chunk of several checkpoints is compressed again
+    at every commit while it fills: zstd was a fifth of the writer's CPU for activations), then a
+    CRC32C checksum of the stored bytes, always."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=0), Crc32cCodec()] if compress else [Crc32cCodec()]
+
 
 class ChunkError(VtError, OSError):
     """A chunk on disk that is about to be updated fails its checksum or cannot be decoded."""
@@ -48,21 +90,21 @@ def direct(arr: zarr.Array, root: object) -> DirectChunks | None:
     meta = arr.metadata
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(meta.chunk_grid, RegularChunkGrid):
         return None
-    codecs = list(meta.codecs)
-    if len(codecs) not in (2, 3) or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[-1], Crc32cCodec):
+    chain = list(meta.codecs)
+    if len(chain) not in (2, 3) or not isinstance(chain[0], BytesCodec) or not isinstance(chain[-1], Crc32cCodec):
         return None
     zstd = None
-    if len(codecs) == 3:
-        if not isinstance(codecs[1], ZstdCodec) or codecs[1].checksum:
+    if len(chain) == 3:
+        if not isinstance(chain[1], ZstdCodec) or chain[1].checksum:
             return None
         from numcodecs.zstd import Zstd
 
-        zstd = Zstd(level=codecs[1].level)
+        zstd = Zstd(level=chain[1].level)
     dtype = np.dtype(arr.dtype)
     if dtype.hasobject or dtype.kind not in "biufc" or arr.ndim < 1:
         return None
-    if codecs[0].endian is not None and dtype.itemsize > 1:
-        dtype = dtype.newbyteorder("<" if codecs[0].endian.value == "little" else ">")
+    if chain[0].endian is not None and dtype.itemsize > 1:
+        dtype = dtype.newbyteorder("<" if chain[0].endian.value == "little" else ">")
     chunks = tuple(meta.chunk_grid.chunk_shape)
     if tuple(chunks[1:]) != tuple(arr.shape[1:]):
         return None  # only chunks that span every dimension after the first
@@ -111,7 +153,7 @@ class DirectChunks:
             self._made.add(f.parent)
         tmp = f.with_name(f".{f.name}.{os.getpid()}.partial")
         with open(tmp, "wb") as fh:
-            fh.write(payload)
+            fh.write(payload if isinstance(payload, bytes) else payload.data)
             fh.write(crc)
         os.replace(tmp, f)
 

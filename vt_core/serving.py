@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from vt_core.layout import layout
 from vt_core.location import DamagedFileError, Location, is_remote, read_json, write_json_atomic
-from vt_core.store import process_alive
+from vt_core.runtime import process_alive
 
 
 def page_url(host: str, port: int, page: str | None = None) -> str:

@@ -12,25 +12,21 @@ Layout of ``runs/seed=NNNN.zarr``::
            integrity
 
 Every array carries ``long_name`` (and ``units``); dimensions are named for what they are
-(:mod:`vt_core.naming`, which also says how format 1 differs).
+(:mod:`vt_core.naming`, which also says how format 1 differs); chunks: :mod:`vt_core.chunk_io`.
+Beside it ``seed=NNNN.resume.pt``: model + optimizer + RNG state of the last commit.
 
-and beside it ``seed=NNNN.resume.pt``: model + optimizer + RNG state of the last commit (a file
-inside the store would make zarr and xarray warn about a foreign object).
+Commit protocol: a batch of checkpoints' arrays is written first, then the resume state (tmp file +
+rename), and ``committed_steps`` is bumped last. Readers only look at the first ``committed_steps``
+rows; on resume anything past them is cut off. Every file is written through a temporary + rename
+(an object store replaces an object whole), so a kill leaves the old or the new version of each
+file. A change of the root attributes (a commit, a status) is one write of the root ``zarr.json``.
+The store may be a local path or an fsspec URL (:mod:`vt_core.location`).
 
-Commit protocol: a checkpoint's arrays are written first (chunk 1 along ``step``, so one checkpoint
-is one write per array), then the resume state (tmp file + rename), and ``committed_steps`` is
-bumped last. Readers only look at the first ``committed_steps`` rows; on resume anything past them
-is cut off. Zarr's local store writes every file through a temporary + rename (and an object store
-replaces an object whole), so a kill leaves either the old or the new version of each file. Every
-change of the root attributes (a commit, a status) is one write of the root ``zarr.json``. The
-store may be a local path or an fsspec URL (:mod:`vt_core.location`).
-
-Integrity: every chunk ends with a CRC32C checksum (zarr's ``crc32c`` codec, ``integrity =
-"crc32c"``), so a flipped bit or a truncated chunk is an error when it is read, never a wrong
-number; a missing chunk would read as the fill value, so :meth:`RunStore.check` lists the chunks
-that the committed rows need and names those that are absent (cheap: one listing per array), and
-:meth:`RunStore.verify` also reads every committed chunk. Stores written before checksums existed
-have no ``integrity`` attribute: their missing chunks are still found, their flipped bits are not.
+Integrity: every chunk ends with a CRC32C checksum (``integrity = "crc32c"``), so a flipped bit or a
+truncated chunk is an error when it is read, never a wrong number; a missing chunk would read as
+the fill value, so :meth:`RunStore.check` names the chunks the committed rows need that are absent,
+and :meth:`RunStore.verify` also reads every committed chunk (older stores without ``integrity``:
+missing chunks are found, flipped bits are not).
 """
 
 from __future__ import annotations
@@ -47,7 +43,7 @@ import numpy as np
 import zarr
 
 from vt_core import naming
-from vt_core.chunk_io import DirectChunks, direct
+from vt_core.chunk_io import CHUNK_KEYS, SMALL_ROW_CHUNK, WRITE_ALL, DirectChunks, codecs, direct, rows_per_chunk
 from vt_core.errors import VtError
 from vt_core.integrity import (
     CHECK_GROUP,
@@ -62,61 +58,16 @@ from vt_core.integrity import (
 )
 from vt_core.layout import resume_path
 from vt_core.location import Location, location, url, write_bytes_atomic, zarr_options
+from vt_core.runtime import process_alive
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
     import xarray as xr
 
-SMALL_ROW_CHUNK = 512
 #: rows an array of unknown final size grows by at least (:meth:`RunStore._put`)
 GROW_ROWS = 1024
-#: at most this many bytes in a chunk of an array recorded at every checkpoint (weights,
-#: activations): a checkpoint no longer costs a file per array (creating a file is the writer's
-#: main cost on ext4, benchmarks/RESULTS.md, issue 21), and reading a block of checkpoints for the
-#: metrics stays one read per chunk. Larger rows get a chunk each.
-CHUNK_BYTES = 2 * 2**20
-MAX_ROWS_PER_CHUNK = 64
 
-
-def rows_per_chunk(row_bytes: int) -> int:
-    """Checkpoints per chunk for rows of ``row_bytes``: 512 for scalars, else a power of two with
-    at most :data:`CHUNK_BYTES` per chunk (at most 64; 1 for rows of more than half of it)."""
-    if row_bytes <= 64:
-        return SMALL_ROW_CHUNK
-    fit = CHUNK_BYTES // max(row_bytes, 1)
-    return 1 if fit < 2 else min(MAX_ROWS_PER_CHUNK, 1 << (int(fit).bit_length() - 1))
 #: the ``integrity`` attribute of a store whose every chunk carries a CRC32C checksum
 INTEGRITY = "crc32c"
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-#: write a chunk even when it equals the fill value: a chunk missing on disk is then always damage
-_WRITE_ALL = {"write_empty_chunks": True}
-
-#: chunk files named ``c.<row>.0.0`` in the array's directory, not ``c/<row>/0/0``: on ext4 making
-#: the two directories of each new checkpoint cost 3x the write of its bytes (vt_core/chunk_io.py).
-#: Stores written before keep their ``/`` keys (zarr reads the encoding from each array's metadata).
-_KEYS = {"name": "default", "separator": "."}
-
-
-def _codecs(compress: bool) -> list:
-    """zstd (only for arrays of small rows, 512 to a chunk: trained float32 weights compress by
-    ~6% for twice the write and read time, and a chunk of several checkpoints is compressed again
-    at every commit while it fills: zstd was a fifth of the writer's CPU for activations), then a
-    CRC32C checksum of the stored bytes, always."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
-    return [ZstdCodec(level=0), Crc32cCodec()] if compress else [Crc32cCodec()]
 
 
 @dataclass
@@ -162,8 +113,8 @@ class RunStore:
         path = location(path)
         root = zarr.open_group(url(path), mode="w-", zarr_format=3, **zarr_options(path))
         seed_arr = root.create_array("seed", shape=(), dtype=np.int64, dimension_names=(),
-                                     attributes=naming.scalar_attrs("seed"), compressors=_codecs(True),
-                                     config=_WRITE_ALL, chunk_key_encoding=_KEYS)
+                                     attributes=naming.scalar_attrs("seed"), compressors=codecs(True),
+                                     config=WRITE_ALL, chunk_key_encoding=CHUNK_KEYS)
         seed_arr[...] = seed
         root.update_attributes({  # one write of the root metadata
             "format_version": naming.FORMAT_VERSION, "seed": seed, "config_hash": config_hash,
@@ -206,7 +157,7 @@ class RunStore:
     def _array(self, group: zarr.Group, name: str) -> zarr.Array | None:
         key = (group.path, name)
         if key not in self._arrays and name in group:
-            self._arrays[key] = group[name].with_config(_WRITE_ALL)
+            self._arrays[key] = group[name].with_config(WRITE_ALL)
         return self._arrays.get(key)
 
     def _put(self, group: zarr.Group, name: str, rows: np.ndarray, start: int, dims: tuple[str, ...],
@@ -223,7 +174,7 @@ class RunStore:
             arr = group.create_array(
                 name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
                 fill_value=fill, dimension_names=dims, attributes=self._array_attrs(group.path, name),
-                compressors=_codecs(per_chunk == SMALL_ROW_CHUNK), config=_WRITE_ALL, chunk_key_encoding=_KEYS,
+                compressors=codecs(per_chunk == SMALL_ROW_CHUNK), config=WRITE_ALL, chunk_key_encoding=CHUNK_KEYS,
             )
             self._arrays[(group.path, name)] = arr
         if arr.shape[1:] != shape:
@@ -323,8 +274,8 @@ class RunStore:
             v = np.asarray(v)
             dims = (lead, *(f"probe_{name}.d{j}" for j in range(1, v.ndim)))
             a = g.create_array(name, shape=v.shape, dtype=v.dtype, dimension_names=dims, overwrite=True,
-                               attributes=self._array_attrs("probe", name), compressors=_codecs(True),
-                               config=_WRITE_ALL, chunk_key_encoding=_KEYS)
+                               attributes=self._array_attrs("probe", name), compressors=codecs(True),
+                               config=WRITE_ALL, chunk_key_encoding=CHUNK_KEYS)
             a[...] = v
 
     def save_resume(self, state: dict | bytes) -> None:

@@ -28,7 +28,8 @@ from vt_core.location import (
     url,
     write_json_atomic,
 )
-from vt_core.store import RunStore, StoreError, process_alive
+from vt_core.runtime import process_alive
+from vt_core.store import RunStore, StoreError
 
 log = logging.getLogger("vt")
 

@@ -1,26 +1,13 @@
 """Write checkpoints in the background while training goes on: in a writer process, or a thread.
 
-:func:`make_writer` picks the writer. On Linux it is a **writer process** (``python -m
-vt_core.writer``): the training process pickles each checkpoint's host arrays and its resume state
-(already ``torch.save``-d) into a pipe, and the child does all the zarr work on another core. In a
-thread, that work (a few milliseconds of Python per array per write) takes the GIL from the
-training loop: 1.34x at the demo's cadence against 1.0x for a process (benchmarks/RESULTS.md).
-The child dies with its parent (``PR_SET_PDEATHSIG``), so a killed run leaves no writer behind
-to race the resumed one. A :class:`~vt_core.runtime.Runtime` with ``writer="thread"`` (and other
-systems) use the thread below; its ``writer_nice`` is the child's niceness.
-
-The thread writer:
-
-The training thread hands over a checkpoint (numpy copies) and a snapshot of the resume state
-(cloned tensors); one writer thread writes the arrays, then the resume state, then bumps the
-commit, in order. Whatever has queued up while it wrote is written next as one batch (one zarr
-call per array). It waits for up to ``flush_every`` checkpoints or ``flush_seconds`` before
-writing: every zarr call costs the same few milliseconds of Python whatever its size, and on a
-small machine that time is taken from the training thread (the GIL), so fewer, larger writes are
-what keeps capture cheap. The commit protocol is
-unchanged: a kill loses at most the checkpoints still queued, and the run resumes from the last one
-committed. At most ``max_pending_bytes`` wait in memory, so a slow disk slows training down
-instead of filling the RAM.
+:func:`make_writer` picks the writer. On Linux it is a **writer process**, a fork of the training
+process (``VT_WRITER_START=exec``: a new interpreter, ``python -m vt_core.writer``): the training
+process pickles each checkpoint's host arrays and its resume state (already ``torch.save``-d) into
+a pipe, and the child writes them (with the thread writer's loop,
+:class:`~vt_core.writer_thread.CheckpointWriter`) on another core, at ``runtime.writer_nice``. In a
+thread of the training process that work takes the GIL from the training loop (1.3x against 1.03-1.08x
+for a process at the demo's cadence, benchmarks/RESULTS.md). The child dies with its parent
+(``PR_SET_PDEATHSIG``), so a killed run leaves no writer behind to race the resumed one.
 """
 
 from __future__ import annotations
@@ -38,124 +25,12 @@ import time
 
 import zarr
 
-from vt_core.errors import VtError
 from vt_core.runtime import Runtime, RuntimeSettingError
 from vt_core.store import Checkpoint, RunStore
+from vt_core.writer_thread import CheckpointWriter, WriterError, snapshot, write_committed
 
-
-def snapshot(state):
-    """A deep copy of a (nested) state dict whose tensors no longer alias the live ones, on the
-    CPU; bytes (a state already serialised) are kept as they are."""
-    if isinstance(state, bytes):
-        return state
-    import torch
-
-    if isinstance(state, torch.Tensor):
-        return state.detach().to("cpu", copy=True)
-    if isinstance(state, dict):
-        return {k: snapshot(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(snapshot(v) for v in state)
-    return state
-
-
-def write_committed(store: RunStore, ckpts: list[Checkpoint], state, capacity: int) -> None:
-    """The commit protocol, in order: the checkpoints' rows, then the resume state (None: none
-    kept), then the commit that makes them readable. A kill at any point leaves the last commit."""
-    store.write_batch(ckpts, capacity=capacity)
-    if state is not None:
-        store.save_resume(state)
-    store.commit(ckpts[-1].index + 1, ckpts[-1].step)
-
-
-def _nbytes(ckpt: Checkpoint) -> int:
-    return sum(a.nbytes for a in ckpt.weights.values()) + sum(a.nbytes for a in ckpt.activations.values())
-
-
-class CheckpointWriter:
-    def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
-                 flush_every: int = 16, flush_seconds: float = 2.0):
-        self.store, self.capacity = store, capacity
-        self.flush_every, self.flush_seconds = flush_every, flush_seconds
-        self._queue: queue.Queue = queue.Queue()
-        self._room = threading.Condition()
-        self._pending = 0
-        self._max_pending = max_pending_bytes
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"vt-writer-{store.path.name}", daemon=True)
-        self._thread.start()
-
-    def _take(self) -> tuple[list, bool]:
-        """The next batch: wait for one item, then gather more until ``flush_every`` items, the
-        byte limit, ``flush_seconds`` or the end."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        items, deadline = [first], time.monotonic() + self.flush_seconds
-        while self._backlog(items):  # a writer that fell behind writes all it has as one batch:
-            try:  # every zarr call costs the same whatever its size (a starved writer catches up)
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return items, True
-            items.append(item)
-        while len(items) < self.flush_every and self._pending < self._max_pending // 2:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is None:
-                return items, True
-            items.append(item)
-        return items, False
-
-    def _backlog(self, items: list) -> bool:
-        return sum(_nbytes(c) for c, _ in items) < self._max_pending // 2 and len(items) < 64 * self.flush_every
-
-    def _run(self) -> None:
-        done = False
-        while not done:
-            items, done = self._take()
-            if items and self._error is None:  # after a failed write nothing more may be committed
-                ckpts, state = [c for c, _ in items], items[-1][1]
-                try:
-                    write_committed(self.store, ckpts, state, self.capacity)
-                except BaseException as err:  # noqa: BLE001 - handed to the training thread
-                    self._error = err
-            with self._room:
-                self._pending -= sum(_nbytes(c) for c, _ in items)
-                self._room.notify_all()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, ckpt: Checkpoint, state: dict) -> None:
-        """Queue one checkpoint (blocks while too many bytes are waiting); re-raises a write error."""
-        self._raise()
-        size = _nbytes(ckpt)
-        with self._room:
-            while self._pending > 0 and self._pending + size > self._max_pending and self._thread.is_alive():
-                self._room.wait(timeout=1.0)
-            self._pending += size
-        self._queue.put((ckpt, snapshot(state)))
-
-    def close(self, status: tuple[str, str | None] | None = None) -> None:
-        """Write everything queued, stop the thread, re-raise a write error. With ``status``
-        (``(status, error)``), a clean end: the arrays are cut to the committed rows and the seed's
-        final status is recorded, in the one process that has the store's arrays at hand."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._raise()
-        if status is not None:
-            self.store.trim()
-            self.store.set_status(*status)
-
-
-class WriterError(VtError, OSError):
-    """Writing checkpoints failed; what was committed before stays readable."""
+__all__ = ["CheckpointWriter", "ProcessCheckpointWriter", "WriterError", "make_writer", "snapshot",
+           "write_committed"]
 
 
 def _serialise_state(state: dict) -> bytes:
@@ -175,14 +50,17 @@ class ProcessCheckpointWriter:
     child's niceness (given in its argv), so that writing yields the cores to training."""
 
     def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
-                 flush_every: int = 16, flush_seconds: float = 1.0, nice: int = Runtime.writer_nice):
+                 flush_every: int = 16, flush_seconds: float = 1.0, nice: int = Runtime.writer_nice,
+                 start: str = Runtime.writer_start):
         # smaller batches than the thread writer's: the child's work no longer takes the trainer's
         # GIL, and a child that keeps up leaves less to write after the last step
         self.store = store
         args = [str(store.path), str(capacity), str(max_pending_bytes), str(flush_every), str(flush_seconds),
                 str(os.getpid()), str(nice)]
-        self._proc = _fork_child(args) if _can_fork() else _exec_child(args)
-        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
+        self._proc = _fork_child(args) if start == "fork" and _can_fork() else _exec_child(args)
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes
+        self._stdin, self._stdout = stdin, stdout
         try:  # a larger pipe: fewer wake-ups per checkpoint (Linux; the default 64 KiB otherwise)
             import fcntl
 
@@ -296,10 +174,10 @@ class _Forked:
 
 
 def _can_fork() -> bool:
-    """Fork the writer (Linux): a new interpreter would spend ~0.5 s of CPU importing numpy and
-    zarr before writing anything, CPU that a loaded machine takes from training (issue 21).
-    ``VT_WRITER_START=exec`` starts ``python -m vt_core.writer`` instead."""
-    return sys.platform.startswith("linux") and os.environ.get("VT_WRITER_START", "fork") != "exec"
+    """Fork the writer (Linux; ``runtime.writer_start``): a new interpreter would spend ~0.5 s of
+    CPU importing numpy and zarr before writing anything, CPU that a loaded machine takes from
+    training (issue 21)."""
+    return sys.platform.startswith("linux")
 
 
 def _exec_child(args: list[str]) -> subprocess.Popen:
@@ -360,7 +238,8 @@ def make_writer(store: RunStore, capacity: int, runtime: Runtime | None = None,
         raise RuntimeSettingError(f"runtime.writer={kind!r}: use 'process' or 'thread' (VT_WRITER)")
     if kind == "thread" or same_process_only(store.path):
         return CheckpointWriter(store, capacity, max_pending_bytes)
-    return ProcessCheckpointWriter(store, capacity, max_pending_bytes, nice=runtime.writer_nice)
+    return ProcessCheckpointWriter(store, capacity, max_pending_bytes, nice=runtime.writer_nice,
+                                   start=runtime.writer_start)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from vt_core.chunk_io import ChunkError, direct
-from vt_core.store import CHUNK_BYTES, SMALL_ROW_CHUNK, Checkpoint, RunStore, rows_per_chunk
+from vt_core.chunk_io import CHUNK_BYTES, SMALL_ROW_CHUNK, ChunkError, direct, rows_per_chunk
+from vt_core.store import Checkpoint, RunStore
 
 
 def ckpt(i, width=300, big=True):

@@ -13,6 +13,7 @@ def test_defaults():
     assert rt == Runtime()
     assert rt.writer == ("process" if sys.platform.startswith("linux") else "thread")
     assert rt.writer_nice == 10
+    assert rt.writer_start == "fork"
     assert rt.group_async is None  # decided by the device: on for CUDA, off on a CPU
     assert Runtime.from_env({"VT_GROUP_ASYNC": ""}).group_async is None  # empty = unset
 
@@ -22,13 +23,16 @@ def test_defaults():
     ({"VT_WRITER": "process"}, "writer", "process"),
     ({"VT_WRITER_NICE": "0"}, "writer_nice", 0),
     ({"VT_WRITER_NICE": "19"}, "writer_nice", 19),
+    ({"VT_WRITER_START": "exec"}, "writer_start", "exec"),
+    ({"VT_WRITER_START": "fork"}, "writer_start", "fork"),
     ({"VT_GROUP_ASYNC": "1"}, "group_async", True),
     ({"VT_GROUP_ASYNC": "0"}, "group_async", False),
 ])
 def test_each_switch(env, field, value):
     rt = Runtime.from_env(env)
     assert getattr(rt, field) == value
-    others = {f: getattr(Runtime(), f) for f in ("writer", "writer_nice", "group_async") if f != field}
+    others = {f: getattr(Runtime(), f) for f in ("writer", "writer_nice", "writer_start", "group_async")
+              if f != field}
     assert all(getattr(rt, f) == v for f, v in others.items())  # one switch changes one field
 
 
@@ -39,6 +43,7 @@ def test_unrelated_variables_are_ignored():
 @pytest.mark.parametrize("env, message", [
     ({"VT_WRITER": "threads"}, "VT_WRITER='threads': use 'process' or 'thread'"),
     ({"VT_WRITER_NICE": "high"}, "VT_WRITER_NICE='high': give an integer niceness"),
+    ({"VT_WRITER_START": "spawn"}, "VT_WRITER_START='spawn': use 'fork' or 'exec'"),
     ({"VT_GROUP_ASYNC": "yes"}, "VT_GROUP_ASYNC='yes': use 1 .on. or 0 .off."),
 ])
 def test_bad_values_raise(env, message):

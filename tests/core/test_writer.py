@@ -70,18 +70,19 @@ def test_process_writer_by_default_at_the_runtimes_niceness(tmp_path, monkeypatc
 
 @linux_only
 def test_process_and_thread_writers_store_the_samestore_arrays(tmp_path):
+    """The forked writer, a writer in a new interpreter (``VT_WRITER_START=exec``) and the thread
+    writer store the same arrays."""
     a = _study(tmp_path, "process")
     assert train_seed(a, 0, runtime=Runtime(writer="process"))["committed_steps"] == 13
-    b = _study(tmp_path, "thread")
-    train_seed(b, 0, runtime=Runtime(writer="thread"))
-    x, y = store_arrays(run_path(a, 0)), store_arrays(run_path(b, 0))
-    assert x.keys() == y.keys() and len(x) > 8
-    for k in x:
-        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    for kind, runtime in (("thread", Runtime(writer="thread")), ("exec", Runtime(writer="process", writer_start="exec"))):
+        b = _study(tmp_path, kind)
+        train_seed(b, 0, runtime=runtime)
+        x, y = store_arrays(run_path(a, 0)), store_arrays(run_path(b, 0))
+        assert x.keys() == y.keys() and len(x) > 8
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=f"{kind}: {k}")
 
 
-# Installed in the writer *process* through PYTHONPATH (or run here for the thread writer): the
-# write of checkpoint N's first weight chunk, and every write after it, fails as on a full disk.
 def full_disk(monkeypatch, at: int, only: str | None = None) -> None:
     """The disk fills up when row ``at`` of ``weights/layers.0.weight`` is written (in the stores
     whose path contains ``only``): that write and every later one fail with ENOSPC. Patched in

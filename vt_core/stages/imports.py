@@ -205,7 +205,7 @@ class _SeedImport:
 
 def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str | None = None) -> ImportSummary:
     """Import one seed's checkpoints (``[[step, [files]], ...]``) after its last commit."""
-    from vt_core.writer import write_committed
+    from vt_core.writer_thread import write_committed
 
     job = _SeedImport(location(study), seed, checkpoints, probe)
     store = job.open()
