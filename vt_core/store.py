@@ -97,6 +97,7 @@ class RunStore:
         self._groups: dict[str, zarr.Group] = {}
         self._datasets: dict[tuple, xr.Dataset] = {}
         self._direct: dict[str, DirectChunks | None] = {}  # each written array's direct chunk writer
+        self.hold_chunks = False  # keep chunks being filled in memory (a run's one writer: vt_core.chunk_io)
         attrs = self.root.attrs
         self.format_version = int(attrs.get("format_version", 1))
         self._kinds: dict = dict(attrs.get("array_kinds") or {})
@@ -188,7 +189,7 @@ class RunStore:
             arr.resize((max(end, grow), *shape))
         key = arr.path
         if key not in self._direct:
-            self._direct[key] = direct(arr, self.path)
+            self._direct[key] = direct(arr, self.path, hold=self.hold_chunks)
         writer = self._direct[key]
         if writer is None:
             arr[start:end] = rows

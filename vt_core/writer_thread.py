@@ -55,6 +55,7 @@ def _nbytes(ckpt: Checkpoint) -> int:
 class CheckpointWriter:
     def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
                  flush_every: int = 16, flush_seconds: float = 2.0):
+        store.hold_chunks = True  # the store's one writer until it closes: chunks being filled stay in memory
         self.store, self.capacity = store, capacity
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._queue: queue.Queue = queue.Queue()

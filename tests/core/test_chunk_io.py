@@ -20,10 +20,11 @@ def ckpt(i, width=300, big=True):
                       activations={"h": rng.normal(size=(8, width)).astype(np.float64)})
 
 
-def write(path, batches, direct_writes=True, monkeypatch=None, big=True):
+def write(path, batches, direct_writes=True, monkeypatch=None, big=True, hold=False):
     store = RunStore.create(path, seed=3, config_hash="h", config={})
+    store.hold_chunks = hold
     if not direct_writes:
-        monkeypatch.setattr("vt_core.store.direct", lambda arr, root: None)
+        monkeypatch.setattr("vt_core.store.direct", lambda arr, root, hold=False: None)
     n = 0
     for size in batches:
         store.write_batch([ckpt(i, big=big) for i in range(n, n + size)])
@@ -49,9 +50,10 @@ def test_rows_per_chunk_is_a_power_of_two_within_the_byte_budget():
     assert rows_per_chunk(CHUNK_BYTES // 2 + 1) == 1 and rows_per_chunk(10 * CHUNK_BYTES) == 1
 
 
-def test_direct_writes_equal_zarrs_and_verify(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hold", [False, True], ids=["read-back", "held"])
+def test_direct_writes_equal_zarrs_and_verify(tmp_path, monkeypatch, hold):
     batches = [1, 3, 5, 16, 2, 40, 1]  # across chunk boundaries, ragged
-    ours = write(tmp_path / "ours.zarr", batches)
+    ours = write(tmp_path / "ours.zarr", batches, hold=hold)
     with monkeypatch.context() as m:
         theirs = write(tmp_path / "zarr.zarr", batches, direct_writes=False, monkeypatch=m)
     a, b = arrays(ours), arrays(theirs)
