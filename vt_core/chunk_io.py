@@ -122,7 +122,8 @@ class DirectChunks:
         self.rows_per_chunk = int(chunks[0])
         self.fill = np.asarray(arr.metadata.fill_value, dtype=np.dtype(arr.dtype))
         self._made: set[Path] = set()
-        self.hold, self._held = hold, None  # (chunk index, its rows) of the chunk being filled
+        self.hold = hold
+        self._held: tuple[int, np.ndarray] | None = None  # (chunk index, its rows) of the chunk being filled
 
     def _file(self, index: int) -> Path:
         return self.dir / self.arr.metadata.encode_chunk_key((index,) + (0,) * (len(self.chunks) - 1))

@@ -42,22 +42,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zarr
 
-from vt_core import naming
+from vt_core import naming, resume_file
 from vt_core.chunk_io import CHUNK_KEYS, SMALL_ROW_CHUNK, WRITE_ALL, DirectChunks, codecs, direct, rows_per_chunk
 from vt_core.errors import VtError
-from vt_core.integrity import (
-    CHECK_GROUP,
-    STATUSES,
-    ResumeDamagedError,
-    check_store,
-    check_trailer,
-    row_crc,
-    seal,
-    step_arrays,
-    unseal,
-)
+from vt_core.integrity import CHECK_GROUP, STATUSES, ResumeDamagedError, check_store, row_crc, step_arrays
 from vt_core.layout import resume_path
-from vt_core.location import Location, location, url, write_bytes_atomic, zarr_options
+from vt_core.location import Location, location, url, zarr_options
 from vt_core.runtime import process_alive
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
@@ -173,7 +163,8 @@ class RunStore:
             # others as many as fit in CHUNK_BYTES (the writer holds the chunk being filled)
             per_chunk = rows_per_chunk(rows.dtype.itemsize * int(np.prod(shape)))
             arr = group.create_array(
-                name, shape=(0, *shape), chunks=(per_chunk, *shape), dtype=rows.dtype,
+                name, shape=(self._rows_for(0, start + len(rows), capacity), *shape), chunks=(per_chunk, *shape),
+                dtype=rows.dtype,
                 fill_value=fill, dimension_names=dims, attributes=self._array_attrs(group.path, name),
                 compressors=codecs(per_chunk == SMALL_ROW_CHUNK), config=WRITE_ALL, chunk_key_encoding=CHUNK_KEYS,
             )
@@ -181,12 +172,8 @@ class RunStore:
         if arr.shape[1:] != shape:
             raise StoreError(f"{self.path}: array {group.path}/{name} has shape {arr.shape[1:]}, got {shape}")
         end = start + len(rows)
-        if arr.shape[0] < end:  # grow to the expected size at once (or double): one metadata write;
-            # with no expected size (a recorder), by 1,024 rows at least: a resize is a zarr call,
-            # 60% of the writer's time when each array doubled from 1 (the rows past the last
-            # commit are never read, and trimmed when the run ends)
-            grow = capacity if capacity >= end else max(2 * arr.shape[0], GROW_ROWS)
-            arr.resize((max(end, grow), *shape))
+        if arr.shape[0] < end:
+            arr.resize((self._rows_for(arr.shape[0], end, capacity), *shape))
         key = arr.path
         if key not in self._direct:
             self._direct[key] = direct(arr, self.path, hold=self.hold_chunks)
@@ -196,6 +183,14 @@ class RunStore:
         else:  # whole chunks in zarr's format without zarr's per-chunk cost (vt_core.chunk_io)
             writer.put(rows, start)
         return arr
+
+    @staticmethod
+    def _rows_for(have: int, end: int, capacity: int) -> int:
+        """Rows to give an array that must hold ``end``: the expected number at once, or (none
+        expected: a recorder) double, by 1,024 at least. A resize is a zarr call (60% of the
+        writer's time when each array doubled from 1); rows past the last commit are never read,
+        and are trimmed when the run ends."""
+        return capacity if capacity >= end else max(end, 2 * have, GROW_ROWS)
 
     def _array_attrs(self, group: str, name: str) -> dict:
         if self.format_version < 2:
@@ -280,56 +275,19 @@ class RunStore:
             a[...] = v
 
     def save_resume(self, state: dict | bytes) -> None:
-        """Write the resume state (a state dict, or one already ``torch.save``-d to bytes)
-        atomically (a temporary file + rename, or one put on an object store), followed by a
-        trailer with its length and CRC32C (:func:`seal`), which :meth:`load_resume` checks."""
-        if not isinstance(state, bytes):
-            import io
-
-            import torch
-
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            state = buf.getvalue()
-        write_bytes_atomic(self.resume_path, seal(state))
+        """Write the resume state atomically, sealed with its length and CRC32C (:mod:`vt_core.resume_file`)."""
+        resume_file.save(self.resume_path, state)
 
     def resume_problem(self, read: bool = True) -> str | None:
-        """Why the resume file is damaged (None: it is not, or there is none). Without ``read``
-        only its trailer is read (a truncated file is found; a flipped bit needs ``read``)."""
-        f = self.resume_path
-        if not f.is_file():
-            return None
-        try:
-            if read:
-                unseal(f.read_bytes(), f.name)
-            else:
-                with f.open("rb") as fh:
-                    size = fh.seek(0, 2)
-                    fh.seek(max(0, size - 64))
-                    tail = fh.read()
-                check_trailer(tail, size, f.name)
-        except ResumeDamagedError as err:
-            return str(err)
-        return None
+        """Why the resume file is damaged (None: it is not, or there is none)."""
+        return resume_file.problem(self.resume_path, read)
 
     def load_resume(self) -> dict | None:
-        """The resume state of the last commit (None: none written yet), verified against its
-        checksum; read with ``weights_only=True`` (nothing is unpickled)."""
-        import io
-
-        import torch
-
-        f = self.resume_path
-        if not f.is_file():
-            return None
+        """The resume state of the last commit (None: none written yet), verified; nothing unpickled."""
         try:
-            data = unseal(f.read_bytes(), str(f))
+            return resume_file.load(self.resume_path)
         except ResumeDamagedError as err:
             raise StoreError(str(err)) from None
-        try:
-            return torch.load(io.BytesIO(data), weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any undecodable file is damage
-            raise StoreError(f"resume file {f} is damaged ({type(err).__name__}: {str(err)[:120]})") from None
 
     @property
     def resume_path(self) -> Location:
@@ -345,12 +303,20 @@ class RunStore:
         """Cut the arrays this object wrote to the committed rows, at a clean end of writing (no
         chunk past them was written, so none is looked for: a zarr resize otherwise tries to delete
         every chunk of the rows it drops, 1,000 of them for an array grown by :data:`GROW_ROWS`)."""
+        import asyncio
+
         from zarr.core.sync import sync
 
         n = self.committed
-        for arr in list(self._arrays.values()):
-            if arr.ndim and arr.shape[0] > n:
-                sync(arr.async_array.resize((n, *arr.shape[1:]), delete_outside_chunks=False))
+        cut = [a.async_array.resize((n, *a.shape[1:]), delete_outside_chunks=False)
+               for a in self._arrays.values() if a.ndim and a.shape[0] > n]
+
+        async def all_of():  # one trip to zarr's event loop, not one per array
+            await asyncio.gather(*cut)
+
+        sync(all_of())
+        self._arrays.clear()  # their metadata changed underneath (a later write opens them again)
+        self._direct.clear()
 
     def truncate(self, n: int) -> None:
         """Drop every row past ``n`` (uncommitted leftovers of a killed run)."""
