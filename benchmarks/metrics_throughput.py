@@ -145,10 +145,14 @@ def make_activation_study(out: Path, checkpoints: int, probe: int = 32) -> Path:
     config = paper_config(out, 1) | {"hooks": {"activations": list(HOOKS), "probe_size": probe},
                                      "metrics": {"names": ACTIVATION_METRICS}}
     study = make_study(out, 1, 2, config)
-    store = RunStore(run_path(study, 0))
+    old = RunStore(run_path(study, 0))
+    weights = {n: np.asarray(old.root["weights"][n][1]) for n, _ in old.root["weights"].arrays() if n != "step"}
+    a = old.attrs  # a new store of the same run, with activations from its first checkpoint on
+    shutil.rmtree(run_path(study, 0))
+    store = RunStore.create(run_path(study, 0), seed=a["seed"], config_hash=a["config_hash"],
+                            config=json.loads(a["config"]), roles=a["parameter_roles"], kinds=a["array_kinds"])
     rng = np.random.default_rng(0)
     acts = {h: np.maximum(rng.normal(size=(probe, *shape)), 0).astype(np.float32) for h, shape in HOOKS.items()}
-    weights = {n: np.asarray(store.root["weights"][n][1]) for n, _ in store.root["weights"].arrays() if n != "step"}
     for i in range(checkpoints):
         for a in acts.values():
             a += rng.normal(scale=0.05, size=a.shape).astype(np.float32)
