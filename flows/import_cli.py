@@ -37,10 +37,13 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                "rename": json.loads(rename), "hooks": list(hook),
                "probe": probe}
     result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
-        source, url(location(study)), pattern, options)
+        source, url(location(study)), pattern, options, metrics=analyze)
     for s in result["seeds"]:
         console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
                       + f", {s['committed_steps']} checkpoints", highlight=False)
+    if (cells := result["metric_cells"]) is not None:
+        console.print(f"metrics: {cells['computed']:,} cells computed as the checkpoints came in, "
+                      f"{cells['reused']:,} reused", highlight=False)
     if analyze:
         _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
 

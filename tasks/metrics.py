@@ -11,8 +11,8 @@ from vt_core.stages import metrics
 
 
 @task(name="plan-metrics", cache_policy=NO_CACHE)
-def plan_metrics_task(study: str, seeds: list[int]) -> dict:
-    return dict(metrics.plan_metrics(study, seeds))
+def plan_metrics_task(study: str, seeds: list[int], steps: list[int] | None = None) -> dict:
+    return dict(metrics.plan_metrics(study, seeds, steps))
 
 
 @task(name="compute-metrics", cache_policy=NO_CACHE, task_run_name="compute-metrics-{seed}")

@@ -72,6 +72,10 @@ class Checkpoint:
     activations: dict[str, np.ndarray] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)  # "loss": (2N,) per-example losses
 
+    def nbytes(self) -> int:
+        """Bytes of its weights and activations."""
+        return sum(a.nbytes for a in self.weights.values()) + sum(a.nbytes for a in self.activations.values())
+
 
 class StoreError(VtError, RuntimeError):
     """A run store is missing, belongs to another config, or is damaged."""

@@ -48,10 +48,6 @@ def write_committed(store: RunStore, ckpts: list[Checkpoint], state, capacity: i
     store.commit(ckpts[-1].index + 1, ckpts[-1].step)
 
 
-def _nbytes(ckpt: Checkpoint) -> int:
-    return sum(a.nbytes for a in ckpt.weights.values()) + sum(a.nbytes for a in ckpt.activations.values())
-
-
 class CheckpointWriter:
     def __init__(self, store: RunStore, capacity: int, max_pending_bytes: int = 256 * 2**20,
                  flush_every: int = 16, flush_seconds: float = 2.0):
@@ -92,7 +88,7 @@ class CheckpointWriter:
         return items, False
 
     def _backlog(self, items: list) -> bool:
-        return sum(_nbytes(c) for c, _ in items) < self._max_pending // 2 and len(items) < 64 * self.flush_every
+        return sum(c.nbytes() for c, _ in items) < self._max_pending // 2 and len(items) < 64 * self.flush_every
 
     def _run(self) -> None:
         done = False
@@ -105,7 +101,7 @@ class CheckpointWriter:
                 except BaseException as err:  # noqa: BLE001 - handed to the training thread
                     self._error = err
             with self._room:
-                self._pending -= sum(_nbytes(c) for c, _ in items)
+                self._pending -= sum(c.nbytes() for c, _ in items)
                 self._room.notify_all()
 
     def _raise(self) -> None:
@@ -115,7 +111,7 @@ class CheckpointWriter:
     def submit(self, ckpt: Checkpoint, state: dict) -> None:
         """Queue one checkpoint (blocks while too many bytes are waiting); re-raises a write error."""
         self._raise()
-        size = _nbytes(ckpt)
+        size = ckpt.nbytes()
         with self._room:
             while self._pending > 0 and self._pending + size > self._max_pending and self._thread.is_alive():
                 self._room.wait(timeout=1.0)

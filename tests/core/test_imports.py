@@ -9,7 +9,7 @@ from tests.conftest import store_arrays, tiny_dict
 from vt_core.checkpoint_files import CheckpointFilesError, find_checkpoints
 from vt_core.config import parse_config
 from vt_core.runtime import Runtime
-from vt_core.stages.imports import import_seed, plan_import
+from vt_core.stages.imports import import_seed, merged, plan_import
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics
 from vt_core.stages.train import train_seed
 from vt_core.store import RunStore
@@ -21,6 +21,19 @@ THREAD = Runtime(writer="thread")
 def _import(source, study, pattern, **options):
     plan = plan_import(source, study, pattern, **options)
     return [import_seed(study, int(s), cks, plan["probe"]) for s, cks in plan["seeds"].items()]
+
+
+def _streamed(source, study, pattern, **options):
+    """The import flow's passes, without Prefect: each seed's first checkpoint, the metrics plan,
+    then the rest with the metrics computed as the checkpoints are committed."""
+    plan = plan_import(source, study, pattern, **options)
+    seeds = sorted(int(s) for s in plan["seeds"])
+    first = [import_seed(study, s, plan["seeds"][str(s)], plan["probe"], limit=1) for s in seeds]
+    steps = sorted({step for cks in plan["seeds"].values() for step, _ in cks})
+    mplan = plan_metrics(study, seeds, steps)
+    out = [merged(f, import_seed(study, s, plan["seeds"][str(s)], plan["probe"], metrics=mplan))
+           for f, s in zip(first, seeds)]
+    return out, finalize_metrics(study, mplan, [s["metrics"] for s in out])
 
 
 def _metrics(study, seeds):
@@ -75,6 +88,80 @@ def test_import_gives_the_metrics_vt_run_gives(vt_study, tmp_path):
     assert cfg.origin.kind == "import" and cfg.model.class_name == "state_dict" and len(cfg.checkpoints.steps) == 50
     assert cfg.model.parameters == {n: list(v.shape[1:]) for n, v in
                                     RunStore(run_path(vt_study, 0), mode="r").dataset("weights").data_vars.items()}
+
+
+def test_metrics_computed_as_checkpoints_stream_in_equal_the_metric_stage(vt_study, tmp_path, monkeypatch):
+    import shutil
+
+    from vt_core.metrics import incremental
+    from vt_core.stages import metrics as stage
+
+    _export(vt_study, [0, 1, 2], tmp_path / "ckpts")
+    one = RunStore(run_path(vt_study, 0), mode="r").dataset("weights")
+    per_checkpoint = sum(v.dtype.itemsize * int(np.prod(v.shape[1:])) for v in one.data_vars.values())
+    monkeypatch.setattr(stage, "STREAM_BYTES", 7 * per_checkpoint)  # a block every 7 checkpoints
+    monkeypatch.setattr(stage, "STREAM_WRITE_SECONDS", 0.0)  # the region written after each block
+    seen = []
+    update = incremental.SeedRegion.update
+    monkeypatch.setattr(incremental.SeedRegion, "update", lambda self, store: seen.append(store.committed)
+                        or update(self, store))
+    study = tmp_path / "imp"
+    summaries, cells = _streamed(tmp_path / "ckpts", study, "seed{seed}/step_{step}.pt")
+    n_metrics = len(xr.open_zarr(str(study / "metrics.zarr"), consolidated=False)["metric"])
+    assert [s["metrics"]["computed"] for s in summaries] == [50 * n_metrics] * 3
+    assert cells["computed"] == 150 * n_metrics and cells["reused"] == 0
+    # computed while the import went on, a block at a time (8 = 1 + 7: the first pass took one)
+    assert seen == [8, 15, 22, 29, 36, 43, 50, 50] * 3
+    streamed = xr.open_zarr(str(study / "metrics.zarr"), consolidated=False).load()
+    # the metric stage on the same stores, from nothing, gives the same values bit for bit
+    shutil.copytree(study, tmp_path / "again")
+    shutil.rmtree(tmp_path / "again" / "metrics.zarr")
+    xr.testing.assert_identical(streamed.drop_vars("run_id"), _metrics(tmp_path / "again", [0, 1, 2]).drop_vars("run_id"))
+    # and `vt analyze` afterwards reads no store again: the plan is the same, every cell reused
+    plan = plan_metrics(study, [0, 1, 2])
+    assert not plan["rebuild"]
+    counts = [compute_metrics(study, s, plan) for s in (0, 1, 2)]
+    assert [c["computed"] for c in counts] == [0, 0, 0] and [c["reused"] for c in counts] == [50 * n_metrics] * 3
+
+
+def test_streamed_metrics_after_a_failed_import_resume_equal(tmp_path, monkeypatch):
+    from vt_core.stages import metrics as stage
+
+    monkeypatch.setattr(stage, "STREAM_BYTES", 1)  # every checkpoint
+    monkeypatch.setattr(stage, "STREAM_WRITE_SECONDS", 0.0)
+    src = tmp_path / "ck"
+    torch.manual_seed(0)
+    for seed in (0, 1):
+        (src / f"seed{seed}").mkdir(parents=True)
+        for step in range(8):
+            torch.save({"w": torch.randn(5, 4), "v": torch.randn(3, 5), "b": torch.randn(5)},
+                       src / f"seed{seed}" / f"step_{step}.pt")
+    good = (src / "seed1" / "step_5.pt").read_bytes()
+    (src / "seed1" / "step_5.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointFilesError, match="step_5.pt cannot be read"):
+        _streamed(src, tmp_path / "s", "seed{seed}/step_{step}.pt")
+    assert RunStore(run_path(tmp_path / "s", 1), mode="r").committed == 5
+    (src / "seed1" / "step_5.pt").write_bytes(good)
+    summaries, cells = _streamed(src, tmp_path / "s", "seed{seed}/step_{step}.pt")
+    assert [s["committed_steps"] for s in summaries] == [8, 8] and summaries[0]["skipped"]
+    streamed = xr.open_zarr(str(tmp_path / "s" / "metrics.zarr"), consolidated=False).load()
+    assert bool(streamed["computed"].all())
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "metrics.zarr")
+    xr.testing.assert_identical(streamed.drop_vars("run_id"), _metrics(tmp_path / "s", [0, 1]).drop_vars("run_id"))
+
+
+def test_a_metric_that_cannot_be_computed_stops_the_stream_not_the_import(tmp_path):
+    from vt_core.metrics.compute import MetricsComputeError
+
+    (tmp_path / "ck" / "seed0").mkdir(parents=True)
+    for step in range(4):  # biases only: no weight matrix for the matrix metrics
+        torch.save({"b": torch.randn(5), "c": torch.randn(3)}, tmp_path / "ck" / "seed0" / f"step_{step}.pt")
+    with pytest.raises(MetricsComputeError, match="no weight matrices"):
+        _streamed(tmp_path / "ck", tmp_path / "s", "seed{seed}/step_{step}.pt")
+    store = RunStore(run_path(tmp_path / "s", 0), mode="r")
+    assert store.status == "complete" and store.committed == 4 and store.check(read=True) == []
 
 
 def test_safetensors_shards_equal_torch_files_and_import_is_idempotent(vt_study, tmp_path):

@@ -26,6 +26,9 @@ def test_vt_import_analyses_and_is_idempotent(tmp_path):
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "seed 2: 12 imported, 12 checkpoints" in res.output and "states: k =" in res.output
+    # the metrics were computed as the checkpoints came in: the analysis reads no store again
+    assert "metrics: 684 cells computed as the checkpoints came in, 0 reused" in res.output
+    assert "metrics: 0 cells computed, 684 reused" in res.output
     assert layout(study).dashboard.is_file()
     before = RunStore(run_path(study, 1), mode="r").attrs
     res = runner.invoke(app, args + ["--no-analyze"])

@@ -113,17 +113,20 @@ def _checksummed(ds: xr.Dataset) -> dict:
     return {name: {"compressors": [ZstdCodec(level=0), Crc32cCodec()]} for name in ds.data_vars}
 
 
-def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, RunStore]) -> dict:
-    """Target coordinates for ``stores``; writes a new template unless the old store already fits."""
+def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, RunStore],
+                 steps: list[int] | None = None) -> dict:
+    """Target coordinates for ``stores`` (their committed steps, and ``steps`` too: the steps an
+    import is about to write); writes a new template unless the old store already fits."""
     study = location(study)
     if not stores:
         raise MetricsComputeError(f"{study}: no seed has finished training; check `vt status {study}`")
     seeds = sorted(stores)
-    steps = np.unique(np.concatenate([st.dataset()["step"].values for st in stores.values()]))
+    steps_of = [st.dataset()["step"].values for st in stores.values()] + [np.asarray(steps or [], dtype=np.int64)]
+    all_steps = np.unique(np.concatenate(steps_of))
     layers: list[str] = []
     for st in stores.values():
         layers += [n for n in layer_names(st, config) if n not in layers]
-    coords = {"seed": seeds, "step": steps.tolist(), "metric": metric_names(config),
+    coords = {"seed": seeds, "step": all_steps.tolist(), "metric": metric_names(config),
               "layer_metric": layer_metric_names(config), "layer": layers}
     old = _reusable(study, config)
     same = old is not None and all(list(old[k].values) == list(v) for k, v in coords.items())
@@ -193,31 +196,60 @@ def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.n
         block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
 
 
+class SeedRegion:
+    """One seed's region of a planned target, in memory until :meth:`write`: cells reused from the
+    old store (computed from the same training run, its ``run_id``, at committed checkpoints),
+    then :meth:`update` computes those of every checkpoint committed since. Called once by the
+    metric stage; again and again while an import commits checkpoints (:mod:`vt_core.stages.metrics`)."""
+
+    def __init__(self, study: str | Location, config: StudyConfig, store: RunStore, seed: int,
+                 plan: Mapping[str, Any]):
+        target = _open(plan["target"])
+        if target is None or seed not in list(target["seed"].values):
+            raise MetricsComputeError(f"seed {seed} is not in {plan['target']}; run the metrics plan again "
+                                      f"(`vt analyze`)")
+        self.config, self.seed, self.target = config, seed, str(plan["target"])
+        self.position = list(target["seed"].values).index(seed)
+        coords = {"step": target["step"].values, "metric": [str(m) for m in target["metric"].values],
+                  "layer_metric": [str(m) for m in target["layer_metric"].values],
+                  "layer": [str(x) for x in target["layer"].values]}
+        self.block = empty_metrics(coords, per_seed=True)
+        self.run_id = _run_id(store)
+        self.why = _reuse(self.block, _reusable(study, config), seed, store, self._present(store))
+        self.reused, self.computed = int(self.block["computed"].sum()), 0
+
+    def _present(self, store: RunStore) -> np.ndarray:
+        return np.isin(self.block["step"].values, store.dataset()["step"].values)
+
+    def update(self, store: RunStore) -> int:
+        """Compute the cells of every committed checkpoint not computed yet; how many."""
+        if _run_id(store) != self.run_id:
+            raise MetricsComputeError(f"seed {self.seed}: its run store was replaced while its metrics were computed")
+        missing = (~self.block["computed"].values) & self._present(store)[:, None]
+        _fill(self.block, store, self.config, missing, store.dataset()["step"].values)
+        self.computed += int(missing.sum())
+        return int(missing.sum())
+
+    def write(self) -> None:
+        """The region, written whole into the target (chunked one seed per chunk: no other writer)."""
+        self.block["run_id"] = ((), np.int64(self.run_id))
+        out = self.block.expand_dims(seed=[self.seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
+        out.chunk(-1).to_zarr(self.target, region={"seed": slice(self.position, self.position + 1)},
+                              consolidated=False, write_empty_chunks=True, **zarr_options(location(self.target)))
+
+    def counts(self) -> dict:
+        return {"seed": self.seed, "computed": self.computed, "reused": self.reused,
+                "why": (self.why or "new checkpoints or metrics") if self.computed else None}
+
+
 def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,
                        plan: Mapping[str, Any]) -> dict:
-    """Fill this seed's region of the target: reuse what the old store computed from the same
-    training run (its ``run_id``) at committed checkpoints, compute the rest. Returns the cells
-    computed and reused, and why cells were recomputed when they were."""
-    target = _open(plan["target"])
-    if target is None or seed not in list(target["seed"].values):
-        raise MetricsComputeError(f"seed {seed} is not in {plan['target']}; run the metrics plan again (`vt analyze`)")
-    steps, metrics = target["step"].values, [str(m) for m in target["metric"].values]
-    lms, layers = [str(m) for m in target["layer_metric"].values], [str(x) for x in target["layer"].values]
-    have_steps = store.dataset()["step"].values
-    block = empty_metrics({"step": steps, "metric": metrics, "layer_metric": lms, "layer": layers}, per_seed=True)
-    present = np.isin(steps, have_steps)
-    why = _reuse(block, _reusable(study, config), seed, store, present)
-    reused = int(block["computed"].sum())
-    missing = (~block["computed"].values) & present[:, None]  # among the checkpoints this seed has
-    _fill(block, store, config, missing, have_steps)
-    block["run_id"] = ((), np.int64(_run_id(store)))
-    i = list(target["seed"].values).index(seed)
-    out = block.expand_dims(seed=[seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
-    out.chunk(-1).to_zarr(plan["target"], region={"seed": slice(i, i + 1)}, consolidated=False, write_empty_chunks=True,
-                          **zarr_options(location(plan["target"])))
-    computed = int(missing.sum())
-    return {"seed": seed, "computed": computed, "reused": reused,
-            "why": (why or "new checkpoints or metrics") if computed else None}
+    """Fill this seed's region of the target (:class:`SeedRegion`). Returns the cells computed and
+    reused, and why cells were recomputed when they were."""
+    region = SeedRegion(study, config, store, seed, plan)
+    region.update(store)
+    region.write()
+    return region.counts()
 
 
 def finalize_metrics(study: str | Location, plan: Mapping[str, Any]) -> str:

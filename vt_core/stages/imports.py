@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from vt_core.metrics.roles import parameter_roles
 from vt_core.names import SCALARS
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import load_study, open_run, run_path
+
+if TYPE_CHECKING:
+    from vt_core.stages.metrics import MetricCells, MetricsPlan
 
 
 class ImportPlan(TypedDict):
@@ -45,6 +49,7 @@ class ImportSummary(TypedDict):
     committed_steps: int
     skipped: bool
     path: str
+    metrics: NotRequired[MetricCells]  # the cells computed as the checkpoints were committed
 
 
 def _floating(t: torch.Tensor) -> bool:
@@ -203,15 +208,24 @@ class _SeedImport:
                           weights=weights, activations=acts)
 
 
-def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str | None = None) -> ImportSummary:
-    """Import one seed's checkpoints (``[[step, [files]], ...]``) after its last commit."""
+def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str | None = None,
+                metrics: MetricsPlan | None = None, limit: int | None = None) -> ImportSummary:
+    """Import one seed's checkpoints (``[[step, [files]], ...]``) after its last commit. With a
+    ``metrics`` plan (:func:`vt_core.stages.metrics.plan_metrics` given the import's steps), their
+    metrics are computed as they are committed (:class:`~vt_core.stages.metrics.MetricsStream`) and
+    the summary's ``metrics`` counts the cells. ``limit``: import up to that many checkpoints of
+    the seed, and leave it running (the import flow's first pass, which gives metrics.zarr its layers)."""
+    from vt_core.stages.metrics import MetricsStream
     from vt_core.writer_thread import write_committed
 
     job = _SeedImport(location(study), seed, checkpoints, probe)
     store = job.open()
     todo = job.todo(store)
-    if not todo and store.status == "complete":
-        return {"seed": seed, "imported": 0, "committed_steps": store.committed, "skipped": True, "path": str(store.path)}
+    if limit is not None:
+        todo = todo[:max(0, limit - store.committed)]
+    stream = MetricsStream(study, seed, metrics, store) if metrics is not None else None
+    if not todo and (store.status == "complete" or limit is not None):
+        return _summary(seed, 0, store, stream, skipped=True)
     store.set_status("running")
     # written here, one checkpoint at a time, each committed before the next is read: memory holds
     # one checkpoint (no copy on its way to a writer), and there is no training loop to keep going
@@ -219,14 +233,30 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     try:
         for i, (step, files) in enumerate(todo):
             ckpt = job.record(n0 + i, step, files)
+            nbytes = ckpt.nbytes()
             write_committed(store, [ckpt], {"position": torch.tensor([step, n0 + i + 1], dtype=torch.int64)},
                             len(job.checkpoints))
             del ckpt
+            if stream is not None:
+                stream.committed(store, nbytes)
     except BaseException as err:
         RunStore(store.path).set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     done = RunStore(store.path)
-    done.truncate(done.committed)
-    done.set_status("complete")
-    return {"seed": seed, "imported": len(todo), "committed_steps": done.committed, "skipped": False,
-            "path": str(done.path)}
+    if limit is None or done.committed == len(job.checkpoints):
+        done.truncate(done.committed)
+        done.set_status("complete")
+    return _summary(seed, len(todo), done, stream, skipped=False)
+
+
+def merged(first: Mapping[str, Any], rest: Mapping[str, Any]) -> dict:
+    """One seed's summary over the import flow's two passes (its first checkpoint, then the rest)."""
+    return {**rest, "imported": first["imported"] + rest["imported"], "skipped": first["skipped"] and rest["skipped"]}
+
+
+def _summary(seed: int, imported: int, store: RunStore, stream, skipped: bool) -> ImportSummary:
+    out: ImportSummary = {"seed": seed, "imported": imported, "committed_steps": store.committed,
+                          "skipped": skipped, "path": str(store.path)}
+    if stream is not None:
+        out["metrics"] = stream.finish(store)
+    return out
