@@ -246,23 +246,38 @@ def _neox_series(out, seeds=(0, 1), steps=(0, 10, 20)):
     return saved
 
 
-def test_gpt_neox_checkpoints_with_activations(tmp_path):
+def test_gpt_neox_checkpoints_with_activations(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    saved = _neox_series(tmp_path / "hf")
+    import shutil
+
+    from vt_core.names import PAPER_METRICS
+    from vt_core.stages import metrics as stage
+
+    monkeypatch.setattr(stage, "STREAM_BYTES", 1)  # metrics of each checkpoint as soon as it is committed
+    saved = _neox_series(tmp_path / "hf", steps=(0, 10, 20, 30))
     torch.save(torch.randint(0, 512, (4, 16), generator=torch.Generator().manual_seed(0)), tmp_path / "probe.pt")
-    summaries = _import(tmp_path / "hf", tmp_path / "s", "seed{seed}/checkpoint-{step}/model*.safetensors",
-                        factory="examples.neox:tiny_gpt_neox", hooks=["gpt_neox.layers.*.mlp"],
-                        rename={"embed_out.": "lm_head."},  # how transformers saves GPT-NeoX's head
-                        probe=str(tmp_path / "probe.pt"))
-    assert [s["committed_steps"] for s in summaries] == [3, 3]
+    summaries, cells = _streamed(tmp_path / "hf", tmp_path / "s", "seed{seed}/checkpoint-{step}/model*.safetensors",
+                                 factory="examples.neox:tiny_gpt_neox", hooks=["gpt_neox.layers.*.mlp"],
+                                 rename={"embed_out.": "lm_head."},  # how transformers saves GPT-NeoX's head
+                                 probe=str(tmp_path / "probe.pt"),
+                                 metrics={"names": [*PAPER_METRICS, "act_norm", "cka_prev", "dist_init_l2"]})
+    assert [s["committed_steps"] for s in summaries] == [4, 4]
     arrays = store_arrays(run_path(tmp_path / "s", 1))
-    assert list(arrays["step"]) == [0, 10, 20]
+    assert list(arrays["step"]) == [0, 10, 20, 30]
     np.testing.assert_array_equal(arrays["weights/gpt_neox.layers.1.mlp.dense_h_to_4h.weight"][2],
                                   saved[(1, 20)]["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"].numpy())
-    assert arrays["activations/gpt_neox.layers.0.mlp"].shape == (3, 4, 16, 64)
+    assert arrays["activations/gpt_neox.layers.0.mlp"].shape == (4, 4, 16, 64)
     roles = RunStore(run_path(tmp_path / "s", 1), mode="r").attrs["parameter_roles"]
     assert roles["gpt_neox.embed_in.weight"] == "exclude" and roles["gpt_neox.layers.0.attention.dense.weight"] == "matrix"
     cfg = load_study(tmp_path / "s")
     assert cfg.model.class_name == "transformers.models.gpt_neox.modeling_gpt_neox.GPTNeoXForCausalLM"
-    metrics = _metrics(tmp_path / "s", [0, 1])
-    assert np.isfinite(metrics["value"].sel(metric="l2")).all()
+    # streamed one checkpoint at a time (the activation metric against the previous checkpoint, the
+    # distance from the first, across blocks) equals the metric stage on the finished stores
+    streamed = xr.open_zarr(str(tmp_path / "s" / "metrics.zarr"), consolidated=False).load()
+    assert cells["computed"] == 2 * 4 * len(streamed["metric"]) and bool(streamed["computed"].all())
+    shutil.rmtree(tmp_path / "s" / "metrics.zarr")
+    xr.testing.assert_identical(streamed.drop_vars("run_id"), _metrics(tmp_path / "s", [0, 1]).drop_vars("run_id"))
+    for m in ("l2", "act_norm", "dist_init_l2"):
+        assert np.isfinite(streamed["value"].sel(metric=m)).all(), m
+    assert np.isnan(streamed["value"].sel(metric="cka_prev", step=0)).all()
+    assert np.isfinite(streamed["value"].sel(metric="cka_prev", step=[10, 20, 30])).all()
