@@ -128,3 +128,17 @@ def test_metrics_zarr_holds_every_seed(analysed_study):
     ds = xr.open_zarr(str(analysed_study / "metrics.zarr"), consolidated=False)
     assert ds["per_layer"].dims == ("seed", "step", "layer_metric", "layer")
     assert ds["computed"].sel(metric=list(PAPER_METRICS)).all()
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_variance_by_blocks_equals_numpy(ddof, monkeypatch):
+    """var_w of a large model goes by blocks (no float64 copy of every weight): equal to np.var."""
+    from vt_core.metrics import weights
+
+    rng = np.random.default_rng(0)
+    big = (rng.standard_normal((2, 3 * weights.VAR_BLOCK + 17)) * 0.02 + 0.5).astype(np.float32)
+    np.testing.assert_allclose(weights._variance(big, ddof), big.var(axis=-1, dtype=np.float64, ddof=ddof),
+                               rtol=1e-13)
+    monkeypatch.setattr(weights, "VAR_BLOCK", 7)  # uneven blocks, leading axes
+    x = rng.standard_normal((3, 4, 50)).astype(np.float32)
+    np.testing.assert_allclose(weights._variance(x, ddof), x.var(axis=-1, dtype=np.float64, ddof=ddof), rtol=1e-13)

@@ -121,7 +121,7 @@ def compute_metrics(study: str | Location, seed: int, plan: MetricsPlan) -> Metr
 
 #: new checkpoints (bytes of weights and activations) that a stream computes the metrics of at once:
 #: at least one checkpoint, so a large model's block is one checkpoint, a small model's several
-STREAM_BYTES = 32 * 2**20
+STREAM_BYTES = 128 * 2**20
 #: how often a stream writes its region out (and at its end): what a kill can lose is recomputed
 STREAM_WRITE_SECONDS = 30.0
 
