@@ -3,12 +3,13 @@
 The demo's setting (sparse parity 40 bits, MLP 40-1000-1, SGD, batch 32, hinge loss, 200
 epochs, torch on one thread) written as a plain PyTorch loop. *bare*: the loop, with the held-out
 loss and accuracy evaluated at each checkpoint (what a user logs anyway). *recorder*: the same loop
-inside ``Recorder`` at the demo's cadence (every 2 epochs): every weight, the activations of every
-hookpoint on a probe batch of 32, the scalars, written by the writer process with the commit
-protocol. Best of ``--repeats``, bare and recorder runs interleaved. ``--load N`` runs N CPU-bound
-processes beside it (a shared machine).
+inside ``Recorder`` recording what the demo's ``vt run`` records, at its cadence (every 2 epochs):
+every weight, the activations of its hookpoint (``layers.1``; ``--hooks '*'``: every hookpoint)
+on its probe batch of 32, the scalars, written by the writer process with the commit protocol.
+Best of ``--repeats``, bare and recorder runs interleaved. ``--load N`` runs N CPU-bound processes
+beside it (a shared machine).
 
-    python benchmarks/recorder_overhead.py [--repeats 5] [--epochs 200] [--load 0]
+    python benchmarks/recorder_overhead.py [--repeats 5] [--epochs 200] [--load 0] [--hooks '*']
 
 The last line printed is one JSON object with the figures (target: ratio <= 1.10).
 """
@@ -39,7 +40,7 @@ from vt_core.training import loss_and_correct  # noqa: E402
 DEMO = ROOT / "examples" / "sparse_parity.toml"
 
 
-def loop(epochs: int, every_epochs: int, study: Path | None) -> tuple[float, int]:
+def loop(epochs: int, every_epochs: int, study: Path | None, hooks: list[str] | None = None) -> tuple[float, int]:
     """The user's loop; with ``study`` recorded into it. Returns (seconds, checkpoints)."""
     t = time.perf_counter()
     cfg = load_config(DEMO)
@@ -60,7 +61,8 @@ def loop(epochs: int, every_epochs: int, study: Path | None) -> tuple[float, int
         model.train()
         return {"test_loss": float(loss), "test_accuracy": float(ok) / len(task.y_test)}
 
-    rec = Recorder(study, seed=0, model=model, hooks=["*"], probe=task.x_test[:32], every_steps=every,
+    hooks = list(cfg.hooks.activations) if hooks is None else hooks  # default: what the demo records
+    rec = Recorder(study, seed=0, model=model, hooks=hooks, probe=task.x_test[:cfg.hooks.probe_size], every_steps=every,
                    steps_per_epoch=per_epoch) if study is not None else None
     checkpoints = 0
     if rec is not None:
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--every-epochs", type=int, default=2, help="the demo's cadence")
     ap.add_argument("--load", type=int, default=0, help="CPU-bound processes running beside the benchmark")
+    ap.add_argument("--hooks", nargs="*", default=None,
+                    help="hookpoints recorded (default: the demo's, layers.1; '*' for every hookpoint)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="vt-bench-recorder-"))
@@ -101,7 +105,7 @@ def main() -> None:
         with cpu_load(args.load):
             for i in range(args.repeats):  # interleaved, so that drift in the machine hits both sides
                 bares.append(loop(args.epochs, args.every_epochs, None)[0])
-                recs.append(loop(args.epochs, args.every_epochs, tmp / f"study-{i}"))
+                recs.append(loop(args.epochs, args.every_epochs, tmp / f"study-{i}", args.hooks))
                 shutil.rmtree(tmp / f"study-{i}")
                 print(f"repeat {i}: bare {bares[-1]:.2f} s, recorder {recs[-1][0]:.2f} s", flush=True)
     finally:
@@ -109,7 +113,7 @@ def main() -> None:
     b, r = min(bares), min(t for t, _ in recs)
     print(json.dumps({"ratio": round(r / b, 3), "bare_s": round(b, 3), "recorder_s": round(r, 3),
                       "checkpoints": recs[0][1], "every_epochs": args.every_epochs, "epochs": args.epochs,
-                      "load_processes": args.load, "loadavg_1min": round(os.getloadavg()[0], 2),
+                      "hooks": args.hooks if args.hooks is not None else "demo", "load_processes": args.load, "loadavg_1min": round(os.getloadavg()[0], 2),
                       "cpu_cores": os.cpu_count()}))
 
 

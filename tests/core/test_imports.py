@@ -164,6 +164,29 @@ def test_a_metric_that_cannot_be_computed_stops_the_stream_not_the_import(tmp_pa
     assert store.status == "complete" and store.committed == 4 and store.check(read=True) == []
 
 
+def test_a_store_damaged_while_metrics_stream_is_named(tmp_path, monkeypatch):
+    from vt_core.metrics import incremental
+    from vt_core.stages import metrics as stage
+
+    monkeypatch.setattr(stage, "STREAM_BYTES", 1)
+    (tmp_path / "ck" / "seed0").mkdir(parents=True)
+    for step in range(4):
+        torch.save({"w": torch.randn(64, 64)}, tmp_path / "ck" / "seed0" / f"step_{step}.pt")
+    update = incremental.SeedRegion.update
+
+    def flip_then_update(self, store):  # a bit of checkpoint 0 flips on disk after the last commit
+        if store.committed == 4:
+            chunk = next(p for p in (store.path / "weights" / "w").iterdir() if p.name.startswith("c"))
+            data = bytearray(chunk.read_bytes())
+            data[5000] ^= 0x10
+            chunk.write_bytes(bytes(data))
+        return update(self, store)
+
+    monkeypatch.setattr(incremental.SeedRegion, "update", flip_then_update)
+    with pytest.raises(stage.DamagedRunError, match=r"seed 0: array weights/w: checkpoint 0 \(step 0\): fails its checksum.*import the seed again"):
+        _streamed(tmp_path / "ck", tmp_path / "s", "seed{seed}/step_{step}.pt")
+
+
 def test_safetensors_shards_equal_torch_files_and_import_is_idempotent(vt_study, tmp_path):
     _export(vt_study, [1], tmp_path / "pt")
     _export(vt_study, [1], tmp_path / "st", fmt="safetensors")

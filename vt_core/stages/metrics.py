@@ -27,11 +27,11 @@ log = logging.getLogger("vt")
 class DamagedRunError(VtError, RuntimeError):
     """A seed's store turned out damaged while its metrics were computed."""
 
-    def __init__(self, study: str | Location, seed: int, problems: list[str]):
+    def __init__(self, study: str | Location, seed: int, problems: list[str], fix: str | None = None):
         self.seed, self.problems = seed, problems
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"seed {seed}: {problems[0]}{more}; `vt run CONFIG` or `vt rerun {study} --seed {seed}` "
-                         f"retrains it")
+        fix = fix or f"`vt run CONFIG` or `vt rerun {study} --seed {seed}` retrains it"
+        super().__init__(f"seed {seed}: {problems[0]}{more}; {fix}")
 
 
 class MetricsPlan(TypedDict):
@@ -121,7 +121,7 @@ def compute_metrics(study: str | Location, seed: int, plan: MetricsPlan) -> Metr
 
 #: new checkpoints (bytes of weights and activations) that a stream computes the metrics of at once:
 #: at least one checkpoint, so a large model's block is one checkpoint, a small model's several
-STREAM_BYTES = 128 * 2**20
+STREAM_BYTES = 64 * 2**20
 #: how often a stream writes its region out (and at its end): what a kill can lose is recomputed
 STREAM_WRITE_SECONDS = 30.0
 
@@ -139,7 +139,7 @@ class MetricsStream:
 
     def __init__(self, study: str | Location, seed: int, plan: MetricsPlan, store: RunStore):
         config = load_user_code(load_study(study))
-        self.region = incremental.SeedRegion(study, config, store, seed, plan)
+        self.study, self.region = study, incremental.SeedRegion(study, config, store, seed, plan)
         self.pending, self.written = 0, time.monotonic()
         self.error: Exception | None = None
 
@@ -161,11 +161,20 @@ class MetricsStream:
             self.error = err
 
     def finish(self, store: RunStore) -> MetricCells:
-        """Every committed checkpoint's metrics, written out; the cells computed and reused."""
+        """Every committed checkpoint's metrics, written out; the cells computed and reused. A
+        store found damaged on the way (a chunk failing its checksum) is named (:class:`DamagedRunError`)."""
+        if self.error is None:
+            try:
+                with _seed_slot():
+                    self.region.update(store)
+            except Exception as err:
+                self.error = err
         if self.error is not None:
+            problems = store.check(read=True)
+            if problems:
+                raise DamagedRunError(self.study, self.region.seed, problems,
+                                      fix=f"delete {store.path} and import the seed again") from self.error
             raise self.error
-        with _seed_slot():
-            self.region.update(store)
         self.region.write()
         counts = self.region.counts()
         why = {str(counts["seed"]): counts["why"]} if counts["why"] else {}
