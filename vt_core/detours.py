@@ -51,14 +51,18 @@ def _fit(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
 
 
 def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray], steps: dict[int, np.ndarray],
-                      k: int, n_boot: int = 1000, seed: int = 0) -> dict:
-    """The regression of the module docstring; ``conv``: each seed's convergence step (None: never)."""
+                      k: int, n_boot: int = 1000, seed: int = 0, unmeasured: list[int] | None = None) -> dict:
+    """The regression of the module docstring; ``conv``: each seed's convergence step (None: never);
+    ``unmeasured``: the seeds with no held-out accuracy recorded at all (so no convergence to find)."""
     seeds = sorted(s for s, c in conv.items() if c is not None and s in paths)
     out: dict = {"model": "convergence step ~ 1 + steps in each optional state before converging, converged seeds",
                  "seeds": seeds, "n": len(seeds), "states": [], "coefficients": {}, "intervals": {},
                  "intercept": None, "r2": None, "determined": False, "detours": [], "conclusion": ""}
     if not seeds:
-        out["conclusion"] = "no seed converged: no detour can be assessed"
+        unmeasured = [s for s in (unmeasured or []) if s in paths]
+        out["conclusion"] = ("no held-out accuracy was recorded (test_accuracy): convergence cannot be found and no "
+                             "detour can be assessed" if unmeasured and len(unmeasured) == len(paths)
+                             else "no seed converged: no detour can be assessed")
         return out
     T = np.array([time_before(paths[s], steps[s], int(conv[s]), k) for s in seeds])  # type: ignore[arg-type]
     V = T > 0

@@ -110,7 +110,8 @@ def report_markdown(study: str | Location) -> str:
         ("detour regression", "convergence time on time in each state (not identifiable)", detour_sentence(a)
          + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
         ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else MISSING,
-         f"{num(a['convergence_threshold'])}; {len(conv)} of {len(a['convergence_step'])} seeds reach it"),
+         f"{num(a['convergence_threshold'])}; {len(conv)} of {len(a['convergence_step'])} seeds reach it"
+         + (f" (no accuracy recorded for {len(a['accuracy_unrecorded'])})" if a.get("accuracy_unrecorded") else "")),
     ]
     lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
     # every cell is escaped: names from configs and plugins (features, layers, hookpoints) may hold
@@ -137,6 +138,8 @@ def converged_at(a: dict, seed: int) -> str:
     conv = a["convergence_step"]
     if str(seed) not in conv:
         return MISSING
+    if int(seed) in (a.get("accuracy_unrecorded") or []):
+        return "no accuracy recorded"
     return "never" if conv[str(seed)] is None else f"step {num(conv[str(seed)])}"
 
 
@@ -158,7 +161,8 @@ def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
         lines.append(f"- {t['from']} → {t['to']} (p = {num(t['prob'])}, {t['n_seeds']} seeds): " + transition_features(t))
     lines += ["", "## Convergence and detours", "",
               f"- held-out accuracy >= {num(a['convergence_threshold'])}: "
-              f"{sum(c is not None for c in a['convergence_step'].values())} of {len(a['convergence_step'])} seeds",
+              f"{sum(c is not None for c in a['convergence_step'].values())} of {len(a['convergence_step'])} seeds"
+              + (f" (no accuracy recorded for {len(a['accuracy_unrecorded'])})" if a.get("accuracy_unrecorded") else ""),
               f"- detours: {md(detour_sentence(a))}",
               f"- trajectory dissimilarity (mean pairwise Wasserstein): {num(a.get('trajectory_dissimilarity'))}",
               f"- unusual seeds: {listed(a.get('unusual_seeds') or [])}"]

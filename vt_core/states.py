@@ -233,9 +233,10 @@ def _when(paths: list[np.ndarray], steps: list[np.ndarray], seeds: list[int], tr
 
 
 def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | None], name: str,
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, unmeasured: list[int] | None = None) -> dict:
     """States, the state graph, transition explanations, detours and dissimilarity: the analysis,
-    written to ``analysis.json`` and returned. ``convergence``: each seed's convergence step."""
+    written to ``analysis.json`` and returned. ``convergence``: each seed's convergence step;
+    ``unmeasured``: seeds without any held-out accuracy (imported checkpoints, a loop that gave none)."""
     data = load_input(root)
     files = layout(root)
     params = load_npz(files.model)
@@ -251,7 +252,7 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
     transitions = _transitions(data, params, covars, graph, grads, summaries)
     _when(paths, data.steps, data.seeds, transitions)
     det = detour_regression(convergence, dict(zip(data.seeds, paths)), dict(zip(data.seeds, data.steps)), k,
-                            seed=cfg.seed)
+                            seed=cfg.seed, unmeasured=unmeasured)
     stability = (sel.get("bootstrap") or {}).get("state_stability") or [None] * k
     for st in summaries:
         st["detour"] = st["state"] in det["detours"]
@@ -265,6 +266,7 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
         "states": summaries, "graph": nx.node_link_data(graph, edges="edges"), "transitions": transitions,
         "convergence_step": {str(s): convergence.get(s) for s in data.seeds},
         "convergence_threshold": cfg.convergence_threshold,
+        "accuracy_unrecorded": sorted(int(s) for s in (unmeasured or []) if s in data.seeds),
         "time_in_states": {str(s): v.tolist() for s, v in occupancy.items()},
         "regression": det, "detour_states": det["detours"],
         "trajectory_dissimilarity": dissimilarity, "seed_dissimilarity": per_seed,

@@ -33,10 +33,14 @@ def closing_summary(study: str | Location) -> list[str]:
         a = load_analysis(study)
         lines += closing_lines(a)
         conv = a.get("convergence_step") or {}
-        never = sorted(int(s) for s, c in conv.items() if c is None)
+        unmeasured = [int(s) for s in a.get("accuracy_unrecorded") or []]
+        never = sorted(int(s) for s, c in conv.items() if c is None and int(s) not in unmeasured)
         if never:
             lines.append(f"  warning: seeds {', '.join(map(str, never))} never reached held-out accuracy "
                          f"{a.get('convergence_threshold')}; they are in the states but not in the detour regression")
+        if unmeasured:
+            lines.append(f"  note: seeds {', '.join(map(str, unmeasured))} have no held-out accuracy (no test_accuracy "
+                         f"was recorded), so no convergence step; they are in the states but not in the detour regression")
     lines += [f"  next: {h.replace('STUDY', str(study))}" for h in hints]
     if layout(study).dashboard.is_file():
         lines.append(f"dashboard: {layout(study).dashboard}  (`vt dashboard {study} --open`)")

@@ -55,3 +55,12 @@ def test_seeds_that_never_converge_are_left_out():
     out = detour_regression(conv, paths, steps, k=4)
     assert 0 not in out["seeds"] and 2 not in out["seeds"] and out["n"] == 10
     assert list(visits_before(np.array([0, 0, 1, 2, 5]), np.arange(5), 3)) == [0, 1]
+
+
+def test_seeds_without_accuracy_are_not_said_to_have_never_converged():
+    paths = {s: np.array([0, 0, 1, 1]) for s in range(3)}
+    steps = {s: np.array([0, 10, 20, 30]) for s in range(3)}
+    none = {s: None for s in range(3)}
+    assert "no held-out accuracy was recorded" in detour_regression(none, paths, steps, k=2, unmeasured=[0, 1, 2])["conclusion"]
+    # some seeds measured and none converged: that is what is said
+    assert detour_regression(none, paths, steps, k=2, unmeasured=[0])["conclusion"].startswith("no seed converged")

@@ -49,6 +49,12 @@ def test_no_python_in_the_text():
     assert listed([0.5, 5077.333333333333]) == "0.5, 5,077"
     a = {"convergence_step": {"0": 120, "1": None}}
     assert (converged_at(a, 0), converged_at(a, 1), converged_at(a, 2)) == ("step 120", "never", "–")
+    a["accuracy_unrecorded"] = [1]  # no accuracy at all is not "never converged"
+    assert converged_at(a, 1) == "no accuracy recorded"
+    from vt_core.dashboard.timeline import _converged
+
+    assert _converged({"1": None}, "1", frozenset({"1"})) == "no held-out accuracy recorded"
+    assert _converged({"1": None}, "1") == "never"
     boot = {"n": 4, "chosen_k_support": 1.0, "k_distribution": {"3": 1.0}, "k_interval": None}
     text = k_uncertainty({"selection": {"bootstrap": boot}})
     assert text == "bootstrap over seeds (4 resamples): the chosen k in 100% (k = 3: 100%)"

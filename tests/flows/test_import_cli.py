@@ -29,6 +29,12 @@ def test_vt_import_analyses_and_is_idempotent(tmp_path):
     # the metrics were computed as the checkpoints came in: the analysis reads no store again
     assert "metrics: 684 cells computed as the checkpoints came in, 0 reused" in res.output
     assert "metrics: 0 cells computed, 684 reused" in res.output
+    # checkpoint files carry no held-out accuracy: vt says so, and does not claim the seeds never converged
+    assert "no held-out accuracy was recorded" in res.output and "never reached" not in res.output
+    assert "seeds 0, 1, 2 have no held-out accuracy" in res.output
+    assert runner.invoke(app, ["report", str(study)]).exit_code == 0
+    report = layout(study).report.read_text()
+    assert "0 of 3 seeds reach it (no accuracy recorded for 3)" in report
     assert layout(study).dashboard.is_file()
     before = RunStore(run_path(study, 1), mode="r").attrs
     res = runner.invoke(app, args + ["--no-analyze"])

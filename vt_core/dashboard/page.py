@@ -83,7 +83,7 @@ def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max
     (metric, seed, scale), curve_figs, pts, bands, thinned = curves(
         value, paths, a["features"], colors, max_points, a.get("convergence_threshold"))
     timeline_figs, tsrc, order_controls = timelines(paths, a["convergence_step"], colors,
-                                                    [f.x_range for f in curve_figs])
+                                                    [f.x_range for f in curve_figs], a.get("accuracy_unrecorded"))
     chooser, table, table_src = state_table(a, colors)
     _wire(nodes, edges, panel, table_src, pts, bands, tsrc, curve_figs, timeline_figs, scale)
     extra = []

@@ -16,19 +16,21 @@ ORDERS = ("seed", "convergence", "path")
 LABELLED_UP_TO = 40
 
 
-def _rows(paths: dict, conv: dict, colors: list[str]):
+def _rows(paths: dict, conv: dict, colors: list[str], unmeasured: frozenset = frozenset()):
     rows = [(a, b, s, seed) for seed, d in paths.items()
             for a, b, s in segments(np.asarray(d["steps"], float), np.asarray(d["states"], int))]
     return ColumnDataSource({
         "x": [(r[0] + r[1]) / 2 for r in rows], "w": [r[1] - r[0] for r in rows], "seed": [r[3] for r in rows],
         "start": [r[0] for r in rows], "end": [r[1] for r in rows], "start1": [r[0] + 1 for r in rows],
         "end1": [r[1] + 1 for r in rows], "state": [r[2] for r in rows], "color": [colors[r[2]] for r in rows],
-        "alpha": [1.0] * len(rows), "conv": [_converged(conv, r[3]) for r in rows]},
+        "alpha": [1.0] * len(rows), "conv": [_converged(conv, r[3], unmeasured) for r in rows]},
         name="timeline-segments")
 
 
-def _converged(conv: dict, seed: str) -> str:
+def _converged(conv: dict, seed: str, unmeasured: frozenset = frozenset()) -> str:
     """The hover's words for a seed's convergence (a tooltip shows NaN for a missing number)."""
+    if seed in unmeasured:
+        return "no held-out accuracy recorded"
     return "never" if conv.get(seed) is None else f"at step {num(conv[seed])}"
 
 
@@ -55,7 +57,7 @@ def _figure(log: bool, src, conv: dict, order: list[str], groups, x_range, per_s
     return p, glabels
 
 
-def timelines(paths: dict, conv: dict, colors: list[str], x_ranges: list):
+def timelines(paths: dict, conv: dict, colors: list[str], x_ranges: list, unmeasured: list | None = None):
     """([linear figure, log figure], segment source, [order buttons, labels toggle])."""
     conv = {str(k): v for k, v in conv.items()}
     # a categorical axis runs bottom to top: reversed, so that the first seed of an order is on top
@@ -63,7 +65,7 @@ def timelines(paths: dict, conv: dict, colors: list[str], x_ranges: list):
     groups = path_groups(paths, conv)
     gsrc = ColumnDataSource({"seed": [m[0] for _, m in groups],  # a group's label on its top row
                              "text": [f"{path_text(p)} ({len(m)} seeds)" for p, m in groups]})
-    src = _rows(paths, conv, colors)
+    src = _rows(paths, conv, colors, frozenset(str(s) for s in unmeasured or []))
     n = len(orders["seed"])
     per_seed = int(np.clip(640 / max(n, 1), 8, 28))
     figs, labels = zip(*(_figure(log, src, conv, orders["convergence"], gsrc, xr, per_seed)

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 
+import numpy as np
+
 import vt_core
 from vt_core import analysis, states
 from vt_core.errors import VtError
@@ -56,13 +58,20 @@ def convergence_steps(study: str | Location, seeds: list[int], threshold: float)
     return out
 
 
+def unmeasured_seeds(study: str | Location, seeds: list[int]) -> list[int]:
+    """The seeds with no held-out accuracy at any checkpoint (NaN throughout: imported checkpoints,
+    or a recorded loop that never gave ``test_accuracy``)."""
+    value = load_features(study, ["test_accuracy"])
+    return [s for s in seeds if not np.isfinite(value.sel(seed=s, metric="test_accuracy").values).any()]
+
+
 def explain(study: str | Location) -> dict:
     """States, the state graph, transition explanations, detours -> analysis.json
     (:func:`vt_core.states.explain`, with the study's convergence steps and fingerprint)."""
     config = load_study(study)
     seeds = states.load_input(study).seeds
     conv = convergence_steps(study, seeds, config.hmm.convergence_threshold)
-    result = states.explain(study, config.hmm, conv, config.name,
+    result = states.explain(study, config.hmm, conv, config.name, unmeasured=unmeasured_seeds(study, seeds),
                             extra={"fingerprint": analysis_fingerprint(study, seeds)})
     return {"chosen_k": result["chosen_k"], "n_transitions": len(result["transitions"])}
 
