@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vt_core import progress
 from vt_core.narrative import num
 
-_STAGES = {"metrics": "metrics (seeds)", "hmm": "HMM fits", "bootstrap": "bootstrap fits"}
+_STAGES = {"metrics": "metrics (seeds)", "hmm": "HMM fits", "bootstrap": "bootstrap fits", "import": "checkpoints in"}
 _PLAIN_EVERY_S = 15.0
 
 

@@ -29,15 +29,17 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
             analyze: Annotated[bool, typer.Option(help="analyse the study after importing")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
-    from flows.cli import _run, console
+    from flows.cli import _run, _view, console
+    from flows.display import Display
     from flows.imports import import_flow
     from flows.runners import make_task_runner
 
     options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
                "rename": json.loads(rename), "hooks": list(hook),
                "probe": probe}
-    result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
-        source, url(location(study)), pattern, options, metrics=analyze)
+    with Display(console, live=not _view["quiet"]):  # a bar of the checkpoints imported
+        result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
+            source, url(location(study)), pattern, options, metrics=analyze)
     for s in result["seeds"]:
         console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
                       + f", {s['committed_steps']} checkpoints", highlight=False)

@@ -26,6 +26,7 @@ def test_vt_import_analyses_and_is_idempotent(tmp_path):
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "seed 2: 12 imported, 12 checkpoints" in res.output and "states: k =" in res.output
+    assert "checkpoints in: 1 to do" in res.output and "checkpoints in: 11 to do" in res.output  # the progress
     # the metrics were computed as the checkpoints came in: the analysis reads no store again
     assert "metrics: 684 cells computed as the checkpoints came in, 0 reused" in res.output
     assert "metrics: 0 cells computed, 684 reused" in res.output

@@ -27,6 +27,7 @@ from vt_core.hooks import array_kinds, capture, select_hookpoints, select_parame
 from vt_core.location import Location, location, url
 from vt_core.metrics.roles import parameter_roles
 from vt_core.names import SCALARS
+from vt_core.progress import publish
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import load_study, open_run, run_path
 
@@ -227,6 +228,7 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     if not todo and (store.status == "complete" or limit is not None):
         return _summary(seed, 0, store, stream, skipped=True)
     store.set_status("running")
+    publish({"kind": "stage", "stage": "import", "total": len(todo)})
     # written here, one checkpoint at a time, each committed before the next is read: memory holds
     # one checkpoint (no copy on its way to a writer), and there is no training loop to keep going
     n0 = store.committed
@@ -239,6 +241,7 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
             del ckpt
             if stream is not None:
                 stream.committed(store, nbytes)
+            publish({"kind": "advance", "stage": "import"})
     except BaseException as err:
         RunStore(store.path).set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
