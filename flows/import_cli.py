@@ -26,7 +26,8 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                                                      '({"embed_out.": "lm_head."})')] = "{}",
             hook: Annotated[list[str], typer.Option(help="hookpoint (glob) whose activations to record")] = [],  # noqa: B006
             probe: Annotated[str | None, typer.Option(help="probe batch: a torch.save-d tensor or .npy")] = None,
-            analyze: Annotated[bool, typer.Option(help="analyse the study after importing")] = True,
+            analyze: Annotated[bool, typer.Option(help="compute the metrics as the checkpoints come in, then analyse "
+                                                        "the study")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
     from flows.cli import _run, _view, console
