@@ -43,6 +43,7 @@ from vt_core.hooks import array_kinds, capture, select_hookpoints, select_parame
 from vt_core.location import Location, location
 from vt_core.metrics.roles import parameter_roles
 from vt_core.names import SCALARS
+from vt_core.resume_file import Position
 from vt_core.runtime import Runtime
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import open_run, run_path
@@ -86,7 +87,7 @@ class Recorder:
         self.active = _rank(self.runtime) == 0
         self.steps_per_epoch, self.rewind, self.capture = steps_per_epoch, rewind, capture
         self.hold = hold  # keep each checkpoint until the next one, for add_scalars (framework callbacks)
-        self._held: tuple[Checkpoint, dict] | None = None
+        self._held: tuple[Checkpoint, Position] | None = None
         hooks, weights = list(hooks), list(weights)
         if hooks and probe is None:
             raise RecorderError(f"hooks {hooks} need a probe batch: pass probe=<a tensor the model takes>")
@@ -258,7 +259,7 @@ class Recorder:
                           weights=weights, activations=self._activations())
         self.n_checkpoints += 1
         self.last_recorded = step
-        state = {"position": torch.tensor([step, self.n_checkpoints], dtype=torch.int64)}
+        state = Position(step, self.n_checkpoints)
         self._flush()
         if self.hold:
             self._held = (ckpt, state)
@@ -294,7 +295,8 @@ class Recorder:
         assert self.writer is not None and self.store is not None
         final = ("complete", None) if error is None else ("failed", f"{type(error).__name__}: {error}")
         try:
-            if error is None and self.last_step is not None and (self.last_recorded or -1) < self.last_step:
+            if error is None and self.last_step is not None and (self.last_recorded is None
+                                                                 or self.last_recorded < self.last_step):
                 self._record(self.last_step)
             self._flush()
         except BaseException:

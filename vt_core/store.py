@@ -252,7 +252,8 @@ class RunStore:
         its attributes): what ties each checkpoint's bytes to its array and row, so that a chunk
         moved or replaced by another valid one is found (:func:`vt_core.integrity.check_store`).
         Stores begun before this record existed do not start it midway."""
-        if start > 0 and (CHECK_GROUP not in self.root or "row_crc" not in self.root[CHECK_GROUP]):
+        if (start > 0 and (CHECK_GROUP, "row_crc") not in self._arrays  # known to exist: no zarr call
+                and (CHECK_GROUP not in self.root or "row_crc" not in self.root[CHECK_GROUP])):
             return
         by = {a.path: (a, rows) for a, rows in written}
         old = self._array(self._group(CHECK_GROUP), "row_crc")
@@ -278,7 +279,7 @@ class RunStore:
                                config=WRITE_ALL, chunk_key_encoding=CHUNK_KEYS)
             a[...] = v
 
-    def save_resume(self, state: dict | bytes) -> None:
+    def save_resume(self, state: dict | bytes | resume_file.Position) -> None:
         """Write the resume state atomically, sealed with its length and CRC32C (:mod:`vt_core.resume_file`)."""
         resume_file.save(self.resume_path, state)
 

@@ -117,7 +117,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
+    """The installed versions of the packages results depend on (read once per process: 10 ms of
+    package metadata, at the start of every recorded seed)."""
     out = {}
     for pkg in _VERSIONED:
         try:
@@ -233,7 +236,7 @@ def prepare_study(config: StudyConfig) -> Location:
     write_json_atomic(paths.study_json, {
         "config": config.model_dump(mode="json"),
         "training_hash": config.training_hash(),
-        "versions": _versions(),
+        "versions": dict(_versions()),
         "created": created,
         "updated": _now(),
     })

@@ -12,11 +12,12 @@ for a process at the demo's cadence, benchmarks/RESULTS.md). The child dies with
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
 import pickle
-import queue
+import select
 import struct
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import time
 
 import zarr
 
+from vt_core.resume_file import Position
 from vt_core.runtime import Runtime, RuntimeSettingError
 from vt_core.store import Checkpoint, RunStore
 from vt_core.writer_thread import CheckpointWriter, WriterError, snapshot, write_committed
@@ -33,7 +35,11 @@ __all__ = ["CheckpointWriter", "ProcessCheckpointWriter", "WriterError", "make_w
            "write_committed"]
 
 
-def _serialise_state(state: dict) -> bytes:
+def _serialise_state(state: dict | bytes | Position) -> bytes | Position:
+    """``state`` as it crosses the pipe: a state dict ``torch.save``-d here; bytes and a
+    :class:`~vt_core.resume_file.Position` (plain numbers, serialised by the child) as they are."""
+    if isinstance(state, (bytes, Position)):
+        return state
     import torch
 
     buf = io.BytesIO()
@@ -55,8 +61,9 @@ class ProcessCheckpointWriter:
         # smaller batches than the thread writer's: the child's work no longer takes the trainer's
         # GIL, and a child that keeps up leaves less to write after the last step
         self.store = store
+        cpu = _current_cpu()
         args = [str(store.path), str(capacity), str(max_pending_bytes), str(flush_every), str(flush_seconds),
-                str(os.getpid()), str(nice)]
+                str(os.getpid()), str(nice), str(-1 if cpu is None else cpu)]
         self._proc = _fork_child(args) if start == "fork" and _can_fork() else _exec_child(args)
         stdin, stdout = self._proc.stdin, self._proc.stdout
         assert stdin is not None and stdout is not None  # both are pipes
@@ -70,14 +77,16 @@ class ProcessCheckpointWriter:
         self._answer: dict | None = None
         self._reader = threading.Thread(target=self._read, name=f"vt-writer-reply-{store.path.name}", daemon=True)
         self._reader.start()
-        # a feeder thread writes to the pipe (the GIL is released while it blocks), so training
-        # never waits for the child to start up or to read; at most ``max_pending_bytes`` queue here
-        self._frames: queue.Queue = queue.Queue()
-        self._room = threading.Condition()
+        # frames go into the pipe from the training thread itself, as far as the pipe takes them
+        # without waiting; the rest wait here (at most ``max_pending_bytes``) and go at the next
+        # checkpoint. No feeder thread: one woke at every checkpoint on the training thread's CPU
+        # and took the GIL from it (~400 involuntary switches of the training thread a run beside
+        # a CPU-bound process, benchmarks/RESULTS.md)
+        self._fd = self._stdin.fileno()
+        os.set_blocking(self._fd, False)
+        self._out: collections.deque[memoryview] = collections.deque()
         self._pending, self._max_pending = 0, max_pending_bytes
-        self._broken = False
-        self._feeder = threading.Thread(target=self._feed, name=f"vt-writer-feed-{store.path.name}", daemon=True)
-        self._feeder.start()
+        self._broken = self._ended = False
 
     def _read(self) -> None:
         line = self._stdout.readline()
@@ -100,49 +109,62 @@ class ProcessCheckpointWriter:
                f"resume from there")
         return WriterError(err["errno"], msg) if err.get("errno") else WriterError(msg)
 
-    def _feed(self) -> None:
-        while True:
-            payload = self._frames.get()
+    def _pump(self, limit: int | None = None) -> None:
+        """Write queued frames into the pipe, as much as it takes now; with ``limit``, waiting for
+        room until at most ``limit`` bytes are left queued."""
+        while self._out and not self._broken:
             try:
-                if not self._broken:
-                    self._stdin.write(struct.pack("<Q", len(payload)))  # not header + payload:
-                    self._stdin.write(payload)  # that would copy every frame once more
-                    self._stdin.flush()
-                    if not payload:
-                        self._stdin.close()
-            except (BrokenPipeError, ValueError, OSError):
+                n = os.write(self._fd, self._out[0])
+            except BlockingIOError:
+                if limit is None or self._pending <= limit:
+                    return
+                select.select([], [self._fd], [], 1.0)  # the pipe has room, or a second passed
+                if self._answer is not None:  # the child gave up (an error): it reads no more
+                    self._broken = True
+                continue
+            except OSError:  # the child is gone (EPIPE)
                 self._broken = True
-            with self._room:
-                self._pending -= len(payload)
-                self._room.notify_all()
-            if not payload:
                 return
+            self._pending -= n
+            if n == len(self._out[0]):
+                self._out.popleft()
+            else:
+                self._out[0] = self._out[0][n:]
 
     def _send(self, payload: bytes) -> None:
         if self._answer is not None or self._broken:
             raise self._failure()
-        with self._room:
-            while self._pending > 0 and self._pending + len(payload) > self._max_pending and not self._broken:
-                self._room.wait(timeout=1.0)
-            self._pending += len(payload)
-        self._frames.put(payload)
+        self._out.extend((memoryview(struct.pack("<Q", len(payload))), memoryview(payload)))
+        self._pending += 8 + len(payload)
+        # far behind (more than max_pending_bytes queued): training waits for the writer
+        self._pump(self._max_pending if self._pending > self._max_pending else None)
+        if self._broken:
+            raise self._failure()
 
-    def submit(self, ckpt: Checkpoint, state: dict) -> None:
+    def submit(self, ckpt: Checkpoint, state: dict | bytes | Position) -> None:
         """Hand one checkpoint to the writer (blocks while the writer is far behind)."""
         self._send(pickle.dumps((ckpt, _serialise_state(state)), protocol=pickle.HIGHEST_PROTOCOL))
 
     def close(self, status: tuple[str, str | None] | None = None) -> None:
         """Write everything queued, wait for the writer, raise if anything failed; ``status``: as
         for :meth:`CheckpointWriter.close` (done by the child)."""
-        if self._feeder.is_alive():
+        if not self._ended:
+            self._ended = True
             if status is not None:
                 self._send(pickle.dumps(("close", *status), protocol=pickle.HIGHEST_PROTOCOL))
-            self._frames.put(b"")  # asks the child to write what is queued and exit
-            self._feeder.join()
+            self._out.append(memoryview(struct.pack("<Q", 0)))  # asks the child to write what is queued and exit
+            self._pump(0)
+            try:
+                self._stdin.close()
+            except OSError:
+                pass
         self._reader.join()
-        self._proc.wait()
         if not self._answer or "ok" not in self._answer:
+            self._proc.wait()
             raise self._failure()
+        # everything is committed once the child says so: its exit (~10 ms, unmapping the pages it
+        # shares with this process) is waited for beside the loop, not by it
+        threading.Thread(target=self._proc.wait, name="vt-writer-reap", daemon=True).start()
 
 
 class _Forked:
@@ -242,6 +264,32 @@ def make_writer(store: RunStore, capacity: int, runtime: Runtime | None = None,
                                    start=runtime.writer_start)
 
 
+def _current_cpu() -> int | None:
+    """The CPU the calling thread runs on now (Linux: field 39 of /proc/thread-self/stat); None
+    where that cannot be read."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _keep_off(cpu: int) -> None:
+    """Keep this process (and the threads it starts later) off ``cpu``, the CPU the training thread
+    was on when it started the writer, where other CPUs are allowed. Woken by a frame, the writer
+    is otherwise placed on the CPU of the thread that wrote it (the kernel's wake-affine choice) and
+    preempts training there: ~400 involuntary switches of the training thread in the demo's run
+    beside a CPU-bound process, ~60 when kept off it (benchmarks/RESULTS.md). Training is not
+    pinned: the kernel may still move it (and would move it away from a busy writer)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+        if cpu in allowed and len(allowed) > 1:
+            os.sched_setaffinity(0, allowed - {cpu})
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with_parent(parent: int) -> None:
     try:
         import ctypes
@@ -265,8 +313,10 @@ def _read_exact(f, n: int) -> bytes:
 
 def _child_main(argv: list[str], inp=None, out=None) -> int:
     """The writer process: frames from ``inp`` (stdin), one answer line to ``out`` (stdout)."""
-    path, capacity, max_pending, flush_every, flush_seconds, parent, nice = argv
+    path, capacity, max_pending, flush_every, flush_seconds, parent, nice, cpu = argv
     _die_with_parent(int(parent))
+    if int(cpu) >= 0:
+        _keep_off(int(cpu))
     try:  # training comes first: where the cores are all busy the writer yields to it
         os.nice(int(nice))
     except (OSError, AttributeError, ValueError):

@@ -20,6 +20,7 @@ import threading
 import time
 
 from vt_core.errors import VtError
+from vt_core.resume_file import Position
 from vt_core.store import Checkpoint, RunStore
 
 
@@ -108,7 +109,7 @@ class CheckpointWriter:
         if self._error is not None:
             raise self._error
 
-    def submit(self, ckpt: Checkpoint, state: dict) -> None:
+    def submit(self, ckpt: Checkpoint, state: dict | bytes | Position) -> None:
         """Queue one checkpoint (blocks while too many bytes are waiting); re-raises a write error."""
         self._raise()
         size = ckpt.nbytes()

@@ -260,3 +260,13 @@ def test_ddp_with_a_real_process_group_only_rank_zero_writes(tmp_path):
             torch.testing.assert_close(t, r1[name], rtol=0, atol=0)  # DDP kept the ranks equal
             np.testing.assert_array_equal(arrays[f"weights/{name}"][i], t.numpy(), err_msg=f"{name} at {step}")
         assert arrays["train_loss"][i] == results[0]["losses"][str(step)] != results[1]["losses"][str(step)]
+
+
+def test_a_loop_that_ends_at_its_first_step_records_it_once(tmp_path):
+    """The last step is recorded at close only when the schedule did not record it, step 0 included."""
+    for steps in ([0], [0, 3]):
+        study = tmp_path / f"s{len(steps)}"
+        with Recorder(study, seed=0, model=torch.nn.Linear(3, 2), every_steps=5, runtime=THREAD) as rec:
+            for s in steps:
+                rec.step(s, train_loss=1.0)
+        assert list(store_arrays(run_path(study, 0))["step"]) == ([0] if steps == [0] else [0, 3])

@@ -58,7 +58,7 @@ def test_process_writer_by_default_at_the_runtimes_niceness(tmp_path, monkeypatc
     default.close()
     w = make_writer(store, 4, Runtime(writer="process", writer_nice=7))
     try:
-        assert isinstance(w, ProcessCheckpointWriter) and w._proc.args[-1] == "7"
+        assert isinstance(w, ProcessCheckpointWriter) and w._proc.args[6] == "7"
         want = min(os.getpriority(os.PRIO_PROCESS, 0) + 7, 19)  # os.nice adds to the inherited niceness
         deadline = time.time() + 30
         while os.getpriority(os.PRIO_PROCESS, w._proc.pid) != want and time.time() < deadline:
@@ -218,4 +218,61 @@ def test_writer_process_that_vanishes_is_reported(tmp_path):
     w._proc.kill()
     w._proc.wait()
     with pytest.raises(WriterError, match=r"writer process ended unexpectedly \(exit code -9\).*intact"):
+        w.close()
+
+
+@linux_only
+@pytest.mark.parametrize("max_pending", [1, 256 * 2**20], ids=["waits-for-the-writer", "queues-ahead"])
+def test_frames_larger_than_the_pipe_arrive_whole_and_in_order(tmp_path, max_pending):
+    """Checkpoints of 3 MB (the pipe holds 1 MiB) go in pieces, from the training thread itself:
+    waiting for the writer when more than ``max_pending`` bytes are queued, else queued ahead and
+    sent at later checkpoints and at close. Every checkpoint is committed, in order, bit for bit."""
+    from vt_core.resume_file import Position
+    from vt_core.store import Checkpoint
+
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    rng = np.random.default_rng(0)
+    sent = [rng.standard_normal((750, 1000)).astype(np.float32) for _ in range(6)]
+    w = ProcessCheckpointWriter(store, capacity=6, max_pending_bytes=max_pending)
+    for i, x in enumerate(sent):
+        w.submit(Checkpoint(index=i, step=10 * i, epoch=float(i), scalars={"train_loss": float(i)},
+                            weights={"w": x.copy()}), Position(10 * i, i + 1))
+        assert w._pending <= max_pending  # waits-for-the-writer: nothing is left queued here
+    w.close(("complete", None))
+    got = RunStore(store.path, mode="r")
+    assert got.committed == 6 and got.status == "complete" and got.check(read=True) == []
+    np.testing.assert_array_equal(got.root["weights"]["w"][:], np.stack(sent))
+    assert got.root["step"][:].tolist() == [0, 10, 20, 30, 40, 50]
+    assert got.load_resume()["position"].tolist() == [50, 6]
+
+
+def _affinity_after_keep_off(allowed: set[int], cpu: int) -> set[int]:
+    code = (f"import os, sys; from vt_core.writer import _keep_off; os.sched_setaffinity(0, {allowed}); "
+            f"_keep_off({cpu}); print(sorted(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True).stdout
+    return set(eval(out))  # noqa: S307 - a list of ints printed by the line above
+
+
+@linux_only
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_writer_process_keeps_off_the_training_threads_cpu(tmp_path):
+    """The writer runs on the CPUs allowed but the one the training thread was on when it started
+    (woken by a frame, it would otherwise preempt training there); on a single allowed CPU it stays."""
+    from vt_core.writer import _current_cpu
+
+    a, b = sorted(os.sched_getaffinity(0))[:2]
+    assert _affinity_after_keep_off({a, b}, a) == {b}
+    assert _affinity_after_keep_off({a}, a) == {a}
+    assert _affinity_after_keep_off({a, b}, 10_000) == {a, b}
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    w = ProcessCheckpointWriter(store, capacity=4)
+    try:
+        cpu = int(w._proc.args[7])
+        assert cpu in os.sched_getaffinity(0) and _current_cpu() is not None
+        deadline = time.time() + 30
+        while cpu in os.sched_getaffinity(w._proc.pid) and time.time() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getaffinity(w._proc.pid) == os.sched_getaffinity(0) - {cpu}
+    finally:
         w.close()

@@ -28,6 +28,7 @@ from vt_core.location import Location, location, url
 from vt_core.metrics.roles import parameter_roles
 from vt_core.names import SCALARS
 from vt_core.progress import publish
+from vt_core.resume_file import Position
 from vt_core.store import Checkpoint, RunStore, StoreError
 from vt_core.study import load_study, open_run, run_path
 
@@ -236,7 +237,7 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
         for i, (step, files) in enumerate(todo):
             ckpt = job.record(n0 + i, step, files)
             nbytes = ckpt.nbytes()
-            write_committed(store, [ckpt], {"position": torch.tensor([step, n0 + i + 1], dtype=torch.int64)},
+            write_committed(store, [ckpt], Position(step, n0 + i + 1),
                             len(job.checkpoints))
             del ckpt
             if stream is not None:
