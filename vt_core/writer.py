@@ -275,18 +275,31 @@ def _current_cpu() -> int | None:
         return None
 
 
-def _keep_off(cpu: int) -> None:
+def _keep_off(cpu: int) -> set[int] | None:
     """Keep this process (and the threads it starts later) off ``cpu``, the CPU the training thread
-    was on when it started the writer, where other CPUs are allowed. Woken by a frame, the writer
-    is otherwise placed on the CPU of the thread that wrote it (the kernel's wake-affine choice) and
-    preempts training there: ~400 involuntary switches of the training thread in the demo's run
-    beside a CPU-bound process, ~60 when kept off it (benchmarks/RESULTS.md). Training is not
-    pinned: the kernel may still move it (and would move it away from a busy writer)."""
+    was on when it started the writer, where other CPUs are allowed; returns the CPUs it was allowed
+    before (None: unchanged). Woken by a frame, the writer is otherwise placed on the CPU of the
+    thread that wrote it (the kernel's wake-affine choice) and preempts training there: ~400
+    involuntary switches of the training thread in the demo's run beside a CPU-bound process, ~60
+    when kept off it (benchmarks/RESULTS.md). Training is not pinned: the kernel may still move it
+    (and would move it away from a busy writer)."""
     try:
         allowed = os.sched_getaffinity(0)
         if cpu in allowed and len(allowed) > 1:
             os.sched_setaffinity(0, allowed - {cpu})
+            return allowed
     except (OSError, AttributeError):
+        pass
+    return None
+
+
+def _allow(cpus: set[int]) -> None:
+    """Let every thread of this process run on ``cpus`` again: once training waits for the writer
+    to finish, the CPU it trained on is free."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), cpus)
+    except (OSError, ValueError):
         pass
 
 
@@ -315,8 +328,7 @@ def _child_main(argv: list[str], inp=None, out=None) -> int:
     """The writer process: frames from ``inp`` (stdin), one answer line to ``out`` (stdout)."""
     path, capacity, max_pending, flush_every, flush_seconds, parent, nice, cpu = argv
     _die_with_parent(int(parent))
-    if int(cpu) >= 0:
-        _keep_off(int(cpu))
+    allowed = _keep_off(int(cpu)) if int(cpu) >= 0 else None
     try:  # training comes first: where the cores are all busy the writer yields to it
         os.nice(int(nice))
     except (OSError, AttributeError, ValueError):
@@ -339,6 +351,8 @@ def _child_main(argv: list[str], inp=None, out=None) -> int:
             except EOFError:
                 return 1  # the parent went away without closing: write nothing more
             if n == 0:
+                if allowed:
+                    _allow(allowed)
                 break
             item = pickle.loads(_read_exact(inp, n))
             if item[0] == "close":  # the final status, sent before the end
