@@ -150,14 +150,16 @@ class ProcessCheckpointWriter:
         for :meth:`CheckpointWriter.close` (done by the child)."""
         if not self._ended:
             self._ended = True
-            if status is not None:
-                self._send(pickle.dumps(("close", *status), protocol=pickle.HIGHEST_PROTOCOL))
-            self._out.append(memoryview(struct.pack("<Q", 0)))  # asks the child to write what is queued and exit
-            self._pump(0)
             try:
-                self._stdin.close()
-            except OSError:
-                pass
+                if status is not None:
+                    self._send(pickle.dumps(("close", *status), protocol=pickle.HIGHEST_PROTOCOL))
+                self._out.append(memoryview(struct.pack("<Q", 0)))  # asks the child to write what is queued and exit
+                self._pump(0)
+            finally:  # also when interrupted: the child then sees its input end and stops, never waits
+                try:
+                    self._stdin.close()
+                except OSError:
+                    pass
         self._reader.join()
         if not self._answer or "ok" not in self._answer:
             self._proc.wait()
@@ -348,13 +350,14 @@ def _child_main(argv: list[str], inp=None, out=None) -> int:
         while True:
             try:
                 (n,) = struct.unpack("<Q", _read_exact(inp, 8))
-            except EOFError:
-                return 1  # the parent went away without closing: write nothing more
+                frame = _read_exact(inp, n)
+            except EOFError:  # the parent went away (or was interrupted) without closing, maybe
+                return 1  # in the middle of a frame: write nothing more
             if n == 0:
                 if allowed:
                     _allow(allowed)
                 break
-            item = pickle.loads(_read_exact(inp, n))
+            item = pickle.loads(frame)
             if item[0] == "close":  # the final status, sent before the end
                 final = (item[1], item[2])
                 continue

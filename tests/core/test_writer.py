@@ -276,3 +276,31 @@ def test_writer_process_keeps_off_the_training_threads_cpu(tmp_path):
         assert os.sched_getaffinity(w._proc.pid) == os.sched_getaffinity(0) - {cpu}
     finally:
         w.close()
+
+
+@linux_only
+def test_a_close_interrupted_while_sending_leaves_no_writer_waiting(tmp_path, monkeypatch):
+    """Ctrl-C while the last frames go into the pipe: the child sees its input end (a frame cut
+    short) and stops without writing what it had not committed; closing again reports it, no hang."""
+    from vt_core.resume_file import Position
+    from vt_core.store import Checkpoint
+
+    store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
+    w = ProcessCheckpointWriter(store, capacity=4)
+    w.submit(Checkpoint(index=0, step=0, epoch=0.0, scalars={"train_loss": 0.0},
+                        weights={"w": np.zeros((750, 1000), np.float32)}), Position(0, 1))
+    calls = []
+
+    def interrupted(limit=None):
+        calls.append(limit)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(w, "_pump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        w.close(("complete", None))
+    assert calls
+    t = time.time()
+    with pytest.raises(WriterError, match="ended unexpectedly"):
+        w.close()
+    assert time.time() - t < 30 and w._proc.returncode is not None
+    assert RunStore(store.path, mode="r").status != "complete"
