@@ -2,9 +2,11 @@
 
 :func:`make_writer` picks the writer. On Linux it is a **writer process**, a fork of the training
 process (``VT_WRITER_START=exec``: a new interpreter, ``python -m vt_core.writer``): the training
-process pickles each checkpoint's host arrays and its resume state (already ``torch.save``-d) into
-a pipe, and the child writes them (with the thread writer's loop,
-:class:`~vt_core.writer_thread.CheckpointWriter`) on another core, at ``runtime.writer_nice``. In a
+process pickles each checkpoint's host arrays and its resume state (``torch.save``-d, or a recorded
+seed's :class:`~vt_core.resume_file.Position`) into a pipe, from the training thread, without
+waiting for the child, and the child writes them (with the thread writer's loop,
+:class:`~vt_core.writer_thread.CheckpointWriter`) at ``runtime.writer_nice``, off the CPU the
+training thread was on when it started (:func:`_keep_off`). In a
 thread of the training process that work takes the GIL from the training loop (1.3x against 1.03-1.08x
 for a process at the demo's cadence, benchmarks/RESULTS.md). The child dies with its parent
 (``PR_SET_PDEATHSIG``), so a killed run leaves no writer behind to race the resumed one.
