@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.metrics_throughput import make_study  # noqa: E402
 from vt_core import stages  # noqa: E402
-from vt_core.config import load_config  # noqa: E402
-from vt_core.dashboard import build_dashboard  # noqa: E402
+from vt_core.config.study_config import load_config  # noqa: E402
+from vt_core.report.dashboard import build_dashboard  # noqa: E402
 
 
 def config(out: Path, seeds: int) -> dict:

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import cpu_load  # noqa: E402
-from vt_core.config import load_config  # noqa: E402
+from vt_core.config.study_config import load_config  # noqa: E402
 from vt_core.stages.train import train_seed  # noqa: E402
-from vt_core.study import prepare_study  # noqa: E402
-from vt_core.training import Trainer  # noqa: E402
+from vt_core.storage.study import prepare_study  # noqa: E402
+from vt_core.training.loop import Trainer  # noqa: E402
 
 DEMO = ROOT / "examples" / "sparse_parity.toml"
 
@@ -77,7 +77,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from benchmarks.capture_overhead import config, vm_hwm_mb
-from vt_core.study import prepare_study
+from vt_core.storage.study import prepare_study
 from vt_core.stages.train import train_seed
 study = prepare_study(config(Path(sys.argv[2]), int(sys.argv[3]), {"every_steps": int(sys.argv[4])}, capture=True))
 s = train_seed(study, 0)

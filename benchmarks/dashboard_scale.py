@@ -28,7 +28,7 @@ import xarray as xr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vt_core.dashboard import render  # noqa: E402
+from vt_core.report.dashboard import render  # noqa: E402
 
 METRICS = ["l1", "l2", "trace", "spectral", "code_sparsity", "computational_sparsity", "mean_singular_value",
            "var_singular_value", "mean_w", "median_w", "var_w", "mean_b", "median_b", "var_b"]

@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.seed_groups import config, sync  # noqa: E402
-from vt_core.config import StudyConfig  # noqa: E402
-from vt_core.groups import GroupTrainer  # noqa: E402
+from vt_core.config.study_config import StudyConfig  # noqa: E402
 from vt_core.runtime import Runtime  # noqa: E402
 from vt_core.stages.train import train_group  # noqa: E402
-from vt_core.study import prepare_study  # noqa: E402
-from vt_core.training import Trainer, resolve_device  # noqa: E402
+from vt_core.storage.study import prepare_study  # noqa: E402
+from vt_core.training.groups import GroupTrainer  # noqa: E402
+from vt_core.training.loop import Trainer, resolve_device  # noqa: E402
 
 
 class RoundTimer:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from hmmlearn.hmm import GaussianHMM as Reference  # noqa: E402
 
 from benchmarks.known_hmm import left_to_right  # noqa: E402
-from vt_core import hmm  # noqa: E402
+from vt_core.analysis import hmm  # noqa: E402
 
 
 def fit(cls, X, lengths, k, seed):

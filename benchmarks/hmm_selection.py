@@ -3,7 +3,7 @@ cross-validation over seed folds, bootstrap resamples), fanned out as Prefect ta
 sequential loop, in one run.
 
 Data: 40 seeds x 166 checkpoints x 14 features sampled from a known 5-state left-to-right HMM,
-full covariance (the paper's setting). Both runs are :mod:`vt_core.states` (prepare, fit, select,
+full covariance (the paper's setting). Both runs are :mod:`vt_core.analysis.states` (prepare, fit, select,
 extend, bootstrap, finalize) on their own copy of the input; the flow maps one task per fit on the
 chosen task runner (a local Dask cluster of processes by default: hmmlearn holds the GIL for part
 of each EM iteration). The two must agree: the same chosen k, status, bootstrap distribution and
@@ -38,9 +38,9 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from benchmarks.known_hmm import left_to_right  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
-from vt_core import states  # noqa: E402
-from vt_core.config import HMMConfig  # noqa: E402
-from vt_core.hmm import Sequences  # noqa: E402
+from vt_core.analysis import states  # noqa: E402
+from vt_core.analysis.hmm import Sequences  # noqa: E402
+from vt_core.config.study_config import HMMConfig  # noqa: E402
 
 
 @task(name="bench-fit-hmm", cache_policy=NO_CACHE)

@@ -32,7 +32,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from benchmarks.capture_overhead import vm_hwm_mb
-from vt_core.stages.imports import import_seed, merged, plan_import
+from vt_core.stages.import_checkpoints import import_seed, merged, plan_import
 from vt_core.stages import metrics as M
 src, study, mode = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 from examples.neox import tiny_gpt_neox

@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vt_core import stages  # noqa: E402
-from vt_core.config import parse_config  # noqa: E402
+from vt_core.config.study_config import parse_config  # noqa: E402
 from vt_core.metrics.roles import parameter_roles  # noqa: E402
 from vt_core.names import SCALARS  # noqa: E402
-from vt_core.store import Checkpoint, RunStore  # noqa: E402
-from vt_core.study import prepare_study, run_path  # noqa: E402
-from vt_core.training import Trainer  # noqa: E402
+from vt_core.storage.run_store import Checkpoint, RunStore  # noqa: E402
+from vt_core.storage.study import prepare_study, run_path  # noqa: E402
+from vt_core.training.loop import Trainer  # noqa: E402
 
 
 def paper_config(out: Path, seeds: int) -> dict:
@@ -169,7 +169,7 @@ import numpy as np
 from benchmarks.metrics_throughput import ACTIVATION_METRICS, vm_hwm_mb
 from vt_core.metrics import get
 from vt_core.metrics.compute import seed_metrics
-from vt_core.study import load_study, open_run
+from vt_core.storage.study import load_study, open_run
 study = sys.argv[1]
 config = load_study(study)
 store = open_run(study, 0, config)
@@ -239,7 +239,7 @@ def main() -> None:
         vt_s = time.perf_counter() - t
         print(f"vt (lazy, batched, by region): {vt_s:.1f} s, cells {cells}")
 
-        from vt_core.metrics.incremental import load_features
+        from vt_core.metrics.store import load_features
         from vt_core.names import PAPER_METRICS
 
         got = load_features(study, list(PAPER_METRICS)).values.reshape(-1, len(PAPER_METRICS))

@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import cpu_load  # noqa: E402
 from vt_core import Recorder  # noqa: E402
-from vt_core.config import load_config  # noqa: E402
+from vt_core.config.study_config import load_config  # noqa: E402
 from vt_core.data import build_task  # noqa: E402
 from vt_core.models import build_model  # noqa: E402
-from vt_core.training import loss_and_correct  # noqa: E402
+from vt_core.training.loop import loss_and_correct  # noqa: E402
 
 DEMO = ROOT / "examples" / "sparse_parity.toml"
 

@@ -3,7 +3,7 @@
 The model and data are the paper's modular addition (examples/modular_addition.toml: 1-layer
 transformer, p = 113, 3,830 training pairs, AdamW, batch 2048). Baseline: a plain PyTorch loop
 training one seed (vt's model and data, ``torch.optim.AdamW``, no checkpoints), seeds one after
-another. vt: :class:`vt_core.groups.GroupTrainer` training G seeds as one vmapped model (training
+another. vt: :class:`vt_core.training.groups.GroupTrainer` training G seeds as one vmapped model (training
 steps only, as the baseline). On CUDA, also G = 40 with TF32 matmuls and with bf16 autocast.
 Then the largest group with its step compiled (``training.compile``; default modes: ``default`` on
 a CPU, ``default`` and ``reduce-overhead`` = CUDA graphs on CUDA): the one-off compile time (the
@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vt_core.config import load_config  # noqa: E402
-from vt_core.groups import GroupTrainer  # noqa: E402
-from vt_core.training import Trainer, loss_and_correct, resolve_device  # noqa: E402
+from vt_core.config.study_config import load_config  # noqa: E402
+from vt_core.training.groups import GroupTrainer  # noqa: E402
+from vt_core.training.loop import Trainer, loss_and_correct, resolve_device  # noqa: E402
 
 CONFIG = ROOT / "examples" / "modular_addition.toml"
 

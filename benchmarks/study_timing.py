@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vt_core.config import load_config  # noqa: E402
-from vt_core.training import resolve_device  # noqa: E402
+from vt_core.config.study_config import load_config  # noqa: E402
+from vt_core.training.loop import resolve_device  # noqa: E402
 
 PAPER_EPOCHS = 16_500
 
@@ -50,11 +50,11 @@ def main() -> None:
     import torch
 
     from vt_core import stages
-    from vt_core.dashboard import build_dashboard
-    from vt_core.groups import resolve_group_size
+    from vt_core.report.dashboard import build_dashboard
     from vt_core.runtime import Runtime
     from vt_core.stages.train import train_group
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
+    from vt_core.training.groups import resolve_group_size
 
     out = Path(args.out or tempfile.mkdtemp(prefix="vt-study-timing-"))
     shutil.rmtree(out, ignore_errors=True)

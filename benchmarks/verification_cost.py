@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.analysis_scale import clear_analysis, config  # noqa: E402
 from benchmarks.metrics_throughput import make_study  # noqa: E402
 from vt_core import stages  # noqa: E402
-from vt_core.study import load_study, store_problems  # noqa: E402
-from vt_core.verify import check_derived  # noqa: E402
+from vt_core.storage.output_integrity import check_derived  # noqa: E402
+from vt_core.storage.study import load_study, store_problems  # noqa: E402
 
 
 def verify(study: Path, read: bool) -> tuple[float, int]:

@@ -20,15 +20,15 @@ import tasks  # noqa: F401  (analytics off before Prefect is imported)
 from flows.import_cli import import_command
 from flows.terminal import _closing, _debug, _fail, _run, _view, console
 from tasks import quiet_prefect
-from vt_core.checks import check_config
-from vt_core.config import load_config
+from vt_core.config.study_config import load_config
+from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
-from vt_core.layout import layout
-from vt_core.location import is_remote, location, url
-from vt_core.narrative import listed, num
+from vt_core.report.narrative import listed, num
 from vt_core.runtime import Runtime
-from vt_core.study import StudyError, load_study, seed_status, study_dir, study_state
-from vt_core.usercode import load_user_code
+from vt_core.storage.layout import layout
+from vt_core.storage.location import is_remote, location, url
+from vt_core.storage.study import StudyError, load_study, seed_status, study_dir, study_state
+from vt_core.training.preflight import check_config
 
 # markdown: help paragraphs are reflowed to the terminal's width, never broken where the source is
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -140,7 +140,7 @@ def report(study: StudyArg,
                                                    "STUDY/report.md), or to stdout alone with `-`")] = None) -> None:
     """Markdown that puts the study's results beside the paper's: k, states, detours, R^2. It goes
     to stdout, and to a file unless `--out -`; where it was written goes to stderr."""
-    from vt_core.report import report_markdown
+    from vt_core.report.markdown import report_markdown
 
     study = _study(study)
     text = report_markdown(study)
@@ -157,7 +157,7 @@ def export(study: StudyArg,
            out: Annotated[str | None, typer.Option(help="directory, path or URL (default: STUDY/export)")] = None) -> None:
     """Tidy tables: one row per seed and step (epoch, scalars, metrics, decoded state, posteriors),
     and one per state."""
-    from vt_core.export import export_study
+    from vt_core.report.export import export_study
 
     for path in export_study(_study(study), format_, out):
         console.print(f"written {path}", markup=False, highlight=False, soft_wrap=True)
@@ -173,7 +173,7 @@ def dashboard(study: StudyArg,
               max_points: Annotated[int, typer.Option(min=10, metavar="N",
                                                       help="checkpoints drawn per seed curve")] = 300) -> None:
     """Rebuild the study's standalone dashboard from its analysis; optionally open or serve it."""
-    from vt_core.dashboard import build_dashboard
+    from vt_core.report.dashboard import build_dashboard
 
     study = _study(study)
     path = build_dashboard(study, max_points=max_points)
@@ -191,7 +191,7 @@ def dashboard(study: StudyArg,
         webbrowser.open(path.resolve().as_uri())
     if serve:
         from flows.serve_dashboard import serve_directory
-        from vt_core.serving import serving
+        from vt_core.report.serving import serving
 
         served = None if is_remote(study) else functools.partial(serving, study)  # a local copy: not the study's
         serve_directory(path.parent, host, port, console.print, served=served)
@@ -202,7 +202,7 @@ def figures(study: StudyArg,
             format_: Annotated[str, typer.Option("--format", help="pdf, svg or png")] = "pdf",
             out: Annotated[str | None, typer.Option(help="folder to write to (default: STUDY/figures)")] = None) -> None:
     """Publication-ready figures: state graph, timeline, curves by state, model selection, regression."""
-    from vt_core.figures import write_figures
+    from vt_core.report.figures import write_figures
 
     for path in write_figures(_study(study), format_, out):
         console.print(f"figure: {path}", soft_wrap=True, markup=False, highlight=False)
@@ -234,8 +234,8 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
     """Every hookpoint of the configured model, the shapes it yields on the probe batch, and which
     ones the config selects."""
     from vt_core.data import build_task
-    from vt_core.hooks import INPUT_SUFFIX, describe_hookpoints, select_hookpoints
     from vt_core.models import build_model
+    from vt_core.models.hooks import INPUT_SUFFIX, describe_hookpoints, select_hookpoints
 
     cfg = load_user_code(load_config(config))
     task = build_task(cfg.data, cfg.seeds[0])
@@ -257,8 +257,8 @@ def _print_roles(model, cfg) -> None:
     """Which parameters the weight metrics read, and as what (vt_core.metrics.roles)."""
     import fnmatch
 
-    from vt_core.hooks import select_parameters
     from vt_core.metrics.roles import role_table
+    from vt_core.models.hooks import select_parameters
 
     stored = set(select_parameters(model, cfg.hooks.weights))
     table = Table(title=f"parameters read by the weight metrics (metrics.convention = {cfg.metrics.convention}; "
@@ -299,8 +299,8 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            workers: Workers = 1) -> None:
     """vt's analysis of trajectories logged anywhere (W&B exports, CSVs): states, k with its
     uncertainty, transitions and detours, with no study and no Prefect."""
-    from vt_core.narrative import closing_lines
-    from vt_core.trajectories import analyse_trajectories, read_table
+    from vt_core.analysis.trajectories import analyse_trajectories, read_table
+    from vt_core.report.narrative import closing_lines
 
     df = read_table(table)
     target = out or table.with_name(table.stem + "_states")
@@ -346,7 +346,7 @@ def validate(config: Annotated[str, typer.Argument(
     """Check a config without training or writing anything (everything `vt run` checks first); or
     check a study directory: every chunk of every store against its checksum, resume files,
     metrics, HMM files and the analysis."""
-    from vt_core.study import validate_study
+    from vt_core.storage.study import validate_study
 
     where = _study(config)
     if is_remote(where) or where.is_dir():

@@ -37,7 +37,7 @@ def compare_flow(studies: list[str], out: str | None = None) -> dict:
 def run_compare(studies: list[str], out: str | None, runner: str, workers: int, echo) -> dict:
     """`vt compare`: the flow with the chosen task runner, then the comparison in a few lines."""
     from flows.runners import make_task_runner
-    from vt_core.compare_report import comparison_lines
+    from vt_core.report.compare_markdown import comparison_lines
     from vt_core.stages.compare import check_studies, load_comparison
 
     check_studies(studies)  # refused before the flow starts, as `vt run` checks its config first

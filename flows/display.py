@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vt_core import progress
-from vt_core.narrative import num
+from vt_core.report.narrative import num
 
 _STAGES = {"metrics": "metrics (seeds)", "hmm": "HMM fits", "bootstrap": "bootstrap fits", "import": "checkpoints in"}
 _PLAIN_EVERY_S = 15.0

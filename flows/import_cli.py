@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vt_core.location import location, url
+from vt_core.storage.location import location, url
 
 StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]

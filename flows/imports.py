@@ -7,18 +7,18 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
-from tasks.imports import import_first_task, import_seed_task, plan_import_task
+from tasks.import_checkpoints import import_first_task, import_seed_task, plan_import_task
 from tasks.metrics import finalize_metrics_task, plan_metrics_task
-from vt_core.location import location, url
-from vt_core.stages.imports import merged
+from vt_core.stages.import_checkpoints import merged
 from vt_core.stages.metrics import describe_cells
-from vt_core.study import study_lock
+from vt_core.storage.location import location, url
+from vt_core.storage.study import study_lock
 
 
 @flow(name="vt-import")
 def import_flow(source: str, study: str, pattern: str, options: dict | None = None, metrics: bool = True) -> dict:
     """Find the checkpoints, then import every seed (finished seeds are skipped, interrupted ones
-    go on after their last commit). ``options``: :func:`vt_core.stages.imports.plan_import`'s
+    go on after their last commit). ``options``: :func:`vt_core.stages.import_checkpoints.plan_import`'s
     keyword arguments (weights, factory, kwargs, hooks, probe, name, metrics, hmm).
 
     With ``metrics``, each seed's metrics are computed while its checkpoints are committed (its

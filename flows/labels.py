@@ -10,11 +10,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 from prefect.context import FlowRunContext
 
-from vt_core.config import StudyConfig, load_config
+from vt_core.config.study_config import StudyConfig, load_config
 from vt_core.errors import VtError
-from vt_core.location import location, url
 from vt_core.stages.publish import location_tag, run_name, run_tags
-from vt_core.study import load_study, study_dir
+from vt_core.storage.location import location, url
+from vt_core.storage.study import load_study, study_dir
 
 
 def _study_of(params: dict) -> tuple[str, StudyConfig]:

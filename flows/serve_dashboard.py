@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from vt_core.serving import page_url
+from vt_core.report.serving import page_url
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -27,7 +27,7 @@ def serve_directory(directory: Path, host: str, port: int, say: Callable[[str], 
                     stop: threading.Event | None = None,
                     served: Callable[[str], AbstractContextManager] | None = None) -> None:
     """Serve until Ctrl-C (or until ``stop`` is set); meanwhile inside ``served(url)`` (which
-    records where the page is served: :func:`vt_core.serving.serving`)."""
+    records where the page is served: :func:`vt_core.report.serving.serving`)."""
     server = make_server(directory, host, port)
     h, p = server.server_address[:2]
     link = page_url(str(h), int(p))

@@ -2,7 +2,7 @@
 and the live display.
 
 - **Signals**: the first Ctrl-C (SIGINT) or SIGTERM asks training to stop at its next checkpoint
-  (:mod:`vt_core.interrupt`): what is written is committed, running seeds end ``interrupted``,
+  (:mod:`vt_core.training.interrupt`): what is written is committed, running seeds end ``interrupted``,
   queued seeds do not start, nothing is analysed, and the command exits 130 naming how to resume.
   A second one exits at once (committed checkpoints are intact: a commit is atomic).
 - **The temporary server** (no ``PREFECT_API_URL``): started here with SIGINT and SIGTERM blocked,
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from vt_core import interrupt
+from vt_core.training import interrupt
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

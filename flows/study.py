@@ -14,19 +14,19 @@ from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, selec
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
 from tasks.publish import build_dashboard_task, publish_artifacts_task
 from tasks.train import train_group_task, train_seed_task
-from vt_core.checks import check_config
-from vt_core.config import load_config
-from vt_core.groups import resolve_group_size
-from vt_core.interrupt import StudyInterrupted, stop_requested
-from vt_core.layout import layout
-from vt_core.location import url
+from vt_core.config.study_config import load_config
 from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
 from vt_core.stages.metrics import damaged_seeds, describe_cells, usable_seeds
 from vt_core.stages.train import SeedsFailedError, finished_summary, repair_seeds
-from vt_core.study import is_finished, load_study, prepare_study, reset_seed, study_dir, study_lock
+from vt_core.storage.layout import layout
+from vt_core.storage.location import url
+from vt_core.storage.study import is_finished, load_study, prepare_study, reset_seed, study_dir, study_lock
+from vt_core.training.groups import resolve_group_size
+from vt_core.training.interrupt import StudyInterrupted, stop_requested
+from vt_core.training.preflight import check_config
 
 
 @flow(name="vt-analyze", flow_run_name=flow_run_name)

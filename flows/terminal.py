@@ -9,10 +9,10 @@ import time
 import typer
 from rich.console import Console
 
-from vt_core.layout import layout
-from vt_core.location import LocationError, same_process_only, url
 from vt_core.stages.metrics import describe_cells
 from vt_core.stages.train import SeedsFailedError
+from vt_core.storage.layout import layout
+from vt_core.storage.location import LocationError, same_process_only, url
 
 console = Console()
 
@@ -48,7 +48,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     from flows.runners import make_task_runner
     from flows.session import interruptible, start_temporary_server
     from flows.study import analyze_flow, study_flow
-    from vt_core.interrupt import StudyInterrupted
+    from vt_core.training.interrupt import StudyInterrupted
 
     if study is not None and same_process_only(study) and runner != "threads":
         _fail(LocationError(f"{url(study)} lives in this process's memory: Dask workers cannot see it; "
@@ -80,8 +80,8 @@ def _say(text: str) -> None:
 
 
 def _closing(study, seconds: float | None = None, cells: dict | None = None) -> None:
-    """The closing summary (:func:`vt_core.summary.closing_summary`)."""
-    from vt_core.summary import closing_summary
+    """The closing summary (:func:`vt_core.report.closing.closing_summary`)."""
+    from vt_core.report.closing import closing_summary
 
     if seconds is not None:
         console.print(f"\n[bold green]done[/] in {seconds:.1f} s")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from vt_core.analysis.selection import job_name
 from vt_core.progress import publish
-from vt_core.selection import job_name
 from vt_core.stages import hmm
 
 

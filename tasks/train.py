@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from vt_core.progress import publish
 from vt_core.runtime import Runtime
 from vt_core.stages import train
-from vt_core.study import load_study
+from vt_core.storage.study import load_study
 
 
 def _progress(seed_epochs: int, logger):

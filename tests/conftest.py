@@ -8,7 +8,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from vt_core.config import parse_config  # noqa: E402
+from vt_core.config.study_config import parse_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 def store_arrays(store_path: Path) -> dict:
     """Every committed row of every array of a run store, by name (``weights/<param>`` ...)."""
-    from vt_core.store import RunStore
+    from vt_core.storage.run_store import RunStore
 
     store = RunStore(store_path, mode="r")
     out = {name: arr[: store.committed] if arr.ndim else arr[()] for name, arr in store.root.arrays()}  # 0-d: seed
@@ -75,9 +75,9 @@ def tiny_config(tmp_path):
 def analysed_study(tmp_path_factory):
     """A tiny study trained and analysed through vt_core alone (no Prefect)."""
     from vt_core import stages
-    from vt_core.dashboard import build_dashboard
+    from vt_core.report.dashboard import build_dashboard
     from vt_core.stages.train import train_seed
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
 
     config = parse_config(tiny_dict(
         tmp_path_factory.mktemp("analysed") / "study", checkpoints={"every_epochs": None, "every_steps": 2},

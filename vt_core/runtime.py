@@ -11,11 +11,11 @@ They are read from the environment once, at the edge (the CLI, a flow, a benchma
                    cores to training.
 ``VT_WRITER_START`` ``fork`` (default): a writer process is a fork of the training process, with
                    the modules already imported; ``exec``: a new interpreter
-                   (``python -m vt_core.writer``), ~0.5 s of CPU importing numpy and zarr first.
+                   (``python -m vt_core.storage.writer``), ~0.5 s of CPU importing numpy and zarr first.
 ``VT_GROUP_ASYNC`` ``1``/``0``: a seed group's checkpoint rounds copied to the host on a
                    background thread (default: on for CUDA, off on a CPU).
 ``RANK``           (set by ``torchrun``) this process's rank in a multi-process job: a
-                   :class:`~vt_core.recorder.Recorder` writes on rank 0 only (when
+                   :class:`~vt_core.external.recorder.Recorder` writes on rank 0 only (when
                    ``torch.distributed`` is initialised, its rank decides instead).
 =================  ===========================================================================
 """

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from vt_core import analysis, stages
-from vt_core.location import read_json
+from vt_core import stages
+from vt_core.analysis import transitions as analysis
 from vt_core.stages.explain import analysis_is_current
+from vt_core.storage.location import read_json
 
 
 def random_model(k=3, F=4, seed=0):
@@ -124,7 +125,7 @@ def test_analysis_json_has_the_convergence_analysis(analysed_study):
 
 
 def test_report_puts_the_study_beside_the_paper(analysed_study):
-    from vt_core.report import paper_setting, report_markdown
+    from vt_core.report.markdown import paper_setting, report_markdown
 
     text = report_markdown(analysed_study)
     assert "| k chosen (lowest BIC) |" in text and "## States" in text

@@ -1,4 +1,4 @@
-"""vt_core.callbacks: Lightning and Hugging Face Trainer fits recorded into vt stores (tiny models
+"""vt_core.external.callbacks: Lightning and Hugging Face Trainer fits recorded into vt stores (tiny models
 and data made here; nothing from a hub)."""
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import store_arrays
 from vt_core.runtime import Runtime
-from vt_core.store import RunStore
-from vt_core.study import load_study, run_path
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import load_study, run_path
 
 THREAD = Runtime(writer="thread")
 
@@ -21,7 +21,7 @@ def _data(n=64):
 
 def test_lightning_fit_is_recorded(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
-    from vt_core.callbacks.lightning import VtCallback
+    from vt_core.external.callbacks.lightning import VtCallback
 
     x, y = _data()
 
@@ -62,7 +62,7 @@ def test_lightning_fit_is_recorded(tmp_path):
 
 def test_hf_trainer_is_recorded(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from vt_core.callbacks.hf import VtTrainerCallback
+    from vt_core.external.callbacks.hf import VtTrainerCallback
 
     x, y = _data()
 

@@ -1,4 +1,4 @@
-"""Chunks written straight to disk (vt_core.chunk_io) are what zarr would have written: zarr reads
+"""Chunks written straight to disk (vt_core.storage.chunks) are what zarr would have written: zarr reads
 them back, their checksums verify, rows committed in a chunk that is still filling survive every
 rewrite (and a reopen), and damage met while filling a chunk is refused, never written over."""
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from vt_core.chunk_io import CHUNK_BYTES, SMALL_ROW_CHUNK, ChunkError, direct, rows_per_chunk
-from vt_core.store import Checkpoint, RunStore
+from vt_core.storage.chunks import CHUNK_BYTES, SMALL_ROW_CHUNK, ChunkError, direct, rows_per_chunk
+from vt_core.storage.run_store import Checkpoint, RunStore
 
 
 def ckpt(i, width=300, big=True):
@@ -24,7 +24,7 @@ def write(path, batches, direct_writes=True, monkeypatch=None, big=True, hold=Fa
     store = RunStore.create(path, seed=3, config_hash="h", config={})
     store.hold_chunks = hold
     if not direct_writes:
-        monkeypatch.setattr("vt_core.store.direct", lambda arr, root, hold=False: None)
+        monkeypatch.setattr("vt_core.storage.run_store.direct", lambda arr, root, hold=False: None)
     n = 0
     for size in batches:
         store.write_batch([ckpt(i, big=big) for i in range(n, n + size)])

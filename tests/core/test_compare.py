@@ -1,4 +1,4 @@
-"""vt_core.compare on planted data (tests/planted.py): two groups of seeds from known HMMs.
+"""vt_core.analysis.compare on planted data (tests/planted.py): two groups of seeds from known HMMs.
 
 * **detour**: one planted study with a detour state taken by half its converging seeds; group
   ``direct`` is the seeds that skip it, group ``detour`` the seeds that take it. The two groups are
@@ -23,11 +23,18 @@ import numpy as np
 import pytest
 
 from tests.planted import Planted, sample_study
-from vt_core.compare import CompareError, compare_sequences, convergence_difference, joint_sequences, specific_states, visits
-from vt_core.config import HMMConfig
-from vt_core.hmm import Sequences, sequences_from_rows
-from vt_core.layout import layout
-from vt_core.location import read_json
+from vt_core.analysis.compare import (
+    CompareError,
+    compare_sequences,
+    convergence_difference,
+    joint_sequences,
+    specific_states,
+    visits,
+)
+from vt_core.analysis.hmm import Sequences, sequences_from_rows
+from vt_core.config.study_config import HMMConfig
+from vt_core.storage.layout import layout
+from vt_core.storage.location import read_json
 
 N_SEEDS, LENGTH = 24, 60
 CFG = HMMConfig(max_states=5, restarts=2, bootstrap=0, cv_folds=0, covariance="full", seed=0)

@@ -1,9 +1,9 @@
 import pytest
 
 from tests.conftest import ROOT, tiny_dict
-from vt_core.config import ConfigError, load_config, parse_config
+from vt_core.config.study_config import ConfigError, load_config, parse_config
+from vt_core.config.usercode import load_user_code
 from vt_core.names import PAPER_METRICS
-from vt_core.usercode import load_user_code
 
 
 def test_examples_load():
@@ -60,7 +60,7 @@ BAD = [
 
 
 def test_file_url_output_dir_is_a_local_path(tmp_path):
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
 
     cfg = parse_config(tiny_dict(tmp_path, output_dir=(tmp_path / "my study").as_uri()))
     assert cfg.output_dir == str(tmp_path / "my study")

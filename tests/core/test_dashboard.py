@@ -6,10 +6,10 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.dashboard_scale import synthetic
-from vt_core.dashboard import render, segments, thin
-from vt_core.figures.graph import state_graph_png
-from vt_core.palette import state_palette
-from vt_core.report import summary_markdown
+from vt_core.report.dashboard import render, segments, thin
+from vt_core.report.figures.graph import state_graph_png
+from vt_core.report.markdown import summary_markdown
+from vt_core.report.palette import state_palette
 
 
 def test_dashboard_is_standalone_html(analysed_study):
@@ -85,8 +85,8 @@ def test_hover_text_has_words_for_missing_numbers():
     """Bokeh shows NaN for a missing number in a tooltip: the graph and the timeline hover text."""
     from bokeh.models import Range1d
 
-    from vt_core.dashboard.graph import graph_figure
-    from vt_core.dashboard.timeline import timelines
+    from vt_core.report.dashboard.graph import graph_figure
+    from vt_core.report.dashboard.timeline import timelines
 
     a, _, paths, _ = synthetic(4, 40)
     conv = {"0": None, "1": 5077, "2": 10, "3": None}

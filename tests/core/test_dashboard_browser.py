@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.dashboard_scale import synthetic
 from tests.browser import BOKEH_READY, Chromium, find_chromium
-from vt_core.dashboard import render
+from vt_core.report.dashboard import render
 
 pytestmark = pytest.mark.browser
 EXPECTED = {"header", "state-graph", "model-selection", "bootstrap-k", "explain-panel", "metric-select", "seed-select",

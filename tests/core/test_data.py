@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_dict
-from vt_core.config import ConfigError, parse_config
+from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.data import build_task
 from vt_core.data.digits import digits
 from vt_core.data.images import DatasetNotFoundError, local_dataset, synthetic_images

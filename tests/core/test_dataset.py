@@ -14,13 +14,13 @@ import xarray as xr
 
 from tests.conftest import ROOT, store_arrays, tiny_dict
 from vt_core import open_study, stages
-from vt_core.config import parse_config
-from vt_core.layout import layout
-from vt_core.location import location, read_json, url
-from vt_core.metrics.incremental import open_metrics
-from vt_core.naming import FORMAT_VERSION
+from vt_core.config.study_config import parse_config
+from vt_core.metrics.store import open_metrics
 from vt_core.stages.train import train_seed
-from vt_core.study import prepare_study, reset_seed, run_path
+from vt_core.storage.layout import layout
+from vt_core.storage.location import location, read_json, url
+from vt_core.storage.schema import FORMAT_VERSION
+from vt_core.storage.study import prepare_study, reset_seed, run_path
 
 FORMAT1 = ROOT / "tests" / "data" / "format1_study"  # written by vt at 98667b4 (store format 1)
 HMM = {"features": ["l2", "spectral", "var_w", "test_accuracy"]}

@@ -1,10 +1,10 @@
-"""vt_core.detours: detours only from a regression that can support them."""
+"""vt_core.analysis.detours: detours only from a regression that can support them."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vt_core.detours import detour_regression, visits_before
+from vt_core.analysis.detours import detour_regression, visits_before
 
 
 def _seeds(n: int, rng, detour_delay: float, post_state: bool):

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from vt_core import open_study
-from vt_core.export import checkpoint_table, export_study, read_table
-from vt_core.layout import layout
-from vt_core.location import read_json
-from vt_core.metrics.incremental import open_metrics
+from vt_core.metrics.store import open_metrics
+from vt_core.report.export import checkpoint_table, export_study, read_table
+from vt_core.storage.layout import layout
+from vt_core.storage.location import read_json
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vt_core.figures import FIGURES, FigureFormatError, write_figures
-from vt_core.figures.graph import state_graph_png
-from vt_core.figures.style import TWO_COLUMN
+from vt_core.report.figures import FIGURES, FigureFormatError, write_figures
+from vt_core.report.figures.graph import state_graph_png
+from vt_core.report.figures.style import TWO_COLUMN
 
 
 def _ink(img: Image.Image) -> float:

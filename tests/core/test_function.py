@@ -1,4 +1,4 @@
-"""Per-example losses (hooks.per_example_loss) and the function's PCA (vt_core.function)."""
+"""Per-example losses (hooks.per_example_loss) and the function's PCA (vt_core.metrics.function)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tests.conftest import store_arrays, tiny_dict
-from vt_core.config import ConfigError, parse_config
-from vt_core.function import FunctionError, fit_pca, load_function
+from vt_core.config.study_config import ConfigError, parse_config
+from vt_core.metrics.function import FunctionError, fit_pca, load_function
 from vt_core.stages.train import train_group, train_seed
-from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, validate_study
-from vt_core.training import Trainer, example_indices, per_example_loss
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import prepare_study, run_path, validate_study
+from vt_core.training.loop import Trainer, example_indices, per_example_loss
 
 N = 6
 OVER = dict(data={"seed": 0}, hooks={"activations": [], "probe_size": 8, "per_example_loss": N})
@@ -46,7 +46,7 @@ def test_changing_one_prediction_changes_its_column_only(tmp_path, loss):
 
 def test_per_example_losses_average_to_the_loss():
     out, y = torch.randn(10, 3), torch.randint(0, 3, (10,))
-    from vt_core.training import loss_and_correct
+    from vt_core.training.loop import loss_and_correct
 
     for name in ("cross_entropy", "mse"):
         assert torch.isclose(per_example_loss(name, out, y, 3).mean(), loss_and_correct(name, out, y, 3)[0])
@@ -110,7 +110,7 @@ def test_a_study_records_losses_and_fits_the_function(function_study):
 @pytest.mark.browser
 def test_the_dashboard_draws_the_function_without_errors(function_study, tmp_path):
     from tests.browser import render_checked
-    from vt_core.dashboard import build_dashboard
+    from vt_core.report.dashboard import build_dashboard
 
     info = render_checked(build_dashboard(function_study[0]), "function.png", tmp_path)
     assert "function-trajectory" in info["names"] and "state-graph" in info["names"]
@@ -132,7 +132,7 @@ def test_group_records_the_losses_a_seed_records_alone(tmp_path):
 
 
 def test_checks_refuse_examples_that_differ_by_seed(tmp_path):
-    from vt_core.checks import check_config
+    from vt_core.training.preflight import check_config
 
     with pytest.raises(ConfigError, match="data.seed is unset"):
         check_config(parse_config(tiny_dict(tmp_path / "a", hooks={"per_example_loss": 4})))

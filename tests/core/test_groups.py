@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
-from vt_core.config import parse_config
-from vt_core.groups import GroupTrainer, groupable, resolve_group_size
+from vt_core.config.study_config import parse_config
 from vt_core.runtime import Runtime
 from vt_core.stages.train import train_group, train_seed
-from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path
-from vt_core.training import Trainer
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import prepare_study, run_path
+from vt_core.training.groups import GroupTrainer, groupable, resolve_group_size
+from vt_core.training.loop import Trainer
 
 RTOL, ATOL = 1e-5, 1e-6
 

@@ -4,8 +4,8 @@ from hmmlearn.hmm import GaussianHMM
 from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.known_hmm import left_to_right
-from vt_core import hmm
-from vt_core.config import HMMConfig
+from vt_core.analysis import hmm
+from vt_core.config.study_config import HMMConfig
 
 
 def sample_known(sampler_seed: int, n_seqs=8, T=120):

@@ -1,4 +1,4 @@
-"""vt_core.stages.imports and vt_core.checkpoint_files: checkpoints on disk become a study."""
+"""vt_core.stages.import_checkpoints and vt_core.external.checkpoint_files: checkpoints on disk become a study."""
 
 import numpy as np
 import pytest
@@ -6,14 +6,14 @@ import torch
 import xarray as xr
 
 from tests.conftest import store_arrays, tiny_dict
-from vt_core.checkpoint_files import CheckpointFilesError, find_checkpoints
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
+from vt_core.external.checkpoint_files import CheckpointFilesError, find_checkpoints
 from vt_core.runtime import Runtime
-from vt_core.stages.imports import import_seed, merged, plan_import
+from vt_core.stages.import_checkpoints import import_seed, merged, plan_import
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import load_study, prepare_study, run_path
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import load_study, prepare_study, run_path
 
 THREAD = Runtime(writer="thread")
 
@@ -93,7 +93,7 @@ def test_import_gives_the_metrics_vt_run_gives(vt_study, tmp_path):
 def test_metrics_computed_as_checkpoints_stream_in_equal_the_metric_stage(vt_study, tmp_path, monkeypatch):
     import shutil
 
-    from vt_core.metrics import incremental
+    from vt_core.metrics import store as incremental
     from vt_core.stages import metrics as stage
 
     _export(vt_study, [0, 1, 2], tmp_path / "ckpts")
@@ -165,7 +165,7 @@ def test_a_metric_that_cannot_be_computed_stops_the_stream_not_the_import(tmp_pa
 
 
 def test_a_store_damaged_while_metrics_stream_is_named(tmp_path, monkeypatch):
-    from vt_core.metrics import incremental
+    from vt_core.metrics import store as incremental
     from vt_core.stages import metrics as stage
 
     monkeypatch.setattr(stage, "STREAM_BYTES", 1)

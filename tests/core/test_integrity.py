@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from vt_core.location import DamagedFileError, read_json, write_json_atomic
-from vt_core.store import RunStore, StoreError
-from vt_core.study import StudyLockedError, study_lock
-from vt_core.training import Checkpoint
+from vt_core.storage.location import DamagedFileError, read_json, write_json_atomic
+from vt_core.storage.run_store import RunStore, StoreError
+from vt_core.storage.study import StudyLockedError, study_lock
+from vt_core.training.loop import Checkpoint
 
 
 def ckpt(i):
@@ -25,7 +25,7 @@ def ckpt(i):
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """Four checkpoints, each in a chunk of its own (weights, activations) as large rows are."""
-    monkeypatch.setattr("vt_core.chunk_io.CHUNK_BYTES", 64)
+    monkeypatch.setattr("vt_core.storage.chunks.CHUNK_BYTES", 64)
     s = RunStore.create(tmp_path / "seed=0000.zarr", seed=0, config_hash="abc", config={"x": 1})
     for i in range(4):
         s.write(ckpt(i))
@@ -191,7 +191,7 @@ def test_garbled_array_metadata_is_named(store):
 
 
 def test_damage_inside_a_chunk_of_several_checkpoints_is_named_by_checkpoint(tmp_path):
-    """Small rows share a chunk (vt_core.chunk_io.rows_per_chunk): a flipped bit fails the chunk's
+    """Small rows share a chunk (vt_core.storage.chunks.rows_per_chunk): a flipped bit fails the chunk's
     checksum, and the row checksums recorded at each commit name the checkpoint it hit; a
     truncated chunk names the checkpoints cut off."""
     s = RunStore.create(tmp_path / "seed=0000.zarr", seed=0, config_hash="abc", config={"x": 1})

@@ -1,6 +1,6 @@
-from vt_core.labels import LABELS, axis_label, metric_label, short_label
 from vt_core.metrics.registry import REGISTRY
 from vt_core.names import PAPER_METRICS, SCALARS
+from vt_core.report.labels import LABELS, axis_label, metric_label, short_label
 
 
 def test_every_built_in_metric_has_a_long_name_and_units():

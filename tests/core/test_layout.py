@@ -1,11 +1,11 @@
-"""vt_core.layout: every path under a study directory has one home."""
+"""vt_core.storage.layout: every path under a study directory has one home."""
 
 from __future__ import annotations
 
 import ast
 
 from tests.conftest import ROOT
-from vt_core.layout import layout, resume_path
+from vt_core.storage.layout import layout, resume_path
 
 NAMES = {"study.json", ".vt.lock", "metrics.zarr", "metrics.zarr.new", "analysis.json", "selection.json",
          "paths.json", "model.npz", "input.npz", "split.json", "index.html", "report.md", "runs", "fits",
@@ -54,4 +54,4 @@ def test_no_other_module_spells_a_study_path():
             for node in _string_literals(ast.parse(path.read_text())):
                 if node.value.strip("/") in NAMES:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
-    assert not found, "study paths spelled outside vt_core/layout.py:\n" + "\n".join(found)
+    assert not found, "study paths spelled outside vt_core/storage/layout.py:\n" + "\n".join(found)

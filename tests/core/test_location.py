@@ -7,7 +7,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from vt_core.location import (
+from vt_core.storage.location import (
     LocationError,
     check_url,
     create_exclusive,
@@ -91,7 +91,7 @@ def test_move_store_killed_midway_leaves_no_half_store(mem, monkeypatch):
     zarr.json comes last), never as a store with some chunks old and some new; the source is intact."""
     import zarr
 
-    from vt_core.metrics.incremental import _open
+    from vt_core.metrics.store import _open
 
     old, new = _store(mem / "m.zarr", 1.0), _store(mem / "m.zarr.new", 2.0)
     fs = new.fs

@@ -14,9 +14,9 @@ import xarray as xr
 
 from tests.conftest import ROOT, tiny_dict
 from vt_core import stages
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
 from vt_core.stages.train import train_seed
-from vt_core.study import prepare_study
+from vt_core.storage.study import prepare_study
 
 METRICS_ZARR, NEW_SUFFIX = "metrics.zarr", ".new"
 

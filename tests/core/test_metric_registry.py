@@ -8,15 +8,15 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_dict
 from vt_core import stages
-from vt_core.config import ConfigError, parse_config
+from vt_core.config.study_config import ConfigError, parse_config
+from vt_core.config.usercode import load_user_code
 from vt_core.metrics.compute import _matrix_kernel, seed_metrics
-from vt_core.metrics.incremental import load_features
 from vt_core.metrics.registry import all_metrics, get
+from vt_core.metrics.store import load_features
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import load_study, open_run, prepare_study, run_path
-from vt_core.training import Trainer, loss_and_correct
-from vt_core.usercode import load_user_code
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import load_study, open_run, prepare_study, run_path
+from vt_core.training.loop import Trainer, loss_and_correct
 
 rng = np.random.default_rng(0)
 MATS = {
@@ -240,7 +240,7 @@ def test_reuse_is_keyed_by_the_training_run(tmp_path):
     before = load_features(study, ["l2", "var_w"]).copy()
     again = _analyse_metrics(study, [0, 1], why=True)
     assert again["computed"] == 0 and again["why"] == {}
-    from vt_core.study import reset_seed
+    from vt_core.storage.study import reset_seed
 
     reset_seed(study, 1)
     train_seed(study, 1)  # bit-identical on a CPU, as a GPU or grouped retrain would not be

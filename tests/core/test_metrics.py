@@ -5,10 +5,10 @@ import torch
 import xarray as xr
 
 from vt_core.metrics.compute import _matrix_kernel, seed_metrics
-from vt_core.metrics.incremental import load_features
 from vt_core.metrics.registry import get
+from vt_core.metrics.store import load_features
 from vt_core.names import PAPER_METRICS, SCALARS
-from vt_core.study import load_study, open_run
+from vt_core.storage.study import load_study, open_run
 
 MATRIX_METRICS = [n for n in PAPER_METRICS if get(n).reads == "matrix"]
 

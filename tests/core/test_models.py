@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from tests.conftest import tiny_dict
-from vt_core.config import ConfigError, parse_config
+from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.data import build_task
-from vt_core.hooks import describe_hookpoints, select_hookpoints
 from vt_core.models import build_model
+from vt_core.models.hooks import describe_hookpoints, select_hookpoints
 from vt_core.models.registry import ModelFactoryError
 
 IMG = {"name": "synthetic_images", "size": 16, "n_train": 64, "n_test": 32}
@@ -79,7 +79,7 @@ def test_describe_hookpoints_shapes():
 
 
 def test_hooks_removed_when_forward_raises():
-    from vt_core.hooks import capture
+    from vt_core.models.hooks import capture
 
     _, task, m = build({"name": "mlp", "hidden": [8]}, {"name": "digits"})
     with pytest.raises(RuntimeError):

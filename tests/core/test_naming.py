@@ -2,13 +2,13 @@
 
 import json
 
-from vt_core.naming import dimension_names, netcdf_attrs, scalar_attrs
+from vt_core.storage.schema import dimension_names, netcdf_attrs, scalar_attrs
 
 
 def test_transformer_dimensions_are_named_for_what_they_are():
-    from vt_core.hooks import array_kinds
+    from vt_core.models.hooks import array_kinds
     from vt_core.models.transformer import Transformer
-    from vt_core.naming import dimension_names
+    from vt_core.storage.schema import dimension_names
 
     model = Transformer(d_vocab=7, d_vocab_out=7, n_ctx=3, d_model=8, n_heads=2, d_head=4, d_mlp=16)
     kinds = array_kinds(model, ["blocks.0.attn.W_Q", "blocks.0.mlp.W_in", "embed.W_E"],

@@ -1,4 +1,4 @@
-"""vt_core.narrative: the terminal, the dashboard header, the summary and the report say the same
+"""vt_core.report.narrative: the terminal, the dashboard header, the summary and the report say the same
 thing about k: its value, status, evidence, uncertainty and notes."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 import re
 
-from vt_core.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
-from vt_core.report import report_markdown, summary_markdown
+from vt_core.report.markdown import report_markdown, summary_markdown
+from vt_core.report.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 from vt_core.stages.explain import load_analysis
 
 
@@ -42,8 +42,8 @@ def test_numbers_and_names_for_people():
 
 
 def test_no_python_in_the_text():
-    from vt_core.narrative import listed
-    from vt_core.report import converged_at
+    from vt_core.report.markdown import converged_at
+    from vt_core.report.narrative import listed
 
     assert listed([7]) == "7" and listed([1, 2, 1000]) == "1, 2, 1000" and listed([]) == "none"
     assert listed([0.5, 5077.333333333333]) == "0.5, 5,077"
@@ -51,7 +51,7 @@ def test_no_python_in_the_text():
     assert (converged_at(a, 0), converged_at(a, 1), converged_at(a, 2)) == ("step 120", "never", "–")
     a["accuracy_unrecorded"] = [1]  # no accuracy at all is not "never converged"
     assert converged_at(a, 1) == "no accuracy recorded"
-    from vt_core.dashboard.timeline import _converged
+    from vt_core.report.dashboard.timeline import _converged
 
     assert _converged({"1": None}, "1", frozenset({"1"})) == "no held-out accuracy recorded"
     assert _converged({"1": None}, "1") == "never"

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 
-from vt_core.palette import NO_STATE, STATE_COLORS, graph_layout, state_palette, text_color
+from vt_core.report.palette import NO_STATE, STATE_COLORS, graph_layout, state_palette, text_color
 
 # Machado, Oliveira & Fernandes (2009), severity 1: linear-RGB simulation matrices
 CVD = {

@@ -15,13 +15,13 @@ import torch
 
 from tests.conftest import tiny_dict
 from tests.reference.paper_code_metrics import paper_metrics
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
 from vt_core.data import build_task
 from vt_core.metrics.compute import seed_metrics
 from vt_core.metrics.roles import parameter_roles
 from vt_core.models import build_model
 from vt_core.names import PAPER_METRICS, SCALARS
-from vt_core.store import Checkpoint, RunStore
+from vt_core.storage.run_store import Checkpoint, RunStore
 
 CASES = {
     "transformer (paper: p=113, d=128, 4 heads, MLP 512)": ("transformer", {

@@ -1,7 +1,7 @@
 """vt's latent-state analysis on planted studies (issue 16): data sampled from a known path of states
 (tests/planted.py), seeds with unequal dwell times, shuffled rows, steps that are not 0..T-1.
 
-Through the public function ``vt_core.trajectories.analyse_trajectories`` only. What is checked:
+Through the public function ``vt_core.analysis.trajectories.analyse_trajectories`` only. What is checked:
 the default settings choose the true k and decode with ARI >= 0.95; a planted detour is flagged; a
 state entered only after convergence is not; row order does not matter; the paper's per-seed
 z-scoring is not better than the default; the bootstrap's k distribution is a distribution centred on
@@ -24,7 +24,7 @@ from sklearn.metrics import adjusted_rand_score
 from tests.planted import Planted, sample_study
 
 trajectories = pytest.importorskip(
-    "vt_core.trajectories", reason="vt_core.trajectories.analyse_trajectories (issue 16) does not exist yet")
+    "vt_core.analysis.trajectories", reason="vt_core.analysis.trajectories.analyse_trajectories (issue 16) does not exist yet")
 
 RESTARTS = 5  # the default (hmm.restarts)
 MIN_ARI = 0.95

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_dict
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
 from vt_core.errors import VtError
-from vt_core.position import BatchPosition, ScheduleError
+from vt_core.training.position import BatchPosition, ScheduleError
 
 
 def _position(tmp_path, n=256, **over):

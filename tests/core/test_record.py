@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from vt_core.names import SCALARS
-from vt_core.position import PositionMark
-from vt_core.record import checkpoint_record, load_resume_state, resume_state
-from vt_core.training import Trainer
+from vt_core.training.checkpoint_record import checkpoint_record, load_resume_state, resume_state
+from vt_core.training.loop import Trainer
+from vt_core.training.position import PositionMark
 
 
 def _mark(**over):

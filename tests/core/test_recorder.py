@@ -1,4 +1,4 @@
-"""vt_core.recorder: the user's own loop recorded into the same stores as `vt run`."""
+"""vt_core.external.recorder: the user's own loop recorded into the same stores as `vt run`."""
 
 import math
 import os
@@ -13,15 +13,15 @@ import torch
 
 from tests.conftest import ROOT, store_arrays, tiny_dict
 from vt_core import Recorder
-from vt_core.config import ExternalStudyError, parse_config
+from vt_core.config.study_config import ExternalStudyError, parse_config
 from vt_core.data import build_task
+from vt_core.external.recorder import RecorderError, StepOrderError
 from vt_core.models import build_model
-from vt_core.recorder import RecorderError, StepOrderError
 from vt_core.runtime import Runtime
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import load_study, prepare_study, run_path
-from vt_core.training import loss_and_correct
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import load_study, prepare_study, run_path
+from vt_core.training.loop import loss_and_correct
 
 THREAD = Runtime(writer="thread")
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from vt_core import hmm
-from vt_core.config import HMMConfig
-from vt_core.naming import config_of
-from vt_core.store import RunStore
-from vt_core.study import load_study, run_path
+from vt_core.analysis import hmm
+from vt_core.config.study_config import HMMConfig
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.schema import config_of
+from vt_core.storage.study import load_study, run_path
 
 # Rows in file-listing order instead of step order: tests/core/test_hmm.py::test_shuffled_rows_give_step_ordered_sequences
 # k hard-coded instead of selected: tests/core/test_hmm.py::test_known_hmm_is_recovered (BIC picks the true k)
@@ -69,7 +69,7 @@ def test_nothing_reaches_for_the_network():
 
 def test_no_evaluation_or_snapshot_per_step(tiny_config):
     """Evaluation and snapshots happen at checkpoints only: a run of 96 steps makes 13 of them."""
-    from vt_core.training import Trainer
+    from vt_core.training.loop import Trainer
 
     t = Trainer(tiny_config, 0)
     calls = []

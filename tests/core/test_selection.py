@@ -1,12 +1,11 @@
-"""vt_core.selection: k chosen by BIC, cross-validated over seeds, extended at the edge, undetermined
+"""vt_core.analysis.selection: k chosen by BIC, cross-validated over seeds, extended at the edge, undetermined
 when it cannot be decided, and bootstrapped."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vt_core.config import HMMConfig
-from vt_core.selection import (
+from vt_core.analysis.selection import (
     bootstrap_sample,
     bootstrap_summary,
     choose,
@@ -17,6 +16,7 @@ from vt_core.selection import (
     run_job,
     state_stability,
 )
+from vt_core.config.study_config import HMMConfig
 
 
 def _row(k, bic, kind="main", index=-1, restart=0, status="ok", heldout=None, n_held=10):

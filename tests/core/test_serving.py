@@ -1,4 +1,4 @@
-"""vt_core.serving: the flow links to a dashboard over HTTP only while a live server on this host
+"""vt_core.report.serving: the flow links to a dashboard over HTTP only while a live server on this host
 serves it."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from vt_core.layout import layout
-from vt_core.location import write_json_atomic
-from vt_core.serving import page_url, served_url, serving
+from vt_core.report.serving import page_url, served_url, serving
+from vt_core.storage.layout import layout
+from vt_core.storage.location import write_json_atomic
 
 
 def test_served_while_the_block_runs(tmp_path):

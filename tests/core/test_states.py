@@ -1,12 +1,12 @@
-"""vt_core.states: the HMM pipeline on any directory; a small study degrades and finishes."""
+"""vt_core.analysis.states: the HMM pipeline on any directory; a small study degrades and finishes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vt_core.config import HMMConfig
-from vt_core.hmm import Sequences
-from vt_core.states import explain, finalize, prepare, run_fits
+from vt_core.analysis.hmm import Sequences
+from vt_core.analysis.states import explain, finalize, prepare, run_fits
+from vt_core.config.study_config import HMMConfig
 
 
 def _seqs(n_seeds: int, T: int, F: int, seed: int = 0) -> Sequences:

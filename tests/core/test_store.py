@@ -3,8 +3,8 @@ import pytest
 import torch
 import xarray as xr
 
-from vt_core.store import RunStore, StoreError
-from vt_core.training import Checkpoint
+from vt_core.storage.run_store import RunStore, StoreError
+from vt_core.training.loop import Checkpoint
 
 
 def ckpt(i, w=None):

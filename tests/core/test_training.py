@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, seed_status
-from vt_core.training import DivergedError, Trainer
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import prepare_study, run_path, seed_status
+from vt_core.training.loop import DivergedError, Trainer
 
 
 def weights_of(trainer):
@@ -186,7 +186,7 @@ def test_capture_inputs_and_outputs(tmp_path):
 
 
 def test_device_auto_resolves_here():
-    from vt_core.training import resolve_device
+    from vt_core.training.loop import resolve_device
 
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu").type == "cpu"

@@ -1,4 +1,4 @@
-"""vt_core.trajectories and `vt states`: vt's analysis of a table of trajectories from anywhere."""
+"""vt_core.analysis.trajectories and `vt states`: vt's analysis of a table of trajectories from anywhere."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from vt_core.trajectories import TrajectoryError, analyse_trajectories
+from vt_core.analysis.trajectories import TrajectoryError, analyse_trajectories
 
 HMM = {"max_states": 4, "restarts": 2, "covariance": "diag", "bootstrap": 3, "cv_folds": 2, "extend": False}
 

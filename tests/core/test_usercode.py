@@ -1,12 +1,12 @@
-"""vt_core.usercode: user code (metric plugins, a model factory) runs only when asked, once."""
+"""vt_core.config.usercode: user code (metric plugins, a model factory) runs only when asked, once."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import tiny_dict
-from vt_core.config import ConfigError, parse_config
-from vt_core.usercode import ModelFactoryError, load_user_code, resolve_factory
+from vt_core.config.study_config import ConfigError, parse_config
+from vt_core.config.usercode import ModelFactoryError, load_user_code, resolve_factory
 
 
 def _payload(tmp_path, name: str) -> tuple[str, object]:

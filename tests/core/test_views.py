@@ -1,7 +1,7 @@
 import numpy as np
 import xarray as xr
 
-from vt_core.views import band, modal_state, path_groups, path_of, seed_orders, state_grid
+from vt_core.report.outputs import band, modal_state, path_groups, path_of, seed_orders, state_grid
 
 PATHS = {"0": {"steps": [0, 10, 20, 30], "states": [0, 0, 1, 2]},
          "1": {"steps": [0, 10, 20, 30], "states": [0, 2, 2, 2]},

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
-from vt_core.config import parse_config
+from vt_core.config.study_config import parse_config
 from vt_core.errors import VtError
 from vt_core.runtime import Runtime, RuntimeSettingError
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import prepare_study, run_path, seed_status
-from vt_core.writer import CheckpointWriter, ProcessCheckpointWriter, WriterError, make_writer
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import prepare_study, run_path, seed_status
+from vt_core.storage.writer import CheckpointWriter, ProcessCheckpointWriter, WriterError, make_writer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is Linux-only")
 
@@ -89,7 +89,7 @@ def full_disk(monkeypatch, at: int, only: str | None = None) -> None:
     this process, which the writer processes are forks of (and the thread writer runs in)."""
     from zarr.storage import LocalStore
 
-    from vt_core import chunk_io
+    from vt_core.storage import chunks as chunk_io
 
     state = {"full": False}
     put, store_set = chunk_io.DirectChunks.put, LocalStore.set
@@ -227,8 +227,8 @@ def test_frames_larger_than_the_pipe_arrive_whole_and_in_order(tmp_path, max_pen
     """Checkpoints of 3 MB (the pipe holds 1 MiB) go in pieces, from the training thread itself:
     waiting for the writer when more than ``max_pending`` bytes are queued, else queued ahead and
     sent at later checkpoints and at close. Every checkpoint is committed, in order, bit for bit."""
-    from vt_core.resume_file import Position
-    from vt_core.store import Checkpoint
+    from vt_core.storage.resume_file import Position
+    from vt_core.storage.run_store import Checkpoint
 
     store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
     rng = np.random.default_rng(0)
@@ -247,7 +247,7 @@ def test_frames_larger_than_the_pipe_arrive_whole_and_in_order(tmp_path, max_pen
 
 
 def _affinity_after_keep_off(allowed: set[int], cpu: int) -> set[int]:
-    code = (f"import os, sys; from vt_core.writer import _keep_off; os.sched_setaffinity(0, {allowed}); "
+    code = (f"import os, sys; from vt_core.storage.writer import _keep_off; os.sched_setaffinity(0, {allowed}); "
             f"_keep_off({cpu}); print(sorted(os.sched_getaffinity(0)))")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True).stdout
@@ -259,7 +259,7 @@ def _affinity_after_keep_off(allowed: set[int], cpu: int) -> set[int]:
 def test_writer_process_keeps_off_the_training_threads_cpu(tmp_path):
     """The writer runs on the CPUs allowed but the one the training thread was on when it started
     (woken by a frame, it would otherwise preempt training there); on a single allowed CPU it stays."""
-    from vt_core.writer import _current_cpu
+    from vt_core.storage.writer import _current_cpu
 
     a, b = sorted(os.sched_getaffinity(0))[:2]
     assert _affinity_after_keep_off({a, b}, a) == {b}
@@ -282,8 +282,8 @@ def test_writer_process_keeps_off_the_training_threads_cpu(tmp_path):
 def test_a_close_interrupted_while_sending_leaves_no_writer_waiting(tmp_path, monkeypatch):
     """Ctrl-C while the last frames go into the pipe: the child sees its input end (a frame cut
     short) and stops without writing what it had not committed; closing again reports it, no hang."""
-    from vt_core.resume_file import Position
-    from vt_core.store import Checkpoint
+    from vt_core.storage.resume_file import Position
+    from vt_core.storage.run_store import Checkpoint
 
     store = RunStore.create(tmp_path / "s.zarr", seed=0, config_hash="x", config={})
     w = ProcessCheckpointWriter(store, capacity=4)

@@ -67,7 +67,7 @@ def test_a_second_run_on_the_same_study_is_refused(analysed_study, tmp_path):
     import time
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom vt_core.study import study_lock\n"
+        "import sys, time\nfrom vt_core.storage.study import study_lock\n"
         f"with study_lock({str(analysed_study)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -79,7 +79,7 @@ def test_a_second_run_on_the_same_study_is_refused(analysed_study, tmp_path):
         holder.wait()
     assert (analysed_study / ".vt.lock").exists()  # killed: its lock stays behind ...
     time.sleep(0.1)
-    from vt_core.study import study_lock
+    from vt_core.storage.study import study_lock
 
     with study_lock(analysed_study):  # ... and is taken over, since its process is gone
         pass
@@ -135,7 +135,7 @@ def test_dashboard_command_rebuilds_and_serves_on_loopback(analysed_study, tmp_p
 
 
 def test_dashboard_needs_an_analysed_study(tmp_path, tiny_config):
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
 
     study = prepare_study(tiny_config)
     res = runner.invoke(app, ["dashboard", str(study)])
@@ -145,8 +145,8 @@ def test_dashboard_needs_an_analysed_study(tmp_path, tiny_config):
 def test_validate_study_json_from_another_config(analysed_study, tmp_path):
     import shutil
 
-    from vt_core.config import parse_config
-    from vt_core.study import prepare_study
+    from vt_core.config.study_config import parse_config
+    from vt_core.storage.study import prepare_study
 
     study = tmp_path / "copy"
     shutil.copytree(analysed_study, study)

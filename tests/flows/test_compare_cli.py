@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tests.browser import render_checked
 from tests.conftest import tiny_dict
-from vt_core.config import parse_config
-from vt_core.layout import layout
-from vt_core.location import read_json
+from vt_core.config.study_config import parse_config
+from vt_core.storage.layout import layout
+from vt_core.storage.location import read_json
 
 runner = CliRunner()
 FEATURES = ["l2", "spectral", "code_sparsity", "mean_singular_value", "var_w", "train_loss", "test_accuracy"]
@@ -21,7 +21,7 @@ FEATURES = ["l2", "spectral", "code_sparsity", "mean_singular_value", "var_w", "
 def _study(root, name: str, **over):
     from vt_core import stages
     from vt_core.stages.train import train_seed
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
 
     config = parse_config(tiny_dict(root / name, name=name, checkpoints={"every_epochs": None, "every_steps": 4},
                                     hmm={"features": FEATURES, "bootstrap": 0, "cv_folds": 0}, **over))
@@ -62,7 +62,7 @@ def test_compare_writes_the_comparison(compared):
 
 
 def test_studies_with_different_metrics_are_refused(compared, tmp_path):
-    from vt_core.study import prepare_study
+    from vt_core.storage.study import prepare_study
 
     a = compared[0]
     other = prepare_study(parse_config(tiny_dict(tmp_path / "other", name="other",

@@ -4,7 +4,7 @@ import inspect
 import yaml
 
 from tests.conftest import ROOT
-from vt_core.config import load_config
+from vt_core.config.study_config import load_config
 
 
 def test_prefect_yaml_points_at_real_flows_and_configs():

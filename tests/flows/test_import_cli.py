@@ -4,9 +4,9 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from vt_core.layout import layout
-from vt_core.store import RunStore
-from vt_core.study import run_path
+from vt_core.storage.layout import layout
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import run_path
 
 runner = CliRunner()
 

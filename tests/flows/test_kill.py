@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import ROOT, committed_steps, tiny_dict
 from tests.flows.conftest import write_toml
-from vt_core.store import RunStore
-from vt_core.study import run_path
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import run_path
 
 pytestmark = pytest.mark.integration
 

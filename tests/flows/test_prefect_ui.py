@@ -20,10 +20,10 @@ from prefect.client.schemas.sorting import ArtifactSort
 from flows.serve_dashboard import serve_directory
 from flows.study import analyze_flow
 from tests.conftest import ROOT
-from vt_core.layout import layout
-from vt_core.serving import served_url, serving
+from vt_core.report.serving import served_url, serving
 from vt_core.stages.publish import artifact_key, location_tag
-from vt_core.study import load_study
+from vt_core.storage.layout import layout
+from vt_core.storage.study import load_study
 
 KINDS = ("dashboard", "summary", "model-selection")
 

@@ -16,13 +16,21 @@ from flows.study import study_flow
 from tests.conftest import store_arrays, tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core import stages
-from vt_core.config import parse_config
-from vt_core.layout import layout
-from vt_core.location import location, url
-from vt_core.metrics.incremental import load_features
+from vt_core.config.study_config import parse_config
+from vt_core.metrics.store import load_features
 from vt_core.stages.train import train_seed
-from vt_core.store import RunStore
-from vt_core.study import StudyLockedError, prepare_study, reset_seed, run_path, seed_status, study_lock, validate_study
+from vt_core.storage.layout import layout
+from vt_core.storage.location import location, url
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import (
+    StudyLockedError,
+    prepare_study,
+    reset_seed,
+    run_path,
+    seed_status,
+    study_lock,
+    validate_study,
+)
 
 runner = CliRunner()
 SEEDS = [0, 1, 2]

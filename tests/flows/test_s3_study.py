@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tests.conftest import store_arrays, tiny_dict
 from tests.flows.conftest import write_toml
-from vt_core.config import parse_config
-from vt_core.layout import layout
-from vt_core.location import location, url
+from vt_core.config.study_config import parse_config
 from vt_core.stages.train import train_seed
-from vt_core.study import StudyLockedError, prepare_study, run_path, study_lock
+from vt_core.storage.layout import layout
+from vt_core.storage.location import location, url
+from vt_core.storage.study import StudyLockedError, prepare_study, run_path, study_lock
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -131,7 +131,7 @@ def test_vt_import_from_an_s3_url_equals_the_local_import(s3_bucket, tmp_path):
         assert a.keys() == b.keys() and "weights/0.weight" in a
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    from vt_core.study import load_study
+    from vt_core.storage.study import load_study
 
     origin = load_study(tmp_path / "from-s3").origin
     assert origin is not None and origin.kind == "import" and origin.source == f"{s3_bucket}/ck"

@@ -19,8 +19,8 @@ from flows.study import study_flow
 from tests.conftest import tiny_dict
 from tests.flows.conftest import write_toml
 from vt_core.stages.publish import artifact_key, location_tag
-from vt_core.store import RunStore
-from vt_core.study import run_path
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import run_path
 
 runner = CliRunner()
 
@@ -99,8 +99,8 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from vt_core.store import RunStore
-    from vt_core.study import run_path
+    from vt_core.storage.run_store import RunStore
+    from vt_core.storage.study import run_path
 
     study = tmp_path / "study"
     d = tiny_dict(study, model={"factory": "tests.plugins.faulty:make_net", "kwargs": {"width": 32}},
@@ -123,7 +123,7 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
     assert res.exit_code == 0
     out = " ".join(res.output.split())
     assert "study: failed" in out and "seeds 1 failed" in out and f"`vt rerun {study} --seed N`" in out
-    from vt_core.study import seed_status
+    from vt_core.storage.study import seed_status
 
     row = {r["seed"]: r for r in seed_status(study)}[1]
     assert row["status"] == "failed" and "injected failure in seed 1" in row["error"]

@@ -289,9 +289,9 @@ def pristine(tmp_path_factory, prefect_server) -> Pristine:
     trained_at = base / "trained"
     cfg = write_toml(study_dict(trained_at), base / "study.toml")
     with pytest.MonkeyPatch.context() as m:
-        # a chunk per checkpoint, as the stores of larger models have (vt_core.chunk_io.rows_per_chunk):
+        # a chunk per checkpoint, as the stores of larger models have (vt_core.storage.chunks.rows_per_chunk):
         # damage to one chunk is then damage to one checkpoint, which the outputs must name
-        m.setattr("vt_core.chunk_io.CHUNK_BYTES", 0)
+        m.setattr("vt_core.storage.chunks.CHUNK_BYTES", 0)
         run = vt("run", cfg)
     assert run.exit_code == 0, f"the fixture study did not train:\n{run.describe()}"
     assert not (trained_at / ".vt.lock").exists()

@@ -368,7 +368,7 @@ def _output_dir_cases() -> list[Case]:
         return tmp / "study"
 
     def other_study(tmp):
-        from vt_core.config import parse_config
+        from vt_core.config.study_config import parse_config
 
         out = tmp / "study"
         other = parse_config(tiny_dict(out, optimizer={"lr": 0.3}, training={"epochs": 7}))

@@ -106,7 +106,7 @@ def forge_study_json(study: Path, edit: Callable[[dict], None]) -> None:
     for key in [k for k in d if k not in ("config", "training_hash", "versions", "created", "updated")]:
         d.pop(key)  # whatever vt added to guard the document
     try:
-        from vt_core.location import location, write_json_atomic
+        from vt_core.storage.location import location, write_json_atomic
     except ImportError:
         p.write_text(json.dumps(d, indent=2))
     else:

@@ -6,10 +6,10 @@ import pytest
 
 from tests.conftest import ROOT
 from vt_core import stages
-from vt_core.config import load_config
-from vt_core.report import report_markdown
+from vt_core.config.study_config import load_config
+from vt_core.report.markdown import report_markdown
 from vt_core.stages.train import train_seed
-from vt_core.study import prepare_study
+from vt_core.storage.study import prepare_study
 
 pytestmark = pytest.mark.slow
 

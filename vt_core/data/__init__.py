@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vt_core.config import ConfigError
+from vt_core.config.study_config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ import json
 import numpy as np
 import xarray as xr
 
-from vt_core.config import StudyConfig
+from vt_core.config.study_config import StudyConfig
 from vt_core.errors import VtError
 from vt_core.metrics.registry import LAYER_KINDS, Metric, get
 from vt_core.metrics.roles import WEIGHT_ROLES, parameter_roles
 from vt_core.metrics.weights import singular_values
 from vt_core.names import SCALARS
-from vt_core.store import RunStore
+from vt_core.storage.run_store import RunStore
 
 
 class MetricsComputeError(VtError, RuntimeError):
@@ -53,7 +53,7 @@ def _fallback_role(ndim_stored: int) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _roles_of_config(training_json: str) -> dict[str, str]:
-    from vt_core.config import parse_config
+    from vt_core.config.study_config import parse_config
     from vt_core.data import build_task
     from vt_core.models import build_model
 

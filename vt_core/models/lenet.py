@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from vt_core.config import ConfigError
+from vt_core.config.study_config import ConfigError
 
 
 class LeNet5(nn.Module):

@@ -6,8 +6,8 @@ import inspect
 
 from torch import nn
 
+from vt_core.config.usercode import ModelFactoryError, resolve_factory
 from vt_core.data import Task
-from vt_core.usercode import ModelFactoryError, resolve_factory
 
 
 def _custom(cfg, task: Task, d_out: int) -> nn.Module:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from vt_core.hooks import HookPoint
+from vt_core.models.hooks import HookPoint
 
 
 class LayerNorm(nn.Module):

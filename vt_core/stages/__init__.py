@@ -9,7 +9,7 @@
     publish   build_dashboard, artifacts                     -> dashboard/index.html, artifacts
 
 Stages exchange paths and small JSON-able values only; everything else lives on disk
-(:mod:`vt_core.layout`). :func:`analyse` runs the analysis stages in order without an
+(:mod:`vt_core.storage.layout`). :func:`analyse` runs the analysis stages in order without an
 orchestrator: for scripts, notebooks and tests.
 """
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import time
 
-from vt_core import states
-from vt_core.config import StudyConfig
-from vt_core.layout import layout
-from vt_core.location import Location, location, same_process_only
-from vt_core.parallel import pool as _pool
+from vt_core.analysis import states
+from vt_core.analysis.parallel import pool as _pool
+from vt_core.config.study_config import StudyConfig
 from vt_core.stages.explain import explain
 from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
-from vt_core.study import load_study
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, location, same_process_only
+from vt_core.storage.study import load_study
 
 
 def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
@@ -33,7 +33,7 @@ def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
     config, every seed is finished and its store verified in full (checksums), and the analysis
     is current and intact. Then no orchestration needs to start."""
     from vt_core.stages.explain import analysis_is_current
-    from vt_core.study import is_finished, store_problems
+    from vt_core.storage.study import is_finished, store_problems
 
     study = location(study)
     if not layout(study).study_json.is_file() or load_study(study).model_dump() != config.model_dump():

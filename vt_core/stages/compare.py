@@ -1,5 +1,5 @@
 """`vt compare STUDY_A STUDY_B [...]`: one HMM fitted jointly over every study's seeds, then per
-study what differs (:mod:`vt_core.compare`). The steps, one Prefect task each in the compare flow::
+study what differs (:mod:`vt_core.analysis.compare`). The steps, one Prefect task each in the compare flow::
 
     prepare_comparison   -> OUT/comparison.json, OUT/hmm/input.npz, split.json; the first fits
     fit_comparison (job) -> OUT/hmm/fits/NAME.json (+ .npz)
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from vt_core import hmm, states
-from vt_core.compare import CompareError, feature_difference, finish, joint_sequences
-from vt_core.config import HMMConfig, StudyConfig
-from vt_core.layout import comparison_dir, layout
-from vt_core.location import Location, location, read_json, url, write_json_atomic
-from vt_core.metrics.incremental import load_features
+from vt_core.analysis import hmm, states
+from vt_core.analysis.compare import CompareError, feature_difference, finish, joint_sequences
+from vt_core.config.study_config import HMMConfig, StudyConfig
+from vt_core.metrics.store import load_features
 from vt_core.stages.explain import convergence_steps
-from vt_core.study import load_study
+from vt_core.storage.layout import comparison_dir, layout
+from vt_core.storage.location import Location, location, read_json, url, write_json_atomic
+from vt_core.storage.study import load_study
 
 
 class ComparisonPlan(TypedDict):
@@ -138,7 +138,7 @@ def finalize_comparison(root: str | Location, rows: list[dict]) -> dict:
 
 
 def load_comparison(root: str | Location) -> dict:
-    """The comparison's ``analysis.json`` (its ``comparison`` section: :func:`vt_core.compare.summarise`)."""
+    """The comparison's ``analysis.json`` (its ``comparison`` section: :func:`vt_core.analysis.compare.summarise`)."""
     path = layout(location(root)).analysis
     if not path.is_file():
         raise CompareError(f"{path} not found: the comparison has not finished; run `vt compare` again")
@@ -165,9 +165,9 @@ class ComparisonArtifacts(TypedDict):
 def publish_comparison(root: str | Location) -> ComparisonArtifacts:
     """Write the comparison's dashboard and ``report.md``; what the flow publishes as artifacts (a
     link to the dashboard, the report, the per-study table)."""
-    from vt_core.compare_report import comparison_markdown
-    from vt_core.dashboard.compare import build_comparison_dashboard
-    from vt_core.location import is_remote, write_text_atomic
+    from vt_core.report.compare_markdown import comparison_markdown
+    from vt_core.report.dashboard.compare import build_comparison_dashboard
+    from vt_core.storage.location import is_remote, write_text_atomic
 
     root = location(root)
     a = load_comparison(root)

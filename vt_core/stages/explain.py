@@ -1,6 +1,6 @@
 """Stage 4, explanations: state summaries, the state graph, transition explanations, convergence,
-detours and dissimilarity -> ``analysis.json``. The steps are :mod:`vt_core.states`'s; the maths is in
-:mod:`vt_core.analysis` and :mod:`vt_core.detours`."""
+detours and dissimilarity -> ``analysis.json``. The steps are :mod:`vt_core.analysis.states`'s; the maths is in
+:mod:`vt_core.analysis.transitions` and :mod:`vt_core.analysis.detours`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import logging
 import numpy as np
 
 import vt_core
-from vt_core import analysis, states
+from vt_core.analysis import states
+from vt_core.analysis import transitions as analysis
 from vt_core.errors import VtError
-from vt_core.layout import layout
-from vt_core.location import Location, location, read_json
-from vt_core.metrics.incremental import load_features
-from vt_core.study import load_study, open_run
+from vt_core.metrics.store import load_features
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, location, read_json
+from vt_core.storage.study import load_study, open_run
 
 log = logging.getLogger("vt")
 
@@ -36,7 +37,7 @@ def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
 def analysis_is_current(study: str | Location, seeds: list[int]) -> bool:
     """True when analysis.json, the HMM files and the dashboard were made from exactly these inputs
     and are intact (a damaged one is logged and the analysis recomputed)."""
-    from vt_core.verify import analysis_damage
+    from vt_core.storage.output_integrity import analysis_damage
 
     paths = layout(study)
     if not seeds or not paths.analysis.is_file() or not paths.dashboard.is_file():
@@ -67,7 +68,7 @@ def unmeasured_seeds(study: str | Location, seeds: list[int]) -> list[int]:
 
 def explain(study: str | Location) -> dict:
     """States, the state graph, transition explanations, detours -> analysis.json
-    (:func:`vt_core.states.explain`, with the study's convergence steps and fingerprint)."""
+    (:func:`vt_core.analysis.states.explain`, with the study's convergence steps and fingerprint)."""
     config = load_study(study)
     seeds = states.load_input(study).seeds
     conv = convergence_steps(study, seeds, config.hmm.convergence_threshold)

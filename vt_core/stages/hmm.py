@@ -1,6 +1,6 @@
 """Stage 3, HMMs: prepare the input once, one task per fit, select k (extending the grid while
-BIC is lowest at its edge), bootstrap, then decode. The steps are :mod:`vt_core.states`'s (shared
-with :func:`vt_core.trajectories.analyse_trajectories`); here they get the study's features and
+BIC is lowest at its edge), bootstrap, then decode. The steps are :mod:`vt_core.analysis.states`'s (shared
+with :func:`vt_core.analysis.trajectories.analyse_trajectories`); here they get the study's features and
 settings::
 
     prepare_hmm      -> hmm/input.npz, hmm/split.json; the main and cross-validation jobs
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from vt_core import hmm, states
-from vt_core.layout import layout
-from vt_core.location import Location, read_json
-from vt_core.metrics.incremental import load_features
-from vt_core.study import load_study
+from vt_core.analysis import hmm, states
+from vt_core.metrics.store import load_features
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, read_json
+from vt_core.storage.study import load_study
 
 
 class HMMPlan(TypedDict):

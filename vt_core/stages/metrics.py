@@ -1,7 +1,7 @@
 """Stage 2, metrics: plan ``metrics.zarr``, compute one seed's region per task, then swap it in.
 
 Kernels and the lazy computation are in :mod:`vt_core.metrics`; the store's schema and its
-incremental reuse in :mod:`vt_core.metrics.incremental`.
+incremental reuse in :mod:`vt_core.metrics.store`.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import threading
 import time
 from typing import NotRequired, TypedDict
 
+from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
-from vt_core.layout import layout
-from vt_core.location import Location, remove_tree
-from vt_core.metrics import incremental
-from vt_core.store import RunStore
-from vt_core.study import FINISHED, load_study, open_run, run_path
-from vt_core.usercode import load_user_code
+from vt_core.metrics import store as incremental
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, remove_tree
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import FINISHED, load_study, open_run, run_path
 
 log = logging.getLogger("vt")
 
@@ -68,7 +68,7 @@ def usable_seeds(study: str | Location) -> list[int]:
 def plan_metrics(study: str | Location, seeds: list[int], steps: list[int] | None = None) -> MetricsPlan:
     """Plan metrics.zarr for ``seeds`` (a new template only when something was added); ``steps``:
     checkpoints not committed yet that the plan must hold too (an import's, :class:`MetricsStream`)."""
-    from vt_core.verify import metrics_problems
+    from vt_core.storage.output_integrity import metrics_problems
 
     config = load_user_code(load_study(study))
     damage = metrics_problems(study)
@@ -195,7 +195,7 @@ def finalize_metrics(study: str | Location, plan: MetricsPlan, counts: list[Metr
         raise DamagedRunError(study, seed, damaged[seed])
     incremental.finalize_metrics(study, plan)
     if load_study(study).hooks.per_example_loss:  # the function's trajectory, over every seed at once
-        from vt_core.function import fit_function
+        from vt_core.metrics.function import fit_function
 
         fit_function(study, [int(s) for s in plan["seeds"]])
     return {"computed": sum(c["computed"] for c in counts), "reused": sum(c["reused"] for c in counts),

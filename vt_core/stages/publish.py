@@ -11,13 +11,13 @@ import shlex
 import socket
 from typing import TypedDict
 
-from vt_core import dashboard
-from vt_core.location import Location, is_remote, location, url
-from vt_core.narrative import md
-from vt_core.report import summary_markdown
-from vt_core.serving import served_url
+from vt_core.report import dashboard
+from vt_core.report.markdown import summary_markdown
+from vt_core.report.narrative import md
+from vt_core.report.serving import served_url
 from vt_core.stages.hmm import Selection
-from vt_core.study import load_study, seed_status
+from vt_core.storage.location import Location, is_remote, location, url
+from vt_core.storage.study import load_study, seed_status
 
 #: the model-selection table's columns in the artifact
 TABLE_COLUMNS = ("k", "status", "n_ok", "n_failed", "train_ll", "heldout_ll", "cv_ll", "cv_ll_sd", "aic", "bic",

@@ -1,7 +1,7 @@
 """Stage 1, training: each seed into its own run store, alone or with others as one batched model.
 
 A seed resumes from its last committed checkpoint; a finished seed is skipped and returns its
-summary. Checkpoints are written off the training thread (:mod:`vt_core.writer`).
+summary. Checkpoints are written off the training thread (:mod:`vt_core.storage.writer`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from typing import TypedDict
 
 import torch
 
-from vt_core.config import StudyConfig
+from vt_core.config.study_config import StudyConfig
 from vt_core.errors import VtError
-from vt_core.hooks import array_kinds
-from vt_core.interrupt import Interrupted, stop_requested
-from vt_core.layout import layout
-from vt_core.location import Location, location, remove_tree
 from vt_core.metrics.roles import parameter_roles
+from vt_core.models.hooks import array_kinds
 from vt_core.progress import note as announce
 from vt_core.runtime import Runtime
-from vt_core.store import RunStore, StoreError
-from vt_core.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
-from vt_core.training import DivergedError, Trainer, example_indices, example_seed
-from vt_core.writer import make_writer
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, location, remove_tree
+from vt_core.storage.run_store import RunStore, StoreError
+from vt_core.storage.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
+from vt_core.storage.writer import make_writer
+from vt_core.training.interrupt import Interrupted, stop_requested
+from vt_core.training.loop import DivergedError, Trainer, example_indices, example_seed
 
 Progress = Callable[[dict], None]
 log = logging.getLogger("vt")
@@ -61,7 +61,7 @@ class SeedsFailedError(VtError, RuntimeError):
 
 
 def repair_seeds(study: str | Location) -> list[str]:
-    """Verify every seed's store before training (:func:`vt_core.study.store_problems`: every
+    """Verify every seed's store before training (:func:`vt_core.storage.study.store_problems`: every
     committed chunk read and checked against its checksum; benchmarks/RESULTS.md measures the
     cost): a damaged seed is deleted, so that it trains again from scratch; a finished seed whose
     resume file alone is damaged just loses that file (it is not needed). One line per repair."""
@@ -217,13 +217,13 @@ def train_seed(study: str | Location, seed: int, progress: Progress | None = Non
 
 def train_group(study: str | Location, seeds: list[int], progress: Progress | None = None,
                 num_threads: int | None = None, runtime: Runtime | None = None) -> list[SeedSummary]:
-    """Train several seeds together as one batched model (:mod:`vt_core.groups`), each into its
+    """Train several seeds together as one batched model (:mod:`vt_core.training.groups`), each into its
     own store exactly as :func:`train_seed` would; finished seeds are skipped.
 
     Seeds resumed from different steps form separate groups; a group of one, or a model that
     cannot be batched, trains alone. A seed whose writes fail ends ``failed`` and the others go
     on; an error in the group's own step fails every seed of it and is raised."""
-    from vt_core.groups import groupable
+    from vt_core.training.groups import groupable
 
     study = location(study)
     if stop_requested():
@@ -312,7 +312,7 @@ class _GroupRun:
         return out
 
     def _run_group(self) -> None:
-        from vt_core.groups import GroupTrainer
+        from vt_core.training.groups import GroupTrainer
 
         group = GroupTrainer([t for _, t in self.items], async_host=self.runtime.group_async)
         start = group.step

@@ -1,0 +1,296 @@
+"""``metrics.zarr``: every seed's metrics, written by region, computing only what is missing.
+
+Layout (chunked 1 along ``seed``, so each seed's writer owns its chunks)::
+
+    value      (seed, step, metric)                   float64, NaN where not available
+    computed   (seed, step, metric)                   True where ``value`` has been computed
+    per_layer  (seed, step, layer_metric, layer)      per weight matrix / hookpoint
+    nonfinite  (seed, step)                           a weight held NaN/inf at that checkpoint
+    epoch      (seed, step)
+    attrs: training_hash, metrics_hash (kernel version + metric settings)
+
+The three stages are: :func:`plan_metrics` (the target coordinates; a new template when seeds,
+steps, metrics or layers were added, written beside the old store), :func:`write_seed_metrics`
+(one seed: reuse computed cells from the old store, compute the missing ones, write the region),
+:func:`finalize_metrics` (swap the new store in). A kill at any point leaves the old store intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+import vt_core
+from vt_core.config.study_config import StudyConfig
+from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
+from vt_core.metrics.roles import RULES_VERSION
+from vt_core.names import is_function_feature
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, location, move_store, url, zarr_options
+from vt_core.storage.run_store import RunStore
+
+#: The schema of metrics.zarr, declared once: each variable's dimensions, dtype and fill value.
+#: A seed's region is the same without the leading ``seed``.
+SCHEMA: dict[str, tuple[tuple[str, ...], type, object]] = {
+    "value": (("seed", "step", "metric"), np.float64, np.nan),
+    "computed": (("seed", "step", "metric"), bool, False),
+    "per_layer": (("seed", "step", "layer_metric", "layer"), np.float64, np.nan),
+    "nonfinite": (("seed", "step"), bool, False),
+    "epoch": (("seed", "step"), np.float64, np.nan),
+    "run_id": (("seed",), np.int64, -1),  # the training run each seed's values were computed from
+}
+LABELS = ("metric", "layer_metric", "layer")
+#: ``long_name`` (and ``units``) of each variable, so that the store reads at a glance
+ATTRS: dict[str, dict[str, str]] = {
+    "value": {"long_name": "metric value (each metric in its own units)"},
+    "computed": {"long_name": "value has been computed"},
+    "per_layer": {"long_name": "metric value per weight matrix or hookpoint"},
+    "nonfinite": {"long_name": "a weight held NaN or inf at the checkpoint"},
+    "epoch": {"long_name": "passes over the training set", "units": "epochs"},
+    "run_id": {"long_name": "training run the values were computed from"},
+}
+
+
+def empty_metrics(coords: dict[str, list], per_seed: bool = False) -> xr.Dataset:
+    """A Dataset of :data:`SCHEMA` filled with its fill values over ``coords`` (without the
+    ``seed`` dimension when ``per_seed``)."""
+    data: dict[str, tuple] = {}
+    for name, (dims, dtype, fill) in SCHEMA.items():
+        dims = dims[1:] if per_seed else dims
+        data[name] = (dims, np.full([len(coords[d]) for d in dims], fill, dtype=dtype), ATTRS[name])
+    return xr.Dataset(data, coords={k: (_labels(v) if k in LABELS else v) for k, v in coords.items()
+                                    if not (per_seed and k == "seed")})
+
+
+def _labels(values) -> np.ndarray:
+    """Variable-length strings: zarr v3 has a specified dtype for them (fixed-width has none)."""
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def metrics_hash(config: StudyConfig) -> str:
+    """What every stored value depends on besides the run itself: vt's version, the module rules
+    and the metric settings (a change recomputes everything)."""
+    blob = json.dumps([vt_core.__version__, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
+                       config.metrics.plugins, config.metrics.convention], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def open_metrics(study: str | Location) -> xr.Dataset:
+    """``STUDY/metrics.zarr``, lazily; a clear error when it has not been computed."""
+    ds = _open(layout(study).metrics)
+    if ds is None:
+        raise MetricsComputeError(f"{layout(study).metrics} not found; compute metrics first (`vt analyze {study}`)")
+    return ds
+
+
+def _open(path: str | Location) -> xr.Dataset | None:
+    path = location(path)
+    if not (path / "zarr.json").is_file():
+        return None
+    return xr.open_zarr(url(path), consolidated=False, **zarr_options(path))
+
+
+def _reusable(study: str | Location, config: StudyConfig) -> xr.Dataset | None:
+    """The existing metrics.zarr if its values are still valid for this config, else None."""
+    old = _open(layout(study).metrics)
+    if old is None or "computed" not in old or "run_id" not in old:
+        return None
+    if old.attrs.get("training_hash") != config.training_hash() or old.attrs.get("metrics_hash") != metrics_hash(config):
+        return None
+    return old
+
+
+def _checksummed(ds: xr.Dataset) -> dict:
+    """Every variable compressed and followed by a CRC32C checksum (a flipped bit is an error on
+    read); chunks are written even when they hold only fill values, so a missing one is damage."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {name: {"compressors": [ZstdCodec(level=0), Crc32cCodec()]} for name in ds.data_vars}
+
+
+def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, RunStore],
+                 steps: list[int] | None = None) -> dict:
+    """Target coordinates for ``stores`` (their committed steps, and ``steps`` too: the steps an
+    import is about to write); writes a new template unless the old store already fits."""
+    study = location(study)
+    if not stores:
+        raise MetricsComputeError(f"{study}: no seed has finished training; check `vt status {study}`")
+    seeds = sorted(stores)
+    steps_of = [st.dataset()["step"].values for st in stores.values()] + [np.asarray(steps or [], dtype=np.int64)]
+    all_steps = np.unique(np.concatenate(steps_of))
+    layers: list[str] = []
+    for st in stores.values():
+        layers += [n for n in layer_names(st, config) if n not in layers]
+    coords = {"seed": seeds, "step": all_steps.tolist(), "metric": metric_names(config),
+              "layer_metric": layer_metric_names(config), "layer": layers}
+    old = _reusable(study, config)
+    same = old is not None and all(list(old[k].values) == list(v) for k, v in coords.items())
+    target = layout(study).metrics if same else layout(study).metrics_rebuild
+    if not same:
+        template = empty_metrics(coords).assign_attrs(
+            training_hash=config.training_hash(), metrics_hash=metrics_hash(config),
+            convention=config.metrics.convention, rules_version=RULES_VERSION).chunk({"seed": 1})
+        template.to_zarr(url(target), mode="w", compute=False, consolidated=False, zarr_format=3,
+                         encoding=_checksummed(template), write_empty_chunks=True, **zarr_options(target))
+    return {"target": url(target), "rebuild": not same, "seeds": seeds}
+
+
+BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not grow with the run
+
+
+def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray) -> xr.Dataset:
+    """``seed_metrics(...).compute()`` one block of checkpoints at a time, so that a long run never
+    has more than a block of weights in memory (dask alone may read far ahead of the kernels)."""
+    blocks = [seed_metrics(store, config, names=names, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
+              for i in range(0, len(index), BLOCK_CHECKPOINTS)]
+    return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
+
+
+def _run_id(store: RunStore) -> int:
+    """The identity of the training run behind the store's committed checkpoints (-1 unknown)."""
+    rid = store.attrs.get("run_id")
+    return -1 if rid is None else int(rid)
+
+
+def _reuse(block: xr.Dataset, old: xr.Dataset | None, seed: int, store: RunStore, present: np.ndarray) -> str | None:
+    """Copy into ``block`` what ``old`` computed for this seed from the same training run, at the
+    checkpoints the store has committed. Returns why nothing could be reused, if so."""
+    if old is None or seed not in list(old["seed"].values):
+        return "new seed" if old is not None else None
+    prev = old.sel(seed=seed).load()
+    if int(prev["run_id"]) != _run_id(store) or _run_id(store) == -1:
+        return "seed retrained (its run store is new)"
+    prev = prev.reindex(step=block["step"].values, metric=block["metric"].values,
+                        layer_metric=block["layer_metric"].values, layer=block["layer"].values)
+    ok = prev["computed"].fillna(False).astype(bool).values & present[:, None]  # never past the commit
+    block["computed"][:] = ok
+    for var in ("value", "per_layer", "epoch", "nonfinite"):
+        block[var][:] = prev[var].fillna(False if var == "nonfinite" else np.nan).values
+    return None
+
+
+def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.ndarray, have_steps) -> None:
+    """Compute the ``missing`` (step, metric) cells of ``block`` from the store."""
+    steps, metrics, layers = block["step"].values, list(block["metric"].values), list(block["layer"].values)
+    need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
+    if not need_metrics:
+        return
+    need_steps = steps[missing.any(axis=1)]
+    new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
+    cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
+    mask = missing[np.ix_(np.isin(steps, need_steps), np.array([metrics.index(m) for m in need_metrics]))]
+    block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
+    block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
+    block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
+    block["nonfinite"].loc[{"step": need_steps}] = new["nonfinite"].values
+    if "per_layer" in new:
+        nl = new["per_layer"].reindex(layer=layers)
+        sub = {"step": need_steps, "layer_metric": list(nl["layer_metric"].values)}
+        lm_mask = mask[:, [need_metrics.index(m) for m in sub["layer_metric"]]][:, :, None]
+        cur = block["per_layer"].loc[sub].values
+        block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
+
+
+class SeedRegion:
+    """One seed's region of a planned target, in memory until :meth:`write`: cells reused from the
+    old store (computed from the same training run, its ``run_id``, at committed checkpoints),
+    then :meth:`update` computes those of every checkpoint committed since. Called once by the
+    metric stage; again and again while an import commits checkpoints (:mod:`vt_core.stages.metrics`)."""
+
+    def __init__(self, study: str | Location, config: StudyConfig, store: RunStore, seed: int,
+                 plan: Mapping[str, Any]):
+        target = _open(plan["target"])
+        if target is None or seed not in list(target["seed"].values):
+            raise MetricsComputeError(f"seed {seed} is not in {plan['target']}; run the metrics plan again "
+                                      f"(`vt analyze`)")
+        self.config, self.seed, self.target = config, seed, str(plan["target"])
+        self.position = list(target["seed"].values).index(seed)
+        coords = {"step": target["step"].values, "metric": [str(m) for m in target["metric"].values],
+                  "layer_metric": [str(m) for m in target["layer_metric"].values],
+                  "layer": [str(x) for x in target["layer"].values]}
+        self.block = empty_metrics(coords, per_seed=True)
+        self.run_id = _run_id(store)
+        self.why = _reuse(self.block, _reusable(study, config), seed, store, self._present(store))
+        self.reused, self.computed = int(self.block["computed"].sum()), 0
+
+    def _present(self, store: RunStore) -> np.ndarray:
+        return np.isin(self.block["step"].values, store.dataset()["step"].values)
+
+    def update(self, store: RunStore) -> int:
+        """Compute the cells of every committed checkpoint not computed yet; how many."""
+        if _run_id(store) != self.run_id:
+            raise MetricsComputeError(f"seed {self.seed}: its run store was replaced while its metrics were computed")
+        missing = (~self.block["computed"].values) & self._present(store)[:, None]
+        _fill(self.block, store, self.config, missing, store.dataset()["step"].values)
+        self.computed += int(missing.sum())
+        return int(missing.sum())
+
+    def write(self) -> None:
+        """The region, written whole into the target (chunked one seed per chunk: no other writer)."""
+        self.block["run_id"] = ((), np.int64(self.run_id))
+        out = self.block.expand_dims(seed=[self.seed]).drop_vars(["seed", "step", "metric", "layer_metric", "layer"])
+        out.chunk(-1).to_zarr(self.target, region={"seed": slice(self.position, self.position + 1)},
+                              consolidated=False, write_empty_chunks=True, **zarr_options(location(self.target)))
+
+    def counts(self) -> dict:
+        return {"seed": self.seed, "computed": self.computed, "reused": self.reused,
+                "why": (self.why or "new checkpoints or metrics") if self.computed else None}
+
+
+def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,
+                       plan: Mapping[str, Any]) -> dict:
+    """Fill this seed's region of the target (:class:`SeedRegion`). Returns the cells computed and
+    reused, and why cells were recomputed when they were."""
+    region = SeedRegion(study, config, store, seed, plan)
+    region.update(store)
+    region.write()
+    return region.counts()
+
+
+def finalize_metrics(study: str | Location, plan: Mapping[str, Any]) -> str:
+    """Put a rebuilt store in place of the old one (:func:`vt_core.storage.location.move_store`)."""
+    final = layout(study).metrics
+    if plan["rebuild"]:
+        move_store(location(plan["target"]), final)
+    return url(final)
+
+
+AGGREGATIONS = ("mean", "median", "min", "max", "sum")
+
+
+def load_features(study: str | Location, features: list[str]) -> xr.DataArray:
+    """The HMM input (seed, step, metric) in memory.
+
+    ``name`` is the column of ``value`` (layer kinds averaged over the model, as the paper does);
+    ``name@LAYER`` picks one weight matrix's or hookpoint's value; ``name@max`` (or mean, median,
+    min, sum) aggregates the per-layer values another way."""
+    ds = open_metrics(study)
+    cols = []
+    for f in features:
+        name, _, layer = f.partition("@")
+        if is_function_feature(f):  # the PCs of the per-example losses (vt_core.metrics.function)
+            from vt_core.metrics.function import function_features
+
+            col = function_features(study, [f], ds["seed"].values, ds["step"].values).isel(metric=0, drop=True)
+        elif layer in AGGREGATIONS:
+            if "per_layer" not in ds or name not in ds["layer_metric"].values:
+                raise MetricsComputeError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
+            per = ds["per_layer"].sel(layer_metric=name, drop=True).load()
+            has = per.notnull().any(dim=("seed", "step"))  # the layers this metric applies to
+            col = getattr(per.where(has, drop=True), layer)(dim="layer", skipna=False)
+        elif layer:
+            if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
+                raise MetricsComputeError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
+                                   f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
+            col = ds["per_layer"].sel(layer_metric=name, layer=layer, drop=True)
+        else:
+            if name not in ds["metric"].values:
+                raise MetricsComputeError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
+            col = ds["value"].sel(metric=name, drop=True)
+        cols.append(col)
+    return xr.concat(cols, dim="metric").assign_coords(metric=list(features)).transpose("seed", "step", "metric").load()

@@ -1,0 +1,53 @@
+"""The closing summary of `vt run` / `vt analyze` (and of a run with nothing to do): per-seed
+outcome, the chosen k with its status and uncertainty, the warnings that matter, where the
+dashboard and the report are, and the next command when something needs attention."""
+
+from __future__ import annotations
+
+from vt_core.report.narrative import closing_lines
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, location
+from vt_core.storage.study import seed_status, study_state
+
+
+def _outcomes(rows: list[dict]) -> str:
+    by: dict[str, list[int]] = {}
+    for r in rows:
+        by.setdefault(r["status"], []).append(r["seed"])
+    order = ["complete", "diverged", "failed", "interrupted", "missing", "damaged", "running"]
+    parts = [f"{len(by[s])} {s}" + (f" ({', '.join(map(str, by[s]))})" if s != "complete" else "")
+             for s in order if s in by]
+    return "seeds: " + ", ".join(parts)
+
+
+def closing_summary(study: str | Location) -> list[str]:
+    """A few plain lines (no markup): what happened and what to do next."""
+    from vt_core.stages.explain import load_analysis
+
+    study = location(study)
+    rows = seed_status(study)
+    state, hints = study_state(rows)
+    lines = [_outcomes(rows)]
+    a = None
+    if layout(study).analysis.is_file():
+        a = load_analysis(study)
+        lines += closing_lines(a)
+        conv = a.get("convergence_step") or {}
+        unmeasured = [int(s) for s in a.get("accuracy_unrecorded") or []]
+        never = sorted(int(s) for s, c in conv.items() if c is None and int(s) not in unmeasured)
+        if never:
+            lines.append(f"  warning: seeds {', '.join(map(str, never))} never reached held-out accuracy "
+                         f"{a.get('convergence_threshold')}; they are in the states but not in the detour regression")
+        if unmeasured:
+            lines.append(f"  note: seeds {', '.join(map(str, unmeasured))} have no held-out accuracy (no test_accuracy "
+                         f"was recorded), so no convergence step; they are in the states but not in the detour regression")
+    lines += [f"  next: {h.replace('STUDY', str(study))}" for h in hints]
+    if layout(study).dashboard.is_file():
+        lines.append(f"dashboard: {layout(study).dashboard}  (`vt dashboard {study} --open`)")
+    lines.append(f"report: `vt report {study}` writes {layout(study).report}")
+    if a is not None and (a.get("selection") or {}).get("status") == "undetermined":
+        lines.append("  next: k is undetermined: more seeds or checkpoints (or fewer hmm.features) would decide it")
+    if state == "complete" and not hints:
+        lines.append(f"next: `vt dashboard {study} --open` to explore the states, `vt report {study}` to compare "
+                     f"with the paper")
+    return lines

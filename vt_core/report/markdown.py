@@ -1,0 +1,183 @@
+"""Markdown of ``analysis.json``, in one place: the study's summary (the flow's artifact) and
+`vt report` (the study beside the paper's results, Hu et al. 2024; REFERENCE.md)."""
+
+from __future__ import annotations
+
+from vt_core.report.figures.graph import state_graph_data_uri
+from vt_core.report.narrative import (
+    MISSING,
+    detour_sentence,
+    k_evidence,
+    k_headline,
+    k_notes,
+    k_uncertainty,
+    listed,
+    md,
+    num,
+)
+from vt_core.stages.explain import load_analysis
+from vt_core.storage.location import Location, location
+from vt_core.storage.study import load_study
+
+# REFERENCE.md, "Reference settings and results (paper, 40 seeds each)"
+PAPER = {
+    "modular_addition": {"setting": "modular addition p=113, 1-layer transformer, no LayerNorm, batch 2048",
+                         "k": 6, "detours": "yes", "threshold": 0.9},
+    "modular_addition_stabilised": {"setting": "modular addition + LayerNorm, batch 256", "k": 3,
+                                    "detours": "no", "threshold": 0.9},
+    "sparse_parity": {"setting": "sparse parity 40 bits / 3 relevant, MLP, SGD, hinge", "k": 6,
+                      "detours": "not stated", "threshold": 0.9},
+    "cifar100_resnet18": {"setting": "CIFAR-100, ResNet-18, AdamW 1e-3, batch 256", "k": 5,
+                          "detours": "not stated", "threshold": 0.6},
+    "cifar100_resnet18_destabilised": {"setting": "CIFAR-100, ResNet-18 without BN and residuals", "k": 5,
+                                       "detours": "yes", "threshold": 0.6},
+    "mnist_mlp": {"setting": "MNIST, MLP 784-800-10", "k": 6, "detours": "not stated", "threshold": 0.97},
+}
+
+
+def paper_setting(name: str) -> str | None:
+    """The paper setting a study reproduces, from its name (the examples' names start with it)."""
+    for key in sorted(PAPER, key=len, reverse=True):
+        if name.startswith(key):
+            return key
+    return None
+
+
+def states_table(a: dict) -> list[str]:
+    """The markdown table of states that the summary and the report share."""
+    lines = ["| state | occupancy | mean first step | steps | seeds visiting | stability (bootstrap) | detour |",
+             "|---|---|---|---|---|---|---|"]
+    for s in a["states"]:
+        lines.append(f"| {s['state']} | {s['occupancy']:.2f} | {num(s['first_step_mean'])} | "
+                     f"{num(s['step_min'])}–{num(s['step_max'])} | {len(s['seeds'])} | {num(s.get('stability'), 2)} | "
+                     f"{'yes' if s.get('detour') else ''} |")
+    return lines
+
+
+def transition_features(t: dict) -> str:
+    """The top features of a transition two ways: the paper's gradient ranking, and the largest
+    changes in units of the within-state standard deviation."""
+    by_grad = ", ".join(f"{md(f['feature'])} ({f['sd_change']:+.2g} sd)" for f in t["top_features"][:3])
+    by_sd = ", ".join(f"{md(f['feature'])} ({f['sd_change']:+.2g} sd)" for f in t.get("top_by_sd_change", [])[:3])
+    return f"by the paper's gradient: {by_grad}; largest moves in within-state sd: {by_sd}"
+
+
+def _epoch_of(study: Location):
+    """step -> epoch, from the study's recorded checkpoints (the same schedule for every seed)."""
+    import numpy as np
+
+    from vt_core.metrics.store import open_metrics
+
+    ds = open_metrics(study)
+    steps, epochs = ds["step"].values, ds["epoch"].isel(seed=0).values
+    ok = np.isfinite(epochs)
+    if ok.sum() < 2:
+        return lambda step: None
+    return lambda step: None if step is None else float(np.interp(step, steps[ok], epochs[ok]))
+
+
+def _at(step, epoch_of) -> str:
+    epoch = epoch_of(step)
+    return f"step {num(step)}" + ("" if epoch is None else f" (epoch {num(epoch)})")
+
+
+def _differences(ref: dict | None, config, sel: dict) -> str:
+    """How this study's settings differ from the paper's, when k is put beside the paper's."""
+    if not ref:
+        return ""
+    diffs = []
+    if len(config.seeds) != 40:
+        diffs.append(f"{len(config.seeds)} seeds, not 40")
+    if (sel.get("covariance") or config.hmm.covariance) != "full":
+        diffs.append(f"covariance {sel.get('covariance') or config.hmm.covariance!r}, not 'full'")
+    if (sel.get("standardize") or config.hmm.standardize) != "seed":
+        diffs.append("global standardisation, not per seed (vt's default; per seed inflates k)")
+    if config.metrics.convention != "paper_code":
+        diffs.append(f"metrics under {config.metrics.convention!r}, not the paper's code")
+    return ("Differs from the paper's setting in: " + "; ".join(diffs) + ".") if diffs else ""
+
+
+def report_markdown(study: str | Location) -> str:
+    study = location(study)
+    config = load_study(study)
+    a = load_analysis(study)
+    key = paper_setting(config.name)
+    ref = PAPER.get(key) if key else None
+    epoch_of = _epoch_of(study)
+    reg = a.get("regression") or {}
+    sel = a.get("selection") or {}
+    r2 = reg.get("r2")
+    conv = [c for c in a["convergence_step"].values() if c is not None]
+    rows = [
+        ("setting", ref["setting"] if ref else "(no paper setting matches this study's name)", config.name),
+        ("seeds", "40", str(len(config.seeds))),
+        ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
+        ("k chosen (lowest BIC)", str(ref["k"]) if ref else MISSING, f"{k_headline(a)}: {k_evidence(a)}"),
+        ("uncertainty on k", "not given", k_uncertainty(a) or "no bootstrap (hmm.bootstrap = 0)"),
+        ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
+        ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
+        ("detour states", ref["detours"] if ref else MISSING, listed(a.get("detour_states") or [])),
+        ("detour regression", "convergence time on time in each state (not identifiable)", detour_sentence(a)
+         + ("" if r2 is None else f"; R^2 = {num(r2)} over {reg.get('n')} converged seeds")),
+        ("convergence threshold (held-out acc.)", str(ref["threshold"]) if ref else MISSING,
+         f"{num(a['convergence_threshold'])}; {len(conv)} of {len(a['convergence_step'])} seeds reach it"
+         + (f" (no accuracy recorded for {len(a['accuracy_unrecorded'])})" if a.get("accuracy_unrecorded") else "")),
+    ]
+    lines = [f"# vt report: `{config.name}`", "", "| | paper | this study |", "|---|---|---|"]
+    # every cell is escaped: names from configs and plugins (features, layers, hookpoints) may hold
+    # markup that a markdown renderer would make live
+    lines += [f"| {name} | {md(p)} | {md(o)} |" for name, p, o in rows]
+    if diff := _differences(ref, config, sel):
+        lines += ["", diff]
+    if notes := k_notes(a):
+        lines += ["", *[f"- {md(n)}" for n in notes]]
+    lines += ["", "## States", "", *states_table(a)]
+    if conv:
+        lines += ["", "## Where the transitions fall", "",
+                  f"Median convergence: {_at(sorted(conv)[len(conv) // 2], epoch_of)}."]
+        for t in a["transitions"]:
+            to = next(s for s in a["states"] if s["state"] == t["to"])
+            lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at "
+                         f"{_at(to['first_step_mean'], epoch_of)} on average; " + transition_features(t))
+    return "\n".join(lines) + "\n"
+
+
+def converged_at(a: dict, seed: int) -> str:
+    """A seed's convergence step; ``never`` for an analysed seed that does not converge, ``–`` for
+    a seed the analysis does not hold."""
+    conv = a["convergence_step"]
+    if str(seed) not in conv:
+        return MISSING
+    if int(seed) in (a.get("accuracy_unrecorded") or []):
+        return "no accuracy recorded"
+    return "never" if conv[str(seed)] is None else f"step {num(conv[str(seed)])}"
+
+
+def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
+    """The study's markdown summary: chosen k with its status and uncertainty, a small PNG of the
+    state graph (data URI), states, key transitions, detours, per-seed status."""
+    config = load_study(study)
+    a = load_analysis(study)
+    lines = [f"# vt study `{md(config.name)}`", "",
+             f"**Number of states: {md(k_headline(a))}**: {md(k_evidence(a))} ({len(a['features'])} features).", ""]
+    if u := k_uncertainty(a):
+        lines += [f"Uncertainty: {md(u)}.", ""]
+    lines += [f"> {md(n)}" for n in k_notes(a)]
+    lines += ["", "## State graph", "",
+              f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
+              f"({state_graph_data_uri(a)})", "", "## States", "", *states_table(a)]
+    lines += ["", "## Transitions", ""]
+    for t in a["transitions"]:
+        lines.append(f"- {t['from']} → {t['to']} (p = {num(t['prob'])}, {t['n_seeds']} seeds): " + transition_features(t))
+    lines += ["", "## Convergence and detours", "",
+              f"- held-out accuracy >= {num(a['convergence_threshold'])}: "
+              f"{sum(c is not None for c in a['convergence_step'].values())} of {len(a['convergence_step'])} seeds"
+              + (f" (no accuracy recorded for {len(a['accuracy_unrecorded'])})" if a.get("accuracy_unrecorded") else ""),
+              f"- detours: {md(detour_sentence(a))}",
+              f"- trajectory dissimilarity (mean pairwise Wasserstein): {num(a.get('trajectory_dissimilarity'))}",
+              f"- unusual seeds: {listed(a.get('unusual_seeds') or [])}"]
+    lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
+    for r in seed_rows:
+        lines.append(f"| {r['seed']} | {r['status']} | {num(r['committed_steps'])} | {num(r['last_step'])} | "
+                     f"{converged_at(a, r['seed'])} |")
+    return "\n".join(lines)

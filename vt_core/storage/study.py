@@ -1,0 +1,397 @@
+"""The study directory: study.json, the lock, each seed's status, validation and reset.
+
+Training lives in :mod:`vt_core.stages.train`; the paths in :mod:`vt_core.storage.layout`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import os
+import socket
+from contextlib import contextmanager
+from importlib import metadata
+
+from vt_core.config.study_config import ConfigError, StudyConfig, parse_config
+from vt_core.errors import VtError
+from vt_core.runtime import process_alive
+from vt_core.storage.layout import layout
+from vt_core.storage.location import (
+    DamagedFileError,
+    Location,
+    create_exclusive,
+    is_remote,
+    location,
+    read_json,
+    remove_tree,
+    url,
+    write_json_atomic,
+)
+from vt_core.storage.run_store import RunStore, StoreError
+
+log = logging.getLogger("vt")
+
+_VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
+#: a seed in one of these states needs no more training
+FINISHED = ("complete", "diverged")
+
+
+class StudyError(VtError, ValueError):
+    """The study directory does not match the config, or is not a study at all."""
+
+
+class StudyLockedError(StudyError):
+    """Another live process is running this study."""
+
+
+_held: dict[str, int] = {}  # study -> depth, for this process (the study flow runs the analyze flow)
+
+
+@contextmanager
+def study_lock(study: str | Location):
+    """Hold the study's lock file (re-entrant within a process). A lock left by a process that is
+    gone (same host) is taken over; a live one is refused with who holds it and since when."""
+    key = url(location(study))
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    path = layout(study).lock
+    _acquire(study, path)
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        _held.pop(key, None)
+        path.unlink(missing_ok=True)
+
+
+def _acquire(study: str | Location, path: Location) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    for _ in range(3):
+        if create_exclusive(path, json.dumps(me).encode()):
+            return
+        other, gone = _holder(path, socket.gethostname())
+        if gone:
+            log.warning("%s: took over the lock %s (%s)", study, path.name, gone)
+            path.unlink(missing_ok=True)
+            continue
+        raise StudyLockedError(
+            f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+            f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
+    raise StudyLockedError(f"{study}: could not take the lock {path}; delete it if no vt process is running")
+
+
+def _holder(path: Location, host: str) -> tuple[dict, str | None]:
+    """Who holds the lock, and why its holder is provably gone (None: it may be alive). vt writes
+    a lock whole (:func:`create_exclusive`): an empty or unreadable one was not written by a live vt."""
+    try:
+        other = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}, "it was released meanwhile"
+    except (OSError, ValueError):
+        return {}, "it was empty or unreadable: no live vt process wrote it"
+    if not isinstance(other, dict) or not isinstance(other.get("pid"), int):
+        return {}, "it named no process: no live vt process wrote it"
+    if other.get("host") == host and not process_alive(other["pid"]):
+        return other, f"its process {other['pid']} on this host is gone"
+    return other, None
+
+
+def study_dir(config: StudyConfig) -> Location:
+    """The study directory: an absolute local path, or an fsspec URL (:mod:`vt_core.storage.location`)."""
+    return location(config.output_dir)
+
+
+def run_path(study: str | Location, seed: int) -> Location:
+    """``STUDY/runs/seed=NNNN.zarr`` (:meth:`vt_core.storage.layout.Layout.run`)."""
+    return layout(study).run(seed)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    """The installed versions of the packages results depend on (read once per process: 10 ms of
+    package metadata, at the start of every recorded seed)."""
+    out = {}
+    for pkg in _VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def training_hash_of(meta: dict) -> str | None:
+    value = meta.get("training_hash")
+    return value if isinstance(value, str) else None
+
+
+def check_lock(study: Location) -> None:
+    """Refuse now (before anything is written) when a live process holds the study's lock."""
+    path = layout(study).lock
+    if path.is_file():
+        other, gone = _holder(path, socket.gethostname())
+        mine = other.get("pid") == os.getpid() and other.get("host") == socket.gethostname()
+        if not gone and not mine:
+            raise StudyLockedError(
+                f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+                f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
+
+
+def check_output_dir(config: StudyConfig) -> None:
+    """``output_dir`` can hold this study: absent (and creatable), an empty directory, or a study
+    trained with this config; not a file, not read-only, not another study's, not being run now.
+    Reads only: `vt validate` and `vt run` call it before anything is written."""
+    study = study_dir(config)
+    paths = layout(study)
+    if not is_remote(study):
+        _check_local_dir(study)
+    if paths.study_json.is_file():
+        try:
+            stored = training_hash_of(read_json(paths.study_json))
+        except DamagedFileError:
+            stored = _hash_from_stores(study, config)  # what prepare_study would repair it from
+        if stored != config.training_hash():
+            raise StudyError(f"output_dir {study} holds a study trained with another config (training hash "
+                             f"{stored} != {config.training_hash()}); set output_dir to a new directory, or "
+                             f"restore the original model/data/optimizer/training/checkpoints/hooks")
+    else:
+        try:
+            occupied = study.exists() and any(p.name != paths.lock.name for p in study.iterdir())
+        except OSError as err:
+            raise StudyError(f"output_dir {study} cannot be listed ({err}); choose another output_dir") from None
+        if occupied:
+            raise StudyError(f"output_dir {study} exists, is not empty and is not a study (no "
+                             f"{paths.study_json.name}); choose another output_dir")
+    check_lock(study)
+
+
+def _check_local_dir(study: Location) -> None:
+    if study.exists() and not study.is_dir():
+        raise StudyError(f"output_dir {study} is a file, not a directory; choose another output_dir")
+    existing = study
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StudyError(f"output_dir {study}: {existing} is a file, not a directory; choose another output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
+        raise StudyError(f"output_dir {study}: {existing} is not writable; choose another output_dir")
+
+
+def _can_create_in(directory: Location) -> bool:
+    """Whether a directory can really be made there (permissions say yes to root everywhere, and
+    nothing about /proc or a read-only mount): one is made and removed at once."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".vt-probe-", dir=directory))
+    except OSError:
+        return False
+    return True
+
+
+def _hash_from_stores(study: Location, config: StudyConfig) -> str | None:
+    """The training hash every readable run store of the study agrees on (this config's when there
+    is no store at all); None when they disagree or none can be read."""
+    hashes = set()
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            continue
+        try:
+            hashes.add(RunStore(path, mode="r").attrs.get("config_hash"))
+        except Exception:  # noqa: BLE001 - a damaged store says nothing about the config
+            continue
+    if not hashes:
+        return config.training_hash()
+    return hashes.pop() if len(hashes) == 1 else None
+
+
+def prepare_study(config: StudyConfig) -> Location:
+    """Create (or reopen) the study directory for ``config`` and record it in study.json.
+
+    Call it holding the study's lock, after :func:`vt_core.training.preflight.check_config`. Reopening with a
+    config that trains differently is refused: the stored runs would no longer match their config.
+    Changing seeds, metrics or HMM settings is fine. A damaged study.json is written again from
+    ``config`` when every run store was trained by it (saying so), refused otherwise."""
+    check_output_dir(config)
+    study = study_dir(config)
+    paths = layout(study)
+    created = _now()
+    if paths.study_json.is_file():
+        try:
+            created = read_json(paths.study_json).get("created", created)
+        except DamagedFileError as err:
+            log.warning("%s; rewritten from the config (every run store was trained by it)", err)
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(paths.study_json, {
+        "config": config.model_dump(mode="json"),
+        "training_hash": config.training_hash(),
+        "versions": dict(_versions()),
+        "created": created,
+        "updated": _now(),
+    })
+    return study
+
+
+def load_study(study: str | Location) -> StudyConfig:
+    """The study's config, from study.json (verified). Parsing imports no user code; the same text
+    is parsed once per process (a run reads it at every stage)."""
+    meta_path = layout(study).study_json
+    if not meta_path.is_file():
+        raise StudyError(f"{study} is not a study directory (no {meta_path.name}); run `vt run CONFIG` first")
+    meta = read_json(meta_path, fix="`vt run CONFIG` with the study's config writes it again")
+    return _parse_study_json(json.dumps(meta, sort_keys=True), str(meta_path))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_study_json(text: str, source: str) -> StudyConfig:
+    try:
+        return parse_config(json.loads(text)["config"], source)
+    except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as err:
+        raise StudyError(f"{source} is damaged: {str(err)[:300]}; `vt run CONFIG` with the study's config "
+                         f"writes it again") from None
+
+
+def open_run(study: str | Location, seed: int, config: StudyConfig) -> RunStore:
+    store = RunStore(run_path(study, seed))
+    if store.attrs.get("config_hash") != config.training_hash():
+        raise StoreError(f"seed {seed}: {store.path} was written by another config; "
+                         f"`vt rerun {study} --seed {seed}` retrains it")
+    return store
+
+
+def is_finished(study: str | Location, seed: int) -> bool:
+    """True when the seed's store is complete (or diverged) under the study's current config."""
+    path = run_path(study, seed)
+    if not path.exists():
+        return False
+    try:
+        store = open_run(study, seed, load_study(study))
+    except StoreError:
+        return False
+    return store.status in FINISHED
+
+
+def study_state(rows: list[dict]) -> tuple[str, list[str]]:
+    """The study's state in the seeds' vocabulary, and what to do about each kind of seed.
+
+    ``running`` (a seed is being trained), ``complete`` (every seed complete or diverged, at least
+    one complete), ``interrupted`` (seeds interrupted or missing, none failed: `vt run` resumes
+    them), ``failed`` (a seed failed or is damaged, or no seed finished: a study where nothing
+    completed is never complete)."""
+    by: dict[str, list[int]] = {}
+    for r in rows:
+        by.setdefault(r["status"], []).append(r["seed"])
+    hints = []
+    if by.get("interrupted") or by.get("missing"):
+        todo = sorted(by.get("interrupted", []) + by.get("missing", []))
+        hints.append(f"seeds {_seeds(todo)} interrupted or not started: `vt run CONFIG` resumes them from their "
+                     f"last committed checkpoint")
+    if by.get("failed"):
+        hints.append(f"seeds {_seeds(by['failed'])} failed (error above): fix the cause, then "
+                     f"`vt rerun STUDY --seed N` retrains each from scratch")
+    if by.get("damaged"):
+        hints.append(f"seeds {_seeds(by['damaged'])} damaged: `vt validate STUDY` names what; `vt run CONFIG` "
+                     f"retrains them")
+    if by.get("diverged"):
+        hints.append(f"seeds {_seeds(by['diverged'])} diverged (non-finite loss): lower the learning rate to "
+                     f"train them; the analysis leaves their last checkpoints out")
+    if by.get("running"):
+        return "running", hints
+    if by.get("failed") or by.get("damaged") or not by.get("complete"):
+        return "failed", hints
+    if by.get("interrupted") or by.get("missing"):
+        return "interrupted", hints
+    return "complete", hints
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def seed_status(study: str | Location) -> list[dict]:
+    """One row per configured seed: status, committed checkpoints, last step, error."""
+    study = location(study)
+    config = load_study(study)
+    rows = []
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            rows.append({"seed": seed, "status": "missing", "committed_steps": 0, "last_step": None,
+                         "error": None, "path": str(path)})
+            continue
+        try:
+            store = RunStore(path, mode="r")
+            a = store.attrs
+            rows.append({"seed": seed, "status": store.effective_status(), "committed_steps": a["committed_steps"],
+                         "last_step": a["last_step"], "error": a["error"], "path": str(path)})
+        except Exception as err:  # noqa: BLE001 - a damaged store is reported, not fatal
+            rows.append({"seed": seed, "status": "damaged", "committed_steps": 0, "last_step": None,
+                         "error": f"{type(err).__name__}: {err}", "path": str(path)})
+    return rows
+
+
+def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False) -> list[str]:
+    """What is damaged in one seed's store and resume file (empty: nothing, or no store yet).
+    Without ``read`` the check is cheap (attributes, metadata, chunks present, the resume file's
+    trailer); with it every committed chunk and the resume file are read and their checksums
+    verified. A store written by another config is reported too."""
+    path = run_path(study, seed)
+    if not path.exists():
+        return []
+    try:
+        store = RunStore(path, mode="r")
+        attrs = store.attrs
+    except Exception as err:  # noqa: BLE001 - every kind of damage is reported
+        return [f"store {path.name} cannot be opened ({type(err).__name__}: {str(err)[:160]})"]
+    if attrs.get("config_hash") != config.training_hash():
+        return [f"store {path.name} was written by another config (hash {attrs.get('config_hash')!r} != "
+                f"{config.training_hash()})"]
+    problems = store.check(read=read)
+    resume = store.resume_problem(read=read)
+    if resume:
+        problems.append(resume)
+    elif not problems and attrs["status"] not in FINISHED and store.committed and not store.resume_path.is_file():
+        problems.append(f"resume file {store.resume_path.name} is missing: the seed cannot resume")
+    return problems
+
+
+def validate_study(study: str | Location) -> list[str]:
+    """Every problem found in a study, each naming the seed and array (and checkpoint) or the file;
+    empty if none. Reads every committed chunk of every store (checksums verified), each resume
+    file, and every derived file (metrics, HMM, analysis: :func:`vt_core.storage.output_integrity.check_derived`)."""
+    from vt_core.storage.output_integrity import check_derived
+
+    study = location(study)
+    config = load_study(study)
+    problems = []
+    for seed in config.seeds:
+        path = run_path(study, seed)
+        if not path.exists():
+            problems.append(f"seed {seed}: store {path} is missing (`vt run` or `vt rerun {study} --seed {seed}`)")
+            continue
+        found = store_problems(study, seed, config, read=True)
+        problems += [f"seed {seed}: {p}" for p in found[:20]]
+        if found:
+            problems.append(f"seed {seed}: `vt run CONFIG` retrains it ({len(found)} problem(s))")
+    return problems + check_derived(study)
+
+
+def reset_seed(study: str | Location, seed: int) -> None:
+    """Delete one seed's store so that the next run retrains it from scratch."""
+    config = load_study(study)
+    if seed not in config.seeds:
+        raise StudyError(f"seed {seed} is not in this study's seeds {config.seeds}")
+    _ = config.training  # a study vt did not train cannot be retrained: refused before anything is deleted
+    remove_tree(layout(study).run(seed))
+    remove_tree(layout(study).resume(seed))
