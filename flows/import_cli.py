@@ -30,7 +30,7 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                                                         "the study")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
-    from flows.cli import _run, _view, console
+    from flows.terminal import _run, _view, console
     from flows.display import Display
     from flows.imports import import_flow
     from flows.runners import make_task_runner

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import re
 
+#: vt's version (``vt_core.__version__``): part of every cache key of derived data, so a new
+#: version recomputes what it may compute differently.
+VERSION = "0.1.0"
+
 #: Recorded by the trainer at every checkpoint, stored at the root of each run store, and always
 #: available as metrics and HMM features.
 SCALAR_FORMULAS: dict[str, str] = {

@@ -6,9 +6,9 @@ from __future__ import annotations
 import html
 import re
 
+from vt_core.analysis.states import load_analysis
 from vt_core.report.markdown import report_markdown, summary_markdown
 from vt_core.report.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
-from vt_core.stages.explain import load_analysis
 
 
 def test_every_place_agrees_on_k(analysed_study):

@@ -22,6 +22,7 @@ from vt_core.analysis import hmm, selection
 from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
 from vt_core.config.study_config import HMMConfig
+from vt_core.errors import VtError
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, load_npz, location, read_json, save_npz, write_json_atomic
 
@@ -294,3 +295,15 @@ def run_fits(root: str | Location, jobs: list[dict], cfg: HMMConfig, run=map) ->
         rows += list(run(fit, [root] * len(more), more, [cfg] * len(more)))
         if not nxt["extend_jobs"]:
             return rows
+
+
+class AnalysisMissingError(VtError, FileNotFoundError):
+    """The study has not been analysed yet."""
+
+
+def load_analysis(study: str | Location) -> dict:
+    """``analysis.json`` as :func:`explain` writes it."""
+    path = layout(location(study)).analysis
+    if not path.is_file():
+        raise AnalysisMissingError(f"{path} not found: the study has not been analysed; run `vt analyze {study}`")
+    return read_json(path, f"`vt analyze {study}` recomputes it")

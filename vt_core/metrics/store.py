@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-import vt_core
 from vt_core.config.study_config import StudyConfig
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.metrics.roles import RULES_VERSION
-from vt_core.names import is_function_feature
+from vt_core.names import VERSION, is_function_feature
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location, move_store, url, zarr_options
 from vt_core.storage.run_store import RunStore
@@ -75,7 +74,7 @@ def _labels(values) -> np.ndarray:
 def metrics_hash(config: StudyConfig) -> str:
     """What every stored value depends on besides the run itself: vt's version, the module rules
     and the metric settings (a change recomputes everything)."""
-    blob = json.dumps([vt_core.__version__, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
+    blob = json.dumps([VERSION, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
                        config.metrics.plugins, config.metrics.convention], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

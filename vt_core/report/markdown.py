@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from vt_core.analysis.states import load_analysis
 from vt_core.report.figures.graph import state_graph_data_uri
 from vt_core.report.narrative import (
     MISSING,
@@ -15,7 +16,6 @@ from vt_core.report.narrative import (
     md,
     num,
 )
-from vt_core.stages.explain import load_analysis
 from vt_core.storage.location import Location, location
 from vt_core.storage.study import load_study
 

@@ -29,8 +29,8 @@ class Outputs:
 
 
 def load_outputs(study: str | Location) -> Outputs:
+    from vt_core.analysis.states import load_analysis
     from vt_core.metrics.store import open_metrics
-    from vt_core.stages.explain import load_analysis
     from vt_core.storage.study import load_study
 
     study = location(study)

@@ -10,13 +10,12 @@ import logging
 
 import numpy as np
 
-import vt_core
 from vt_core.analysis import states
 from vt_core.analysis import transitions as analysis
-from vt_core.errors import VtError
 from vt_core.metrics.store import load_features
+from vt_core.names import VERSION
 from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, location, read_json
+from vt_core.storage.location import Location, read_json
 from vt_core.storage.study import load_study, open_run
 
 log = logging.getLogger("vt")
@@ -29,7 +28,7 @@ def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
     for seed in seeds:
         a = open_run(study, seed, config).attrs
         runs.append([seed, a["status"], a["committed_steps"], a["config_hash"]])
-    blob = json.dumps([vt_core.__version__, config.metrics.model_dump(mode="json"),
+    blob = json.dumps([VERSION, config.metrics.model_dump(mode="json"),
                        config.hmm.model_dump(mode="json"), runs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -75,15 +74,3 @@ def explain(study: str | Location) -> dict:
     result = states.explain(study, config.hmm, conv, config.name, unmeasured=unmeasured_seeds(study, seeds),
                             extra={"fingerprint": analysis_fingerprint(study, seeds)})
     return {"chosen_k": result["chosen_k"], "n_transitions": len(result["transitions"])}
-
-
-class AnalysisMissingError(VtError, FileNotFoundError):
-    """The study has not been analysed yet."""
-
-
-def load_analysis(study: str | Location) -> dict:
-    """``analysis.json`` as written by :func:`explain`."""
-    path = layout(location(study)).analysis
-    if not path.is_file():
-        raise AnalysisMissingError(f"{path} not found: the study has not been analysed; run `vt analyze {study}`")
-    return read_json(path, f"`vt analyze {study}` recomputes it")
