@@ -30,10 +30,10 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                                                         "the study")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
-    from flows.terminal import _run, _view, console
     from flows.display import Display
     from flows.imports import import_flow
     from flows.runners import make_task_runner
+    from flows.terminal import _run, _view, console
 
     options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
                "rename": json.loads(rename), "hooks": list(hook),
