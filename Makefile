@@ -25,10 +25,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -m "not slow" -q
 
-# the development loop: unit tests only (no Prefect flow, server, cluster, browser or kill trial)
+# the development loop: unit tests only (no Prefect flow, server, cluster, browser, kill trial or
+# minutes-long sweep); cost is said by markers alone, folders mirror the packages
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow and not integration and not browser and not flow" -q tests/core tests/meta \
-		--ignore tests/core/test_planted_states.py
+	$(BIN)/python -m pytest -m "not slow and not integration and not browser and not flow and not minutes" -q
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow -q

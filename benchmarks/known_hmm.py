@@ -1,5 +1,5 @@
 """Sequences sampled from a known left-to-right Gaussian HMM: the ground truth that
-benchmarks/hmm_selection.py and tests/core/test_hmm.py select k against."""
+benchmarks/hmm_selection.py and tests/analysis/test_hmm.py select k against."""
 
 from __future__ import annotations
 

@@ -23,6 +23,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from tests.planted import Planted, sample_study
 
+pytestmark = pytest.mark.minutes
+
 trajectories = pytest.importorskip(
     "vt_core.analysis.trajectories", reason="vt_core.analysis.trajectories.analyse_trajectories (issue 16) does not exist yet")
 

@@ -8,22 +8,22 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core.analysis import hmm
 from vt_core.config.study_config import HMMConfig
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.schema import config_of
 from vt_core.storage.study import load_study, run_path
 
-# Rows in file-listing order instead of step order: tests/core/test_hmm.py::test_shuffled_rows_give_step_ordered_sequences
-# k hard-coded instead of selected: tests/core/test_hmm.py::test_known_hmm_is_recovered (BIC picks the true k)
-# Unseeded restarts: tests/core/test_hmm.py::test_restarts_are_seeded_and_distinct
-# Cumulative best model shared across k: tests/core/test_hmm.py::test_each_k_keeps_its_own_model
-# Derivative summed / at t / signed: tests/core/test_analysis.py::test_explanations_are_per_feature_absolute_means_at_t_plus_1
-# Bessel-corrected variance: tests/core/test_metrics.py::test_variances_are_population_variances
-# Clipping before backward: tests/core/test_training.py::test_gradient_clipping_acts
-# Seed set after the model was built: tests/core/test_training.py::test_initialisation_follows_the_seed
-# Fits with few seeds abort everything: tests/core/test_hmm.py::test_failed_fits_are_recorded_not_fatal
+# Rows in file-listing order instead of step order: tests/analysis/test_hmm.py::test_shuffled_rows_give_step_ordered_sequences
+# k hard-coded instead of selected: tests/analysis/test_hmm.py::test_known_hmm_is_recovered (BIC picks the true k)
+# Unseeded restarts: tests/analysis/test_hmm.py::test_restarts_are_seeded_and_distinct
+# Cumulative best model shared across k: tests/analysis/test_hmm.py::test_each_k_keeps_its_own_model
+# Derivative summed / at t / signed: tests/analysis/test_transitions.py::test_explanations_are_per_feature_absolute_means_at_t_plus_1
+# Bessel-corrected variance: tests/metrics/test_kernels.py::test_variances_are_population_variances
+# Clipping before backward: tests/training/test_loop.py::test_gradient_clipping_acts
+# Seed set after the model was built: tests/training/test_loop.py::test_initialisation_follows_the_seed
+# Fits with few seeds abort everything: tests/analysis/test_hmm.py::test_failed_fits_are_recorded_not_fatal
 
 
 def test_every_checkpoint_keeps_its_weights_not_only_the_final_ones(analysed_study):

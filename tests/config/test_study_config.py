@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import ROOT, tiny_dict
+from tests.helpers import ROOT, tiny_dict
 from vt_core.config.study_config import ConfigError, load_config, parse_config
 from vt_core.config.usercode import load_user_code
 from vt_core.names import PAPER_METRICS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.config.usercode import ModelFactoryError, load_user_code, resolve_factory
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, free_port, tiny_dict, write_toml
 from vt_core.stages.publish import artifact_key
 
 pytestmark = pytest.mark.integration

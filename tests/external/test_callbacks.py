@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import store_arrays
+from tests.helpers import store_arrays
 from vt_core.runtime import Runtime
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import load_study, run_path

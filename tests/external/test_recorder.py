@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, store_arrays, tiny_dict
+from tests.helpers import ROOT, store_arrays, tiny_dict
 from vt_core import Recorder
 from vt_core.config.study_config import ExternalStudyError, parse_config
 from vt_core.data import build_task

@@ -1,8 +1,10 @@
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import ROOT, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, tiny_dict, write_toml
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 runner = CliRunner()
 

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from vt_core.storage.layout import layout
 
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
+
 runner = CliRunner()
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)  # type: ignore[union-attr]
 

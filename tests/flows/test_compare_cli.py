@@ -1,6 +1,6 @@
 """`vt compare` on two real (tiny) studies: the flow, its files and artifacts, the refusal of studies
 whose metrics differ, and the comparison dashboard in Chromium with no console error. The
-statistics themselves are tested on planted data in tests/core/test_compare.py."""
+statistics themselves are tested on planted data in tests/analysis/test_compare.py."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.browser import render_checked
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.storage.layout import layout
 from vt_core.storage.location import read_json
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 runner = CliRunner()
 FEATURES = ["l2", "spectral", "code_sparsity", "mean_singular_value", "var_w", "train_loss", "test_accuracy"]

@@ -3,11 +3,13 @@
 import json
 import tomllib
 
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import ROOT
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, write_toml
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 
 def test_custom_model_example_end_to_end(tmp_path, monkeypatch):

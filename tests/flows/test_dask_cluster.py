@@ -12,12 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import ROOT, free_port, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, free_port, tiny_dict, write_toml
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import run_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.flow, pytest.mark.integration]
 DASK = str(Path(sys.executable).with_name("dask"))
 
 

@@ -1,10 +1,13 @@
 import importlib
 import inspect
 
+import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core.config.study_config import load_config
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 
 def test_prefect_yaml_points_at_real_flows_and_configs():

@@ -1,5 +1,6 @@
 """`vt import` end to end (the flow, one task per seed), then `vt analyze` and `vt rerun` on the study."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -7,6 +8,8 @@ from flows.cli import app
 from vt_core.storage.layout import layout
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import run_path
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 runner = CliRunner()
 

@@ -12,14 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, committed_steps, store_arrays, tiny_dict, write_toml
 from vt_core.config.study_config import parse_config
 from vt_core.stages.train import train_seed
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import prepare_study, run_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.flow, pytest.mark.integration]
 
 
 def _config(tmp_path, name):

@@ -9,12 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import ROOT, committed_steps, tiny_dict, write_toml
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import run_path
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.flow, pytest.mark.integration]
 
 
 def test_killed_study_completes_on_rerun(tmp_path):

@@ -13,17 +13,20 @@ import threading
 import time
 import urllib.request
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.serve_dashboard import serve_directory
 from flows.study import analyze_flow
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core.report.serving import served_url, serving
 from vt_core.stages.publish import artifact_key, location_tag
 from vt_core.storage.layout import layout
 from vt_core.storage.study import load_study
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 KINDS = ("dashboard", "summary", "model-selection")
 

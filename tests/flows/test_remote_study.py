@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.study import study_flow
-from tests.conftest import store_arrays, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import store_arrays, tiny_dict, write_toml
 from vt_core import stages
 from vt_core.config.study_config import parse_config
 from vt_core.metrics.store import load_features
@@ -31,6 +30,8 @@ from vt_core.storage.study import (
     study_lock,
     validate_study,
 )
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 runner = CliRunner()
 SEEDS = [0, 1, 2]

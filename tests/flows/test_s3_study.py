@@ -12,15 +12,14 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import store_arrays, tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import store_arrays, tiny_dict, write_toml
 from vt_core.config.study_config import parse_config
 from vt_core.stages.train import train_seed
 from vt_core.storage.layout import layout
 from vt_core.storage.location import location, url
 from vt_core.storage.study import StudyLockedError, prepare_study, run_path, study_lock
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.flow, pytest.mark.integration]
 runner = CliRunner()
 SEEDS = [0, 1, 2]
 HMM = {"features": ["l2", "spectral", "var_w", "test_accuracy"]}
@@ -85,7 +84,7 @@ def test_study_on_s3_with_dask_worker_processes(s3_bucket, tmp_path):
     import os
     import subprocess
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     study_url = f"{s3_bucket}/studies/dask"
     cfg = write_toml(tiny_dict(study_url, name="tiny_s3_dask", seeds=SEEDS, hmm=HMM, training={"epochs": 6}),

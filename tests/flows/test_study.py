@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -16,11 +17,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.study import study_flow
-from tests.conftest import tiny_dict
-from tests.flows.conftest import write_toml
+from tests.helpers import tiny_dict, write_toml
 from vt_core.stages.publish import artifact_key, location_tag
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import run_path
+
+pytestmark = pytest.mark.flow  # runs a Prefect flow or the `vt` command
 
 runner = CliRunner()
 

@@ -8,7 +8,6 @@ documented study layout (README, "What a study directory holds") and fail loudly
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -20,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT, tiny_dict, toml_value, write_toml  # noqa: F401  (shared by the fuzz tests)
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 #: the repository (subprocesses run ``python -m flows.cli`` from here)
-ROOT_DIR = Path(__file__).resolve().parents[2]
+ROOT_DIR = ROOT
 #: every `vt` invocation must finish within this (a refused config is refused at once)
 WALL_CLOCK_S = 30.0
 #: the longest output a refusal may print
@@ -40,61 +41,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 # --- configs -------------------------------------------------------------------------------------
-
-
-def tiny_dict(out: Path, **over) -> dict:
-    """A sparse-parity study that trains in about a second per seed (as tests/conftest.py)."""
-    d = {
-        "name": "tiny",
-        "seeds": [0, 1, 2],
-        "output_dir": str(out),
-        "model": {"name": "mlp", "hidden": [32]},
-        "data": {"name": "sparse_parity", "n_bits": 8, "k": 2, "n_train": 256, "n_test": 64},
-        "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.01},
-        "training": {"epochs": 12, "batch_size": 32, "loss": "hinge"},
-        "checkpoints": {"every_epochs": 1},
-        "hooks": {"activations": ["layers.1"], "probe_size": 8},
-        "hmm": {"max_states": 3, "restarts": 2, "covariance": "diag", "bootstrap": 4},
-    }
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(d.get(key), dict):
-            d[key] = {**d[key], **value}
-        else:
-            d[key] = value
-    return copy.deepcopy(d)
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def toml_key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else json.dumps(k)
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        if v != v:
-            return "nan"
-        if v in (float("inf"), float("-inf")):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items() if x is not None) + "}"
-    raise TypeError(type(v))
-
-
-def write_toml(d: dict, path: Path) -> Path:
-    """``d`` as TOML, one top-level key per line (tables inline); ``None`` values are left out."""
-    path.write_text("\n".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in d.items() if v is not None) + "\n")
-    return path
 
 
 # --- running vt ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import assert_clean, assert_refused, diff_snapshots, snapshot, tiny_dict, vt, write_toml
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.minutes]
 
 STEPS_PER_EPOCH = 256 // 32  # n_train / batch_size of tiny_dict
 LAST_STEP = 12 * STEPS_PER_EPOCH  # 12 epochs

@@ -34,7 +34,7 @@ from .conftest import (
     with_logs,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.minutes]
 
 
 # --- locating the parts of a study (the documented layout) ----------------------------------------

@@ -30,7 +30,7 @@ from .conftest import (
     write_toml,
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.minutes]
 
 #: module names the payloads use; none is importable except from the study or working directory
 EVIL_MODULES = ("evilplugin", "evilfactory")

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".yaml", ".yml"}
 # a dotted name that starts at vt_core (not inside a longer identifier or a path), e.g. in

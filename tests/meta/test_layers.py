@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.meta.test_structure import _modules
 
 MAP = re.compile(r"^ {4}(\w+(?: \w+)*)\s{2,}", re.M)

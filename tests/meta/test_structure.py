@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGES = ("vt_core", "tasks", "flows")
 MAX_MODULE_LINES = 400

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import store_arrays, tiny_dict
+from tests.helpers import store_arrays, tiny_dict
 from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.metrics.function import FunctionError, fit_pca, load_function
 from vt_core.stages.train import train_group, train_seed

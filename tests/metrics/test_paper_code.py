@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from tests.reference.paper_code_metrics import paper_metrics
 from vt_core.config.study_config import parse_config
 from vt_core.data import build_task

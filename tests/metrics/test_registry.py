@@ -6,7 +6,7 @@ import torch
 import xarray as xr
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from vt_core import stages
 from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.config.usercode import load_user_code

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model

@@ -1,4 +1,4 @@
-"""A user metric, registered the documented way (used by tests/core/test_metric_registry.py)."""
+"""A user metric, registered the documented way (used by tests/metrics/test_registry.py)."""
 
 from vt_core.metrics.registry import register_metric
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.conftest import ROOT, store_arrays, tiny_dict
+from tests.helpers import ROOT, store_arrays, tiny_dict
 from vt_core import open_study, stages
 from vt_core.config.study_config import parse_config
 from vt_core.metrics.store import open_metrics
@@ -22,7 +22,7 @@ from vt_core.storage.location import location, read_json, url
 from vt_core.storage.schema import FORMAT_VERSION
 from vt_core.storage.study import prepare_study, reset_seed, run_path
 
-FORMAT1 = ROOT / "tests" / "data" / "format1_study"  # written by vt at 98667b4 (store format 1)
+FORMAT1 = ROOT / "tests" / "fixtures" / "format1_study"  # written by vt at 98667b4 (store format 1)
 HMM = {"features": ["l2", "spectral", "var_w", "test_accuracy"]}
 
 

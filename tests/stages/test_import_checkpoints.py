@@ -5,7 +5,7 @@ import pytest
 import torch
 import xarray as xr
 
-from tests.conftest import store_arrays, tiny_dict
+from tests.helpers import store_arrays, tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.external.checkpoint_files import CheckpointFilesError, find_checkpoints
 from vt_core.runtime import Runtime

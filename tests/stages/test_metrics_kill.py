@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.conftest import ROOT, tiny_dict
+from tests.helpers import ROOT, tiny_dict
 from vt_core import stages
 from vt_core.config.study_config import parse_config
 from vt_core.stages.train import train_seed

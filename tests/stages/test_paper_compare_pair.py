@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core import stages
 from vt_core.config.study_config import load_config
 from vt_core.stages.compare import compare_studies, publish_comparison

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core import stages
 from vt_core.config.study_config import load_config
 from vt_core.stages.train import train_seed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from vt_core.storage.layout import layout, resume_path
 
 NAMES = {"study.json", ".vt.lock", "metrics.zarr", "metrics.zarr.new", "analysis.json", "selection.json",

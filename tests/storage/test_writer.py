@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
+from tests.helpers import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.errors import VtError
 from vt_core.runtime import Runtime, RuntimeSettingError

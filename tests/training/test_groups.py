@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
+from tests.helpers import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.runtime import Runtime
 from vt_core.stages.train import train_group, train_seed
@@ -232,7 +232,7 @@ def test_precision_bf16_changes_the_arithmetic_and_the_hash(tmp_path):
 def test_a_full_disk_under_one_seed_of_a_group_fails_that_seed_alone(tmp_path, monkeypatch):
     """The writes of seed 1's store fail (ENOSPC, in its writer process): seed 1 ends `failed`
     with the error and its committed checkpoints intact; seeds 0 and 2 finish as if alone."""
-    from tests.core.test_writer import full_disk
+    from tests.storage.test_writer import full_disk
 
     alone, group = _pair(tmp_path, **dict(MLP, training={"epochs": 30}))
     with monkeypatch.context() as m:

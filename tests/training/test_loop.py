@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, committed_steps, store_arrays, tiny_dict
+from tests.helpers import ROOT, committed_steps, store_arrays, tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.data import build_task
 from vt_core.models import build_model

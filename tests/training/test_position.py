@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import tiny_dict
+from tests.helpers import tiny_dict
 from vt_core.config.study_config import parse_config
 from vt_core.errors import VtError
 from vt_core.training.position import BatchPosition, ScheduleError

@@ -3,7 +3,7 @@ artifact's PNG and the paper figures (:mod:`vt_core.report.figures`).
 
 The palette starts from Okabe & Ito's colour-blind safe set and adds Paul Tol's colours, chosen
 greedily so that every pair stays apart (CIELAB distance) for normal vision and under simulated
-deuteranopia, protanopia and tritanopia (tests/core/test_palette.py measures it). ``NO_STATE``, the
+deuteranopia, protanopia and tritanopia (tests/report/test_palette.py measures it). ``NO_STATE``, the
 pale grey of checkpoints without a decoded state, is never one of them, nor close to one.
 """
 
