@@ -128,3 +128,15 @@ def test_the_rule_can_fail(source, target, bad):
     """The checker itself, on planted imports (function-level ones included)."""
     mods = {source: ast.parse(f"def f():\n    import {target}\n"), target: ast.parse("")}
     assert bool(violations(mods, wing_rows(), leaves())) is bad
+
+
+def test_wings_are_small_enough_to_read():
+    """At most 20 entries at the top of vt_core and 15 in any folder (issue 29: a newcomer finds a
+    concern from the folder names)."""
+    def entries(folder):
+        return [p.name for p in folder.iterdir() if p.name != "__pycache__" and not p.name.endswith(".pyc")]
+
+    top = ROOT / "vt_core"
+    assert len(entries(top)) <= 20, sorted(entries(top))
+    for folder in [p for p in top.rglob("*") if p.is_dir() and p.name != "__pycache__"]:
+        assert len(entries(folder)) <= 15, (folder, sorted(entries(folder)))
