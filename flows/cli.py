@@ -309,7 +309,7 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            "cv_folds": cv_folds, "extend": extend, "convergence_threshold": threshold}
     result = analyse_trajectories(df, features.split(",") if features else None, seed=seed_col, step=step_col,
                                   convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
-    for line in closing_lines(result):
+    for line in closing_lines(result):  # type: ignore[arg-type]
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     console.print(f"analysis: {layout(target).analysis}", soft_wrap=True, markup=False, highlight=False)
 

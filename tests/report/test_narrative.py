@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 
-from vt_core.analysis.states import load_analysis
+from vt_core.analysis.records import load_analysis
 from vt_core.report.markdown import report_markdown, summary_markdown
 from vt_core.report.narrative import closing_lines, header_html, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 

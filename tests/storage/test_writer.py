@@ -304,3 +304,13 @@ def test_a_close_interrupted_while_sending_leaves_no_writer_waiting(tmp_path, mo
         w.close()
     assert time.time() - t < 30 and w._proc.returncode is not None
     assert RunStore(store.path, mode="r").status != "complete"
+
+
+def test_a_writer_started_as_a_new_interpreter_finds_the_package_where_it_lies():
+    """``VT_WRITER_START=exec`` puts the directory holding ``vt_core/`` on the new interpreter's
+    path: computed from the module's depth, so moving the writer into a wing cannot leave
+    ``vt_core/`` itself there (which once made ``config``, ``data``, ``models`` top-level names)."""
+    from vt_core.storage.writer import package_root
+
+    assert (Path(package_root()) / "vt_core" / "__init__.py").is_file()
+    assert Path(package_root()) == ROOT

@@ -31,6 +31,7 @@ import numpy as np
 
 from vt_core.analysis import hmm, states
 from vt_core.analysis.detours import detour_regression
+from vt_core.analysis.records import Analysis
 from vt_core.config.study_config import HMMConfig
 from vt_core.errors import VtError
 from vt_core.storage.layout import layout
@@ -142,7 +143,7 @@ def convergence_difference(ref: list[int], other: list[int], n_boot: int = N_BOO
     return out
 
 
-def summarise(result: dict, members: list[dict], paths: dict[int, np.ndarray], steps: dict[int, np.ndarray],
+def summarise(result: Analysis, members: list[dict], paths: dict[int, np.ndarray], steps: dict[int, np.ndarray],
               conv: dict[int, int | None], seed: int = 0) -> dict:
     """Per study, on the joint decoding: occupancy, specific states, detours, convergence; and the
     convergence difference of every study against the first."""
@@ -173,7 +174,7 @@ def summarise(result: dict, members: list[dict], paths: dict[int, np.ndarray], s
 
 
 def finish(root: str | Location, cfg: HMMConfig, members: list[dict], conv: dict[int, int | None],
-           name: str, extra: dict | None = None) -> dict:
+           name: str, extra: dict | None = None) -> Analysis:
     """After the joint fits are finalised (``hmm/paths.json``): the joint analysis and the
     comparison, written to the comparison's ``analysis.json`` and returned."""
     result = states.explain(root, cfg, conv, name, extra=extra)
@@ -187,7 +188,7 @@ def finish(root: str | Location, cfg: HMMConfig, members: list[dict], conv: dict
 
 def compare_sequences(root: str | Location, groups: dict[str, hmm.Sequences],
                       convergence: dict[str, dict[int, int | None]], cfg: HMMConfig, name: str = "comparison",
-                      run=map) -> dict:
+                      run=map) -> Analysis:
     """The whole comparison of trajectories grouped by study (``groups``: study -> sequences;
     ``convergence``: study -> seed -> convergence step or None), with the files under ``root``."""
     joint, members = joint_sequences(groups)

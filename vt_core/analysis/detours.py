@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vt_core.analysis.records import Regression
+
 MIN_SEEDS = 5  # converged seeds below which no interval is attempted
 
 
@@ -51,11 +53,11 @@ def _fit(X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
 
 
 def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray], steps: dict[int, np.ndarray],
-                      k: int, n_boot: int = 1000, seed: int = 0, unmeasured: list[int] | None = None) -> dict:
+                      k: int, n_boot: int = 1000, seed: int = 0, unmeasured: list[int] | None = None) -> Regression:
     """The regression of the module docstring; ``conv``: each seed's convergence step (None: never);
     ``unmeasured``: the seeds with no held-out accuracy recorded at all (so no convergence to find)."""
     seeds = sorted(s for s, c in conv.items() if c is not None and s in paths)
-    out: dict = {"model": "convergence step ~ 1 + steps in each optional state before converging, converged seeds",
+    out: Regression = {"model": "convergence step ~ 1 + steps in each optional state before converging, converged seeds",
                  "seeds": seeds, "n": len(seeds), "states": [], "coefficients": {}, "intervals": {},
                  "intercept": None, "r2": None, "determined": False, "detours": [], "conclusion": ""}
     if not seeds:
@@ -85,8 +87,9 @@ def detour_regression(conv: dict[int, int | None], paths: dict[int, np.ndarray],
         return out
     res = y - X @ beta
     ss_tot = float(((y - y.mean()) ** 2).sum())
-    out.update(intercept=float(beta[0]), r2=(1 - float(res @ res) / ss_tot) if ss_tot > 0 else None,
-               coefficients={str(s): float(b) for s, b in zip(optional, beta[1:])})
+    out["intercept"] = float(beta[0])
+    out["r2"] = (1 - float(res @ res) / ss_tot) if ss_tot > 0 else None
+    out["coefficients"] = {str(s): float(b) for s, b in zip(optional, beta[1:])}
     draws = _bootstrap(X, y, n_boot, seed)
     if len(draws) < n_boot / 2:
         out["conclusion"] = (f"the regression is singular in {n_boot - len(draws)} of {n_boot} bootstrap "

@@ -21,8 +21,8 @@ import numpy as np
 from vt_core.analysis import hmm, selection
 from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
+from vt_core.analysis.records import Analysis, FeatureChange, StateSummary, Transition, load_selection, selection_summary
 from vt_core.config.study_config import HMMConfig
-from vt_core.errors import VtError
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, load_npz, location, read_json, save_npz, write_json_atomic
 
@@ -195,19 +195,19 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
 
 
 def _transitions(data: HMMInput, params: dict, covars: np.ndarray, graph: nx.DiGraph, grads: dict,
-                 summaries: list[dict]) -> list[dict]:
+                 summaries: list[StateSummary]) -> list[Transition]:
     """Each used transition: its probability, the seeds taking it (and when), every feature's mean
     absolute gradient (the paper's ranking), and each feature's change in state means in units of
     the within-state standard deviation (pooled over the two states) and in raw units."""
     features, means = data.features, params["means"]
     sd = np.sqrt(np.clip(np.einsum("kff->kf", covars), 0, None))  # (k, F) within-state sd, z units
-    out = []
+    out: list[Transition] = []
     for (i, j), g in sorted(grads.items()):
         pooled = np.sqrt((sd[i] ** 2 + sd[j] ** 2) / 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             sd_change = np.where(pooled > 0, (means[j] - means[i]) / pooled, np.nan)
 
-        def row(f: int, i=i, j=j, g=g, sd_change=sd_change) -> dict:
+        def row(f: int, i=i, j=j, g=g, sd_change=sd_change) -> FeatureChange:
             return {"feature": features[f], "mean_abs_gradient": float(g[f]),
                     "z_mean_change": float(means[j, f] - means[i, f]), "sd_change": float(sd_change[f]),
                     "raw_mean_change": (summaries[j]["means"].get(features[f], float("nan"))
@@ -223,7 +223,7 @@ def _transitions(data: HMMInput, params: dict, covars: np.ndarray, graph: nx.DiG
     return out
 
 
-def _when(paths: list[np.ndarray], steps: list[np.ndarray], seeds: list[int], transitions: list[dict]) -> None:
+def _when(paths: list[np.ndarray], steps: list[np.ndarray], seeds: list[int], transitions: list[Transition]) -> None:
     """Add the step at which each seed first takes each transition."""
     for t in transitions:
         at = {}
@@ -235,14 +235,14 @@ def _when(paths: list[np.ndarray], steps: list[np.ndarray], seeds: list[int], tr
 
 
 def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | None], name: str,
-            extra: dict | None = None, unmeasured: list[int] | None = None) -> dict:
+            extra: dict | None = None, unmeasured: list[int] | None = None) -> Analysis:
     """States, the state graph, transition explanations, detours and dissimilarity: the analysis,
     written to ``analysis.json`` and returned. ``convergence``: each seed's convergence step;
     ``unmeasured``: seeds without any held-out accuracy (imported checkpoints, a loop that gave none)."""
     data = load_input(root)
     files = layout(root)
     params = load_npz(files.model)
-    sel = read_json(files.selection, _FIX)
+    sel = load_selection(root)
     stored = read_json(files.paths, _FIX)
     paths = [np.asarray(stored[str(s)]["states"]) for s in data.seeds]
     k = sel["chosen_k"]
@@ -263,7 +263,7 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
         st["stability"] = stability[st["state"]]
     occupancy = {s: analysis.time_in_states(p, st, k) for s, p, st in zip(data.seeds, paths, data.steps)}
     dissimilarity, per_seed = analysis.trajectory_dissimilarity(occupancy)
-    result = {
+    result: Analysis = {
         "study": name, "chosen_k": k, "features": data.features, "raw_features": data.raw_features,
         "states": summaries, "graph": nx.node_link_data(graph, edges="edges"), "transitions": transitions,
         "convergence_step": {str(s): convergence.get(s) for s in data.seeds},
@@ -273,13 +273,9 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
         "regression": det, "detour_states": det["detours"],
         "trajectory_dissimilarity": dissimilarity, "seed_dissimilarity": per_seed,
         "unusual_seeds": analysis.unusual_seeds(per_seed),
-        "selection": {key: sel.get(key) for key in (
-            "status", "reasons", "bic_weight", "bic_gap_to_next", "runner_up_k", "cv_best_k", "k_tried",
-            "k_infeasible", "k_failed", "standardize", "covariance", "n_seeds", "n_train_seeds")}
-        | {"why_not": {str(t["k"]): "; ".join(t["failures"]) for t in sel["table"] if t["status"] != "ok"}}
-        | {"bootstrap": {key: (sel.get("bootstrap") or {}).get(key)
-                         for key in ("n", "k_distribution", "chosen_k_support", "k_interval")}},
-    } | (extra or {})
+        "selection": selection_summary(sel),
+    }
+    result.update(extra or {})  # type: ignore[typeddict-item]
     write_json_atomic(files.analysis, result)
     return result
 
@@ -295,15 +291,3 @@ def run_fits(root: str | Location, jobs: list[dict], cfg: HMMConfig, run=map) ->
         rows += list(run(fit, [root] * len(more), more, [cfg] * len(more)))
         if not nxt["extend_jobs"]:
             return rows
-
-
-class AnalysisMissingError(VtError, FileNotFoundError):
-    """The study has not been analysed yet."""
-
-
-def load_analysis(study: str | Location) -> dict:
-    """``analysis.json`` as :func:`explain` writes it."""
-    path = layout(location(study)).analysis
-    if not path.is_file():
-        raise AnalysisMissingError(f"{path} not found: the study has not been analysed; run `vt analyze {study}`")
-    return read_json(path, f"`vt analyze {study}` recomputes it")

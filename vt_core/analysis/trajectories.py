@@ -114,7 +114,7 @@ def analyse_trajectories(table: Any, features: list[str] | None = None, *, seed:
         with _pool(workers) as pool:
             rows = states.run_fits(root, plan["jobs"], cfg, map if pool is None else pool.map)
         states.finalize(root, rows, cfg)
-        result = states.explain(root, cfg, conv, name)
+        result: dict = dict(states.explain(root, cfg, conv, name))  # with the whole selection, not its summary
         result["selection"] = read_json(layout(root).selection)
         result["bootstrap"] = result["selection"].get("bootstrap")
         result["paths"] = read_json(layout(root).paths)

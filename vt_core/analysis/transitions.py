@@ -17,6 +17,8 @@ import networkx as nx
 import numpy as np
 from scipy.special import logsumexp
 
+from vt_core.analysis.records import StateSummary
+
 
 def _log_gauss(z: np.ndarray, means: np.ndarray, covars: np.ndarray) -> np.ndarray:
     """log N(z; mu_j, Sigma_j) for every state j; z (F,), means (k, F), covars (k, F, F)."""
@@ -90,12 +92,12 @@ def state_graph(transmat: np.ndarray, paths: list[np.ndarray], seeds: list[int])
     return g
 
 
-def state_summaries(paths, steps, raw, seeds, features, k) -> list[dict]:
+def state_summaries(paths, steps, raw, seeds, features, k) -> list[StateSummary]:
     """Per state: occupancy, seeds visiting, step range, mean first visit, metric means (raw units)."""
     all_states = np.concatenate(paths)
     all_raw = np.concatenate(raw)
     all_steps = np.concatenate(steps)
-    out = []
+    out: list[StateSummary] = []
     for s in range(k):
         mask = all_states == s
         visiting = [seed for seed, p in zip(seeds, paths) if np.any(p == s)]

@@ -22,7 +22,7 @@ def _outcomes(rows: list[dict]) -> str:
 
 def closing_summary(study: str | Location) -> list[str]:
     """A few plain lines (no markup): what happened and what to do next."""
-    from vt_core.analysis.states import load_analysis
+    from vt_core.analysis.records import load_analysis
 
     study = location(study)
     rows = seed_status(study)

@@ -3,6 +3,7 @@ artifact) and the terminal's closing lines, from the comparison's ``analysis.jso
 
 from __future__ import annotations
 
+from vt_core.analysis.records import Analysis
 from vt_core.report.narrative import closing_lines, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 
 
@@ -35,7 +36,7 @@ def detour_lines(c: dict) -> list[str]:
     return out
 
 
-def comparison_markdown(a: dict) -> str:
+def comparison_markdown(a: Analysis) -> str:
     """The report of a comparison (``a``: its analysis.json)."""
     c = a["comparison"]
     names, per = c["studies"], c["per_study"]
@@ -75,7 +76,7 @@ def comparison_markdown(a: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_lines(a: dict) -> list[str]:
+def comparison_lines(a: Analysis) -> list[str]:
     """The terminal's closing lines."""
     c = a["comparison"]
     lines = closing_lines(a)[:-1]

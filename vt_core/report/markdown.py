@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from vt_core.analysis.states import load_analysis
+from vt_core.analysis.records import Analysis, SelectionSummary, Transition, load_analysis
 from vt_core.report.figures.graph import state_graph_data_uri
 from vt_core.report.narrative import (
     MISSING,
+    NO_BOOTSTRAP,
     detour_sentence,
     k_evidence,
     k_headline,
@@ -43,7 +44,7 @@ def paper_setting(name: str) -> str | None:
     return None
 
 
-def states_table(a: dict) -> list[str]:
+def states_table(a: Analysis) -> list[str]:
     """The markdown table of states that the summary and the report share."""
     lines = ["| state | occupancy | mean first step | steps | seeds visiting | stability (bootstrap) | detour |",
              "|---|---|---|---|---|---|---|"]
@@ -54,7 +55,7 @@ def states_table(a: dict) -> list[str]:
     return lines
 
 
-def transition_features(t: dict) -> str:
+def transition_features(t: Transition) -> str:
     """The top features of a transition two ways: the paper's gradient ranking, and the largest
     changes in units of the within-state standard deviation."""
     by_grad = ", ".join(f"{md(f['feature'])} ({f['sd_change']:+.2g} sd)" for f in t["top_features"][:3])
@@ -81,7 +82,7 @@ def _at(step, epoch_of) -> str:
     return f"step {num(step)}" + ("" if epoch is None else f" (epoch {num(epoch)})")
 
 
-def _differences(ref: dict | None, config, sel: dict) -> str:
+def _differences(ref: dict | None, config, sel: SelectionSummary) -> str:
     """How this study's settings differ from the paper's, when k is put beside the paper's."""
     if not ref:
         return ""
@@ -113,7 +114,7 @@ def report_markdown(study: str | Location) -> str:
         ("seeds", "40", str(len(config.seeds))),
         ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
         ("k chosen (lowest BIC)", str(ref["k"]) if ref else MISSING, f"{k_headline(a)}: {k_evidence(a)}"),
-        ("uncertainty on k", "not given", k_uncertainty(a) or "no bootstrap (hmm.bootstrap = 0)"),
+        ("uncertainty on k", "not given", k_uncertainty(a) or NO_BOOTSTRAP),
         ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
         ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
         ("detour states", ref["detours"] if ref else MISSING, listed(a.get("detour_states") or [])),
@@ -142,7 +143,7 @@ def report_markdown(study: str | Location) -> str:
     return "\n".join(lines) + "\n"
 
 
-def converged_at(a: dict, seed: int) -> str:
+def converged_at(a: Analysis, seed: int) -> str:
     """A seed's convergence step; ``never`` for an analysed seed that does not converge, ``–`` for
     a seed the analysis does not hold."""
     conv = a["convergence_step"]

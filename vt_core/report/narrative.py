@@ -7,8 +7,12 @@ from __future__ import annotations
 import html
 import math
 
+from vt_core.analysis.records import Analysis, Bootstrap
+
 #: what a missing number reads as
 MISSING = "–"
+#: said wherever the uncertainty of k would stand when no bootstrap was run
+NO_BOOTSTRAP = "no bootstrap (hmm.bootstrap = 0): the uncertainty of k is unknown"
 
 
 def num(x: float | int | None, digits: int = 3) -> str:
@@ -33,13 +37,13 @@ def md(text: object) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "'")  # quotes are inert outside tags
 
 
-def k_headline(a: dict) -> str:
+def k_headline(a: Analysis) -> str:
     """``k = 5 (decided)`` or ``k = 8 (undetermined)``."""
     sel = a.get("selection") or {}
     return f"k = {a['chosen_k']} ({sel.get('status', 'decided')})"
 
 
-def k_evidence(a: dict) -> str:
+def k_evidence(a: Analysis) -> str:
     """BIC's choice, the runner-up and the evidence between them."""
     sel = a.get("selection") or {}
     tried = sel.get("k_tried") or []
@@ -57,23 +61,23 @@ def _weight(w: float | None) -> str:
     return "> 0.99" if w is not None and 0.995 <= w < 1 else num(w, 2)
 
 
-def k_uncertainty(a: dict) -> str | None:
+def k_uncertainty(a: Analysis) -> str | None:
     boot = (a.get("selection") or {}).get("bootstrap") or {}
     if not boot.get("n"):
         return None
     dist = ", ".join(f"k = {k}: {num(100 * v, 2)}%" for k, v in sorted(boot["k_distribution"].items(),
                                                                         key=lambda kv: int(kv[0])))
-    return (f"bootstrap over seeds ({boot['n']} resamples): the chosen k in {num(100 * boot['chosen_k_support'], 2)}% "
-            f"({dist}{k_range(boot)})")
+    support = num(100 * (boot.get("chosen_k_support") or 0), 2)
+    return f"bootstrap over seeds ({boot['n']} resamples): the chosen k in {support}% ({dist}{k_range(boot)})"
 
 
-def k_range(boot: dict) -> str:
+def k_range(boot: Bootstrap) -> str:
     """``; 95% range 4–6`` of the bootstrap's k, or nothing when it has none."""
     lo, hi = boot.get("k_interval") or (None, None)
     return "" if lo is None or hi is None else f"; 95% range {lo}–{hi}"
 
 
-def k_notes(a: dict) -> list[str]:
+def k_notes(a: Analysis) -> list[str]:
     """Why k is undetermined, which k could not be fitted and why, and caveats of the settings."""
     sel = a.get("selection") or {}
     notes = list(sel.get("reasons") or [])
@@ -91,11 +95,11 @@ def k_notes(a: dict) -> list[str]:
     return notes
 
 
-def detour_sentence(a: dict) -> str:
+def detour_sentence(a: Analysis) -> str:
     return (a.get("regression") or {}).get("conclusion") or "no detour analysis"
 
 
-def closing_lines(a: dict) -> list[str]:
+def closing_lines(a: Analysis) -> list[str]:
     """The analysis in a few plain lines, for the terminal."""
     lines = [f"states: {k_headline(a)}: {k_evidence(a)}"]
     if u := k_uncertainty(a):
@@ -105,7 +109,7 @@ def closing_lines(a: dict) -> list[str]:
     return lines
 
 
-def header_html(a: dict, context: str) -> str:
+def header_html(a: Analysis, context: str) -> str:
     """The page's subtitle: what was studied, the number of states with its status, the evidence,
     the uncertainty and every note (the same sentences as the terminal and the report)."""
     undetermined = (a.get("selection") or {}).get("status") == "undetermined"

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from vt_core.analysis.records import Analysis, Selection
 from vt_core.storage.layout import layout as study_layout
 from vt_core.storage.location import Location, location, read_json
 
@@ -22,14 +23,14 @@ class Outputs:
 
     name: str
     context: str
-    analysis: dict
-    selection: dict
+    analysis: Analysis
+    selection: Selection
     paths: dict
     value: Any  # xarray.DataArray
 
 
 def load_outputs(study: str | Location) -> Outputs:
-    from vt_core.analysis.states import load_analysis
+    from vt_core.analysis.records import load_analysis, load_selection
     from vt_core.metrics.store import open_metrics
     from vt_core.storage.study import load_study
 
@@ -40,7 +41,7 @@ def load_outputs(study: str | Location) -> Outputs:
     context = (f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
                f"{len(a['features'])} features")
     fix = f"`vt analyze {study}` recomputes it"
-    return Outputs(config.name, context, a, read_json(files.selection, fix),
+    return Outputs(config.name, context, a, load_selection(study),
                    read_json(files.paths, fix), open_metrics(study)["value"].load())
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from vt_core.analysis.records import Analysis
+
 NO_STATE = "#dddddd"
 
 #: one colour per state for up to 12 states
@@ -49,7 +51,7 @@ def _layers(g: nx.DiGraph, first: dict[int, float]) -> dict[int, int]:
     return layer
 
 
-def graph_layout(a: dict) -> tuple[np.ndarray, np.ndarray]:
+def graph_layout(a: Analysis) -> tuple[np.ndarray, np.ndarray]:
     """Node positions from the graph itself: layers left to right by first visit (a state's layer
     follows its earlier-visited predecessors'), states of one layer stacked in y and ordered by
     the mean position of their predecessors (fewer crossings). x: layer index; y within [-1, 1]."""

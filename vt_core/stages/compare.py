@@ -18,6 +18,7 @@ from typing import TypedDict
 
 from vt_core.analysis import hmm, states
 from vt_core.analysis.compare import CompareError, feature_difference, finish, joint_sequences
+from vt_core.analysis.records import Analysis
 from vt_core.config.study_config import HMMConfig, StudyConfig
 from vt_core.metrics.store import load_features
 from vt_core.stages.explain import convergence_steps
@@ -137,12 +138,12 @@ def finalize_comparison(root: str | Location, rows: list[dict]) -> dict:
             "convergence_difference": result["comparison"]["convergence_difference"]}
 
 
-def load_comparison(root: str | Location) -> dict:
+def load_comparison(root: str | Location) -> Analysis:
     """The comparison's ``analysis.json`` (its ``comparison`` section: :func:`vt_core.analysis.compare.summarise`)."""
     path = layout(location(root)).analysis
     if not path.is_file():
         raise CompareError(f"{path} not found: the comparison has not finished; run `vt compare` again")
-    return read_json(path, "`vt compare` with the same studies writes it again")
+    return read_json(path, "`vt compare` with the same studies writes it again")  # type: ignore[return-value]
 
 
 def compare_studies(studies: list[str], out: str | None = None, run=map) -> dict:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from vt_core.analysis import hmm, states
+from vt_core.analysis import hmm, records, states
 from vt_core.metrics.store import load_features
-from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, read_json
+from vt_core.storage.location import Location
 from vt_core.storage.study import load_study
 
 
@@ -37,9 +36,10 @@ class NextFits(TypedDict):
 
 
 class Selection(TypedDict):
+    """What the selection task returns (the whole record: :class:`vt_core.analysis.records.Selection`)."""
     chosen_k: int
     status: str
-    table: list[dict]
+    table: list[records.SelectionRow]
 
 
 def prepare_hmm(study: str | Location) -> HMMPlan:
@@ -67,5 +67,5 @@ def finalize_model(study: str | Location, rows: list[dict]) -> Selection:
 
 
 def load_selection(study: str | Location) -> Selection:
-    sel = read_json(layout(study).selection, f"`vt analyze {study}` recomputes it")
+    sel = records.load_selection(study)
     return {"chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "table": sel["table"]}

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import zarr
 
@@ -206,9 +207,16 @@ def _can_fork() -> bool:
     return sys.platform.startswith("linux")
 
 
+def package_root() -> str:
+    """The directory that holds ``vt_core/``, for a new interpreter's PYTHONPATH: as many levels
+    above this file as this module's dotted name is deep (so that a move of this module cannot
+    leave a wrong path behind)."""
+    name = __spec__.name if __spec__ else __name__  # "__main__" under `python -m`
+    return str(Path(__file__).resolve().parents[name.count(".")])
+
+
 def _exec_child(args: list[str]) -> subprocess.Popen:
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root(), os.environ.get("PYTHONPATH")])),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # it never multiplies
     return subprocess.Popen([sys.executable, "-m", "vt_core.storage.writer", *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env, close_fds=True,

@@ -21,6 +21,7 @@ from bokeh.models import ColumnDataSource, CustomJS, DataRange1d, Div, FactorRan
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
+from vt_core.analysis.records import Analysis
 from vt_core.report import narrative
 from vt_core.report.compare_markdown import detour_lines, difference_sentence
 from vt_core.report.dashboard.graph import graph_figure
@@ -43,7 +44,7 @@ def _members(c: dict, study: str) -> dict[int, int]:
     return {m["id"]: m["seed"] for m in c["members"] if m["study"] == study}
 
 
-def study_view(a: dict, study: str) -> dict:
+def study_view(a: Analysis, study: str) -> Analysis:
     """The joint analysis seen from one study: its occupancy as node sizes, its seeds on the edges
     (positions stay the joint graph's, which the layout takes from the joint first visits)."""
     c = a["comparison"]
@@ -63,7 +64,7 @@ def study_view(a: dict, study: str) -> dict:
     return view
 
 
-def _graphs(a: dict, colors: list[str], panel: Div) -> list:
+def _graphs(a: Analysis, colors: list[str], panel: Div) -> list:
     out = []
     for study in a["comparison"]["studies"]:
         n = a["comparison"]["per_study"][study]["n_seeds"]
@@ -118,9 +119,9 @@ def convergence_figure(c: dict):
     return p
 
 
-def _timelines(a: dict, colors: list[str]) -> tuple[list, RadioButtonGroup]:
+def _timelines(a: Analysis, colors: list[str], root: Location) -> tuple[list, RadioButtonGroup]:
     c = a["comparison"]
-    paths = read_json(layout(a["_root"]).paths)
+    paths = read_json(layout(root).paths)
     lin, log = DataRange1d(), DataRange1d()
     figs: list = []
     for study in c["studies"]:
@@ -138,8 +139,8 @@ def _timelines(a: dict, colors: list[str]) -> tuple[list, RadioButtonGroup]:
     return [f for pair in figs for f in pair], scale
 
 
-def render_comparison(a: dict) -> str:
-    """The comparison page's HTML from its analysis (``a["_root"]``: the comparison directory)."""
+def render_comparison(a: Analysis, root: Location) -> str:
+    """The comparison page's HTML from its analysis (``root``: the comparison directory)."""
     c = a["comparison"]
     colors = state_palette(a["chosen_k"])
     title = " vs ".join(c["studies"])
@@ -154,7 +155,7 @@ def render_comparison(a: dict) -> str:
                 styles={"border": "1px solid #ccc", "border-radius": "4px", "padding": "6px 10px",
                         "background": "#fafafa"})
     graphs = _graphs(a, colors, panel)
-    timeline_figs, scale = _timelines(a, colors)
+    timeline_figs, scale = _timelines(a, colors, root)
     page = column(header, row(*graphs, **STRETCH), panel,
                   row(occupancy_figure(c, colors), convergence_figure(c), **STRETCH), scale, *timeline_figs,
                   **STRETCH)
@@ -164,9 +165,8 @@ def render_comparison(a: dict) -> str:
 def build_comparison_dashboard(root: str | Location) -> Location:
     """Write ``OUT/dashboard/index.html`` of a comparison (atomically)."""
     root = location(root)
-    a = read_json(layout(root).analysis, "`vt compare` with the same studies writes it again")
-    a["_root"] = root
+    a: Analysis = read_json(layout(root).analysis, "`vt compare` with the same studies writes it again")  # type: ignore[assignment]
     path = layout(root).dashboard
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, render_comparison(a))
+    write_text_atomic(path, render_comparison(a, root))
     return path

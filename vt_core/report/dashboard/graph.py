@@ -8,6 +8,7 @@ import numpy as np
 from bokeh.models import Arrow, ColumnDataSource, HoverTool, LabelSet, Range1d, TapTool, VeeHead
 from bokeh.plotting import figure
 
+from vt_core.analysis.records import Analysis
 from vt_core.report.dashboard.panel import state_html, transition_html
 from vt_core.report.narrative import num
 from vt_core.report.palette import graph_layout, text_color
@@ -31,7 +32,7 @@ def _edge_curves(edges: list[dict], x: np.ndarray, y: np.ndarray) -> tuple[list,
     return xs, ys
 
 
-def _sources(a: dict, colors: list[str], n_seeds: int):
+def _sources(a: Analysis, colors: list[str], n_seeds: int):
     states = a["states"]
     x, y = graph_layout(a)
     occ = np.array([s["occupancy"] for s in states])
@@ -63,7 +64,7 @@ def _sources(a: dict, colors: list[str], n_seeds: int):
     return nodes, esrc, x, y
 
 
-def graph_figure(a: dict, colors: list[str], n_seeds: int):
+def graph_figure(a: Analysis, colors: list[str], n_seeds: int):
     """(figure, node source, edge source)."""
     nodes, esrc, x, y = _sources(a, colors, n_seeds)
     pad_x, pad_y = 0.55, 0.45

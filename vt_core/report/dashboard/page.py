@@ -9,6 +9,7 @@ from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Div, Range1d
 from bokeh.resources import INLINE
 
+from vt_core.analysis.records import Analysis, Selection
 from vt_core.report import narrative
 from vt_core.report.dashboard.curves import curves
 from vt_core.report.dashboard.graph import graph_figure
@@ -48,7 +49,7 @@ EXPLAIN = """
 """
 
 
-def _k_range(sel: dict) -> tuple[list[int], Range1d]:
+def _k_range(sel: Selection) -> tuple[list[int], Range1d]:
     ks = sorted(int(t["k"]) for t in sel["table"]) or [1]
     return ks, Range1d(min(ks) - 0.6, max(ks) + 0.6)
 
@@ -68,7 +69,7 @@ def _wire(nodes, edges, panel, table_src, pts, bands, tsrc, curve_figs, timeline
     """))
 
 
-def render(name: str, subtitle: str, a: dict, sel: dict, paths: dict, value, max_points: int = MAX_POINTS,
+def render(name: str, subtitle: str, a: Analysis, sel: Selection, paths: dict, value, max_points: int = MAX_POINTS,
            function: dict | None = None) -> str:
     """The dashboard's HTML from the analysis outputs (``value``: metrics DataArray (seed, step, metric);
     ``function``: the function's PCA, :func:`vt_core.metrics.function.load_function`, when recorded)."""

@@ -12,6 +12,7 @@ import html
 
 import numpy as np
 
+from vt_core.analysis.records import Analysis, FeatureChange, StateSummary, Transition
 from vt_core.report.labels import metric_label
 from vt_core.report.narrative import num
 from vt_core.report.palette import text_color
@@ -33,7 +34,7 @@ def _swatch(state: int, colors: list[str]) -> str:
             f"color:{text_color(c)};text-align:center;font-weight:600'>{state}</span>")
 
 
-def _feature_rows(feats: list[dict]) -> str:
+def _feature_rows(feats: list[FeatureChange]) -> str:
     rows = []
     for f in feats:
         label = metric_label(f["feature"])
@@ -45,7 +46,7 @@ def _feature_rows(feats: list[dict]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _when(t: dict) -> str:
+def _when(t: Transition) -> str:
     first = sorted(((int(s), int(step)) for s, step in (t.get("first_step") or {}).items()), key=lambda x: (x[1], x[0]))
     if not first:
         return ""
@@ -56,7 +57,7 @@ def _when(t: dict) -> str:
             f"{num(int(steps.min()))}–{num(int(steps.max()))}). Seeds, earliest first: {listed}{more}.</p>")
 
 
-def transition_html(t: dict, colors: list[str], n_seeds: int) -> str:
+def transition_html(t: Transition, colors: list[str], n_seeds: int) -> str:
     """One transition's explanation (``t``: an entry of ``analysis.json``'s ``transitions``)."""
     top = t.get("top_features") or []
     by_sd = t.get("top_by_sd_change") or []
@@ -66,19 +67,19 @@ def transition_html(t: dict, colors: list[str], n_seeds: int) -> str:
             f"<div><b>Largest changes in within-state sd</b>{_feature_rows(by_sd[:5])}</div></div>{_when(t)}</div>")
 
 
-def _detour(s: dict, a: dict) -> str:
+def _detour(s: StateSummary, a: Analysis) -> str:
     reg = a.get("regression") or {}
     coef = (reg.get("coefficients") or {}).get(str(s["state"]))
     if coef is None:
         return "not an optional state in the detour regression" if s["state"] not in (a.get("detour_states") or []) \
             else "detour"
-    lo, hi = (reg.get("intervals") or {}).get(str(s["state"]), (None, None))
+    lo, hi = (reg.get("intervals") or {}).get(str(s["state"])) or (None, None)
     verdict = "a detour" if s["state"] in (a.get("detour_states") or []) else "not a detour"
     interval = "no 95% interval" if lo is None or hi is None else f"95% interval {num(lo, 2)} to {num(hi, 2)}"
     return f"{verdict}: {num(coef, 2)} steps of delay per step spent here ({interval})"
 
 
-def state_html(s: dict, a: dict, colors: list[str], n_seeds: int) -> str:
+def state_html(s: StateSummary, a: Analysis, colors: list[str], n_seeds: int) -> str:
     """One state's explanation (``s``: an entry of ``analysis.json``'s ``states``)."""
     i = s["state"]
     ins = [f"{_swatch(t['from'], colors)} ({t['n_seeds']} seeds)" for t in a["transitions"] if t["to"] == i]

@@ -19,6 +19,9 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
+from vt_core.analysis.records import Selection
+from vt_core.report.narrative import NO_BOOTSTRAP
+
 BIC, AIC, HELD, BAD = "#0072b2", "#e69f00", "#009e73", "#cc3311"
 HEADROOM = 0.42  # share of the y range kept free above the data for the legend
 
@@ -29,15 +32,14 @@ def _padded(values: np.ndarray) -> Range1d:
     return Range1d(lo - 0.06 * span, hi + span * HEADROOM / (1 - HEADROOM))
 
 
-def _bad_rows(sel: dict) -> dict:
-    why = (sel.get("why_not") or {})
+def _bad_rows(sel: Selection) -> dict:
     bad = [t for t in sel["table"] if t.get("status") in ("infeasible", "failed") or not t.get("n_ok")]
     return {"k": [t["k"] for t in bad], "y": [0.04] * len(bad),
             "status": [t.get("status") or "failed" for t in bad],
-            "reason": ["; ".join(t.get("failures") or []) or why.get(str(t["k"]), "no fit converged") for t in bad]}
+            "reason": ["; ".join(t.get("failures") or []) or "no fit converged" for t in bad]}
 
 
-def selection_figure(sel: dict, ks: list[int], x_range: Range1d):
+def selection_figure(sel: Selection, ks: list[int], x_range: Range1d):
     rows = [t for t in sel["table"] if t.get("n_ok")]
     src = ColumnDataSource({
         "k": [t["k"] for t in rows], "bic": [t["bic"] for t in rows], "aic": [t["aic"] for t in rows],
@@ -85,7 +87,7 @@ def selection_figure(sel: dict, ks: list[int], x_range: Range1d):
     return p
 
 
-def _mark_chosen(p, sel: dict) -> None:
+def _mark_chosen(p, sel: Selection) -> None:
     k = sel["chosen_k"]
     undetermined = sel.get("status") == "undetermined"
     p.add_layout(Span(location=k, dimension="height", line_color="black", line_dash="dotted", line_width=2))
@@ -95,7 +97,7 @@ def _mark_chosen(p, sel: dict) -> None:
                        background_fill_alpha=0.8))
 
 
-def bootstrap_figure(sel: dict, x_range: Range1d):
+def bootstrap_figure(sel: Selection, x_range: Range1d):
     """The share of bootstrap resamples of the seeds that chose each k (empty note without any)."""
     boot = sel.get("bootstrap") or {}
     dist = {int(k): v for k, v in (boot.get("k_distribution") or {}).items()}
@@ -105,7 +107,7 @@ def bootstrap_figure(sel: dict, x_range: Range1d):
     lo, hi = boot.get("k_interval") or (None, None)
     bar = "" if lo is None or hi is None else f" (bar: 95% range {lo}–{hi})"
     title = (f"k chosen by {boot['n']} bootstrap resamples of the seeds{bar}"
-             if boot.get("n") else "No bootstrap resamples (hmm.bootstrap = 0): uncertainty of k unknown")
+             if boot.get("n") else NO_BOOTSTRAP[0].upper() + NO_BOOTSTRAP[1:])
     p = figure(title=title, height=130, sizing_mode="stretch_width", min_width=360, x_range=x_range,
                y_range=Range1d(0, 1.25), y_axis_label="share", tools="save", toolbar_location=None,
                name="bootstrap-k")

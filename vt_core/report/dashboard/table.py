@@ -18,12 +18,13 @@ from bokeh.models import (
     TableColumn,
 )
 
+from vt_core.analysis.records import Analysis
 from vt_core.report.labels import metric_label
 
 SHOWN = 6  # feature columns shown at first
 
 
-def state_table(a: dict, colors: list[str]):
+def state_table(a: Analysis, colors: list[str]):
     """(column chooser, table, source)."""
     states = a["states"]
     detours = set(a.get("detour_states") or [])

@@ -10,13 +10,14 @@ import base64
 import numpy as np
 from matplotlib.patches import Circle, FancyArrowPatch
 
+from vt_core.analysis.records import Analysis
 from vt_core.report.figures.style import new_figure, paper_style, to_bytes
 from vt_core.report.palette import graph_layout, state_palette, text_color
 
 MAX_RADIUS, MIN_RADIUS = 0.3, 0.13
 
 
-def draw_state_graph(ax, a: dict) -> None:
+def draw_state_graph(ax, a: Analysis) -> None:
     states = a["states"]
     x, y = graph_layout(a)
     colors = state_palette(a["chosen_k"])
@@ -48,7 +49,7 @@ def draw_state_graph(ax, a: dict) -> None:
     ax.set_axis_off()
 
 
-def state_graph_figure(a: dict, width: float):
+def state_graph_figure(a: Analysis, width: float):
     x, y = graph_layout(a)
     span_x = float(x.max() - x.min()) + 2 * (MAX_RADIUS + 0.15)
     span_y = max(float(y.max() - y.min()), 1.0) + 2 * (MAX_RADIUS + 0.15)
@@ -57,12 +58,12 @@ def state_graph_figure(a: dict, width: float):
     return fig
 
 
-def state_graph_png(a: dict, width_px: int = 480) -> bytes:
+def state_graph_png(a: Analysis, width_px: int = 480) -> bytes:
     """A small PNG of the state graph (the dashboard's layout and colours), for artifacts."""
     with paper_style():
         fig = state_graph_figure(a, width_px / 100)
         return to_bytes(fig, "png", dpi=100)
 
 
-def state_graph_data_uri(a: dict) -> str:
+def state_graph_data_uri(a: Analysis) -> str:
     return "data:image/png;base64," + base64.b64encode(state_graph_png(a)).decode()

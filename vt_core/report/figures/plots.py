@@ -13,8 +13,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from vt_core.analysis.detours import time_before
+from vt_core.analysis.records import Selection
 from vt_core.report.figures.style import ONE_COLUMN, TWO_COLUMN, new_figure
 from vt_core.report.labels import THRESHOLD_METRIC, axis_label
+from vt_core.report.narrative import NO_BOOTSTRAP
 from vt_core.report.outputs import Outputs, band, modal_state, path_groups, path_text, segments, state_grid
 from vt_core.report.palette import NO_STATE, state_palette
 
@@ -36,8 +38,8 @@ def timeline(out: Outputs):
         segs = segments(np.asarray(paths[seed]["steps"], float), np.asarray(paths[seed]["states"], int))
         ax.broken_barh([(s0, s1 - s0) for s0, s1, _ in segs], (row - 0.45, 0.9),
                        facecolors=[colors[s] for _, _, s in segs], linewidth=0)
-        if conv.get(seed) is not None:
-            ax.plot([conv[seed]] * 2, [row - 0.45, row + 0.45], color="black", linewidth=1.4)
+        if (at := conv.get(seed)) is not None:
+            ax.plot([at] * 2, [row - 0.45, row + 0.45], color="black", linewidth=1.4)
     start = 0
     for path, members in groups:
         if start:
@@ -114,7 +116,7 @@ def curves(out: Outputs):
     return fig
 
 
-def _boot(ax, sel: dict) -> None:
+def _boot(ax, sel: Selection) -> None:
     boot = sel.get("bootstrap") or {}
     dist = {int(k): v for k, v in (boot.get("k_distribution") or {}).items()}
     ax.bar(list(dist), list(dist.values()), width=0.6,
@@ -122,7 +124,7 @@ def _boot(ax, sel: dict) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of\nresamples")
     if not boot.get("n"):
-        ax.text(0.5, 0.5, "no bootstrap (hmm.bootstrap = 0)", transform=ax.transAxes, ha="center", fontsize=6.5)
+        ax.text(0.5, 0.5, NO_BOOTSTRAP.replace(": ", ":\n"), transform=ax.transAxes, ha="center", fontsize=6.5)
     ax.set_xlabel("k (states)")
 
 
@@ -218,7 +220,7 @@ def regression(out: Outputs):
         coef = (reg.get("coefficients") or {}).get(str(s))
         if coef is None:
             continue
-        lo, hi = intervals.get(str(s), (coef, coef))
+        lo, hi = intervals.get(str(s)) or (coef, coef)  # a coefficient without an interval: a point
         cx.errorbar([coef], [i], xerr=[[coef - lo], [hi - coef]], fmt="o", color=colors[s], capsize=2)
     cx.axvline(0, color="black", linewidth=0.6)
     cx.set_yticks(range(len(optional)), [f"state {s}" for s in optional])
