@@ -20,14 +20,15 @@ import tasks  # noqa: F401  (analytics off before Prefect is imported)
 from flows.import_cli import import_command
 from flows.terminal import _closing, _debug, _fail, _run, _view, console
 from tasks import quiet_prefect
-from vt_core.config.study_config import load_config
+from vt_core.config.study_config import HMMConfig, load_config
 from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
 from vt_core.report.narrative import listed, num
 from vt_core.runtime import Runtime
 from vt_core.storage.layout import layout
 from vt_core.storage.location import is_remote, location, url
-from vt_core.storage.study import StudyError, load_study, seed_status, study_dir, study_state
+from vt_core.storage.seed_status import seed_status, study_state
+from vt_core.storage.study import StudyError, load_study, study_dir
 from vt_core.training.preflight import check_config
 
 # markdown: help paragraphs are reflowed to the terminal's width, never broken where the source is
@@ -106,7 +107,9 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
         console.print("nothing to do: every seed is finished and matches its checksums, and the analysis is current")
         _closing(study_dir(cfg))
         return
-    _run({"config_path": str(config), "runtime": switches}, runner, workers, study=study_dir(cfg))
+    # the config as read and checked here: the flow neither reads the file nor checks it again
+    _run({"config_path": str(config), "config": cfg.model_dump(mode="json"), "checked": True, "runtime": switches},
+         runner, workers, study=study_dir(cfg))
 
 
 @command
@@ -239,7 +242,7 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
 
     cfg = load_user_code(load_config(config))
     task = build_task(cfg.data, cfg.seeds[0])
-    model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+    model = build_model(cfg.model, task, cfg.output_size(task.n_classes))
     selected = set(select_hookpoints(model, cfg.hooks.activations)) if cfg.hooks.activations else set()
     rows = describe_hookpoints(model, task.x_test[: cfg.hooks.probe_size])
     table = Table(title=f"hookpoints of {cfg.model.name} (probe batch of {cfg.hooks.probe_size}; "
@@ -278,6 +281,10 @@ def _print_roles(model, cfg) -> None:
                   f"code_sparsity per kernel)")
 
 
+#: the HMM settings' defaults, from the config model (one place): `vt states` offers the same
+_HMM = {name: field.default for name, field in HMMConfig.model_fields.items()}
+
+
 @command
 def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .parquet, one row per seed and step")],
            features: Annotated[str | None, typer.Option(help="comma-separated feature columns (default: every "
@@ -286,14 +293,14 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            step_col: Annotated[str, typer.Option("--step-col", help="column with the training step")] = "step",
            convergence: Annotated[str | None, typer.Option(help="column whose first step at or above "
                                                            "--threshold is a run's convergence")] = None,
-           threshold: Annotated[float, typer.Option(help="convergence threshold")] = 0.9,
-           max_states: Annotated[int, typer.Option(help="fit k = 1.. this (extended while BIC falls)")] = 8,
-           covariance: Annotated[str, typer.Option(help="full, diag, spherical or tied")] = "full",
-           standardize: Annotated[str, typer.Option(help="global (default) or seed (per run, as the paper)")] = "global",
-           bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the runs (0: off)")] = 20,
+           threshold: Annotated[float, typer.Option(help="convergence threshold")] = _HMM["convergence_threshold"],
+           max_states: Annotated[int, typer.Option(help="fit k = 1.. this (extended while BIC falls)")] = _HMM["max_states"],
+           covariance: Annotated[str, typer.Option(help="full, diag, spherical or tied")] = _HMM["covariance"],
+           standardize: Annotated[str, typer.Option(help="global or seed (per run, as the paper)")] = _HMM["standardize"],
+           bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the runs (0: off)")] = _HMM["bootstrap"],
            cv_folds: Annotated[int, typer.Option(help="folds over the runs for the cross-validated "
-                                                 "log-likelihood (0: off)")] = 5,
-           extend: Annotated[bool, typer.Option(help="extend the grid while BIC is lowest at its edge")] = True,
+                                                 "log-likelihood (0: off)")] = _HMM["cv_folds"],
+           extend: Annotated[bool, typer.Option(help="extend the grid while BIC is lowest at its edge")] = _HMM["extend"],
            out: Annotated[Path | None, typer.Option(help="directory for hmm/ and analysis.json "
                                                     "(default: TABLE's name + _states)")] = None,
            workers: Workers = 1) -> None:

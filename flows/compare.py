@@ -14,6 +14,7 @@ from tasks.compare import (
     publish_comparison_task,
     select_comparison_task,
 )
+from vt_core.analysis.states import fit_rounds
 
 
 @flow(name="vt-compare")
@@ -22,14 +23,10 @@ def compare_flow(studies: list[str], out: str | None = None) -> dict:
     comparison's directory (default: ``compare-A-vs-B`` beside the first study)."""
     plan = prepare_comparison_task(studies, out)
     root = plan["root"]
-    rows = list(fit_comparison_task.map(root=unmapped(root), job=plan["jobs"]).result())
-    while True:
-        nxt = select_comparison_task(root, rows)
-        more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
-        if more:
-            rows += fit_comparison_task.map(root=unmapped(root), job=more).result()
-        if not nxt["extend_jobs"]:
-            break
+    def fit_many(more: list[dict]) -> list[dict]:
+        return list(fit_comparison_task.map(root=unmapped(root), job=more).result())
+
+    rows = fit_rounds(fit_many(plan["jobs"]), lambda rows: select_comparison_task(root, rows), fit_many)
     result = finalize_comparison_task(root, rows)
     return result | publish_comparison_task(root) | {"root": root}
 

@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 from prefect.context import FlowRunContext
 
-from vt_core.config.study_config import StudyConfig, load_config
+from vt_core.config.study_config import StudyConfig, load_config, parse_config
 from vt_core.errors import VtError
 from vt_core.stages.publish import location_tag, run_name, run_tags
 from vt_core.storage.location import location, url
@@ -18,8 +18,9 @@ from vt_core.storage.study import load_study, study_dir
 
 
 def _study_of(params: dict) -> tuple[str, StudyConfig]:
-    if params.get("config_path"):
-        config = load_config(params["config_path"])
+    if params.get("config") or params.get("config_path"):
+        config = (parse_config(params["config"], "config") if params.get("config")
+                  else load_config(params["config_path"]))
         return url(study_dir(config)), config
     return url(location(params["study"])), load_study(params["study"])
 

@@ -14,7 +14,8 @@ from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, selec
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
 from tasks.publish import build_dashboard_task, publish_artifacts_task
 from tasks.train import train_group_task, train_seed_task
-from vt_core.config.study_config import load_config
+from vt_core.analysis.states import fit_rounds
+from vt_core.config.study_config import load_config, parse_config
 from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
@@ -66,26 +67,32 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
 
 @flow(name="vt-study", flow_run_name=flow_run_name)
 def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None,
-               runtime: dict | None = None) -> dict:
+               runtime: dict | None = None, config: dict | None = None, checked: bool = False) -> dict:
     """Train every seed of a study (finished seeds come back cached), then analyse.
 
     Give ``config_path`` for a new or continued study, or ``study`` for an existing directory.
     ``rerun_seeds`` are deleted and trained again from scratch. ``runtime``: the
     :class:`vt_core.runtime.Runtime` switches as a dict (default: read from this process's
-    environment, the edge for a deployment)."""
+    environment, the edge for a deployment). ``config``: the config already read from
+    ``config_path`` (the `vt` command passes it, so the file is read once); ``checked``: the caller
+    has run every check of `vt validate` on it (the `vt` command has), so it is not run again."""
     logger = get_run_logger()
-    config = None
-    if config_path is not None:
-        config = load_config(config_path)
-        check_config(config)  # everything `vt validate` checks, before anything is written
-        study = url(study_dir(config))
-        study_dir(config).mkdir(parents=True, exist_ok=True)
+    opened = None
+    if config is not None:
+        opened = parse_config(config, config_path or "the flow's config parameter")
+    elif config_path is not None:
+        opened = load_config(config_path)
+    if opened is not None:
+        if not checked:
+            check_config(opened)  # everything `vt validate` checks, before anything is written
+        study = url(study_dir(opened))
+        study_dir(opened).mkdir(parents=True, exist_ok=True)
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
     with study_lock(study), keep_stop_on_sigterm():
-        if config is not None:
-            prepare_study(config)
+        if opened is not None:
+            prepare_study(opened)
         return _train_and_analyze(study, rerun_seeds, logger, switches)
 
 
@@ -94,15 +101,12 @@ def _select(study: str) -> dict:
     lowest at its edge, the bootstrap fits; then the chosen model."""
     jobs = prepare_hmm_task(study)["jobs"]
     publish({"kind": "stage", "stage": "hmm", "total": len(jobs)})
-    rows = list(fit_hmm_task.map(study=unmapped(study), job=jobs).result())
-    while True:
-        nxt = select_model_task(study, rows)
-        more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
-        if more:
-            publish({"kind": "stage", "stage": "hmm" if nxt["extend_jobs"] else "bootstrap", "total": len(more)})
-            rows += fit_hmm_task.map(study=unmapped(study), job=more).result()
-        if not nxt["extend_jobs"]:
-            return finalize_model_task(study, rows)
+    def fit_many(more: list[dict]) -> list[dict]:
+        return list(fit_hmm_task.map(study=unmapped(study), job=more).result())
+
+    rows = fit_rounds(fit_many(jobs), lambda rows: select_model_task(study, rows), fit_many,
+                      on_round=lambda stage, n: publish({"kind": "stage", "stage": stage, "total": n}))
+    return finalize_model_task(study, rows)
 
 
 def _submit_training(study: str, switches: dict) -> tuple[dict, dict]:

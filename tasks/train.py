@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from vt_core.progress import publish
 from vt_core.runtime import Runtime
 from vt_core.stages import train
-from vt_core.storage.study import load_study
+from vt_core.storage.handle import Study
 
 
 def _progress(seed_epochs: int, logger):
@@ -33,7 +33,8 @@ def _progress(seed_epochs: int, logger):
 @task(name="train-seed", cache_policy=NO_CACHE, persist_result=False, task_run_name="train-seed-{seed}")
 def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
     logger = get_run_logger()
-    summary = train.train_seed(study, seed, progress=_progress(load_study(study).training.epochs, logger),
+    opened = Study.open(study)
+    summary = train.train_seed(opened, seed, progress=_progress(opened.config.training.epochs, logger),
                                num_threads=1, runtime=Runtime(**(runtime or {})))
     logger.info("seed %d: %s (%d checkpoints)%s", seed, summary["status"], summary["committed_steps"],
                 " - already trained, skipped" if summary["skipped"] else "")
@@ -45,7 +46,8 @@ def train_seed_task(study: str, seed: int, runtime: dict | None = None) -> dict:
 def train_group_task(study: str, seeds: list[int], runtime: dict | None = None) -> list[dict]:
     """Seeds trained together; each seed's summary (a seed whose writes failed says so in it)."""
     logger = get_run_logger()
-    summaries = train.train_group(study, seeds, progress=_progress(load_study(study).training.epochs, logger),
+    opened = Study.open(study)
+    summaries = train.train_group(opened, seeds, progress=_progress(opened.config.training.epochs, logger),
                                   runtime=Runtime(**(runtime or {})))
     for s in summaries:
         publish({"kind": "seed_end", "seed": s["seed"], "status": s["status"]})

@@ -1,11 +1,6 @@
-import os
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
 import pytest  # noqa: E402
 
+import tasks  # noqa: F401  (vt's Prefect defaults, analytics off, before anything imports Prefect)
 from tests.helpers import tiny_dict  # noqa: E402
 from vt_core.config.study_config import parse_config  # noqa: E402
 

@@ -121,7 +121,7 @@ def test_split_is_seeded_and_keeps_a_training_seed():
 def test_zscore_is_per_seed():
     s = hmm.Sequences([0, 1], [np.arange(3), np.arange(3)], [np.array([[1.0], [2.0], [3.0]]),
                                                            np.array([[10.0], [10.0], [10.0]])], ["a"])
-    z = s.zscored()
+    z = s.zscored("seed")
     np.testing.assert_allclose(z[0][:, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
     np.testing.assert_array_equal(z[1], 0.0)  # a constant column stays finite
 

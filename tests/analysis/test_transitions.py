@@ -173,9 +173,14 @@ def test_one_seeds_metrics_at_a_time_per_process(monkeypatch):
 
     from vt_core.stages import metrics as stage
 
-    monkeypatch.setattr(stage, "load_study", lambda study: None)
+    class Opened:  # a study handle that holds nothing: the stage only passes it on
+        config = None
+
+        def run(self, seed):
+            return None
+
+    monkeypatch.setattr(stage.Study, "open", classmethod(lambda cls, study: Opened()))
     monkeypatch.setattr(stage, "load_user_code", lambda config: None)
-    monkeypatch.setattr(stage, "open_run", lambda study, seed, config: None)
     monkeypatch.setattr(stage.incremental, "write_seed_metrics", fake_write)
     threads = [threading.Thread(target=stage.compute_metrics, args=("s", seed, {})) for seed in range(4)]
     for t in threads:

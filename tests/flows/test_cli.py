@@ -188,3 +188,29 @@ def test_when_every_seed_diverges_the_run_says_so_and_the_study_is_failed(tmp_pa
     assert not (study / "analysis.json").exists()
     res = runner.invoke(app, ["status", str(study)])
     assert "study: failed" in res.output and "diverged" in res.output, res.output
+
+
+def test_one_vt_run_reads_and_checks_its_config_once(tmp_path, monkeypatch):
+    """`vt run` reads the TOML once and runs the checks of `vt validate` (which build the task and
+    the model) once: the flow and its run name take the config the command read and checked
+    (issue 29: three reads and two checks before). A deployment's run, given only the path, still
+    reads and checks it itself."""
+    import tomllib
+
+    from flows.study import study_flow
+    from vt_core.training import preflight
+
+    cfg = write_toml(tiny_dict(tmp_path / "s", seeds=[0], training={"epochs": 2},
+                               hmm={"max_states": 2, "bootstrap": 0, "cv_folds": 0}), tmp_path / "c.toml")
+    text = cfg.read_text()
+    reads, checks = [], []
+    loads, check_size = tomllib.loads, preflight._check_size
+    monkeypatch.setattr(tomllib, "loads", lambda s, **kw: (reads.append(1) if s == text else None) or loads(s, **kw))
+    monkeypatch.setattr(preflight, "_check_size", lambda c: checks.append(1) or check_size(c))
+    res = runner.invoke(app, ["run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert (len(reads), len(checks)) == (1, 1)
+
+    reads.clear(), checks.clear()
+    study_flow(config_path=str(cfg))  # as a deployment starts it: nothing was read or checked before
+    assert (len(reads), len(checks)) == (2, 1)  # the run's name reads it too; the flow checks it

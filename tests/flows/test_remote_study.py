@@ -21,12 +21,12 @@ from vt_core.stages.train import train_seed
 from vt_core.storage.layout import layout
 from vt_core.storage.location import location, url
 from vt_core.storage.run_store import RunStore
+from vt_core.storage.seed_status import seed_status
 from vt_core.storage.study import (
     StudyLockedError,
     prepare_study,
     reset_seed,
     run_path,
-    seed_status,
     study_lock,
     validate_study,
 )

@@ -125,7 +125,7 @@ def test_a_failing_seed_fails_alone_and_rerun_completes_it(tmp_path, monkeypatch
     assert res.exit_code == 0
     out = " ".join(res.output.split())
     assert "study: failed" in out and "seeds 1 failed" in out and f"`vt rerun {study} --seed N`" in out
-    from vt_core.storage.study import seed_status
+    from vt_core.storage.seed_status import seed_status
 
     row = {r["seed"]: r for r in seed_status(study)}[1]
     assert row["status"] == "failed" and "injected failure in seed 1" in row["error"]

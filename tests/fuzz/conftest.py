@@ -21,9 +21,6 @@ import pytest
 
 from tests.helpers import ROOT, tiny_dict, toml_value, write_toml  # noqa: F401  (shared by the fuzz tests)
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-
 #: the repository (subprocesses run ``python -m flows.cli`` from here)
 ROOT_DIR = ROOT
 #: every `vt` invocation must finish within this (a refused config is refused at once)

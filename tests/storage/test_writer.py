@@ -21,7 +21,8 @@ from vt_core.errors import VtError
 from vt_core.runtime import Runtime, RuntimeSettingError
 from vt_core.stages.train import train_seed
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import prepare_study, run_path, seed_status
+from vt_core.storage.seed_status import seed_status
+from vt_core.storage.study import prepare_study, run_path
 from vt_core.storage.writer import CheckpointWriter, ProcessCheckpointWriter, WriterError, make_writer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer process is Linux-only")

@@ -14,7 +14,8 @@ from vt_core.data import build_task
 from vt_core.models import build_model
 from vt_core.stages.train import train_seed
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import prepare_study, run_path, seed_status
+from vt_core.storage.seed_status import seed_status
+from vt_core.storage.study import prepare_study, run_path
 from vt_core.training.loop import DivergedError, Trainer
 
 

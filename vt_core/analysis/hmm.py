@@ -120,9 +120,10 @@ class Sequences:
     values: list[np.ndarray]  # raw, (T_s, F)
     features: list[str]
 
-    def zscored(self, mode: str = "seed") -> list[np.ndarray]:
+    def zscored(self, mode: str) -> list[np.ndarray]:
         """Each seed's sequence standardised on its own (``seed``, the paper) or with the mean and
-        standard deviation of all seeds together (``global``); constant columns become 0."""
+        standard deviation of all seeds together (``global``, vt's default: ``HMMConfig.standardize``);
+        constant columns become 0. No default here: the setting has one home, the config."""
         if mode == "global":
             allx = np.concatenate(self.values)
             mu, sd = allx.mean(axis=0), allx.std(axis=0)

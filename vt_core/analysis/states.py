@@ -13,6 +13,7 @@ steps, each reading and writing small files under ``root/hmm`` (:mod:`vt_core.st
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import networkx as nx
@@ -280,14 +281,29 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
     return result
 
 
-def run_fits(root: str | Location, jobs: list[dict], cfg: HMMConfig, run=map) -> list[dict]:
-    """Every fit the selection needs, with ``run`` mapping :func:`fit` over jobs (``map``, a
-    process pool's ``map``): the main and cv jobs, the grid's extensions while BIC is lowest at its
-    edge, then the bootstrap fits. (The Prefect flow does the same with tasks.)"""
-    rows = list(run(fit, [root] * len(jobs), jobs, [cfg] * len(jobs)))
+def fit_rounds(rows: list[dict], select_next: Callable[[list[dict]], dict],
+               fit_many: Callable[[list[dict]], Iterable[dict]],
+               on_round: Callable[[str, int], None] | None = None) -> list[dict]:
+    """The rounds of fits after the first (``rows``): the grid's extensions while BIC is lowest at
+    its edge, then the bootstrap fits; every row. ``select_next`` is :func:`select` (or the task
+    that runs it), ``fit_many`` fits a list of jobs (``map``, a process pool, Prefect tasks), and
+    ``on_round`` hears each round's kind (``hmm``, ``bootstrap``) and size."""
     while True:
-        nxt = select(root, rows, cfg)
+        nxt = select_next(rows)
         more = nxt["extend_jobs"] or nxt["bootstrap_jobs"]
-        rows += list(run(fit, [root] * len(more), more, [cfg] * len(more)))
+        if more:
+            if on_round is not None:
+                on_round("hmm" if nxt["extend_jobs"] else "bootstrap", len(more))
+            rows = rows + list(fit_many(more))
         if not nxt["extend_jobs"]:
             return rows
+
+
+def run_fits(root: str | Location, jobs: list[dict], cfg: HMMConfig, run=map) -> list[dict]:
+    """Every fit the selection needs, with ``run`` mapping :func:`fit` over jobs (``map``, a
+    process pool's ``map``): the main and cv jobs, then :func:`fit_rounds`. (The Prefect flows run
+    the same rounds with tasks.)"""
+    def fit_many(more: list[dict]) -> list[dict]:
+        return list(run(fit, [root] * len(more), more, [cfg] * len(more)))
+
+    return fit_rounds(fit_many(jobs), lambda rows: select(root, rows, cfg), fit_many)

@@ -335,6 +335,11 @@ class StudyConfig(_Strict):
         blob = json.dumps(self.training_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def output_size(self, n_classes: int) -> int:
+        """The model's output width for a task of ``n_classes``: one score for the hinge loss (a
+        binary task's sign), one per class otherwise."""
+        return 1 if self.training.loss == "hinge" else n_classes
+
     @property
     def hmm_features(self) -> list[str]:
         return list(self.hmm.features or self.metrics.names)

@@ -59,7 +59,7 @@ def _roles_of_config(training_json: str) -> dict[str, str]:
 
     config = parse_config(json.loads(training_json))
     task = build_task(config.data, config.seeds[0])
-    model = build_model(config.model, task, 1 if config.training.loss == "hinge" else task.n_classes)
+    model = build_model(config.model, task, config.output_size(task.n_classes))
     return parameter_roles(model)
 
 

@@ -21,9 +21,9 @@ import xarray as xr
 
 from vt_core.errors import VtError
 from vt_core.names import is_function_feature
+from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, load_npz, save_npz
-from vt_core.storage.study import load_study, open_run
+from vt_core.storage.location import load_npz, save_npz
 
 PREFIX = "function_pc"
 MAX_COMPONENTS = 10
@@ -33,13 +33,13 @@ class FunctionError(VtError, ValueError):
     """No per-example losses to analyse, or a function feature that was not computed."""
 
 
-def loss_matrix(study: str | Location, seeds: list[int]) -> xr.DataArray:
+def loss_matrix(study: StudyRef, seeds: list[int]) -> xr.DataArray:
     """Lazy (dask) per-example losses (seed, step, example) of the committed checkpoints; a seed
     without a checkpoint at a step is NaN there."""
-    config = load_study(study)
+    study = Study.open(study)
     parts = []
     for seed in seeds:
-        store = open_run(study, seed, config)
+        store = study.run(seed)
         if "examples" not in store.root:
             raise FunctionError(f"seed {seed}: its store has no per-example losses (hooks.per_example_loss was 0 "
                                 f"when it trained); `vt rerun {study} --seed {seed}` records them")
@@ -73,8 +73,9 @@ def _compute(*arrays):
     return dask.compute(*arrays)
 
 
-def fit_function(study: str | Location, seeds: list[int]) -> dict:
+def fit_function(study: StudyRef, seeds: list[int]) -> dict:
     """The joint PCA of every seed's per-example losses -> ``function.npz``; returns its summary."""
+    study = Study.open(study)
     loss = loss_matrix(study, seeds)
     stacked = loss.stack(obs=("seed", "step")).transpose("obs", "example")
     ok = np.isfinite(stacked).all("example").compute()
@@ -83,8 +84,8 @@ def fit_function(study: str | Location, seeds: list[int]) -> dict:
         raise FunctionError(f"{rows.sizes['obs']} checkpoints with per-example losses: a PCA needs at least 2")
     pca = fit_pca(rows.data, min(MAX_COMPONENTS, rows.sizes["example"], rows.sizes["obs"] - 1))
     pcs = (np.asarray(rows.values) - pca["mean"]) @ pca["components"].T
-    store = open_run(study, seeds[0], load_study(study))
-    save_npz(layout(study).function, **pca, pcs=pcs, seed=rows["seed"].values.astype(np.int64),
+    store = study.run(seeds[0])
+    save_npz(study.layout.function, **pca, pcs=pcs, seed=rows["seed"].values.astype(np.int64),
              step=rows["step"].values.astype(np.int64),
              example_index=np.asarray(store.root["probe"]["example_index"][:]),
              example_split=np.asarray(store.root["probe"]["example_split"][:]))
@@ -92,7 +93,7 @@ def fit_function(study: str | Location, seeds: list[int]) -> dict:
             "explained_variance_ratio": pca["explained_variance_ratio"].tolist()}
 
 
-def load_function(study: str | Location) -> dict[str, np.ndarray]:
+def load_function(study: StudyRef) -> dict[str, np.ndarray]:
     path = layout(study).function
     if not path.is_file():
         raise FunctionError(f"{path} not found: the function's PCA is computed by `vt analyze {study}` when "
@@ -100,7 +101,7 @@ def load_function(study: str | Location) -> dict[str, np.ndarray]:
     return load_npz(path)
 
 
-def function_features(study: str | Location, names: list[str], seeds, steps) -> xr.DataArray:
+def function_features(study: StudyRef, names: list[str], seeds, steps) -> xr.DataArray:
     """``function_pcK`` columns (seed, step, metric) on the given coordinates (NaN where missing)."""
     f = load_function(study)
     n = len(f["components"])

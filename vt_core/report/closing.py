@@ -7,13 +7,11 @@ from __future__ import annotations
 from vt_core.report.narrative import closing_lines
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location
-from vt_core.storage.study import seed_status, study_state
+from vt_core.storage.seed_status import seed_status, seeds_by_status, study_state
 
 
 def _outcomes(rows: list[dict]) -> str:
-    by: dict[str, list[int]] = {}
-    for r in rows:
-        by.setdefault(r["status"], []).append(r["seed"])
+    by = seeds_by_status(rows)
     order = ["complete", "diverged", "failed", "interrupted", "missing", "damaged", "running"]
     parts = [f"{len(by[s])} {s}" + (f" ({', '.join(map(str, by[s]))})" if s != "complete" else "")
              for s in order if s in by]

@@ -29,10 +29,10 @@ import xarray as xr
 
 from vt_core.analysis.datasets import analysis_nodes, states_dataset
 from vt_core.storage import schema as naming
+from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import RUNS, layout
-from vt_core.storage.location import Location, location
+from vt_core.storage.location import Location
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import load_study
 
 
 def _describe(ds: xr.Dataset, attrs_of) -> xr.Dataset:
@@ -129,12 +129,12 @@ def metrics_dataset(study: Location, stores: dict[int, RunStore], runs: xr.Datas
     return _describe(ds, lambda n: extra.get(n) or naming.scalar_attrs(n))
 
 
-def open_study(study: str | Location) -> xr.DataTree:
+def open_study(study: StudyRef) -> xr.DataTree:
     """The study at ``study`` (a path or any URL the study commands take) as a DataTree (see the
     module's docstring); weights and activations stay lazy until used."""
-    study = location(study)
-    config = load_study(study)
-    paths = layout(study)
+    study = Study.open(study)
+    config = study.config
+    paths = study.layout
     stores = {s: RunStore(paths.run(s), mode="r") for s in config.seeds if (paths.run(s) / "zarr.json").is_file()}
     nodes: dict[str, xr.Dataset] = {}
     runs = runs_dataset(stores) if stores else None

@@ -17,8 +17,8 @@ from vt_core.report.narrative import (
     md,
     num,
 )
-from vt_core.storage.location import Location, location
-from vt_core.storage.study import load_study
+from vt_core.storage.handle import Study, StudyRef
+from vt_core.storage.location import Location
 
 # REFERENCE.md, "Reference settings and results (paper, 40 seeds each)"
 PAPER = {
@@ -98,9 +98,9 @@ def _differences(ref: dict | None, config, sel: SelectionSummary) -> str:
     return ("Differs from the paper's setting in: " + "; ".join(diffs) + ".") if diffs else ""
 
 
-def report_markdown(study: str | Location) -> str:
-    study = location(study)
-    config = load_study(study)
+def report_markdown(study: StudyRef) -> str:
+    study = Study.open(study)
+    config = study.config
     a = load_analysis(study)
     key = paper_setting(config.name)
     ref = PAPER.get(key) if key else None
@@ -154,10 +154,10 @@ def converged_at(a: Analysis, seed: int) -> str:
     return "never" if conv[str(seed)] is None else f"step {num(conv[str(seed)])}"
 
 
-def summary_markdown(study: str | Location, seed_rows: list[dict]) -> str:
+def summary_markdown(study: StudyRef, seed_rows: list[dict]) -> str:
     """The study's markdown summary: chosen k with its status and uncertainty, a small PNG of the
     state graph (data URI), states, key transitions, detours, per-seed status."""
-    config = load_study(study)
+    config = Study.open(study).config
     a = load_analysis(study)
     lines = [f"# vt study `{md(config.name)}`", "",
              f"**Number of states: {md(k_headline(a))}**: {md(k_evidence(a))} ({len(a['features'])} features).", ""]

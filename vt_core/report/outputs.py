@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from vt_core.analysis.records import Analysis, Selection
-from vt_core.storage.layout import layout as study_layout
-from vt_core.storage.location import Location, location, read_json
+from vt_core.storage.handle import StudyRef
+from vt_core.storage.location import read_json
 
 BAND_QUANTILES = (0.1, 0.9)
 
@@ -29,14 +29,14 @@ class Outputs:
     value: Any  # xarray.DataArray
 
 
-def load_outputs(study: str | Location) -> Outputs:
+def load_outputs(study: StudyRef) -> Outputs:
     from vt_core.analysis.records import load_analysis, load_selection
     from vt_core.metrics.store import open_metrics
-    from vt_core.storage.study import load_study
+    from vt_core.storage.handle import Study
 
-    study = location(study)
-    files = study_layout(study)
-    config = load_study(study)
+    study = Study.open(study)
+    files = study.layout
+    config = study.config
     a = load_analysis(study)
     context = (f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
                f"{len(a['features'])} features")

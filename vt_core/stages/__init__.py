@@ -23,9 +23,9 @@ from vt_core.config.study_config import StudyConfig
 from vt_core.stages.explain import explain
 from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
 from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
+from vt_core.storage.handle import Study
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location, same_process_only
-from vt_core.storage.study import load_study
 
 
 def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
@@ -35,8 +35,10 @@ def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
     from vt_core.stages.explain import analysis_is_current
     from vt_core.storage.study import is_finished, store_problems
 
-    study = location(study)
-    if not layout(study).study_json.is_file() or load_study(study).model_dump() != config.model_dump():
+    if not layout(study).study_json.is_file():
+        return False
+    study = Study.open(study)
+    if study.config.model_dump() != config.model_dump():
         return False
     if not all(is_finished(study, s) for s in config.seeds):
         return False
@@ -51,8 +53,9 @@ def analyse(study: str | Location, workers: int = 1) -> dict:
     processes (each writes its own files, as the tasks do), each with its share of the cores; they
     are spawned, so a script that asks for workers runs under ``if __name__ == "__main__":``. The
     result's ``seconds`` times the metric stage, the HMM fits and the selection."""
-    study = location(study)
-    if workers > 1 and same_process_only(study):
+    where = location(study)
+    study = Study.open(where)  # opened once; worker processes get the location (a small pickle)
+    if workers > 1 and same_process_only(where):
         raise ValueError(f"analyse({study}, workers={workers}): a memory:// study lives in this process only; "
                          f"use workers=1 (or a shared filesystem for worker processes)")
     seeds = usable_seeds(study)
@@ -60,14 +63,15 @@ def analyse(study: str | Location, workers: int = 1) -> dict:
     seconds = {}
     with _pool(workers) as pool:
         run = map if pool is None else pool.map
+        ref = study if pool is None else where  # a worker process opens the study once per task
         t = clock()
         plan = plan_metrics(study, seeds)
-        counts = list(run(compute_metrics, [study] * len(seeds), seeds, [plan] * len(seeds)))
+        counts = list(run(compute_metrics, [ref] * len(seeds), seeds, [plan] * len(seeds)))
         cells = finalize_metrics(study, plan, counts)
         seconds["metrics"] = clock() - t
         t = clock()
         jobs = prepare_hmm(study)["jobs"]
-        rows = states.run_fits(study, jobs, load_study(study).hmm, run)
+        rows = states.run_fits(ref, jobs, study.config.hmm, run)
         seconds["hmm_fits"] = clock() - t
     t = clock()
     selection = finalize_model(study, rows)

@@ -14,31 +14,32 @@ from vt_core.analysis import states
 from vt_core.analysis import transitions as analysis
 from vt_core.metrics.store import load_features
 from vt_core.names import VERSION
-from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, read_json
-from vt_core.storage.study import load_study, open_run
+from vt_core.storage.handle import Study, StudyRef
+from vt_core.storage.location import read_json
 
 log = logging.getLogger("vt")
 
 
-def analysis_fingerprint(study: str | Location, seeds: list[int]) -> str:
+def analysis_fingerprint(study: StudyRef, seeds: list[int]) -> str:
     """What the analysis depends on: metric and HMM settings, each seed's committed checkpoints."""
-    config = load_study(study)
+    study = Study.open(study)
+    config = study.config
     runs = []
     for seed in seeds:
-        a = open_run(study, seed, config).attrs
+        a = study.run(seed).attrs
         runs.append([seed, a["status"], a["committed_steps"], a["config_hash"]])
     blob = json.dumps([VERSION, config.metrics.model_dump(mode="json"),
                        config.hmm.model_dump(mode="json"), runs], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def analysis_is_current(study: str | Location, seeds: list[int]) -> bool:
+def analysis_is_current(study: StudyRef, seeds: list[int]) -> bool:
     """True when analysis.json, the HMM files and the dashboard were made from exactly these inputs
     and are intact (a damaged one is logged and the analysis recomputed)."""
     from vt_core.storage.output_integrity import analysis_damage
 
-    paths = layout(study)
+    study = Study.open(study)
+    paths = study.layout
     if not seeds or not paths.analysis.is_file() or not paths.dashboard.is_file():
         return False
     damage = analysis_damage(study)
@@ -48,7 +49,7 @@ def analysis_is_current(study: str | Location, seeds: list[int]) -> bool:
     return read_json(paths.analysis).get("fingerprint") == analysis_fingerprint(study, seeds)
 
 
-def convergence_steps(study: str | Location, seeds: list[int], threshold: float) -> dict[int, int | None]:
+def convergence_steps(study: StudyRef, seeds: list[int], threshold: float) -> dict[int, int | None]:
     """Each seed's first step with held-out accuracy at ``threshold`` or above (None: never)."""
     value = load_features(study, ["test_accuracy"])
     out = {}
@@ -58,17 +59,18 @@ def convergence_steps(study: str | Location, seeds: list[int], threshold: float)
     return out
 
 
-def unmeasured_seeds(study: str | Location, seeds: list[int]) -> list[int]:
+def unmeasured_seeds(study: StudyRef, seeds: list[int]) -> list[int]:
     """The seeds with no held-out accuracy at any checkpoint (NaN throughout: imported checkpoints,
     or a recorded loop that never gave ``test_accuracy``)."""
     value = load_features(study, ["test_accuracy"])
     return [s for s in seeds if not np.isfinite(value.sel(seed=s, metric="test_accuracy").values).any()]
 
 
-def explain(study: str | Location) -> dict:
+def explain(study: StudyRef) -> dict:
     """States, the state graph, transition explanations, detours -> analysis.json
     (:func:`vt_core.analysis.states.explain`, with the study's convergence steps and fingerprint)."""
-    config = load_study(study)
+    study = Study.open(study)
+    config = study.config
     seeds = states.load_input(study).seeds
     conv = convergence_steps(study, seeds, config.hmm.convergence_threshold)
     result = states.explain(study, config.hmm, conv, config.name, unmeasured=unmeasured_seeds(study, seeds),

@@ -15,8 +15,7 @@ from typing import TypedDict
 
 from vt_core.analysis import hmm, records, states
 from vt_core.metrics.store import load_features
-from vt_core.storage.location import Location
-from vt_core.storage.study import load_study
+from vt_core.storage.handle import Study, StudyRef
 
 
 class HMMPlan(TypedDict):
@@ -42,30 +41,34 @@ class Selection(TypedDict):
     table: list[records.SelectionRow]
 
 
-def prepare_hmm(study: str | Location) -> HMMPlan:
+def prepare_hmm(study: StudyRef) -> HMMPlan:
     """The study's features (sorted by step per seed), standardised and split; the jobs."""
-    config = load_study(study)
+    study = Study.open(study)
+    config = study.config
     seqs = hmm.sequences_from_features(load_features(study, config.hmm_features))
     plan = states.prepare(study, seqs, config.hmm)
     return {"jobs": plan["jobs"], "train": plan["train"], "heldout": plan["heldout"],
             "max_feasible_k": plan["max_feasible_k"], "capped": plan["capped"]}
 
 
-def fit_hmm(study: str | Location, job: dict) -> dict:
+def fit_hmm(study: StudyRef, job: dict) -> dict:
     """One fit (main, cross-validation fold or bootstrap resample); a failure is a row with its
     reason, never an exception."""
-    return states.fit(study, job, load_study(study).hmm)
+    study = Study.open(study)
+    return states.fit(study, job, study.config.hmm)
 
 
-def select_model(study: str | Location, rows: list[dict]) -> NextFits:
-    return states.select(study, rows, load_study(study).hmm)  # type: ignore[return-value]
+def select_model(study: StudyRef, rows: list[dict]) -> NextFits:
+    study = Study.open(study)
+    return states.select(study, rows, study.config.hmm)  # type: ignore[return-value]
 
 
-def finalize_model(study: str | Location, rows: list[dict]) -> Selection:
-    out = states.finalize(study, rows, load_study(study).hmm)
+def finalize_model(study: StudyRef, rows: list[dict]) -> Selection:
+    study = Study.open(study)
+    out = states.finalize(study, rows, study.config.hmm)
     return {"chosen_k": out["chosen_k"], "status": out["status"], "table": out["table"]}
 
 
-def load_selection(study: str | Location) -> Selection:
+def load_selection(study: StudyRef) -> Selection:
     sel = records.load_selection(study)
     return {"chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "table": sel["table"]}

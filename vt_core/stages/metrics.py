@@ -16,10 +16,10 @@ from typing import NotRequired, TypedDict
 from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
 from vt_core.metrics import store as incremental
-from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, remove_tree
+from vt_core.storage.handle import Study, StudyRef
+from vt_core.storage.location import remove_tree
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import FINISHED, load_study, open_run, run_path
+from vt_core.storage.study import FINISHED
 
 log = logging.getLogger("vt")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("vt")
 class DamagedRunError(VtError, RuntimeError):
     """A seed's store turned out damaged while its metrics were computed."""
 
-    def __init__(self, study: str | Location, seed: int, problems: list[str], fix: str | None = None):
+    def __init__(self, study: StudyRef, seed: int, problems: list[str], fix: str | None = None):
         self.seed, self.problems = seed, problems
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         fix = fix or f"`vt run CONFIG` or `vt rerun {study} --seed {seed}` retrains it"
@@ -53,30 +53,31 @@ class MetricCells(TypedDict):
     damaged: NotRequired[dict[str, list[str]]]
 
 
-def usable_seeds(study: str | Location) -> list[int]:
+def usable_seeds(study: StudyRef) -> list[int]:
     """Seeds whose store has at least two committed checkpoints (complete or diverged)."""
-    config = load_study(study)
+    study = Study.open(study)
     out = []
-    for seed in config.seeds:
-        if run_path(study, seed).exists():
-            store = open_run(study, seed, config)
+    for seed in study.config.seeds:
+        if study.layout.run(seed).exists():
+            store = study.run(seed)
             if store.status in FINISHED and store.committed >= 2:
                 out.append(seed)
     return out
 
 
-def plan_metrics(study: str | Location, seeds: list[int], steps: list[int] | None = None) -> MetricsPlan:
+def plan_metrics(study: StudyRef, seeds: list[int], steps: list[int] | None = None) -> MetricsPlan:
     """Plan metrics.zarr for ``seeds`` (a new template only when something was added); ``steps``:
     checkpoints not committed yet that the plan must hold too (an import's, :class:`MetricsStream`)."""
     from vt_core.storage.output_integrity import metrics_problems
 
-    config = load_user_code(load_study(study))
+    study = Study.open(study)
+    config = load_user_code(study.config)
     damage = metrics_problems(study)
     if damage:  # nothing is reused from a damaged store: every cell is computed again
         more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
         log.warning("%s%s; recomputing every metric", damage[0], more)
-        remove_tree(layout(study).metrics)
-    plan = incremental.plan_metrics(study, config, {s: open_run(study, s, config) for s in seeds}, steps)
+        remove_tree(study.layout.metrics)
+    plan = incremental.plan_metrics(study, config, {s: study.run(s) for s in seeds}, steps)
     return {"target": plan["target"], "rebuild": plan["rebuild"], "seeds": plan["seeds"]}
 
 
@@ -101,12 +102,13 @@ def _seed_slot():
     return _ONE_SEED_AT_A_TIME
 
 
-def compute_metrics(study: str | Location, seed: int, plan: MetricsPlan) -> MetricCells:
+def compute_metrics(study: StudyRef, seed: int, plan: MetricsPlan) -> MetricCells:
     """One seed's region: returns how many cells were computed and how many reused; a store found
     damaged while it is read (a chunk failing its checksum) gives the problems under ``damaged``
     instead (the flow retrains the seed or reports it)."""
-    config = load_user_code(load_study(study))
-    store = open_run(study, seed, config)
+    study = Study.open(study)
+    config = load_user_code(study.config)
+    store = study.run(seed)
     with _seed_slot():
         try:
             counts = incremental.write_seed_metrics(study, config, store, seed, plan)
@@ -137,8 +139,9 @@ class MetricsStream:
     The import waits while a block is computed: a thread computing it beside the import was
     measured 2.9x slower on 2 cores (the metric kernels' threads and the import's contend)."""
 
-    def __init__(self, study: str | Location, seed: int, plan: MetricsPlan, store: RunStore):
-        config = load_user_code(load_study(study))
+    def __init__(self, study: StudyRef, seed: int, plan: MetricsPlan, store: RunStore):
+        study = Study.open(study)
+        config = load_user_code(study.config)
         self.study, self.region = study, incremental.SeedRegion(study, config, store, seed, plan)
         self.pending, self.written = 0, time.monotonic()
         self.error: Exception | None = None
@@ -186,15 +189,16 @@ def damaged_seeds(counts: list[MetricCells]) -> dict[int, list[str]]:
     return {int(s): p for c in counts for s, p in c.get("damaged", {}).items()}
 
 
-def finalize_metrics(study: str | Location, plan: MetricsPlan, counts: list[MetricCells]) -> MetricCells:
+def finalize_metrics(study: StudyRef, plan: MetricsPlan, counts: list[MetricCells]) -> MetricCells:
     """Put a rebuilt store in place; the cells computed and reused over all seeds. A seed found
     damaged is refused (:class:`DamagedRunError`) before anything is swapped in."""
     damaged = damaged_seeds(counts)
     if damaged:
         seed = min(damaged)
         raise DamagedRunError(study, seed, damaged[seed])
+    study = Study.open(study)
     incremental.finalize_metrics(study, plan)
-    if load_study(study).hooks.per_example_loss:  # the function's trajectory, over every seed at once
+    if study.config.hooks.per_example_loss:  # the function's trajectory, over every seed at once
         from vt_core.metrics.function import fit_function
 
         fit_function(study, [int(s) for s in plan["seeds"]])

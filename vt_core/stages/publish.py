@@ -16,8 +16,9 @@ from vt_core.report.markdown import summary_markdown
 from vt_core.report.narrative import md
 from vt_core.report.serving import served_url
 from vt_core.stages.hmm import Selection
+from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.location import Location, is_remote, location, url
-from vt_core.storage.study import load_study, seed_status
+from vt_core.storage.seed_status import seed_status
 
 #: the model-selection table's columns in the artifact
 TABLE_COLUMNS = ("k", "status", "n_ok", "n_failed", "train_ll", "heldout_ll", "cv_ll", "cv_ll_sd", "aic", "bic",
@@ -85,9 +86,10 @@ def dashboard_markdown(study: str | Location, dashboard_path: str, name: str) ->
         "```", f"vt dashboard {shlex.quote(where)} --serve", "```"])
 
 
-def artifacts(study: str | Location, dashboard_path: str, selection: Selection) -> Artifacts:
+def artifacts(study: StudyRef, dashboard_path: str, selection: Selection) -> Artifacts:
     """What the flow publishes: a pointer to the dashboard, the summary, the selection table."""
-    name = load_study(study).name
+    study = Study.open(study)
+    name = study.config.name
     return {
         "name": name,
         "dashboard_url": served_url(study),

@@ -20,10 +20,10 @@ from vt_core.metrics.roles import parameter_roles
 from vt_core.models.hooks import array_kinds
 from vt_core.progress import note as announce
 from vt_core.runtime import Runtime
-from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, location, remove_tree
+from vt_core.storage.handle import Study, StudyRef
+from vt_core.storage.location import Location, remove_tree
 from vt_core.storage.run_store import RunStore, StoreError
-from vt_core.storage.study import FINISHED, load_study, open_run, reset_seed, run_path, store_problems
+from vt_core.storage.study import FINISHED, open_run, reset_seed, run_path, store_problems
 from vt_core.storage.writer import make_writer
 from vt_core.training.interrupt import Interrupted, stop_requested
 from vt_core.training.loop import DivergedError, Trainer, example_indices, example_seed
@@ -60,13 +60,13 @@ class SeedsFailedError(VtError, RuntimeError):
                          f"`vt rerun {study} --seed N` (or run the same command again to resume them)")
 
 
-def repair_seeds(study: str | Location) -> list[str]:
+def repair_seeds(study: StudyRef) -> list[str]:
     """Verify every seed's store before training (:func:`vt_core.storage.study.store_problems`: every
     committed chunk read and checked against its checksum; benchmarks/RESULTS.md measures the
     cost): a damaged seed is deleted, so that it trains again from scratch; a finished seed whose
     resume file alone is damaged just loses that file (it is not needed). One line per repair."""
-    study = location(study)
-    config = load_study(study)
+    study = Study.open(study)
+    config = study.config
     notes = []
     for seed in config.seeds:
         problems = store_problems(study, seed, config, read=True)
@@ -74,7 +74,7 @@ def repair_seeds(study: str | Location) -> list[str]:
             continue  # a foreign store is refused when the seed is trained, never deleted
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         if all(p.startswith("resume file") for p in problems) and _finished(study, seed):
-            remove_tree(layout(study).resume(seed))
+            remove_tree(study.layout.resume(seed))
             notes.append(f"seed {seed}: {problems[0]}; deleted it (the seed is finished and does not need it)")
             continue
         reset_seed(study, seed)
@@ -98,9 +98,9 @@ def not_started(study: Location, seed: int) -> SeedSummary:
             "error": None, "skipped": True, "path": str(path)}
 
 
-def finished_summary(study: str | Location, seed: int) -> SeedSummary:
+def finished_summary(study: StudyRef, seed: int) -> SeedSummary:
     """The summary of a seed that needs no training (complete or diverged)."""
-    return _summary(open_run(location(study), seed, load_study(study)), seed, skipped=True)
+    return _summary(Study.open(study).run(seed), seed, skipped=True)
 
 
 def _summary(store: RunStore, seed: int, skipped: bool) -> SeedSummary:
@@ -196,18 +196,17 @@ def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress |
     return _end(store.path, trainer.seed, outcome)
 
 
-def train_seed(study: str | Location, seed: int, progress: Progress | None = None,
+def train_seed(study: StudyRef, seed: int, progress: Progress | None = None,
                num_threads: int | None = None, runtime: Runtime | None = None) -> SeedSummary:
     """Train one seed into its store, resuming from the last commit; a finished seed is skipped.
 
     ``num_threads`` sets torch's intra-op threads (process-wide): 1 when seeds run side by side."""
-    study = location(study)
+    study = Study.open(study)
     if stop_requested():  # a stop was asked before this seed started: it does not start
-        return not_started(study, seed)
+        return not_started(study.location, seed)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    config = load_study(study)
-    started = _start(study, seed, config)
+    started = _start(study.location, seed, study.config)
     if isinstance(started, dict):
         return started
     store, trainer = started
@@ -215,7 +214,7 @@ def train_seed(study: str | Location, seed: int, progress: Progress | None = Non
     return _train_alone(store, trainer, writer, progress)
 
 
-def train_group(study: str | Location, seeds: list[int], progress: Progress | None = None,
+def train_group(study: StudyRef, seeds: list[int], progress: Progress | None = None,
                 num_threads: int | None = None, runtime: Runtime | None = None) -> list[SeedSummary]:
     """Train several seeds together as one batched model (:mod:`vt_core.training.groups`), each into its
     own store exactly as :func:`train_seed` would; finished seeds are skipped.
@@ -225,17 +224,16 @@ def train_group(study: str | Location, seeds: list[int], progress: Progress | No
     on; an error in the group's own step fails every seed of it and is raised."""
     from vt_core.training.groups import groupable
 
-    study = location(study)
+    study = Study.open(study)
     if stop_requested():
-        return [not_started(study, seed) for seed in seeds]
+        return [not_started(study.location, seed) for seed in seeds]
     runtime = runtime or Runtime()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    config = load_study(study)
     summaries: dict[int, SeedSummary] = {}
     by_step: dict[int, list[tuple[RunStore, Trainer]]] = defaultdict(list)
     for seed in seeds:
-        started = _start(study, seed, config)
+        started = _start(study.location, seed, study.config)
         if isinstance(started, dict):
             summaries[seed] = started
         else:

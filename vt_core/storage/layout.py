@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vt_core.storage.location import Location, location
+from vt_core.storage.location import Location, Opened, location
 
 #: the run stores' directory; also the name of their node in :func:`vt_core.report.datatree.open_study`'s tree
 RUNS = "runs"
@@ -155,8 +155,11 @@ def export_table(directory: Location, table: str, extension: str) -> Location:
 
 
 def layout(study: str | os.PathLike | Location) -> Layout:
-    """The paths of the study at ``study`` (a path or an fsspec URL)."""
-    return study if isinstance(study, Layout) else Layout(location(study))
+    """The paths of the study at ``study`` (a path, an fsspec URL, or an opened study's own)."""
+    if isinstance(study, Layout):
+        return study
+    own = getattr(study, "layout", None) if isinstance(study, Opened) else None
+    return own if isinstance(own, Layout) else Layout(location(study))
 
 
 def resume_path(store_path: str | Location) -> Location:

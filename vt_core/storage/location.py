@@ -37,6 +37,13 @@ else:
     Location = Union[Path, "UPath"]  # noqa: F821 - upath is imported when a URL is used
 
 
+class Opened:
+    """A study already opened (:class:`vt_core.storage.handle.Study`): :func:`location` returns its
+    location as it is, so a handle can go wherever a path or URL can."""
+
+    location: Location
+
+
 class LocationError(VtError, ValueError):
     """A study location that cannot be used (unknown URL scheme, missing fsspec backend)."""
 
@@ -78,7 +85,10 @@ def local_path(value: str) -> str:
 
 
 def location(value: str | os.PathLike) -> Location:
-    """A local :class:`Path` (``~`` expanded, absolute) or a :class:`UPath` for a URL."""
+    """A local :class:`Path` (``~`` expanded, absolute) or a :class:`UPath` for a URL (an opened
+    study's own location)."""
+    if isinstance(value, Opened):
+        return value.location
     if is_remote(value):
         return value  # already a UPath
     if not isinstance(value, (str, os.PathLike)):

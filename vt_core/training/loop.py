@@ -212,7 +212,7 @@ class Trainer:
         on_device: dict[str, Any] = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v
                                      for k, v in vars(task).items()}
         self.task = Task(**on_device)
-        self.d_out = 1 if config.training.loss == "hinge" else task.n_classes
+        self.d_out = config.output_size(task.n_classes)
         # The global RNG is process-wide: seeds trained side by side in threads would interleave
         # their initialisations. Seeding and building happen under one lock, before anything else.
         with _INIT_LOCK:

@@ -68,7 +68,7 @@ def check_config(cfg: StudyConfig) -> Checked:
         raise _field("data", err) from None
     _check_size(cfg)
     try:
-        model = build_model(cfg.model, task, 1 if cfg.training.loss == "hinge" else task.n_classes)
+        model = build_model(cfg.model, task, cfg.output_size(task.n_classes))
     except (VtError, ValueError, TypeError, RuntimeError, MemoryError) as err:
         raise _field("model", err) from None
     try:
