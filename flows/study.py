@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
-from flows.labels import flow_run_name
+from flows.run_names import flow_run_name
 from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
 from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task

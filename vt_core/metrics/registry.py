@@ -57,6 +57,11 @@ class Metric:
         return self.kernel(*arrays, **{k: v for k, v in settings.items() if k in self.options})
 
     @property
+    def builtin(self) -> bool:
+        """vt's own (a recorded scalar, or a kernel defined in vt_core), not a plugin's."""
+        return self.kernel is None or getattr(self.kernel, "__module__", "").startswith("vt_core.")
+
+    @property
     def paper(self) -> bool:
         """One of the paper's 14 (:data:`vt_core.names.PAPER_METRICS`)."""
         return self.name in PAPER_METRICS

@@ -1,7 +1,7 @@
 """Stage 5, publishing: the dashboard page, and what the Prefect UI shows of a study: the flow
 run's name and tags, and the content of the flow's artifacts (a pointer to the dashboard, a
 markdown summary, the model-selection table) under keys unique to the study's location. The
-Prefect side (flows/labels.py, tasks/publish.py) only hands these to Prefect."""
+Prefect side (flows/run_names.py, tasks/publish.py) only hands these to Prefect."""
 
 from __future__ import annotations
 
