@@ -27,7 +27,7 @@ from vt_core.report.narrative import listed, num
 from vt_core.runtime import Runtime
 from vt_core.storage.layout import layout
 from vt_core.storage.location import is_remote, location, url
-from vt_core.storage.seed_status import seed_status, study_state
+from vt_core.storage.seed_status import resume_command, seed_status, study_state
 from vt_core.storage.study import StudyError, load_study, study_dir
 from vt_core.training.preflight import check_config
 
@@ -226,7 +226,7 @@ def status(study: StudyArg) -> None:
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),
                       escape(r["error"] or ""))
     console.print(table)
-    state, hints = study_state(rows)
+    state, hints = study_state(rows, resume_command(study))
     console.print(f"study: [bold]{state}[/]", soft_wrap=True)
     for hint in hints:
         console.print(f"  {hint.replace('STUDY', str(study))}", soft_wrap=True, markup=False, highlight=False)
@@ -306,6 +306,7 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            workers: Workers = 1) -> None:
     """vt's analysis of trajectories logged anywhere (W&B exports, CSVs): states, k with its
     uncertainty, transitions and detours, with no study and no Prefect."""
+    from vt_core.analysis.records import load_analysis
     from vt_core.analysis.trajectories import analyse_trajectories, read_table
     from vt_core.report.narrative import closing_lines
 
@@ -314,9 +315,10 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
     target.mkdir(parents=True, exist_ok=True)
     hmm = {"max_states": max_states, "covariance": covariance, "standardize": standardize, "bootstrap": bootstrap,
            "cv_folds": cv_folds, "extend": extend, "convergence_threshold": threshold}
-    result = analyse_trajectories(df, features.split(",") if features else None, seed=seed_col, step=step_col,
-                                  convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
-    for line in closing_lines(result):  # type: ignore[arg-type]
+    analyse_trajectories(df, features.split(",") if features else None, seed=seed_col, step=step_col,
+                         convergence=convergence, hmm=hmm, name=table.stem, out=target, workers=workers)
+    # the lines say what analysis.json says: its selection summary holds the reason for every k
+    for line in closing_lines(load_analysis(target)):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     console.print(f"analysis: {layout(target).analysis}", soft_wrap=True, markup=False, highlight=False)
 

@@ -92,7 +92,7 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
     with study_lock(study), keep_stop_on_sigterm():
         if opened is not None:
-            prepare_study(opened)
+            prepare_study(opened, source=config_path)
         return _train_and_analyze(study, rerun_seeds, logger, switches)
 
 

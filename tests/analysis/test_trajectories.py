@@ -59,3 +59,62 @@ def test_vt_states_on_a_csv(tmp_path):
     assert a["chosen_k"] == 3
     bad = CliRunner().invoke(app, ["states", str(tmp_path / "nope.csv")])
     assert bad.exit_code == 2 and "not found" in bad.output and "Traceback" not in bad.output
+
+
+def _wandb_export(n_runs: int = 8) -> pd.DataFrame:
+    """The table as a W&B history export has it: runs named by strings, ``_step``, ``_runtime``
+    and ``_timestamp`` bookkeeping, metric names with slashes."""
+    t = _table(n_runs)
+    return pd.DataFrame({
+        "run": [f"sp-seed{r}" for r in t["run"]], "_step": t["step"], "_runtime": t["step"] * 0.37 + 3.0,
+        "_timestamp": 1.7e9 + t["step"] * 0.37, "train/m0": t["m0"], "train/m1": t["m1"], "train/m2": t["m2"],
+        "val/acc": t["acc"]})
+
+
+def test_a_wandb_export_with_run_names_keeps_them(tmp_path):
+    """Issue 34, item 5: string run names are seeds, kept as labels in every output; W&B's own
+    bookkeeping columns are not features; a missing run or step column names the option to use."""
+    from flows.cli import app
+
+    path = tmp_path / "wandb.csv"
+    _wandb_export().to_csv(path, index=False)
+    res = CliRunner().invoke(app, ["states", str(path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    flat = " ".join(res.output.split())
+    assert "--seed-col" in flat and "perhaps 'run'" in flat, res.output
+    res = CliRunner().invoke(app, ["states", str(path), "--seed-col", "run"])
+    assert res.exit_code == 2 and "--step-col" in " ".join(res.output.split()) and "'_step'" in res.output
+    res = CliRunner().invoke(app, ["states", str(path), "--seed-col", "run", "--step-col", "_step", "--convergence",
+                                   "val/acc", "--max-states", "4", "--covariance", "diag", "--bootstrap", "2",
+                                   "--cv-folds", "2", "--no-extend"])
+    assert res.exit_code == 0, res.output
+    assert "states: k = 3" in res.output and "not fitted (infeasible): at k = " not in res.output.replace(", ", ",")
+    a = json.loads((tmp_path / "wandb_states" / "analysis.json").read_text())
+    labels = [f"sp-seed{r}" for r in range(8)]
+    assert a["features"] == ["train/m0", "train/m1", "train/m2"]  # not _runtime, _timestamp, nor the accuracy
+    assert sorted(a["seed_labels"].values()) == labels
+
+    r = analyse_trajectories(_wandb_export(), seed="run", step="_step", convergence="val/acc", hmm=HMM)
+    assert r["chosen_k"] == 3 and sorted(r["paths"]) == labels and sorted(r["convergence_step"]) == labels
+    assert all(c is not None for c in r["convergence_step"].values())
+    assert {s for st in r["states"] for s in st["seeds"]} == set(labels)
+    assert all(set(t["first_step"]) <= set(labels) and set(t["seeds"]) <= set(labels) for t in r["transitions"])
+    plain = analyse_trajectories(_table(), seed="run", convergence="acc", hmm=HMM)  # the same runs, numbered
+    assert [plain["paths"][str(i)]["states"] for i in range(8)] == [r["paths"][lab]["states"] for lab in labels]
+
+
+def test_every_k_left_out_says_why(tmp_path):
+    """Issue 34, item 6: `vt states` printed "at k = 12, " with no reason (its lines were made from
+    the whole selection record, which holds no summary of reasons)."""
+    from flows.cli import app
+
+    path = tmp_path / "short.csv"
+    _table(4).to_csv(path, index=False)
+    res = CliRunner().invoke(app, ["states", str(path), "--seed-col", "run", "--max-states", "8",
+                                   "--covariance", "full", "--bootstrap", "0", "--cv-folds", "0"])
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.output.splitlines() if "not fitted" in line or "every fit failed" in line]
+    assert notes, res.output
+    for line in notes:
+        assert not line.rstrip().endswith(",") and "no reason recorded" not in line and "()" not in line, line
+        assert "free parameters" in line or "failed (" in line, line

@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import ROOT
 from vt_core import stages
 from vt_core.analysis import transitions as analysis
+from vt_core.config.study_config import load_config
 from vt_core.stages.explain import analysis_is_current
 from vt_core.storage.location import read_json
 
@@ -130,9 +132,15 @@ def test_report_puts_the_study_beside_the_paper(analysed_study):
     text = report_markdown(analysed_study)
     assert "| k chosen (lowest BIC) |" in text and "## States" in text
     assert "| metric convention | paper_code (the paper's published code) | paper_code |" in text
-    assert paper_setting("sparse_parity") == "sparse_parity"
-    assert paper_setting("modular_addition_stabilised_cpu") == "modular_addition_stabilised"
-    assert paper_setting("my_study") is None
+    examples = ROOT / "examples"
+    assert paper_setting(load_config(examples / "sparse_parity.toml")) == "sparse_parity"
+    assert paper_setting(load_config(examples / "modular_addition_stabilised.toml")) == "modular_addition_stabilised"
+    assert paper_setting(load_config(examples / "custom_model.toml")) is None
+    # issue 34, item 10: by what the config trains, not by its name
+    renamed = load_config(examples / "sparse_parity.toml").model_copy(update={"name": "parity40"})
+    assert paper_setting(renamed) == "sparse_parity"
+    assert "sparse parity 40 bits" in report_markdown(analysed_study)  # the tiny study: sparse parity
+    assert "data.n_bits = 8, not 40" in report_markdown(analysed_study)  # ... at another size, said
 
 
 @pytest.mark.integration  # starts processes (a kill trial, worker processes or a compiler)

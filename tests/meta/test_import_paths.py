@@ -92,3 +92,16 @@ def test_the_resolver_can_fail():
     assert not resolves("vt_core." + "no_such_module")
     assert not resolves("vt_core.storage.layout." + "no_such_function")
     assert resolves("vt_core.storage.layout.layout")
+
+
+def test_what_users_read_cites_nothing_outside_the_repository():
+    """The examples, the README and docs/ name the paper or a README section, never the team's
+    notes beside the checkout (REFERENCE.md, DESIGN.md), which a user does not have (issue 34)."""
+    found = []
+    for path in _tracked():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "README.md" or rel.startswith(("examples/", "docs/")) or path.suffix == ".toml":
+            for name in ("REFERENCE.md", "DESIGN.md", "STYLE.md", "../shared"):
+                if name in path.read_text():
+                    found.append(f"{rel}: {name}")
+    assert not found, found

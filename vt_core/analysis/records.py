@@ -168,6 +168,7 @@ class Analysis(TypedDict, total=False):
     fingerprint: str                        # a study's (vt_core.stages.explain)
     comparison: dict[str, Any]              # a comparison's (vt_core.analysis.compare.summarise)
     comparison_notes: list[str]
+    seed_labels: dict[str, Any]             # a table's runs named by labels (vt states): seed number -> label
     compared: list[dict[str, Any]]
 
 

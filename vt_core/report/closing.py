@@ -7,7 +7,7 @@ from __future__ import annotations
 from vt_core.report.narrative import closing_lines
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location
-from vt_core.storage.seed_status import seed_status, seeds_by_status, study_state
+from vt_core.storage.seed_status import resume_command, seed_status, seeds_by_status, study_state
 
 
 def _outcomes(rows: list[dict]) -> str:
@@ -24,7 +24,7 @@ def closing_summary(study: str | Location) -> list[str]:
 
     study = location(study)
     rows = seed_status(study)
-    state, hints = study_state(rows)
+    state, hints = study_state(rows, resume_command(study))
     lines = [_outcomes(rows)]
     a = None
     if layout(study).analysis.is_file():
@@ -39,13 +39,15 @@ def closing_summary(study: str | Location) -> list[str]:
         if unmeasured:
             lines.append(f"  note: seeds {', '.join(map(str, unmeasured))} have no held-out accuracy (no test_accuracy "
                          f"was recorded), so no convergence step; they are in the states but not in the detour regression")
-    lines += [f"  next: {h.replace('STUDY', str(study))}" for h in hints]
     if layout(study).dashboard.is_file():
         lines.append(f"dashboard: {layout(study).dashboard}  (`vt dashboard {study} --open`)")
     lines.append(f"report: `vt report {study}` writes {layout(study).report}")
+    steps = [h.replace("STUDY", str(study)) for h in hints]
     if a is not None and (a.get("selection") or {}).get("status") == "undetermined":
-        lines.append("  next: k is undetermined: more seeds or checkpoints (or fewer hmm.features) would decide it")
+        steps.append("k is undetermined: more seeds or checkpoints (or fewer hmm.features) would decide it")
     if state == "complete" and not hints:
-        lines.append(f"next: `vt dashboard {study} --open` to explore the states, `vt report {study}` to compare "
+        steps.append(f"`vt dashboard {study} --open` to explore the states, `vt report {study}` to compare "
                      f"with the paper")
+    if steps:  # one "next:", each step on its own line under it
+        lines += [f"next: {steps[0]}"] + [f"      {s}" for s in steps[1:]]
     return lines

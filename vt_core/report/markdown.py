@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from vt_core.analysis.records import Analysis, SelectionSummary, Transition, load_analysis
+from vt_core.config.study_config import StudyConfig
 from vt_core.report.figures.graph import state_graph_data_uri
 from vt_core.report.narrative import (
     MISSING,
@@ -36,12 +37,28 @@ PAPER = {
 }
 
 
-def paper_setting(name: str) -> str | None:
-    """The paper setting a study reproduces, from its name (the examples' names start with it)."""
-    for key in sorted(PAPER, key=len, reverse=True):
-        if name.startswith(key):
-            return key
+def paper_setting(config: StudyConfig) -> str | None:
+    """The paper setting a study's config is, by what it trains (task, model, optimiser, and the
+    switches that tell the paper's variants apart), whatever the study is called; None when it is
+    none of them (a study vt did not train: its optimiser is unknown)."""
+    if config.external:
+        return None
+    m, d, opt = config.model, config.data, config.optimizer.name
+    if d.name == "modular_addition" and m.name == "transformer" and opt == "adamw":
+        return "modular_addition_stabilised" if getattr(m, "layer_norm", False) else "modular_addition"
+    if d.name == "sparse_parity" and m.name == "mlp" and opt == "sgd" and config.training.loss == "hinge":
+        return "sparse_parity"
+    if d.name == "cifar100" and m.name == "resnet" and opt == "adamw":
+        norm, skip = getattr(m, "batch_norm", True), getattr(m, "residual", True)
+        return "cifar100_resnet18" if norm and skip else "cifar100_resnet18_destabilised" if not (norm or skip) else None
+    if d.name == "mnist" and m.name == "mlp":
+        return "mnist_mlp"
     return None
+
+
+#: the task's own sizes in the paper's settings (Hu et al. 2024, section 4)
+PAPER_TASK = {"sparse_parity": {"n_bits": 40, "k": 3}, "modular_addition": {"p": 113},
+              "modular_addition_stabilised": {"p": 113}}
 
 
 def states_table(a: Analysis) -> list[str]:
@@ -87,6 +104,9 @@ def _differences(ref: dict | None, config, sel: SelectionSummary) -> str:
     if not ref:
         return ""
     diffs = []
+    for field, value in PAPER_TASK.get(paper_setting(config) or "", {}).items():
+        if getattr(config.data, field, value) != value:
+            diffs.append(f"data.{field} = {getattr(config.data, field)}, not {value}")
     if len(config.seeds) != 40:
         diffs.append(f"{len(config.seeds)} seeds, not 40")
     if (sel.get("covariance") or config.hmm.covariance) != "full":
@@ -102,7 +122,7 @@ def report_markdown(study: StudyRef) -> str:
     study = Study.open(study)
     config = study.config
     a = load_analysis(study)
-    key = paper_setting(config.name)
+    key = paper_setting(config)
     ref = PAPER.get(key) if key else None
     epoch_of = _epoch_of(study)
     reg = a.get("regression") or {}

@@ -58,7 +58,28 @@ def k_evidence(a: Analysis) -> str:
 
 
 def _weight(w: float | None) -> str:
-    return "> 0.99" if w is not None and 0.995 <= w < 1 else num(w, 2)
+    """A BIC weight for people: a weight that rounds to 1 or 0 (it saturates in floating point
+    when the gap is large) is said as a bound, never as a bare "1"."""
+    if w is not None and w >= 0.995:
+        return "> 0.99"
+    if w is not None and 0 <= w < 0.005:
+        return "< 0.01"
+    return num(w, 2)
+
+
+def seed_ranges(seeds) -> str:
+    """``0–3, 5, 7–9``: seeds as runs of consecutive numbers (labels that are not numbers listed)."""
+    try:
+        nums = sorted({int(s) for s in seeds})
+    except (TypeError, ValueError):
+        return ", ".join(map(str, seeds))
+    runs: list[list[int]] = []
+    for s in nums:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
 def k_uncertainty(a: Analysis) -> str | None:

@@ -16,6 +16,7 @@ from typing import NotRequired, TypedDict
 from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
 from vt_core.metrics import store as incremental
+from vt_core.report.narrative import seed_ranges
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.location import remove_tree
 from vt_core.storage.run_store import RunStore
@@ -208,6 +209,10 @@ def finalize_metrics(study: StudyRef, plan: MetricsPlan, counts: list[MetricCell
 
 def describe_cells(cells: MetricCells) -> str:
     """``metrics: 1,540 cells computed (seed 3: seed retrained ...), 12,000 reused``."""
-    why = "; ".join(f"seed {s}: {r}" for s, r in sorted(cells["why"].items(), key=lambda kv: int(kv[0])))
+    by_reason: dict[str, list[int]] = {}
+    for s, r in cells["why"].items():
+        by_reason.setdefault(r, []).append(int(s))
+    why = "; ".join(f"seed{'s' if len(ss) > 1 else ''} {seed_ranges(ss)}: {r}"
+                    for r, ss in sorted(by_reason.items(), key=lambda kv: min(kv[1])))
     return (f"metrics: {cells['computed']:,} cells computed" + (f" ({why})" if why else "")
             + f", {cells['reused']:,} reused")

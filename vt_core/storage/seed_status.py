@@ -3,7 +3,11 @@ what to do about each kind of seed (`vt status`, the closing lines, the flow's s
 
 from __future__ import annotations
 
-from vt_core.storage.location import Location, location
+import shlex
+from pathlib import Path
+
+from vt_core.storage.layout import layout
+from vt_core.storage.location import DamagedFileError, Location, location, read_json
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import load_study, run_path
 
@@ -16,34 +20,50 @@ def seeds_by_status(rows: list[dict]) -> dict[str, list[int]]:
     return by
 
 
-def study_state(rows: list[dict]) -> tuple[str, list[str]]:
-    """The study's state in the seeds' vocabulary, and what to do about each kind of seed.
+def resume_command(study: str | Location) -> str:
+    """How to go on with the study: `vt run` with the config file it was made from, when study.json
+    names one that is still there; otherwise where the config is kept."""
+    try:
+        source = read_json(layout(study).study_json).get("source")
+    except (OSError, DamagedFileError):
+        source = None
+    if source and Path(source).is_file():
+        return f"`vt run {shlex.quote(source)}`"
+    gone = f" ({source} is gone)" if source else ""
+    return (f"`vt run CONFIG` with the study's config{gone}; study.json holds it, resolved, under \"config\"")
+
+
+def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str, list[str]]:
+    """The study's state in the seeds' vocabulary, and what to do about each kind of seed
+    (``resume``: the command that resumes it, :func:`resume_command`).
 
     ``running`` (a seed is being trained), ``complete`` (every seed complete or diverged, at least
-    one complete), ``interrupted`` (seeds interrupted or missing, none failed: `vt run` resumes
-    them), ``failed`` (a seed failed or is damaged, or no seed finished: a study where nothing
-    completed is never complete)."""
+    one complete), ``failed`` (a seed failed or is damaged, or every seed diverged),
+    ``interrupted`` (seeds interrupted or not started, none failed, diverged or damaged: `vt run`
+    resumes them; a study stopped before any seed finished is interrupted, not failed)."""
     by = seeds_by_status(rows)
     hints = []
     if by.get("interrupted") or by.get("missing"):
         todo = sorted(by.get("interrupted", []) + by.get("missing", []))
-        hints.append(f"seeds {_seeds(todo)} interrupted or not started: `vt run CONFIG` resumes them from their "
+        hints.append(f"seeds {_seeds(todo)} interrupted or not started: {resume} resumes them from their "
                      f"last committed checkpoint")
     if by.get("failed"):
         hints.append(f"seeds {_seeds(by['failed'])} failed (error above): fix the cause, then "
                      f"`vt rerun STUDY --seed N` retrains each from scratch")
     if by.get("damaged"):
-        hints.append(f"seeds {_seeds(by['damaged'])} damaged: `vt validate STUDY` names what; `vt run CONFIG` "
+        hints.append(f"seeds {_seeds(by['damaged'])} damaged: `vt validate STUDY` names what; {resume} "
                      f"retrains them")
     if by.get("diverged"):
         hints.append(f"seeds {_seeds(by['diverged'])} diverged (non-finite loss): lower the learning rate to "
                      f"train them; the analysis leaves their last checkpoints out")
     if by.get("running"):
         return "running", hints
-    if by.get("failed") or by.get("damaged") or not by.get("complete"):
+    if by.get("failed") or by.get("damaged"):
         return "failed", hints
     if by.get("interrupted") or by.get("missing"):
         return "interrupted", hints
+    if not by.get("complete"):  # every seed diverged: nothing trained to the end
+        return "failed", hints
     return "complete", hints
 
 

@@ -13,6 +13,7 @@ import os
 import socket
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 from vt_core.config.study_config import ConfigError, StudyConfig, parse_config
 from vt_core.errors import VtError
@@ -217,8 +218,10 @@ def _hash_from_stores(study: Location, config: StudyConfig) -> str | None:
     return hashes.pop() if len(hashes) == 1 else None
 
 
-def prepare_study(config: StudyConfig) -> Location:
-    """Create (or reopen) the study directory for ``config`` and record it in study.json.
+def prepare_study(config: StudyConfig, source: str | os.PathLike | None = None) -> Location:
+    """Create (or reopen) the study directory for ``config`` and record it in study.json, with the
+    config file it was read from (``source``; kept from before when not given), so that what says
+    how to resume the study can name it.
 
     Call it holding the study's lock, after :func:`vt_core.training.preflight.check_config`. Reopening with a
     config that trains differently is refused: the stored runs would no longer match their config.
@@ -227,10 +230,11 @@ def prepare_study(config: StudyConfig) -> Location:
     check_output_dir(config)
     study = study_dir(config)
     paths = layout(study)
-    created = _now()
+    created, before = _now(), None
     if paths.study_json.is_file():
         try:
-            created = read_json(paths.study_json).get("created", created)
+            old = read_json(paths.study_json)
+            created, before = old.get("created", created), old.get("source")
         except DamagedFileError as err:
             log.warning("%s; rewritten from the config (every run store was trained by it)", err)
     paths.runs.mkdir(parents=True, exist_ok=True)
@@ -240,6 +244,7 @@ def prepare_study(config: StudyConfig) -> Location:
         "versions": dict(_versions()),
         "created": created,
         "updated": _now(),
+        "source": str(Path(source).resolve()) if source is not None else before,
     })
     return study
 
