@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import signal
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,6 +24,30 @@ def make_server(directory: Path, host: str = "127.0.0.1", port: int = 0) -> http
     return http.server.ThreadingHTTPServer((host, port), handler)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (a service manager, `kill`): stop serving as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """While serving, SIGTERM stops the server like Ctrl-C, so that what ``served`` recorded is
+    removed (the default SIGTERM ends the process without running any cleanup)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def serve_directory(directory: Path, host: str, port: int, say: Callable[[str], None] = print,
                     stop: threading.Event | None = None,
                     served: Callable[[str], AbstractContextManager] | None = None) -> None:
@@ -37,7 +62,7 @@ def serve_directory(directory: Path, host: str, port: int, say: Callable[[str], 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with served(link) if served else contextlib.nullcontext():
+        with _stop_on_sigterm(), served(link) if served else contextlib.nullcontext():
             if stop is None:
                 thread.join()
             else:

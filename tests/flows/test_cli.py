@@ -214,3 +214,32 @@ def test_one_vt_run_reads_and_checks_its_config_once(tmp_path, monkeypatch):
     reads.clear(), checks.clear()
     study_flow(config_path=str(cfg))  # as a deployment starts it: nothing was read or checked before
     assert (len(reads), len(checks)) == (2, 1)  # the run's name reads it too; the flow checks it
+
+
+@pytest.mark.integration  # starts a `vt dashboard --serve` process and stops it with SIGTERM
+def test_a_server_stopped_by_sigterm_leaves_no_record(analysed_study):
+    """Issue 34, item 17: `vt dashboard --serve` stopped by SIGTERM (a service manager, `kill`)
+    removes what it recorded, as Ctrl-C does; the artifact's link then points at the file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vt_core.report.serving import served_url
+    from vt_core.storage.layout import layout
+
+    record = layout(analysed_study).dashboard_served
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "dashboard", str(analysed_study), "--serve",
+                             "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert record.exists() and served_url(analysed_study) is not None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stdout.read().decode() if proc.stdout else ""
+    finally:
+        proc.kill()
+    assert not record.exists() and served_url(analysed_study) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vt_core.config.study_config import ConfigError, CustomModelConfig, StudyConfig
@@ -29,6 +30,19 @@ class PluginError(VtError, ValueError):
     """A metric plugin module cannot be imported."""
 
 
+def _raised(err: BaseException) -> str:
+    """``ValueError: bad value (plugin.py, line 12)``: what the user's module raised, and where."""
+    import traceback
+
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
+    frames = traceback.extract_tb(err.__traceback__)
+    vt = Path(__file__).resolve().parents[1]
+    user = [f for f in frames if "importlib" not in f.filename and not Path(f.filename).resolve().is_relative_to(vt)]
+    where = f" ({user[-1].filename}, line {user[-1].lineno})" if user else ""
+    return f"{type(err).__name__}: {str(err)[:300]}{where}"
+
+
 def resolve_factory(spec: str) -> Callable[..., Any]:
     """Import ``"pkg.module:function"`` (this runs the module's code, like any import)."""
     module, _, attr = spec.partition(":")
@@ -36,6 +50,9 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
         mod = importlib.import_module(module)
     except ImportError as err:
         raise ModelFactoryError(f"model.factory {spec!r}: cannot import {module!r} ({err}); {_WHERE}") from None
+    except Exception as err:  # the user's module raised while it was imported: say what and where
+        raise ModelFactoryError(f"model.factory {spec!r}: importing {module!r} raised {_raised(err)}; fix the "
+                                f"module, or name another factory") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise ModelFactoryError(f"model.factory {spec!r}: {module} has no callable {attr!r}")
@@ -49,6 +66,9 @@ def load_plugins(modules: list[str]) -> None:
             importlib.import_module(mod)
         except ImportError as err:
             raise PluginError(f"metrics.plugins: cannot import {mod!r} ({err}); {_WHERE}") from None
+        except Exception as err:  # the plugin raised while it was imported (a bug, a clash of names)
+            raise PluginError(f"metrics.plugins: importing {mod!r} raised {_raised(err)}; fix the plugin, or take "
+                              f"it out of metrics.plugins") from None
 
 
 def load_user_code(config: StudyConfig) -> StudyConfig:
