@@ -210,3 +210,30 @@ def test_damage_inside_a_chunk_of_several_checkpoints_is_named_by_checkpoint(tmp
     problems = RunStore(s.path).check(read=True)
     assert [p.split(":")[1].strip() for p in problems] == [f"checkpoint {i} (step {10 * i})" for i in (3, 4, 5)]
     assert all("cut off" in p for p in problems)
+
+
+def test_stores_swapped_between_seeds_are_named_and_nothing_is_computed_from_them(analysed_study, tmp_path):
+    """Issue 34, item 18: two seeds' stores and resume files swapped (a sync tool, a slip of `mv`)
+    passed `vt validate` and `vt analyze` computed seed 0's metrics from seed 1's weights. A store
+    records its own seed: validation names the swap and the fix, every reader refuses, and the
+    repair before training deletes nothing."""
+    import shutil
+
+    from vt_core import stages
+    from vt_core.stages.train import repair_seeds
+    from vt_core.storage.study import validate_study
+
+    study = tmp_path / "study"
+    shutil.copytree(analysed_study, study)
+    runs = study / "runs"
+    for suffix in (".zarr", ".resume.pt"):
+        a, b = runs / f"seed=0000{suffix}", runs / f"seed=0001{suffix}"
+        a.rename(runs / "swap"), b.rename(a), (runs / "swap").rename(b)
+    problems = validate_study(study)
+    assert any(p.startswith("seed 0: store seed=0000.zarr holds the run of seed 1") and "put it back at seed=0001.zarr"
+               in p for p in problems), problems
+    assert any(p.startswith("seed 1: store seed=0001.zarr holds the run of seed 0") for p in problems), problems
+    assert not any("retrains it" in p for p in problems if p.startswith(("seed 0", "seed 1")))
+    with pytest.raises(StoreError, match="holds the run of seed 1"):
+        stages.analyse(study)
+    assert repair_seeds(study) == [] and (runs / "seed=0000.zarr").exists() and (runs / "seed=0001.zarr").exists()

@@ -23,7 +23,7 @@ from vt_core.runtime import Runtime
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.location import Location, remove_tree
 from vt_core.storage.run_store import RunStore, StoreError
-from vt_core.storage.study import FINISHED, open_run, reset_seed, run_path, store_problems
+from vt_core.storage.study import FINISHED, MISPLACED, open_run, reset_seed, run_path, store_problems
 from vt_core.storage.writer import make_writer
 from vt_core.training.interrupt import Interrupted, stop_requested
 from vt_core.training.loop import DivergedError, Trainer, example_indices, example_seed
@@ -70,8 +70,8 @@ def repair_seeds(study: StudyRef) -> list[str]:
     notes = []
     for seed in config.seeds:
         problems = store_problems(study, seed, config, read=True)
-        if not problems or "written by another config" in problems[0]:
-            continue  # a foreign store is refused when the seed is trained, never deleted
+        if not problems or "written by another config" in problems[0] or MISPLACED in problems[0]:
+            continue  # a foreign or misplaced store is refused when the seed is trained, never deleted
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         if all(p.startswith("resume file") for p in problems) and _finished(study, seed):
             remove_tree(study.layout.resume(seed))

@@ -271,8 +271,25 @@ def _parse_study_json(text: str, source: str) -> StudyConfig:
                          f"writes it again") from None
 
 
+#: the start of every problem that says a store sits in another seed's place (repairs leave it alone)
+MISPLACED = "holds the run of seed"
+
+
+def misplaced(path: Location, seed: int, attrs: dict) -> str | None:
+    """Why the store at seed ``seed``'s place is another seed's (moved, or swapped by a sync tool
+    or a slip of `mv`), from the seed the store records about itself; None when it is in place."""
+    own = attrs.get("seed")
+    if own is None or own == seed:
+        return None
+    return (f"store {path.name} {MISPLACED} {own} (run id {attrs.get('run_id')}), not seed {seed}: stores were moved "
+            f"or swapped; put it back at {path.with_name(f'seed={int(own):04d}.zarr').name} with its resume file "
+            f"(nothing was read from it), or delete it to train seed {seed} again")
+
+
 def open_run(study: str | Location, seed: int, config: StudyConfig) -> RunStore:
     store = RunStore(run_path(study, seed))
+    if (wrong := misplaced(store.path, seed, store.attrs)) is not None:
+        raise StoreError(f"seed {seed}: {wrong}")
     if store.attrs.get("config_hash") != config.training_hash():
         raise StoreError(f"seed {seed}: {store.path} was written by another config; "
                          f"`vt rerun {study} --seed {seed}` retrains it")
@@ -304,6 +321,8 @@ def store_problems(study: str | Location, seed: int, config: StudyConfig, read: 
         attrs = store.attrs
     except Exception as err:  # noqa: BLE001 - every kind of damage is reported
         return [f"store {path.name} cannot be opened ({type(err).__name__}: {str(err)[:160]})"]
+    if (wrong := misplaced(path, seed, attrs)) is not None:
+        return [wrong]
     if attrs.get("config_hash") != config.training_hash():
         return [f"store {path.name} was written by another config (hash {attrs.get('config_hash')!r} != "
                 f"{config.training_hash()})"]
@@ -332,7 +351,7 @@ def validate_study(study: str | Location) -> list[str]:
             continue
         found = store_problems(study, seed, config, read=True)
         problems += [f"seed {seed}: {p}" for p in found[:20]]
-        if found:
+        if found and MISPLACED not in found[0]:
             problems.append(f"seed {seed}: `vt run CONFIG` retrains it ({len(found)} problem(s))")
     return problems + check_derived(study)
 
