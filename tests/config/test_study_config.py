@@ -25,6 +25,8 @@ BAD = [
     ({"optimizer": {"lr": "fast"}}, "optimizer.lr"),
     ({"seeds": []}, "seeds"),
     ({"seeds": [1, 1]}, "repeated: [1]"),
+    ({"seeds": 10**9}, "seeds=1000000000: at most 100,000 seeds in one study"),  # took all memory (issue 34)
+    ({"nаme": "tiny"}, "its 2nd character 'а' is CYRILLIC SMALL LETTER A (U+0430), not ASCII"),
     ({"seeds": -3}, "seeds"),
     ({"model": {"name": "mlp", "hidden": [0]}}, "model.mlp.hidden.0"),
     ({"model": {"name": "lstm"}}, "model"),
@@ -96,3 +98,19 @@ def test_training_hash_ignores_seeds_and_analysis_settings(tmp_path):
     base = parse_config(tiny_dict(tmp_path))
     assert parse_config(tiny_dict(tmp_path, seeds=[5, 6], hmm={"max_states": 5})).training_hash() == base.training_hash()
     assert parse_config(tiny_dict(tmp_path, optimizer={"lr": 0.2})).training_hash() != base.training_hash()
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"hooks": {"weights": [], "activations": ["layers.1"], "probe_size": 8}}, "hooks.weights selects no parameter"),
+    ({"metrics": {"exclude": ["*"]}}, "metrics.exclude = ['*'] leaves no weight matrix of the 4 stored parameters"),
+    ({"metrics": {"exclude": ["layers.*.weight"]}}, "leaves no weight matrix"),
+])
+def test_validate_refuses_what_run_would_refuse_after_writing(tmp_path, patch, message):
+    """Issue 34, item 21: configs `vt validate` accepted and `vt run` refused only after writing a
+    study (no weight matrix for the metric stage) are refused by the checks both run, first."""
+    from vt_core.training.preflight import check_config
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+        check_config(parse_config(tiny_dict(tmp_path / "s", **patch)))
+    assert not (tmp_path / "s").exists()
+    check_config(parse_config(tiny_dict(tmp_path / "s", metrics={"exclude": ["layers.0.*"]})))  # one is left: fine

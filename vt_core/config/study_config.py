@@ -209,6 +209,10 @@ class HMMConfig(_Strict):
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
 
 
+#: more seeds than this in one study is a config slip (10**9 took all memory before it was refused)
+MAX_SEEDS = 100_000
+
+
 class StudyConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True, strict=True, allow_inf_nan=False)
 
@@ -274,14 +278,20 @@ class StudyConfig(_Strict):
         if isinstance(v, int) and not isinstance(v, bool):
             if v <= 0:
                 raise ValueError(f"seeds={v}: give a positive count or a list of seeds")
+            if v > MAX_SEEDS:
+                raise ValueError(f"seeds={v}: at most {MAX_SEEDS:,} seeds in one study (the paper trains 40); "
+                                 f"split a larger sweep into studies and `vt compare` them")
             return list(range(v))
+        if isinstance(v, (list, tuple)) and len(v) > MAX_SEEDS:
+            raise ValueError(f"{len(v):,} seeds listed: at most {MAX_SEEDS:,} in one study")
         return v
 
     @field_validator("seeds")
     @classmethod
     def _unique(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
-            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            seen: set[int] = set()
+            dup = sorted({s for s in seeds if s in seen or seen.add(s)})  # type: ignore[func-returns-value]
             raise ValueError(f"seeds must be unique; repeated: {dup}")
         return seeds
 

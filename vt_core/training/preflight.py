@@ -79,6 +79,7 @@ def check_config(cfg: StudyConfig) -> Checked:
         params = select_parameters(model, cfg.hooks.weights)
     except VtError as err:
         raise _field("hooks.weights", err) from None
+    _check_matrices(cfg, model, params)
     if cfg.hooks.probe_size > len(task.x_test):
         raise ConfigError(f"hooks.probe_size = {cfg.hooks.probe_size} is more than the {len(task.x_test)} held-out "
                           f"examples the probe batch is drawn from; lower it")
@@ -96,6 +97,25 @@ def check_config(cfg: StudyConfig) -> Checked:
     return {"name": cfg.name, "model": cfg.model.name, "n_parameters": sum(p.numel() for p in model.parameters()),
             "seeds": len(cfg.seeds), "weight_arrays": len(params), "hooks": hooks,
             "total_steps": position.total_steps, "checkpoints": n_ckpt, "study": str(location(cfg.output_dir))}
+
+
+def _check_matrices(cfg: StudyConfig, model, params: list[str]) -> None:
+    """The metric stage needs at least one weight matrix among the stored parameters once the
+    module rules and ``metrics.exclude`` are applied (:func:`vt_core.metrics.compute.weight_arrays`):
+    refused here, not after training (`vt run` wrote a whole study before it failed)."""
+    import fnmatch
+
+    from vt_core.metrics.roles import WEIGHT_ROLES, parameter_roles
+
+    if not params:
+        raise ConfigError("hooks.weights selects no parameter, and the metrics read weight matrices; select some "
+                          "(the default [\"*\"] takes every one; `vt hooks CONFIG` lists them)")
+    roles = parameter_roles(model)
+    kept = [p for p in params if not any(fnmatch.fnmatchcase(p, pat) for pat in cfg.metrics.exclude)]
+    if not any(roles.get(p) in WEIGHT_ROLES for p in kept):
+        raise ConfigError(f"metrics.exclude = {list(cfg.metrics.exclude)} leaves no weight matrix of the "
+                          f"{len(params)} stored parameters ({', '.join(params[:6])}{', ...' if len(params) > 6 else ''}) "
+                          f"for the weight metrics; exclude less (`vt hooks CONFIG` shows each parameter's role)")
 
 
 #: more parameters than this is no model a study of training dynamics trains (Pythia-12B has 1.2e10)
