@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from vt_core.analysis.hmm import Sequences
@@ -37,3 +39,36 @@ def test_undetermined_when_the_data_cannot_test_larger_k(tmp_path):
     finalize(tmp_path, run_fits(tmp_path, plan["jobs"], cfg), cfg)
     a = explain(tmp_path, cfg, {s: 100 for s in range(6)}, "edge")
     assert a["chosen_k"] == 2 and a["selection"]["status"] == "undetermined"
+
+
+def test_fits_from_the_same_inputs_and_settings_are_reused(analysed_study, tmp_path, monkeypatch):
+    """Issue 34, item 4: `vt analyze` on an analysed, unchanged study refitted every HMM (51 s on
+    the demo). A fit saved from the same standardised input, split and settings is reused, with
+    the same selection; changed settings or a damaged saved fit are fitted again."""
+    import shutil
+
+    from vt_core import stages
+    from vt_core.analysis import selection
+    from vt_core.analysis.records import load_selection
+    from vt_core.storage.layout import layout
+
+    def choice(study):  # the selection, less where the parameters lie (the study is a copy)
+        sel = load_selection(study)
+        return sel | {"table": [{k: v for k, v in row.items() if k != "params_path"} for row in sel["table"]]}
+
+    study = tmp_path / "study"
+    shutil.copytree(analysed_study, study)
+    before = choice(study)
+    calls = []
+    run_job = selection.run_job
+    monkeypatch.setattr(selection, "run_job", lambda *a, **kw: calls.append(a[0]) or run_job(*a, **kw))
+    stages.analyse(study)
+    assert calls == [] and choice(study) == before  # nothing refitted, the same choice
+    assert all(row["params_path"].startswith(str(study)) for row in load_selection(study)["table"]
+               if row.get("params_path"))  # the copy's own files, not the original's
+
+    fit = sorted(layout(study).hmm.glob("fits/main-*.json"))[0]
+    doc = json.loads(fit.read_text())
+    fit.write_text(json.dumps(doc | {"bic": doc["bic"] - 1000.0}))  # a better BIC, and its checksum fails
+    stages.analyse(study)
+    assert [selection.job_name(j) for j in calls] == [fit.stem] and choice(study) == before

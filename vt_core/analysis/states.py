@@ -13,6 +13,8 @@ steps, each reading and writing small files under ``root/hmm`` (:mod:`vt_core.st
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -24,8 +26,17 @@ from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
 from vt_core.analysis.records import Analysis, FeatureChange, StateSummary, Transition, load_selection, selection_summary
 from vt_core.config.study_config import HMMConfig
+from vt_core.names import VERSION
 from vt_core.storage.layout import layout
-from vt_core.storage.location import Location, load_npz, location, read_json, save_npz, write_json_atomic
+from vt_core.storage.location import (
+    DamagedFileError,
+    Location,
+    load_npz,
+    location,
+    read_json,
+    save_npz,
+    write_json_atomic,
+)
 
 _FIX = "`vt analyze STUDY` recomputes it"
 
@@ -105,10 +116,10 @@ def prepare(root: str | Location, seqs: hmm.Sequences, cfg: HMMConfig) -> dict:
              features=np.array(names), raw_features=np.array(seqs.features))
     grid = [k for k in ok if k <= cfg.max_states]
     changed = {key: v for key, v in cfg.model_dump().items() if v != getattr(asked, key)}
-    write_json_atomic(files.hmm_split, {
-        "train": train, "heldout": held, "folds": folds, "features": names, "n_obs": n_obs,
-        "max_feasible_k": max(ok), "infeasible": {str(k): v for k, v in infeasible.items()}, "pca": pca,
-        "standardize": cfg.standardize, "effective": changed, "degraded": degraded})
+    split = {"train": train, "heldout": held, "folds": folds, "features": names, "n_obs": n_obs,
+             "max_feasible_k": max(ok), "infeasible": {str(k): v for k, v in infeasible.items()}, "pca": pca,
+             "standardize": cfg.standardize, "effective": changed, "degraded": degraded}
+    write_json_atomic(files.hmm_split, split | {"inputs_key": _inputs_key(z, seqs, split, cfg)})
     return {"jobs": selection.fit_jobs(grid, cfg, len(folds)), "train": train, "heldout": held,
             "max_feasible_k": max(ok), "capped": [k for k in infeasible if k <= cfg.max_states],
             "degraded": degraded}
@@ -129,15 +140,48 @@ def _split(root: str | Location) -> dict:
     return read_json(layout(root).hmm_split, _FIX)
 
 
+def _inputs_key(z: list[np.ndarray], seqs: hmm.Sequences, split: dict, cfg: HMMConfig) -> str:
+    """What every fit depends on: the standardised sequences, the seeds and steps, the split and
+    folds, the effective settings and vt's version. A fit saved under the same key is reused."""
+    h = hashlib.sha256(json.dumps([VERSION, cfg.model_dump(mode="json"), split, seqs.seeds], sort_keys=True).encode())
+    for a in (*z, *seqs.steps):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _saved_fit(root: str | Location, name: str, key: str | None) -> dict | None:
+    """The row of fit ``name`` saved under the inputs ``key`` (intact, its parameters present), or None."""
+    path = layout(root).fit(name, "json")
+    if key is None or not path.is_file():
+        return None
+    try:
+        row = read_json(path)
+    except DamagedFileError:
+        return None  # fitted again, and written over
+    if row.pop("inputs_key", None) != key:
+        return None
+    if row.get("params_path"):  # where this study keeps them now (a study moved or copied keeps its fits)
+        here = layout(root).fit(name, "npz")
+        if not here.is_file():
+            return None
+        row["params_path"] = str(here)
+    return row
+
+
 def fit(root: str | Location, job: dict, cfg: HMMConfig) -> dict:
-    """One fit; its row (and parameters) saved under hmm/fits/."""
-    data, split = load_input(root), _split(root)
+    """One fit; its row (and parameters) saved under hmm/fits/. A fit already saved from the same
+    inputs and settings (:func:`_inputs_key`) is reused: `vt analyze` on an unchanged study refits
+    nothing (issue 34)."""
+    split = _split(root)
+    name = selection.job_name(job)
+    if (saved := _saved_fit(root, name, split.get("inputs_key"))) is not None:
+        return saved
+    data = load_input(root)
     cfg = effective(root, cfg)
     z = dict(zip(data.seeds, data.z))
-    name = selection.job_name(job)
     row = selection.run_job(job, z, split["train"], split["heldout"], split["folds"], cfg,
                             layout(root).fit(name, "npz"))
-    write_json_atomic(layout(root).fit(name, "json"), row)
+    write_json_atomic(layout(root).fit(name, "json"), row | {"inputs_key": split.get("inputs_key")})
     return row
 
 
