@@ -11,7 +11,7 @@ from tasks.compare import (
     finalize_comparison_task,
     fit_comparison_task,
     prepare_comparison_task,
-    publish_comparison_task,
+    publish_comparison,
     select_comparison_task,
 )
 from vt_core.analysis.states import fit_rounds
@@ -28,7 +28,7 @@ def compare_flow(studies: list[str], out: str | None = None) -> dict:
 
     rows = fit_rounds(fit_many(plan["jobs"]), lambda rows: select_comparison_task(root, rows), fit_many)
     result = finalize_comparison_task(root, rows)
-    return result | publish_comparison_task(root) | {"root": root}
+    return result | publish_comparison(root) | {"root": root}
 
 
 def run_compare(studies: list[str], out: str | None, runner: str, workers: int, echo) -> dict:

@@ -12,7 +12,7 @@ from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
 from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task
 from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
-from tasks.publish import build_dashboard_task, publish_artifacts_task
+from tasks.publish import build_dashboard_task, publish_artifacts
 from tasks.train import train_group_task, train_seed_task
 from vt_core.analysis.states import fit_rounds
 from vt_core.config.study_config import load_config, parse_config
@@ -46,7 +46,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
     if not force and analysis_is_current(study, seeds):
         get_run_logger().info("analysis is up to date with the runs; reusing it")
         dashboard, selection = url(layout(study).dashboard), dict(load_selection(study))
-        publish_artifacts_task(study, dashboard, selection)
+        publish_artifacts(study, dashboard, selection)
         return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
                 "metric_cells": {"computed": 0, "reused": None}}
     plan = plan_metrics_task(study, seeds)
@@ -60,7 +60,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
     selection = _select(study)
     explain_task(study)
     dashboard = build_dashboard_task(study)
-    publish_artifacts_task(study, dashboard, selection)
+    publish_artifacts(study, dashboard, selection)
     return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
             "metric_cells": cells}
 

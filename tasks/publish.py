@@ -16,8 +16,9 @@ def build_dashboard_task(study: str) -> str:
     return publish.build_dashboard(study)
 
 
-@task(name="publish-artifacts", cache_policy=NO_CACHE)
-def publish_artifacts_task(study: str, dashboard_path: str, selection: dict) -> dict:
+def publish_artifacts(study: str, dashboard_path: str, selection: dict) -> dict:
+    """Not a task: called in the flow itself, so that the Prefect UI lists the artifacts under the
+    flow run (created in a task, they showed under "Task runs" with "Flow run: None")."""
     a = publish.artifacts(study, dashboard_path, selection)  # type: ignore[arg-type]
     name = a["name"]
     key = artifact_key(study, name, "dashboard")

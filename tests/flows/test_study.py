@@ -61,6 +61,14 @@ def test_study_end_to_end_cached_rerun(tmp_path):
         by_key.setdefault(a.key, a)
     assert set(by_key) == set(key.values())
     assert by_key[key["model-selection"]].type == "table"
+    # issue 34, item 14: listed under the flow run, not under a task run with "Flow run: None"
+    assert all(a.flow_run_id is not None and a.task_run_id is None for a in by_key.values())
+    table = json.loads(by_key[key["model-selection"]].data) if isinstance(by_key[key["model-selection"]].data, str) \
+        else by_key[key["model-selection"]].data
+    chosen = [r for r in table if "← chosen" in r["k"]]
+    assert len(chosen) == 1 and chosen[0]["k"].startswith(res.output.split("states: k = ")[1].split()[0])
+    assert all(not isinstance(v, float) for r in table for v in r.values())  # rounded, as text
+    assert sum(r["status"] == "not fitted" for r in table) <= 1  # infeasible k in one row, not a row each
     pointer = str(by_key[key["dashboard"]].data)  # not served: the path and the command that opens it
     assert str(study / "dashboard" / "index.html") in pointer and f"vt dashboard {study} --open" in pointer
     summary = str(by_key[key["summary"]].data)

@@ -21,8 +21,6 @@ from vt_core.storage.location import Location, is_remote, location, url
 from vt_core.storage.seed_status import seed_status
 
 #: the model-selection table's columns in the artifact
-TABLE_COLUMNS = ("k", "status", "n_ok", "n_failed", "train_ll", "heldout_ll", "cv_ll", "cv_ll_sd", "aic", "bic",
-                 "n_params")
 #: Prefect's artifact keys: lowercase letters, digits and dashes
 _KEY_CHARS = re.compile(r"[^a-z0-9-]+")
 
@@ -95,5 +93,37 @@ def artifacts(study: StudyRef, dashboard_path: str, selection: Selection) -> Art
         "dashboard_url": served_url(study),
         "dashboard_markdown": dashboard_markdown(study, dashboard_path, name),
         "markdown": summary_markdown(study, seed_status(study)),
-        "table": [{k: v for k, v in row.items() if k in TABLE_COLUMNS} for row in selection["table"]],
+        "table": selection_rows(selection),
     }
+
+
+def _number(value, digits: int = 1) -> str:
+    """``-1,217.3`` for the UI's table (raw floats such as -1217.3184202012253 say nothing more)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def selection_rows(selection: Selection) -> list[dict]:
+    """The model-selection table as the Prefect UI shows it: one row per k fitted, the chosen k
+    marked, numbers rounded, short statuses first; every k not fitted (infeasible) in one row with
+    its reason rather than a row of blanks each."""
+    chosen = selection["chosen_k"]
+    rows, skipped = [], []
+    for row in selection["table"]:
+        if row.get("status") == "infeasible":
+            skipped.append(row)
+            continue
+        rows.append({"k": str(row["k"]) + ("  ← chosen" if row["k"] == chosen else ""),
+                     "status": row.get("status", ""), "BIC": _number(row.get("bic")), "AIC": _number(row.get("aic")),
+                     "held-out log L": _number(row.get("heldout_ll")),
+                     "cv log L / obs": _number(row.get("cv_ll"), 3), "train log L": _number(row.get("train_ll")),
+                     "fits ok": f"{row.get('n_ok', 0)} of {row.get('n_ok', 0) + row.get('n_failed', 0)}",
+                     "parameters": _number(row.get("n_params"))})
+    if skipped:
+        ks = [r["k"] for r in skipped]
+        span = f"{ks[0]}–{ks[-1]}" if len(ks) > 1 else str(ks[0])
+        why = "; ".join(skipped[0].get("failures") or [])
+        rows.append({"k": span, "status": "not fitted", "BIC": f"infeasible: {why}" if why else "infeasible"}
+                    | {c: "" for c in ("AIC", "held-out log L", "cv log L / obs", "train log L", "fits ok", "parameters")})
+    return rows
