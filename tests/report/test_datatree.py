@@ -98,6 +98,18 @@ def test_states_match_paths_json_and_posteriors_are_probabilities(analysed_study
     summ = tree["analysis/states"].to_dataset()
     np.testing.assert_allclose(summ["occupancy"].values, [s["occupancy"] for s in analysis["states"]])
     assert tree["analysis/transitions"].to_dataset().sizes.get("transition", 0) == len(analysis["transitions"])
+    # issue 34, item 11: numbers, not JSON strings: each seed's first step of each transition, the table along k
+    first = tree["analysis/transitions"]["first_step"]
+    assert first.dims == ("transition", "seed") and first.dtype == float
+    for i, tr in enumerate(analysis["transitions"]):
+        for s in first["seed"].values:
+            want = tr["first_step"].get(str(int(s)))
+            got = first.isel(transition=i).sel(seed=s).item()
+            assert (np.isnan(got) and want is None) or got == want
+    table = tree["analysis/selection"].to_dataset()
+    assert list(table["k"].values) == [r["k"] for r in sel["table"]] and table["bic"].dtype == float
+    np.testing.assert_allclose(table["bic"].values, [r.get("bic", np.nan) for r in sel["table"]])
+    assert table.attrs["chosen_k"] == sel["chosen_k"]
 
 
 def test_metrics_node_equals_metrics_zarr(analysed_study):
@@ -106,6 +118,8 @@ def test_metrics_node_equals_metrics_zarr(analysed_study):
     np.testing.assert_array_equal(got["value"].values, want["value"].where(want["computed"]).values)
     assert list(got["metric"].values) == [str(m) for m in want["metric"].values]
     assert got["metric_units"].sel(metric="test_accuracy").item() == "fraction"
+    assert all(got["metric_units"].values), dict(zip(got["metric"].values, got["metric_units"].values))  # issue 34
+    assert got["metric_units"].sel(metric="l2").item() == "weight units"
 
 
 def test_mid_training_only_committed_rows_and_no_stale_metrics(tmp_path):

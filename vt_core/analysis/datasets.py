@@ -111,9 +111,13 @@ def analysis_nodes(study: str | Location) -> dict[str, xr.Dataset]:
         "prob": ("probability", {"long_name": "transition probability per step of the chain", "units": "probability"}),
         "n_seeds": ("n_seeds", {"long_name": "seeds taking the transition"}),
         "top_feature": ("top_feature", {"long_name": "feature with the largest mean absolute gradient"}),
-        "first_step": ("first_step", {"long_name": "step each seed first takes it (JSON: seed -> step)"}),
     })
     seeds = sorted(int(s) for s in a["convergence_step"])
+    transitions["first_step"] = (("transition", "seed"), np.array(
+        [[t.get("first_step", {}).get(str(s), np.nan) for s in seeds] for t in a["transitions"]], dtype=float).reshape(
+        len(a["transitions"]), len(seeds)), {"long_name": "step at which the seed first takes the transition "
+                                             "(NaN: never)", "units": "steps"})
+    transitions = transitions.assign_coords(seed=("seed", seeds, naming.scalar_attrs("seed")))
     k = len(summaries)
     per_seed = xr.Dataset(
         {"convergence_step": ("seed", [np.nan if a["convergence_step"][str(s)] is None else a["convergence_step"][str(s)]
@@ -132,4 +136,31 @@ def analysis_nodes(study: str | Location) -> dict[str, xr.Dataset]:
         "convergence_threshold": a.get("convergence_threshold"), "selection": a.get("selection")})
     for ds in (states, transitions, per_seed):
         ds.attrs = dict(attrs)
-    return {"states": states, "transitions": transitions, "seeds": per_seed}
+    return {"states": states, "transitions": transitions, "seeds": per_seed, "selection": selection_dataset(study)}
+
+
+_SELECTION_COLUMNS = {
+    "status": ("status", {"long_name": "ok, failed or infeasible"}),
+    "bic": ("bic", {"long_name": "BIC of the best restart (lower is better)"}),
+    "aic": ("aic", {"long_name": "AIC of the best restart"}),
+    "train_ll": ("train_ll", {"long_name": "log-likelihood of the training seeds"}),
+    "heldout_ll": ("heldout_ll", {"long_name": "log-likelihood of the held-out seeds"}),
+    "cv_ll": ("cv_ll", {"long_name": "cross-validated held-out log-likelihood per observation"}),
+    "cv_ll_sd": ("cv_ll_sd", {"long_name": "its standard deviation over folds"}),
+    "bic_weight": ("bic_weight", {"long_name": "BIC weight (Wagenmakers & Farrell 2004)", "units": "probability"}),
+    "n_params": ("n_params", {"long_name": "free parameters"}),
+    "n_ok": ("n_ok", {"long_name": "restarts that converged"}),
+    "n_failed": ("n_failed", {"long_name": "restarts that failed"}),
+}
+
+
+def selection_dataset(study: str | Location) -> xr.Dataset:
+    """The model-selection table along ``k`` (numbers, not a JSON string; NaN where a k has none)."""
+    sel = read_json(layout(study).selection, _FIX)
+    rows = [{key: r.get(key) for key in _SELECTION_COLUMNS} for r in sel["table"]]
+    for r in rows:  # a k not fitted has no numbers: NaN, not a column of objects
+        r.update({key: (np.nan if r[key] is None else r[key]) for key in _SELECTION_COLUMNS if key != "status"})
+    ds = _table(rows, "k", _SELECTION_COLUMNS).assign_coords(k=("k", [r["k"] for r in sel["table"]],
+                                                                  {"long_name": "number of HMM states"}))
+    ds.attrs = {"chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "criterion": sel.get("criterion")}
+    return ds

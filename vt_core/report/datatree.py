@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from vt_core.analysis.datasets import analysis_nodes, states_dataset
+from vt_core.report.labels import metric_label
 from vt_core.storage import schema as naming
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import RUNS, layout
@@ -111,7 +112,7 @@ def metrics_dataset(study: Location, stores: dict[int, RunStore], runs: xr.Datas
     ds = ds.assign(run_id=("seed", [str(int(r)) for r in ds["run_id"].values]))
     ds = ds.set_coords("epoch").assign(visible=ok)
     known = all_metrics()
-    units = [naming.scalar_attrs(m).get("units", "") for m in labels["metric"]]
+    units = [naming.scalar_attrs(m).get("units") or metric_label(m).units for m in labels["metric"]]
     formula = [known[m].formula if m in known else "" for m in labels["metric"]]
     ds = ds.assign_coords(metric_units=("metric", np.asarray(units, dtype=object)),
                           metric_formula=("metric", np.asarray(formula, dtype=object)))
