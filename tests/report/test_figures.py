@@ -72,3 +72,26 @@ def test_bad_format_is_a_one_line_error(analysed_study):
                                    str(analysed_study / "paper")])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (analysed_study / "paper").iterdir()) == sorted(f"{n}.svg" for n in FIGURES)
+
+
+def test_with_no_optional_state_the_regression_figure_shows_where_the_time_went(analysed_study):
+    """Issue 34, item 9: with no detour to test, the figure was a few dots against seed rank under a
+    sentence for a title; now each converged seed's steps before convergence, state by state, with
+    the conclusion as a caption."""
+    from vt_core.analysis.records import load_analysis
+    from vt_core.report.figures import plots
+    from vt_core.report.outputs import load_outputs
+
+    a = load_analysis(analysed_study)
+    assert not (a.get("regression") or {}).get("states")  # the tiny study has no optional state
+    fig = plots.regression(load_outputs(analysed_study))
+    ax = fig.axes[0]
+    assert ax.get_title(loc="left") == "Where the steps before convergence go"
+    converged = [s for s, c in a["convergence_step"].items() if c is not None]
+    assert len(ax.get_yticks()) == len(converged) and ax.patches  # one stacked bar per converged seed
+    bars = {}
+    for p in ax.patches:
+        y = round(p.get_y() + p.get_height() / 2)
+        bars[y] = max(bars.get(y, 0), p.get_x() + p.get_width())
+    assert sorted(bars.values()) == sorted(float(a["convergence_step"][s]) for s in converged)  # ends at convergence
+    assert a["regression"]["conclusion"][:40] in fig._supxlabel.get_text().replace("\n", " ")

@@ -178,26 +178,43 @@ def _conv_steps(out: Outputs) -> dict[str, float]:
     return {str(s): float(c) for s, c in out.analysis["convergence_step"].items() if c is not None}
 
 
+def _time_before_convergence(out: Outputs, conv: dict, colors: list[str], conclusion: str):
+    """With no optional state there is no regression to draw: instead, where each converged seed's
+    steps before convergence went, state by state (stacked, seeds by convergence step), so that a
+    reader sees every seed pass through the same states and which of them take the time; the
+    regression's conclusion as a caption. No seed converged: nothing but the conclusion."""
+    k = out.analysis["chosen_k"]
+    seeds = sorted((c, seed) for seed, c in conv.items() if out.paths.get(seed))
+    fig = new_figure(ONE_COLUMN, 1.2 + 0.12 * min(len(seeds), 40))
+    ax = fig.add_subplot()
+    left = np.zeros(len(seeds))
+    for s in range(k):
+        width = np.array([time_before(out.paths[seed]["states"], out.paths[seed]["steps"], int(c), k)[s]
+                          for c, seed in seeds], dtype=float)
+        if width.any():
+            ax.barh(range(len(seeds)), width, left=left, color=colors[s], height=0.8, label=f"state {s}")
+        left += width
+    ax.set_yticks(range(len(seeds)), [f"seed {seed}" for _, seed in seeds] if len(seeds) <= 12 else [])
+    ax.set_xlabel("steps before converging, by state")
+    ax.set_title("Where the steps before convergence go", loc="left")
+    if seeds:
+        fig.legend(loc="outside upper right", fontsize=5.5, ncol=min(k, 4), frameon=False)
+    fig.supxlabel("\n".join(textwrap.wrap(conclusion, 80)), fontsize=5.5, x=0.02, ha="left")
+    return fig
+
+
 def regression(out: Outputs):
     """Convergence step against the steps each converged seed spent in every optional state before
     converging, with the fitted slope, and each coefficient's 95% bootstrap interval (the detour
-    test); with no optional state, the convergence steps and the reason."""
+    test); with no optional state, :func:`_time_before_convergence`."""
     a = out.analysis
     reg = a.get("regression") or {}
     conv = _conv_steps(out)
     colors = state_palette(a["chosen_k"])
     optional = [int(s) for s in reg.get("states") or []]
-    fig = new_figure(TWO_COLUMN if optional else ONE_COLUMN, 2.4)
     if not optional:
-        ax = fig.add_subplot()
-        vals = sorted(conv.values())
-        ax.plot(range(len(vals)), vals, "o", color="#333333", markersize=3)
-        ax.set_xlabel("converged seeds, by convergence step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("convergence step")
-        ax.set_title("\n".join(textwrap.wrap(reg.get("conclusion") or "no detour analysis", 60)), loc="left",
-                     fontsize=7)
-        return fig
+        return _time_before_convergence(out, conv, colors, reg.get("conclusion") or "no detour analysis")
+    fig = new_figure(TWO_COLUMN, 2.4)
     ax, cx = fig.subplots(1, 2, width_ratios=[2, 1])
     for s in optional:
         xs, ys = [], []
