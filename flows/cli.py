@@ -301,14 +301,15 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
            cv_folds: Annotated[int, typer.Option(help="folds over the runs for the cross-validated "
                                                  "log-likelihood (0: off)")] = _HMM["cv_folds"],
            extend: Annotated[bool, typer.Option(help="extend the grid while BIC is lowest at its edge")] = _HMM["extend"],
-           out: Annotated[Path | None, typer.Option(help="directory for hmm/ and analysis.json "
-                                                    "(default: TABLE's name + _states)")] = None,
+           out: Annotated[Path | None, typer.Option(help="directory for hmm/, analysis.json, the dashboard and "
+                                                    "the report (default: TABLE's name + _states)")] = None,
            workers: Workers = 1) -> None:
     """vt's analysis of trajectories logged anywhere (W&B exports, CSVs): states, k with its
     uncertainty, transitions and detours, with no study and no Prefect."""
     from vt_core.analysis.records import load_analysis
     from vt_core.analysis.trajectories import analyse_trajectories, read_table
     from vt_core.report.narrative import closing_lines
+    from vt_core.report.trajectory_outputs import write_trajectory_outputs
 
     df = read_table(table)
     target = out or table.with_name(table.stem + "_states")
@@ -320,7 +321,10 @@ def states(table: Annotated[Path, typer.Argument(help="trajectories: .csv or .pa
     # the lines say what analysis.json says: its selection summary holds the reason for every k
     for line in closing_lines(load_analysis(target)):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
+    written = write_trajectory_outputs(target, table.stem)
     console.print(f"analysis: {layout(target).analysis}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"dashboard: {written['dashboard']}\nreport: {written['report']}", soft_wrap=True, markup=False,
+                  highlight=False)
 
 
 @command

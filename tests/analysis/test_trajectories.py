@@ -91,6 +91,12 @@ def test_a_wandb_export_with_run_names_keeps_them(tmp_path):
     assert "states: k = 3" in res.output and "not fitted (infeasible): at k = " not in res.output.replace(", ", ",")
     a = json.loads((tmp_path / "wandb_states" / "analysis.json").read_text())
     labels = [f"sp-seed{r}" for r in range(8)]
+    # issue 34, item 7: the dashboard and the report a study gets, beside the analysis
+    page = (tmp_path / "wandb_states" / "dashboard" / "index.html").read_text()
+    report = (tmp_path / "wandb_states" / "report.md").read_text()
+    assert "Bokeh" in page and "state-graph" in page and "train/m0" in page
+    assert "**Number of states: k = 3" in report and "| 0 | sp-seed0 |" in report and "## Transitions" in report
+    assert "dashboard:" in res.output and "report:" in res.output
     assert a["features"] == ["train/m0", "train/m1", "train/m2"]  # not _runtime, _timestamp, nor the accuracy
     assert sorted(a["seed_labels"].values()) == labels
 

@@ -174,13 +174,12 @@ def converged_at(a: Analysis, seed: int) -> str:
     return "never" if conv[str(seed)] is None else f"step {num(conv[str(seed)])}"
 
 
-def summary_markdown(study: StudyRef, seed_rows: list[dict]) -> str:
-    """The study's markdown summary: chosen k with its status and uncertainty, a small PNG of the
-    state graph (data URI), states, key transitions, detours, per-seed status."""
-    config = Study.open(study).config
-    a = load_analysis(study)
-    lines = [f"# vt study `{md(config.name)}`", "",
-             f"**Number of states: {md(k_headline(a))}**: {md(k_evidence(a))} ({len(a['features'])} features).", ""]
+def analysis_markdown(a: Analysis, title: str) -> list[str]:
+    """The analysis in markdown, under ``title``: chosen k with its status and uncertainty, a small
+    PNG of the state graph (data URI), states, key transitions, convergence and detours. A study's
+    summary adds its seeds; a table's report (`vt states`) is this alone."""
+    lines = [title, "", f"**Number of states: {md(k_headline(a))}**: {md(k_evidence(a))} "
+                        f"({len(a['features'])} features).", ""]
     if u := k_uncertainty(a):
         lines += [f"Uncertainty: {md(u)}.", ""]
     lines += [f"> {md(n)}" for n in k_notes(a)]
@@ -197,6 +196,14 @@ def summary_markdown(study: StudyRef, seed_rows: list[dict]) -> str:
               f"- detours: {md(detour_sentence(a))}",
               f"- trajectory dissimilarity (mean pairwise Wasserstein): {num(a.get('trajectory_dissimilarity'))}",
               f"- unusual seeds: {listed(a.get('unusual_seeds') or [])}"]
+    return lines
+
+
+def summary_markdown(study: StudyRef, seed_rows: list[dict]) -> str:
+    """The study's markdown summary: :func:`analysis_markdown` and the per-seed status."""
+    config = Study.open(study).config
+    a = load_analysis(study)
+    lines = analysis_markdown(a, f"# vt study `{md(config.name)}`")
     lines += ["", "## Seeds", "", "| seed | status | checkpoints | last step | converged at |", "|---|---|---|---|---|"]
     for r in seed_rows:
         lines.append(f"| {r['seed']} | {r['status']} | {num(r['committed_steps'])} | {num(r['last_step'])} | "
