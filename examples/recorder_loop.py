@@ -1,6 +1,6 @@
 """Your own PyTorch training loop, recorded by vt (no Prefect, no vt config): sparse parity on an MLP.
 
-    PYTHONPATH=. python examples/recorder_loop.py studies/my_loop --seeds 4     # ~2-3 min on 2 cores
+    PYTHONPATH=. python examples/recorder_loop.py studies/my_loop               # 6 seeds, ~1.5 min on 2 cores
     vt analyze studies/my_loop                                                 # the script runs it at the end
 
 The loop is an ordinary one: its own data, model, optimizer, and its own checkpoints
@@ -45,15 +45,22 @@ def own_checkpoint(root: Path, seed: int, step: int) -> Path:
     return root / f"seed={seed}" / f"step_{step}.pt"
 
 
+#: what the HMM models: a few features (6 seeds x 41 checkpoints support diagonal covariances of a
+#: handful of them, not full ones over the paper's 14), held-out accuracy among them
+HMM = {"covariance": "diag", "features": ["l2", "spectral", "code_sparsity", "var_w", "test_accuracy"],
+       "max_states": 6, "convergence_threshold": 0.9}
+
+
 def train(study: str, seed: int, steps: int, every: int, save_every: int, sleep: float = 0.0) -> None:
     xtr, ytr, xte, yte = sparse_parity(seed)
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(40, 128), nn.ReLU(), nn.Linear(128, 2))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.01)  # memorises first, generalises later
     gen = torch.Generator().manual_seed(seed)
     own = Path(study) / "my_checkpoints"
     with Recorder(study, seed=seed, model=model, hooks=["1"], probe=xte[:32], probe_targets=yte[:32],
-                  every_steps=every, steps_per_epoch=1000 // 32 + 1, data="sparse parity, 40 bits, 3 relevant") as rec:
+                  every_steps=every, steps_per_epoch=1000 // 32 + 1, data="sparse parity, 40 bits, 3 relevant",
+                  hmm=HMM) as rec:
         start = 0
         if rec.resume_step is not None:  # continue from our own checkpoint at the store's last commit
             state = torch.load(own_checkpoint(own, seed, rec.resume_step), weights_only=True)
@@ -95,16 +102,19 @@ def save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Ge
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("study")
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--every", type=int, default=100, help="record every N steps")
-    p.add_argument("--save-every", type=int, default=100, help="save our own checkpoint every N steps")
+    p.add_argument("--seeds", type=int, default=6)
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--every", type=int, default=300, help="record every N steps")
+    p.add_argument("--save-every", type=int, default=300, help="save our own checkpoint every N steps")
     p.add_argument("--sleep", type=float, default=0.0, help="seconds to wait after each step (tests)")
     p.add_argument("--no-analyze", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     for seed in range(args.seeds):
+        start = time.perf_counter()
+        print(f"seed {seed}: training {args.steps} steps, recording every {args.every} ...", flush=True)
         train(args.study, seed, args.steps, args.every, args.save_every, args.sleep)
+        print(f"seed {seed}: done in {time.perf_counter() - start:.0f} s", flush=True)
     if not args.no_analyze:
         vt = Path(sys.executable).with_name("vt")
         subprocess.run([str(vt) if vt.exists() else "vt", "analyze", args.study], check=True)

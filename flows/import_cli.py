@@ -26,6 +26,8 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                                                      '({"embed_out.": "lm_head."})')] = "{}",
             hook: Annotated[list[str], typer.Option(help="hookpoint (glob) whose activations to record")] = [],  # noqa: B006
             probe: Annotated[str | None, typer.Option(help="probe batch: a torch.save-d tensor or .npy")] = None,
+            hmm: Annotated[str, typer.Option(help="HMM settings as in a config's [hmm], as JSON "
+                                                  '({"covariance": "diag", "features": ["l2", "spectral"]})')] = "{}",
             analyze: Annotated[bool, typer.Option(help="compute the metrics as the checkpoints come in, then analyse "
                                                         "the study")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
@@ -37,7 +39,7 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
 
     options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
                "rename": json.loads(rename), "hooks": list(hook),
-               "probe": probe}
+               "probe": probe, "hmm": json.loads(hmm) or None}
     with Display(console, live=not _view["quiet"]):  # a bar of the checkpoints imported
         result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
             source, url(location(study)), pattern, options, metrics=analyze)

@@ -69,3 +69,15 @@ def test_sigkill_during_the_metric_stage_then_rerun_equals_an_uninterrupted_run(
     ja, jb = (json.loads((s / "analysis.json").read_text()) for s in (killed, clean))
     assert ja["chosen_k"] == jb["chosen_k"] and ja["states"] == jb["states"]
     assert not (killed / (METRICS_ZARR + NEW_SUFFIX)).exists()
+
+
+def test_a_half_imported_distributed_is_no_worker(monkeypatch):
+    """`vt import` streams each seed's metrics in its own thread; another thread importing dask's
+    `distributed` left it half initialised in sys.modules, and the check for a Dask worker raised
+    AttributeError ("partially initialized module 'distributed' has no attribute 'get_worker'")."""
+    import types
+
+    from vt_core.stages import metrics as stage
+
+    monkeypatch.setitem(sys.modules, "distributed", types.ModuleType("distributed"))  # no get_worker yet
+    assert stage._seed_slot() is stage._ONE_SEED_AT_A_TIME

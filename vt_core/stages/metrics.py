@@ -92,11 +92,13 @@ _ONE_SEED_AT_A_TIME = threading.Lock()
 
 
 def _seed_slot():
-    """The lock above, or nothing in a Dask worker."""
-    distributed = sys.modules.get("distributed")
-    if distributed is not None:
+    """The lock above, or nothing in a Dask worker. ``distributed`` may be half imported by another
+    thread of this process (an import task's first use of dask): then this is no worker either
+    (a `vt import` died on the AttributeError of that race)."""
+    get_worker = getattr(sys.modules.get("distributed"), "get_worker", None)
+    if get_worker is not None:
         try:
-            distributed.get_worker()
+            get_worker()
             return contextlib.nullcontext()
         except ValueError:
             pass
