@@ -97,12 +97,16 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
         workers: Workers = 2) -> None:
     """Train every seed (finished seeds are skipped, interrupted ones resume), then analyse."""
     cfg = load_config(config)
-    check_config(cfg)  # everything `vt validate` checks, before anything is written
-    switches = dataclasses.asdict(Runtime.from_env())
     console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {escape(str(study_dir(cfg)))}",
                   soft_wrap=True, highlight=False)
+    console.print("checking the config (building the task and the model) ...", style="dim", highlight=False)
+    check_config(cfg)  # everything `vt validate` checks, before anything is written
+    switches = dataclasses.asdict(Runtime.from_env())
     from vt_core.stages import nothing_to_do
 
+    if layout(study_dir(cfg)).study_json.is_file():
+        console.print("verifying the stores of finished seeds (every chunk against its checksum) ...", style="dim",
+                      highlight=False)
     if nothing_to_do(study_dir(cfg), cfg):  # no orchestration to start: say so and summarise
         console.print("nothing to do: every seed is finished and matches its checksums, and the analysis is current")
         _closing(study_dir(cfg))

@@ -13,6 +13,7 @@ and the live display.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -31,17 +32,25 @@ def _temporary_server():
     return None if PREFECT_API_URL.value() else SubprocessASGIServer()
 
 
-def start_temporary_server() -> None:
+def start_temporary_server(say: Callable[[str], None] | None = None) -> None:
     """Start Prefect's temporary API server now (nothing when a server is configured), with the
-    terminal's signals blocked in it: they are inherited as blocked by the server process."""
+    terminal's signals blocked in it: they are inherited as blocked by the server process.
+    ``say`` hears what is going on: the start takes seconds, and so does the server's shutdown
+    when the command ends (Prefect waits for it at exit), which a person would otherwise watch in
+    silence."""
     server = _temporary_server()
     if server is None or server.running:
         return
+    if say is not None:
+        say("starting Prefect's temporary API server (a few seconds; PREFECT_API_URL points vt at a server of "
+            "your own instead) ...")
     old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_SIGNALS))
     try:
         server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    if say is not None:  # at exit handlers run last-registered first: before Prefect stops the server
+        atexit.register(say, "closing Prefect's temporary API server (a few seconds) ...")
 
 
 def _stop_server_now() -> None:

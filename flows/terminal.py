@@ -9,8 +9,6 @@ import time
 import typer
 from rich.console import Console
 
-from vt_core.stages.metrics import describe_cells
-from vt_core.stages.train import SeedsFailedError
 from vt_core.storage.layout import layout
 from vt_core.storage.location import LocationError, same_process_only, url
 
@@ -48,6 +46,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     from flows.runners import make_task_runner
     from flows.session import interruptible, start_temporary_server
     from flows.study import analyze_flow, study_flow
+    from vt_core.stages.train import SeedsFailedError
     from vt_core.training.interrupt import StudyInterrupted
 
     if study is not None and same_process_only(study) and runner != "threads":
@@ -58,7 +57,7 @@ def _run(flow_kwargs: dict, runner: str, workers: int, analyze_only: bool = Fals
     start = time.perf_counter()
     stopped: Exception | None = None
     with interruptible(_say), Display(console, live=not _view["quiet"]):
-        start_temporary_server()
+        start_temporary_server(_say)
         try:
             result = f.with_options(task_runner=task_runner)(**flow_kwargs)
         except (StudyInterrupted, SeedsFailedError) as err:
@@ -82,6 +81,7 @@ def _say(text: str) -> None:
 def _closing(study, seconds: float | None = None, cells: dict | None = None) -> None:
     """The closing summary (:func:`vt_core.report.closing.closing_summary`)."""
     from vt_core.report.closing import closing_summary
+    from vt_core.stages.metrics import describe_cells
 
     if seconds is not None:
         console.print(f"\n[bold green]done[/] in {seconds:.1f} s")

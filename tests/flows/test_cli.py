@@ -243,3 +243,20 @@ def test_a_server_stopped_by_sigterm_leaves_no_record(analysed_study):
     finally:
         proc.kill()
     assert not record.exists() and served_url(analysed_study) is None
+
+
+def test_read_only_commands_import_neither_torch_nor_prefect(analysed_study):
+    """Issue 34, item 2: `vt status` and `vt report` took 12-22 s each on a loaded machine, most of
+    it importing what they never use (torch through the stage modules, Prefect); measured by
+    benchmarks/readonly_commands.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.cli\n"
+            "for argv in (['status', sys.argv[1]], ['report', sys.argv[1], '--out', '-']):\n"
+            "    try:\n        flows.cli.app(argv)\n    except SystemExit as e:\n        assert not e.code, e\n"
+            "print(sorted(m for m in ('torch', 'prefect', 'bokeh') if m in sys.modules), file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, str(analysed_study)], cwd=ROOT, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == "[]", res.stderr[-2000:]

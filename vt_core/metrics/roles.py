@@ -31,27 +31,34 @@ it has more dimensions: declare ``vt_metric_roles`` on your own modules to say o
 
 from __future__ import annotations
 
-from torch import nn
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where a model is looked at, not by what only reads a study
+    from torch import nn
 
 ROLES = ("matrix", "heads", "merged_heads", "kernel", "bias", "exclude")
 WEIGHT_ROLES = ("matrix", "heads", "merged_heads", "kernel")
 #: bump when a rule changes: stored metrics computed under other rules are recomputed
 RULES_VERSION = 2
 
-_EXCLUDED_TYPES: tuple[type, ...] = (
-    nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm,
-    nn.modules.batchnorm._NormBase, nn.modules.instancenorm._InstanceNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
-_CONV_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd,)
+@functools.cache
+def _types() -> tuple[tuple[type, ...], tuple[type, ...], type]:
+    """(excluded module types, convolution types, Linear)."""
+    from torch import nn
+
+    excluded = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
+                nn.modules.instancenorm._InstanceNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+    return excluded, (nn.modules.conv._ConvNd,), nn.Linear
 
 
 def _by_type(module: nn.Module, name: str, ndim: int) -> str:
-    if isinstance(module, _EXCLUDED_TYPES):
+    excluded, conv, linear = _types()
+    if isinstance(module, excluded):
         return "exclude"
-    if isinstance(module, _CONV_TYPES):
+    if isinstance(module, conv):
         return "kernel" if name == "weight" else "bias"
-    if isinstance(module, nn.Linear):
+    if isinstance(module, linear):
         return "matrix" if name == "weight" else "bias"
     return "matrix" if ndim == 2 else "bias" if ndim <= 1 else "heads"
 
