@@ -18,7 +18,8 @@ from flows.study import study_flow  # noqa: E402
 DEPLOYMENT = {
     "name": "sparse-parity-nightly-served",
     "cron": "0 3 * * *",
-    "parameters": {"config_path": str(ROOT / "examples" / "sparse_parity.toml")},
+    "parameters": {"config_path": str(ROOT / "examples" / "sparse_parity.toml"),
+                   "output_dir": str(ROOT / "studies" / "sparse_parity-{date}")},  # each night its own study
 }
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
 from prefect.context import FlowRunContext
 
-from vt_core.config.study_config import StudyConfig, load_config, parse_config
+from vt_core.config.study_config import StudyConfig, load_config, parse_config, with_output_dir
 from vt_core.errors import VtError
 from vt_core.stages.publish import location_tag, run_name, run_tags
 from vt_core.storage.location import location, url
@@ -21,6 +21,8 @@ def _study_of(params: dict) -> tuple[str, StudyConfig]:
     if params.get("config") or params.get("config_path"):
         config = (parse_config(params["config"], "config") if params.get("config")
                   else load_config(params["config_path"]))
+        if params.get("output_dir"):
+            config = with_output_dir(config, params["output_dir"])
         return url(study_dir(config)), config
     return url(location(params["study"])), load_study(params["study"])
 

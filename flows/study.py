@@ -15,7 +15,7 @@ from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metr
 from tasks.publish import build_dashboard_task, publish_artifacts
 from tasks.train import train_group_task, train_seed_task
 from vt_core.analysis.states import fit_rounds
-from vt_core.config.study_config import load_config, parse_config
+from vt_core.config.study_config import load_config, parse_config, with_output_dir
 from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
@@ -67,7 +67,8 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
 
 @flow(name="vt-study", flow_run_name=flow_run_name)
 def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None,
-               runtime: dict | None = None, config: dict | None = None, checked: bool = False) -> dict:
+               runtime: dict | None = None, config: dict | None = None, checked: bool = False,
+               output_dir: str | None = None) -> dict:
     """Train every seed of a study (finished seeds come back cached), then analyse.
 
     Give ``config_path`` for a new or continued study, or ``study`` for an existing directory.
@@ -75,13 +76,17 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     :class:`vt_core.runtime.Runtime` switches as a dict (default: read from this process's
     environment, the edge for a deployment). ``config``: the config already read from
     ``config_path`` (the `vt` command passes it, so the file is read once); ``checked``: the caller
-    has run every check of `vt validate` on it (the `vt` command has), so it is not run again."""
+    has run every check of `vt validate` on it (the `vt` command has), so it is not run again.
+    ``output_dir``: where this run's study goes instead of the config's, with ``{date}`` and
+    ``{time}`` filled in (a nightly deployment's own study each night)."""
     logger = get_run_logger()
     opened = None
     if config is not None:
         opened = parse_config(config, config_path or "the flow's config parameter")
     elif config_path is not None:
         opened = load_config(config_path)
+    if opened is not None and output_dir is not None:
+        opened, checked = with_output_dir(opened, output_dir), False  # another directory: checked afresh
     if opened is not None:
         if not checked:
             check_config(opened)  # everything `vt validate` checks, before anything is written

@@ -90,7 +90,7 @@ def test_deployment_runs_on_a_worker_and_publishes_artifacts(tmp_path):
             assert any(s["schedule"].get("cron") == "0 3 * * *" for s in dep.get("schedules", []))
             for _ in range(5):  # a busy SQLite server may answer 5xx (database locked): try again
                 made = c.post(f"/deployments/{dep['id']}/create_flow_run",
-                              json={"parameters": {"config_path": str(cfg)}})
+                              json={"parameters": {"config_path": str(cfg), "output_dir": str(study)}})
                 if made.status_code < 500:
                     break
                 time.sleep(2)

@@ -5,6 +5,7 @@ errors (a typo is named, not ignored); :func:`load_config` turns pydantic's erro
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import tomllib
@@ -353,6 +354,19 @@ class StudyConfig(_Strict):
     @property
     def hmm_features(self) -> list[str]:
         return list(self.hmm.features or self.metrics.names)
+
+
+def with_output_dir(config: StudyConfig, template: str, when: datetime.datetime | None = None) -> StudyConfig:
+    """``config`` writing to ``template``, with ``{date}`` (``2026-12-02``) and ``{time}``
+    (``031500``, UTC) filled in: a scheduled run's own study each night, instead of the same study
+    again (which a second night finds finished: a no-op)."""
+    when = when or datetime.datetime.now(datetime.UTC)
+    try:
+        where = template.format(date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"output_dir template {template!r}: {err!r} is not {{date}} or {{time}}; use those, "
+                          f"or a plain path") from None
+    return parse_config(config.model_dump(mode="json") | {"output_dir": where}, f"output_dir={where!r}")
 
 
 def parse_config(data: dict, source: str = "<dict>") -> StudyConfig:
