@@ -65,3 +65,32 @@ def test_graph_layers_follow_first_visits_and_branches_share_a_layer():
     # an edge back to an earlier state does not change the layers; a never-visited state goes last
     x, _ = graph_layout(_analysis([0, 5, None], [(0, 1), (1, 0)]))
     assert list(x) == [0, 1, 2]
+
+
+def test_a_state_entered_late_is_placed_late_whatever_its_mean_first_visit():
+    """Issue 34, item 8: state 2, which one seed starts in but the other five enter late from the
+    last state 3, has the lower mean first visit (so its label) and no earlier-visited predecessor:
+    it was drawn at the far left among the initial states, its arrow from 3 running back under the
+    graph. By the median step at which the seeds enter it, it goes after state 3."""
+    seeds = [0, 1, 2, 3, 4, 5]
+    states = [{"state": 0, "seeds": seeds[1:], "first_step_mean": 0.0, "step_min": 0},
+              {"state": 1, "seeds": seeds[1:], "first_step_mean": 40.0, "step_min": 30},
+              {"state": 2, "seeds": seeds, "first_step_mean": 75.0, "step_min": 0},   # seed 0 starts here
+              {"state": 3, "seeds": seeds[1:], "first_step_mean": 80.0, "step_min": 70}]
+    tr = [{"from": 0, "to": 1, "first_step": {str(s): 30 + 5 * s for s in seeds[1:]}},
+          {"from": 1, "to": 3, "first_step": {str(s): 70 + 5 * s for s in seeds[1:]}},
+          {"from": 3, "to": 2, "first_step": {str(s): 90 + 5 * s for s in seeds[1:]}}]
+    a = {"states": states, "transitions": tr,
+         "graph": {"edges": [{"source": t["from"], "target": t["to"]} for t in tr]}}
+    x, y = graph_layout(a)  # type: ignore[arg-type]
+    assert list(x) == [0, 1, 3, 2]  # 0 -> 1 -> 3 -> 2, left to right
+    assert len({(round(float(i), 6), round(float(j), 6)) for i, j in zip(x, y)}) == 4  # never on top of each other
+
+
+def test_labels_of_consecutive_k_not_fitted_are_one_label():
+    from vt_core.report.dashboard.selection import _bad_rows
+
+    table = [{"k": k, "status": "ok", "n_ok": 2} for k in range(1, 9)]
+    table += [{"k": k, "status": "infeasible", "n_ok": 0, "failures": ["too few observations"]} for k in range(9, 17)]
+    rows = _bad_rows({"table": table, "chosen_k": 8})  # type: ignore[typeddict-item]
+    assert rows["k"] == list(range(9, 17)) and [lab for lab in rows["label"] if lab] == ["infeasible 9–16"]

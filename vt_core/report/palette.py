@@ -51,13 +51,37 @@ def _layers(g: nx.DiGraph, first: dict[int, float]) -> dict[int, int]:
     return layer
 
 
+def entry_steps(a: Analysis) -> dict[int, float]:
+    """When each state is first entered: the median over the seeds that visit it of the step at
+    which each first enters it (the first step of the earliest transition into it; a seed that
+    starts in the state enters it at its first step). The median, not the mean of first visits
+    that labels the states: a state that a few seeds enter early but most enter late (a state
+    entered from the last one) is placed late, where the seeds meet it. Inf: never visited."""
+    into: dict[int, dict[str, float]] = {}
+    for t in a.get("transitions") or []:
+        for seed, step in (t.get("first_step") or {}).items():
+            seeds = into.setdefault(t["to"], {})
+            seeds[seed] = min(seeds.get(seed, np.inf), step)
+    out = {}
+    for s in a["states"]:
+        mean, visitors, entries = s.get("first_step_mean"), [str(v) for v in s.get("seeds") or []], into.get(s["state"])
+        if mean is None:
+            out[s["state"]] = np.inf
+        elif not visitors or (not entries and s.get("step_min")):
+            out[s["state"]] = float(mean)  # a record without each seed's entries: the mean first visit
+        else:  # a visitor with no transition into the state started in it, at its first step
+            start = float(s.get("step_min") or 0)
+            out[s["state"]] = float(np.median([(entries or {}).get(v, start) for v in visitors]))
+    return out
+
+
 def graph_layout(a: Analysis) -> tuple[np.ndarray, np.ndarray]:
-    """Node positions from the graph itself: layers left to right by first visit (a state's layer
+    """Node positions from the graph itself: layers left to right by first entry (:func:`entry_steps`; a state's layer
     follows its earlier-visited predecessors'), states of one layer stacked in y and ordered by
     the mean position of their predecessors (fewer crossings). x: layer index; y within [-1, 1]."""
     states = a["states"]
     k = len(states)
-    first = {s["state"]: (s["first_step_mean"] if s["first_step_mean"] is not None else np.inf) for s in states}
+    first = entry_steps(a)
     g = nx.DiGraph()
     g.add_nodes_from(range(k))
     g.add_edges_from((e["source"], e["target"]) for e in a["graph"]["edges"] if e["source"] != e["target"])

@@ -68,7 +68,7 @@ def graph_figure(a: Analysis, colors: list[str], n_seeds: int):
     """(figure, node source, edge source)."""
     nodes, esrc, x, y = _sources(a, colors, n_seeds)
     pad_x, pad_y = 0.55, 0.45
-    p = figure(title="State-transition graph (layered by first visit; tap a state or a transition)",
+    p = figure(title="State-transition graph (layered by first entry; tap a state or a transition)",
                height=GRAPH_HEIGHT, sizing_mode="stretch_width", min_width=360,
                x_range=Range1d(float(x.min()) - pad_x, float(x.max()) + pad_x),
                y_range=Range1d(min(float(y.min()), -0.6) - pad_y, max(float(y.max()), 0.6) + pad_y),

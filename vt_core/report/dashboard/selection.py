@@ -33,9 +33,19 @@ def _padded(values: np.ndarray) -> Range1d:
 
 
 def _bad_rows(sel: Selection) -> dict:
+    """The k not fitted, and one label per run of consecutive k of one status (``infeasible 9–16``
+    at the run's middle) instead of a word at every k, which ran together at 1280 px."""
     bad = [t for t in sel["table"] if t.get("status") in ("infeasible", "failed") or not t.get("n_ok")]
-    return {"k": [t["k"] for t in bad], "y": [0.04] * len(bad),
-            "status": [t.get("status") or "failed" for t in bad],
+    status = [t.get("status") or "failed" for t in bad]
+    label = [""] * len(bad)
+    i = 0
+    while i < len(bad):
+        j = i
+        while j + 1 < len(bad) and bad[j + 1]["k"] == bad[j]["k"] + 1 and status[j + 1] == status[i]:
+            j += 1
+        label[(i + j) // 2] = status[i] + (f" {bad[i]['k']}–{bad[j]['k']}" if j > i else "")
+        i = j + 1
+    return {"k": [t["k"] for t in bad], "y": [0.04] * len(bad), "status": status, "label": label,
             "reason": ["; ".join(t.get("failures") or []) or "no fit converged" for t in bad]}
 
 
@@ -71,7 +81,7 @@ def selection_figure(sel: Selection, ks: list[int], x_range: Range1d):
         p.extra_y_ranges = {**p.extra_y_ranges, "unit": Range1d(0, 1)}
         marks = p.scatter("k", "y", source=bad, y_range_name="unit", marker="x", size=12, line_width=3,
                           color=BAD, legend_label="not fitted (hover: why)")
-        p.add_layout(LabelSet(x="k", y="y", text="status", source=bad, y_range_name="unit", y_offset=10,
+        p.add_layout(LabelSet(x="k", y="y", text="label", source=bad, y_range_name="unit", y_offset=10,
                               text_align="center", text_font_size="10px", text_color=BAD))
         p.add_tools(HoverTool(renderers=[marks], tooltips=[("k", "@k"), ("", "@status"), ("why", "@reason")]))
     _mark_chosen(p, sel)
