@@ -137,3 +137,33 @@ def test_different_features_are_refused():
         joint_sequences({"a": s, "b": t})
     with pytest.raises(CompareError, match="at least two studies"):
         joint_sequences({"a": s})
+
+
+def test_a_study_that_never_converges_is_compared_as_censored():
+    """Issue 34, item 13: a study whose seeds never converge against one whose seeds all do got
+    "an interval needs at least 2 converged seeds in each study": the clearest difference went
+    unquantified. Non-convergence is censoring: shares with Wilson intervals, their difference, a
+    log-rank test; checked against values worked by hand."""
+    import pytest
+
+    from vt_core.analysis.compare import censored_difference, convergence_difference, survival
+    from vt_core.report.compare_markdown import difference_sentence
+
+    converges = ([10.0, 10.0, 10.0, 10.0], [True] * 4)
+    never = ([100.0] * 4, [False] * 4)  # censored at their last checkpoint
+    c = censored_difference(converges, never)
+    assert c["converged"] == [4, 0] and c["seeds"] == [4, 4]
+    # Wilson, 95%: 4 of 4 -> [n/(n+z^2), 1], 0 of 4 -> [0, z^2/(n+z^2)]
+    z2 = 1.959964 ** 2
+    assert c["share_interval"][0] == pytest.approx([4 / (4 + z2), 1.0]) and c["share_interval"][1] == pytest.approx([0.0, z2 / (4 + z2)])
+    lo, hi = c["share_difference_interval"]
+    assert c["share_difference"] == -1.0 and hi < 0 and lo >= -1.0 - 1e-12
+    # log-rank by hand: at step 10, 8 at risk, 4 events, none in the second group: E = 2,
+    # V = 4 * 1/2 * 1/2 * 4/7; chi^2 = 4 / V = 7, p = 0.00815
+    assert c["log_rank_p"] == pytest.approx(0.0081509, rel=1e-4)
+    assert survival(*converges) == {"step": [0.0, 10.0], "not_converged": [1.0, 0.0], "censored_at": []}
+    assert survival(*never)["not_converged"] == [1.0] and survival(*never)["censored_at"] == [100.0] * 4
+    d = convergence_difference([10, 10, 10, 10], []) | {"against": "a", "censored": c}
+    text = difference_sentence("b", d)
+    assert "b converged in 0 of 4 seeds (0–49%), a in 4 of 4 seeds" in text and "log-rank" in text, text
+    assert "it excludes 0" in text and "Counting non-convergence as censoring" in text

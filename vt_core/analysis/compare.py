@@ -143,6 +143,67 @@ def convergence_difference(ref: list[int], other: list[int], n_boot: int = N_BOO
     return out
 
 
+def _wilson(k: int, n: int) -> list[float] | None:
+    """The 95% Wilson interval of a proportion k/n (None without seeds)."""
+    if n == 0:
+        return None
+    z, p = 1.959964, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def survival(times: list[float], converged: list[bool]) -> dict:
+    """Kaplan-Meier estimate of the share of seeds not yet converged against step; a seed that never
+    converged is censored at its last checkpoint (it might have converged later)."""
+    t, e = np.asarray(times, float), np.asarray(converged, bool)
+    steps, left = [0.0], [1.0]
+    s = 1.0
+    for u in np.unique(t[e]):
+        at_risk, events = int((t >= u).sum()), int(((t == u) & e).sum())
+        s *= 1 - events / at_risk
+        steps.append(float(u))
+        left.append(float(s))
+    return {"step": steps, "not_converged": left, "censored_at": sorted(float(x) for x in t[~e])}
+
+
+def log_rank(a: tuple[list[float], list[bool]], b: tuple[list[float], list[bool]]) -> float | None:
+    """p-value of the log-rank test that two studies converge at the same rate, censored seeds
+    included (None when no seed converged in either)."""
+    from scipy.stats import chi2
+
+    t = np.concatenate([a[0], b[0]]).astype(float)
+    e = np.concatenate([a[1], b[1]]).astype(bool)
+    g = np.r_[np.zeros(len(a[0]), bool), np.ones(len(b[0]), bool)]
+    obs = exp = var = 0.0
+    for u in np.unique(t[e]):
+        risk = t >= u
+        n, n1 = risk.sum(), (risk & g).sum()
+        d, d1 = ((t == u) & e).sum(), ((t == u) & e & g).sum()
+        obs, exp = obs + d1, exp + d * n1 / n
+        var += d * (n1 / n) * (1 - n1 / n) * (n - d) / max(n - 1, 1)
+    return None if var <= 0 else float(chi2.sf((obs - exp) ** 2 / var, df=1))
+
+
+def censored_difference(ref: tuple[list[float], list[bool]], other: tuple[list[float], list[bool]]) -> dict:
+    """Non-convergence treated as censoring: each study's converged share with its 95% Wilson
+    interval, their difference with a 95% interval (Newcombe's, from the two Wilson intervals), and
+    the log-rank test over every seed. Defined whenever the studies have seeds, however few converged."""
+    ea, eb = ref[1], other[1]
+    na, nb, ka, kb = len(ea), len(eb), int(sum(ea)), int(sum(eb))
+    ia, ib = _wilson(ka, na), _wilson(kb, nb)
+    out: dict = {"converged": [ka, kb], "seeds": [na, nb], "share": [ka / na if na else None, kb / nb if nb else None],
+                 "share_interval": [ia, ib], "share_difference": None, "share_difference_interval": None,
+                 "log_rank_p": log_rank(ref, other)}
+    if ia is not None and ib is not None:
+        pa, pb = ka / na, kb / nb
+        d = pb - pa
+        lo = d - np.sqrt((pb - ib[0]) ** 2 + (ia[1] - pa) ** 2)
+        hi = d + np.sqrt((ib[1] - pb) ** 2 + (pa - ia[0]) ** 2)
+        out.update(share_difference=float(d), share_difference_interval=[float(lo), float(hi)])
+    return out
+
+
 def summarise(result: Analysis, members: list[dict], paths: dict[int, np.ndarray], steps: dict[int, np.ndarray],
               conv: dict[int, int | None], seed: int = 0) -> dict:
     """Per study, on the joint decoding: occupancy, specific states, detours, convergence; and the
@@ -167,7 +228,12 @@ def summarise(result: Analysis, members: list[dict], paths: dict[int, np.ndarray
                 "interval": result["regression"]["intervals"].get(str(s))} for s in result["detour_states"]]
     ref = names[0]
     done = {n: [c for c in (conv[i] for i in ids[n]) if c is not None] for n in names}
-    diffs = {n: convergence_difference(done[ref], done[n], seed=seed) | {"against": ref} for n in names[1:]}
+    timed = {n: ([float(c) if (c := conv[i]) is not None else float(steps[i][-1]) for i in ids[n]],
+                 [conv[i] is not None for i in ids[n]]) for n in names}
+    for n in names:
+        studies[n]["convergence"]["survival"] = survival(*timed[n])
+    diffs = {n: convergence_difference(done[ref], done[n], seed=seed) | {"against": ref}
+             | {"censored": censored_difference(timed[ref], timed[n])} for n in names[1:]}
     return {"studies": names, "reference": ref, "k": k, "per_study": studies, "detours": detours,
             "convergence_difference": diffs, "min_visit": MIN_VISIT,
             "members": [{"study": m["study"], "seed": m["seed"], "id": i} for i, m in enumerate(members)]}

@@ -7,10 +7,36 @@ from vt_core.analysis.records import Analysis
 from vt_core.report.narrative import closing_lines, k_evidence, k_headline, k_notes, k_uncertainty, md, num
 
 
+def censored_sentence(name: str, d: dict) -> str:
+    """``b converged in 0 of 8 seeds (0–32%), a in 8 of 8 (68–100%): 100 points fewer (95% interval
+    ...); log-rank p = 0.0001``: non-convergence as censoring, defined however few seeds converge."""
+    c = d.get("censored")
+    if not c:
+        return ""
+    (ka, kb), (na, nb) = c["converged"], c["seeds"]
+
+    def share(k: int, n: int, iv) -> str:
+        return f"{k} of {n} seeds" + (f" ({num(100 * iv[0], 2)}–{num(100 * iv[1], 2)}%)" if iv else "")
+
+    text = (f"{md(name)} converged in {share(kb, nb, c['share_interval'][1])}, {md(d['against'])} in "
+            f"{share(ka, na, c['share_interval'][0])}")
+    if c.get("share_difference") is not None:
+        lo, hi = c["share_difference_interval"]
+        text += (f": a difference of {num(100 * c['share_difference'], 2)} points (95% interval {num(100 * lo, 2)} "
+                 f"to {num(100 * hi, 2)}{'; it excludes 0' if lo > 0 or hi < 0 else ''})")
+    if c.get("log_rank_p") is not None:
+        p = num(c["log_rank_p"], 2)
+        text += f"; log-rank test over every seed, non-converged ones censored at their last step: p = {p}"
+    return text
+
+
 def difference_sentence(name: str, d: dict) -> str:
-    """``b converges 215 steps later than a (95% interval 11 to 404; ratio of means 1.3, 1.01–1.6)``."""
+    """``b converges 215 steps later than a (95% interval 11 to 404; ratio of means 1.3, 1.01–1.6)``,
+    and the censored comparison (:func:`censored_sentence`) when the means cannot be compared."""
     if d.get("difference") is None:
-        return f"{md(name)} against {md(d['against'])}: {d.get('note', 'no interval')}"
+        head = f"{md(name)} against {md(d['against'])}: {d.get('note', 'no interval')}"
+        censored = censored_sentence(name, d)
+        return f"{head}. Counting non-convergence as censoring: {censored}" if censored else head
     lo, hi = d["interval"]
     way = "later" if d["difference"] > 0 else "sooner"
     verdict = ("the interval excludes 0" if d["excludes_zero"]

@@ -56,6 +56,7 @@ def study_view(a: Analysis, study: str) -> Analysis:
     for e in view["graph"]["edges"]:
         e["seeds"] = [ids[i] for i in e.get("seeds", []) if i in ids]
         e["n_seeds"] = len(e["seeds"])
+    view["graph"]["edges"] = [e for e in view["graph"]["edges"] if e["n_seeds"] > 0]  # this study's moves only
     for t in view["transitions"]:
         t["seeds"] = [ids[i] for i in t.get("seeds", []) if i in ids]
         t["n_seeds"] = len(t["seeds"])
@@ -69,6 +70,9 @@ def _graphs(a: Analysis, colors: list[str], panel: Div) -> list:
     for study in a["comparison"]["studies"]:
         n = a["comparison"]["per_study"][study]["n_seeds"]
         p, nodes, edges = graph_figure(study_view(a, study), colors, n)
+        seen = [o > 0 for o in nodes.data["occupancy"]]  # a state this study never visits is not drawn in its panel
+        nodes.data = dict(nodes.data, size=[s if v else 0 for s, v in zip(nodes.data["size"], seen)],
+                          label=[lab if v else "" for lab, v in zip(nodes.data["label"], seen)])
         p.title.text = f"{study}: states (size: its occupancy), transitions (width: its seeds taking them)"
         p.name = "compare-graph"
         explain = CustomJS(args={"nodes": nodes, "edges": edges, "panel": panel}, code=EXPLAIN)
