@@ -28,8 +28,10 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
             probe: Annotated[str | None, typer.Option(help="probe batch: a torch.save-d tensor or .npy")] = None,
             hmm: Annotated[str, typer.Option(help="HMM settings as in a config's [hmm], as JSON "
                                                   '({"covariance": "diag", "features": ["l2", "spectral"]})')] = "{}",
-            analyze: Annotated[bool, typer.Option(help="compute the metrics as the checkpoints come in, then analyse "
-                                                        "the study")] = True,
+            analyze: Annotated[bool, typer.Option(help="analyse the study once every seed is in (HMMs, "
+                                                        "dashboard)")] = True,
+            metrics: Annotated[bool, typer.Option(help="compute the metrics as the checkpoints come in (`vt analyze` "
+                                                        "then reuses them)")] = True,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
     from flows.display import Display
@@ -42,15 +44,20 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                "probe": probe, "hmm": json.loads(hmm) or None}
     with Display(console, live=not _view["quiet"]):  # a bar of the checkpoints imported
         result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
-            source, url(location(study)), pattern, options, metrics=analyze)
+            source, url(location(study)), pattern, options, metrics=metrics)
     for s in result["seeds"]:
         console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
                       + f", {s['committed_steps']} checkpoints", highlight=False)
     if (cells := result["metric_cells"]) is not None:
         console.print(f"metrics: {cells['computed']:,} cells computed as the checkpoints came in, "
                       f"{cells['reused']:,} reused", highlight=False)
+    else:
+        console.print("metrics: not computed (--no-metrics); `vt analyze` computes them", highlight=False)
     if analyze:
         _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
+    else:
+        console.print(f"not analysed (--no-analyze): `vt analyze {study}` fits the HMMs and builds the dashboard",
+                      soft_wrap=True, highlight=False)
 
 
 

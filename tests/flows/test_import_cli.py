@@ -43,6 +43,10 @@ def test_vt_import_analyses_and_is_idempotent(tmp_path):
     before = RunStore(run_path(study, 1), mode="r").attrs
     res = runner.invoke(app, args + ["--no-analyze"])
     assert res.exit_code == 0 and "seed 1: already imported, 12 checkpoints" in res.output
+    # issue 30, item 5: --no-analyze skips the analysis only (it skipped the metrics too, silently)
+    assert "cells computed as the checkpoints came in, 684 reused" in res.output and "not analysed (--no-analyze)" in res.output
+    res = runner.invoke(app, args + ["--no-analyze", "--no-metrics"])
+    assert res.exit_code == 0 and "metrics: not computed (--no-metrics)" in res.output
     assert RunStore(run_path(study, 1), mode="r").attrs == before
     res = runner.invoke(app, ["rerun", str(study), "--seed", "1"])
     assert res.exit_code == 2 and "imported from checkpoint files" in res.output and "cannot train" in res.output

@@ -376,8 +376,10 @@ def test_run_repairs_or_refuses(kind_id: str, study: Path, pristine, prefect_ser
     assert check.exit_code == 0, f"`vt run` exited 0 but the study still does not validate:\n{check.describe()}"
     assert_same_values(metric_values(study), metric_values(pristine.path), "metrics.zarr after the repair")
     for seed in STUDY_SEEDS:
+        # a retrained seed's store is a new run: its row checksums are keyed by its new run id (they
+        # verify: `vt validate` passed above); every other array holds the same values
         assert_same_values(arrays_of(store(study, seed)), arrays_of(store(pristine.path, seed)),
-                           f"seed {seed}'s store after the repair")
+                           f"seed {seed}'s store after the repair", skip=("integrity/row_crc",))
     assert json.loads((study / "analysis.json").read_text()), "analysis.json is empty after the repair"
     assert json.loads((study / "study.json").read_text())["training_hash"] == \
         json.loads((pristine.path / "study.json").read_text())["training_hash"]

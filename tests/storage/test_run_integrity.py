@@ -237,3 +237,32 @@ def test_stores_swapped_between_seeds_are_named_and_nothing_is_computed_from_the
     with pytest.raises(StoreError, match="holds the run of seed 1"):
         stages.analyse(study)
     assert repair_seeds(study) == [] and (runs / "seed=0000.zarr").exists() and (runs / "seed=0001.zarr").exists()
+
+
+@pytest.mark.parametrize("how", ["recomputed", "copied"])
+def test_bytes_moved_from_another_store_fail_even_with_valid_checksums(analysed_study, tmp_path, how):
+    """Issue 34, item 19: a weight row replaced by the row at the same place in another seed's store,
+    with the row checksum recomputed to match (``recomputed``, as a tool that refreshes checksums
+    would) or taken from that store (``copied``): both were analysed silently. Each row's checksum
+    is keyed by its store's run id, its array and its row, so moved bytes fail here."""
+    import shutil
+
+    import zarr
+
+    from vt_core.storage.run_integrity import CHECK_GROUP, row_crc
+    from vt_core.storage.study import validate_study
+
+    study = tmp_path / "study"
+    shutil.copytree(analysed_study, study)
+    dst, src = (zarr.open_group(str(study / "runs" / f"seed={s:04d}.zarr"), mode="r+") for s in (0, 1))
+    name = next(p for p, _ in dst["weights"].arrays())
+    row = 3
+    moved = src["weights"][name][row]
+    assert not np.array_equal(moved, dst["weights"][name][row])  # the two seeds' weights differ
+    dst["weights"][name][row] = moved
+    col = list(dst[CHECK_GROUP]["row_crc"].attrs["columns"]).index(f"weights/{name}")
+    fake = row_crc(moved) if how == "recomputed" else src[CHECK_GROUP]["row_crc"][row, col]
+    dst[CHECK_GROUP]["row_crc"][row, col] = fake
+    problems = validate_study(study)
+    assert any(p.startswith(f"seed 0: array weights/{name}") and "does not match the checksum" in p
+               for p in problems), problems

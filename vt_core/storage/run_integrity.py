@@ -29,11 +29,24 @@ GROUPS = ("weights", "activations", "examples")
 CHECK_GROUP = "integrity"
 
 
-def row_crc(row: np.ndarray) -> int:
-    """The CRC32C of one row's bytes (C order, the stored dtype)."""
+#: how a store's row checksums are keyed (the ``keyed`` attribute of ``integrity/row_crc``); stores
+#: without it (written before) have plain CRC32Cs of the bytes
+ROW_KEY = "run_id:array:row"
+
+
+def row_key(run_id, array: str, row: int) -> bytes:
+    """What a row's checksum is bound to: the store's own run id, the array and the row. Bytes
+    moved in from another store (or another array, or another row), even with the checksums that
+    were valid there, then fail here."""
+    return f"{run_id}:{array}:{row}\n".encode()
+
+
+def row_crc(row: np.ndarray, key: bytes = b"") -> int:
+    """The CRC32C of ``key`` followed by one row's bytes (C order, the stored dtype)."""
     import google_crc32c
 
-    return int(google_crc32c.value(np.ascontiguousarray(row).tobytes()))
+    data = np.ascontiguousarray(row).tobytes()
+    return int(google_crc32c.extend(google_crc32c.value(key), data) if key else google_crc32c.value(data))
 
 #: attributes every run store has, with the types they must have
 _ATTR_TYPES: dict[str, tuple[type, ...]] = {
@@ -170,11 +183,11 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
     steps = _steps(store, n)
     if n and "step" not in store.root:
         problems.append("array 'step' is missing")
-    recorded = _recorded(store, n, read)
+    recorded, run_id = _recorded(store, n, read)
     have = {a.path for a in arrays}
     problems += [f"array {p} is missing (its commits recorded it)" for p in recorded if p not in have]
     for arr in arrays:
-        problems += _check_array(arr, n, steps, read, recorded.get(arr.path))
+        problems += _check_array(arr, n, steps, read, recorded.get(arr.path), run_id)
     if "seed" in store.root:  # 0-d (format 2): its value must be the store's seed
         try:
             if int(store.root["seed"][...]) != store.attrs["seed"]:
@@ -187,17 +200,19 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
     return problems
 
 
-def _recorded(store: RunStore, n: int, read: bool) -> dict[str, np.ndarray | None]:
-    """The arrays the commits recorded, with (``read``) each committed row's CRC32C."""
+def _recorded(store: RunStore, n: int, read: bool) -> tuple[dict[str, np.ndarray | None], object]:
+    """The arrays the commits recorded, with (``read``) each committed row's CRC32C; and the run id
+    the checksums are keyed with (None: plain CRC32Cs, a store written before they were keyed)."""
     if CHECK_GROUP not in store.root or "row_crc" not in store.root[CHECK_GROUP]:
-        return {}
+        return {}, None
     arr = store.root[CHECK_GROUP]["row_crc"]
     cols = list(arr.attrs.get("columns") or [])
     try:
         crcs = np.asarray(arr[:n]) if read else None
     except Exception:  # noqa: BLE001 - its own chunks are checked like any array's
         crcs = None
-    return {c: (None if crcs is None else crcs[:, j]) for j, c in enumerate(cols)}
+    keyed = store.attrs.get("run_id") if arr.attrs.get("keyed") == ROW_KEY else None
+    return {c: (None if crcs is None else crcs[:, j]) for j, c in enumerate(cols)}, keyed
 
 
 def _unreadable_metadata(store: RunStore) -> list[str]:
@@ -215,7 +230,7 @@ def _unreadable_metadata(store: RunStore) -> list[str]:
 
 
 def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool,
-                 crcs: np.ndarray | None = None) -> list[str]:
+                 crcs: np.ndarray | None = None, run_id=None) -> list[str]:
     name = arr.path
     if arr.shape[0] < n:
         return [f"array {name} has {arr.shape[0]} rows, fewer than the {n} committed"]
@@ -226,19 +241,26 @@ def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool,
     out = [f"array {name}: {_where(first, last, steps)}: chunk missing"
            for first, last, keys in chunks if not all(k in present for k in keys)]
     if read and not out:
-        out = _read_back(arr, chunks, steps, crcs)
+        out = _read_back(arr, chunks, steps, crcs, run_id)
     return out
 
 
 _BLOCK_BYTES = 64 * 2**20
 
 
-def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np.ndarray | None) -> list[str]:
+def _key(arr: zarr.Array, run_id):
+    """Row -> the key its checksum was computed with (no key for a store of plain checksums)."""
+    return (lambda row: row_key(run_id, arr.path, row)) if run_id is not None else (lambda row: b"")
+
+
+def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np.ndarray | None,
+               run_id=None) -> list[str]:
     """Read the committed rows in blocks of <= 64 MiB (one concurrent zarr call each), each row
     compared with its recorded CRC32C (``crcs``); a block that fails to read is read again chunk by
     chunk to name the checkpoints that are damaged."""
     row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:]))
     per_block = max(1, _BLOCK_BYTES // max(row_bytes * arr.chunks[0], 1))
+    key = _key(arr, run_id)
     out = []
     for b in range(0, len(chunks), per_block):
         block = chunks[b : b + per_block]
@@ -251,13 +273,14 @@ def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np
             if crcs is not None:
                 out += [f"array {arr.path}: {_where(first + r, first + r, steps)}: does not match the checksum "
                         f"recorded at its commit (moved, replaced or rewritten)"
-                        for r in range(len(data)) if first + r < len(crcs) and row_crc(data[r]) != crcs[first + r]]
+                        for r in range(len(data))
+                        if first + r < len(crcs) and row_crc(data[r], key(first + r)) != crcs[first + r]]
             continue
         for first, last, keys in block:
             try:
                 arr[first : last + 1]
             except Exception as err:  # noqa: BLE001 - every kind of damage is reported
-                rows = _locate(arr, first, last, keys, crcs) if first < last else None
+                rows = _locate(arr, first, last, keys, crcs, key) if first < last else None
                 if rows:
                     out += [f"array {arr.path}: {_where(r, r, steps)}: {why} (in the chunk of "
                             f"{_where(first, last, None)})" for r, why in rows]
@@ -266,7 +289,8 @@ def _read_back(arr: zarr.Array, chunks: list, steps: np.ndarray | None, crcs: np
     return out
 
 
-def _locate(arr: zarr.Array, first: int, last: int, keys: list[str], crcs: np.ndarray | None) -> list | None:
+def _locate(arr: zarr.Array, first: int, last: int, keys: list[str], crcs: np.ndarray | None,
+            key=lambda row: b"") -> list | None:
     """The rows of a chunk of several checkpoints that fails to read which are themselves damaged:
     each row's stored bytes compared with the CRC32C recorded at its commit (uncompressed chunks
     only: raw bytes, then the chunk's checksum). ``[(row, why), ...]``, or None where that cannot
@@ -294,7 +318,7 @@ def _locate(arr: zarr.Array, first: int, last: int, keys: list[str], crcs: np.nd
         lo = (r - c0) * row_bytes
         if lo + row_bytes > len(body):
             out.append((r, "cut off (the chunk file is truncated)"))
-        elif row_crc(np.frombuffer(body, dtype=dtype, count=row_bytes // dtype.itemsize, offset=lo)) != crcs[r]:
+        elif row_crc(np.frombuffer(body, dtype=dtype, count=row_bytes // dtype.itemsize, offset=lo), key(r)) != crcs[r]:
             out.append((r, "fails its checksum (the stored bytes changed)"))
     return out or None
 

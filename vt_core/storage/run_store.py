@@ -49,7 +49,16 @@ from vt_core.storage import schema as naming
 from vt_core.storage.chunks import CHUNK_KEYS, SMALL_ROW_CHUNK, WRITE_ALL, DirectChunks, codecs, direct, rows_per_chunk
 from vt_core.storage.layout import resume_path
 from vt_core.storage.location import Location, location, url, zarr_options
-from vt_core.storage.run_integrity import CHECK_GROUP, STATUSES, ResumeDamagedError, check_store, row_crc, step_arrays
+from vt_core.storage.run_integrity import (
+    CHECK_GROUP,
+    ROW_KEY,
+    STATUSES,
+    ResumeDamagedError,
+    check_store,
+    row_crc,
+    row_key,
+    step_arrays,
+)
 
 if TYPE_CHECKING:  # torch and xarray are imported where used: the writer process needs neither
     import xarray as xr
@@ -93,6 +102,7 @@ class RunStore:
         self._datasets: dict[tuple, xr.Dataset] = {}
         self._direct: dict[str, DirectChunks | None] = {}  # each written array's direct chunk writer
         self.hold_chunks = False  # keep chunks being filled in memory (a run's one writer: vt_core.storage.chunks)
+        self._run_id = None  # read once, for the row checksums' key
         attrs = self.root.attrs
         self.format_version = int(attrs.get("format_version", 1))
         self._kinds: dict = dict(attrs.get("array_kinds") or {})
@@ -261,11 +271,16 @@ class RunStore:
         cols = list(old.attrs["columns"]) if old is not None and "columns" in old.attrs else list(by)
         if set(cols) != set(by):
             raise StoreError(f"{self.path}: the arrays written ({sorted(by)}) are not those of earlier checkpoints")
-        crcs = np.array([[row_crc(r.astype(by[c][0].dtype, copy=False)) for r in by[c][1]] for c in cols],
-                        dtype=np.uint32).T
+        # keyed by this store's run id, the array and the row (a store begun with plain checksums goes on so)
+        keyed = old is None or old.attrs.get("keyed") == ROW_KEY
+        if keyed and self._run_id is None:
+            self._run_id = self.attrs.get("run_id")
+        crcs = np.array([[row_crc(r.astype(by[c][0].dtype, copy=False),
+                                  row_key(self._run_id, c, start + i) if keyed else b"")
+                          for i, r in enumerate(by[c][1])] for c in cols], dtype=np.uint32).T
         arr = self._put(self._group(CHECK_GROUP), "row_crc", crcs, start, ("step", "array"), capacity)
         if old is None:
-            arr.update_attributes({"columns": cols})
+            arr.update_attributes({"columns": cols, "keyed": ROW_KEY})
 
     def write_probe(self, x: np.ndarray, y: np.ndarray, lead: str = "probe") -> None:
         """The probe batch (``probe/x``, ``probe/y``); with ``lead="example"``, the fixed examples
