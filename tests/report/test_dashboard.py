@@ -95,3 +95,19 @@ def test_hover_text_has_words_for_missing_numbers():
     a["graph"]["nodes"] = [{"id": 0, "stay": 0.98765}]  # the other states: no stay probability
     _, nodes, _ = graph_figure(a, state_palette(6), 4)
     assert nodes.data["stay"] == ["0.988", "–", "–", "–", "–", "–"]
+
+
+def test_edge_and_node_tooltips_do_not_stack(analysed_study):
+    """Issue 34, item 8: an edge's line starts under its node, so hovering a node showed the node's
+    tooltip and its edges' stacked. Edges answer at their middle handle only."""
+    from bokeh.models import HoverTool
+
+    from vt_core.analysis.records import load_analysis
+    from vt_core.report.dashboard.graph import graph_figure
+    from vt_core.report.palette import state_palette
+
+    a = load_analysis(analysed_study)
+    p, _, _ = graph_figure(a, state_palette(a["chosen_k"]), 3)
+    hovered = {r.name for h in p.select(type=HoverTool) for r in h.renderers}
+    assert "graph-edge-handles" in hovered and "graph-node-circles" in hovered
+    assert "graph-edge-lines" not in hovered

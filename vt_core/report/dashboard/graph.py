@@ -85,7 +85,9 @@ def graph_figure(a: Analysis, colors: list[str], n_seeds: int):
                         selection_fill_alpha=0, nonselection_fill_alpha=0, name="graph-edge-handles")
     edge_tips = [("transition", "@edge"), ("probability", "@prob{0.000}"), ("seeds taking it", "@n_seeds"),
                  ("", "tap for its explanation")]
-    p.add_tools(HoverTool(renderers=[lines, handles], tooltips=edge_tips))
+    # an edge answers the hover at its middle (the handle, where its arrow is), not along its line:
+    # lines start under the nodes, and a node's tooltip and its edges' stacked there (issue 34)
+    p.add_tools(HoverTool(renderers=[handles], tooltips=edge_tips))
     circ = p.scatter("x", "y", size="size", color="color", source=nodes, line_color="black", alpha=0.95,
                      nonselection_alpha=0.35, selection_line_width=4, selection_line_color="black",
                      name="graph-node-circles")
