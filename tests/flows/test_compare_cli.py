@@ -83,3 +83,4 @@ def test_comparison_dashboard_renders_without_errors(compared, tmp_path):
     names = set(info["names"])
     assert {"header", "compare-graph", "compare-occupancy", "compare-convergence", "state-timeline",
             "compare-scale", "explain-panel"} <= names, names
+    assert "compare-survival" in names  # issue 34, item 13: each study's Kaplan-Meier curve, drawn

@@ -123,6 +123,32 @@ def convergence_figure(c: dict):
     return p
 
 
+#: one colour per compared study in the survival figure (colour-blind safe, none a state's)
+STUDY_COLORS = ("#333333", "#b00020", "#1b5e20", "#4a148c", "#e65100", "#01579b")
+
+
+def survival_figure(c: dict):
+    """The share of each study's seeds not yet converged against step (Kaplan-Meier; a seed that
+    never converged is censored at its last checkpoint, marked +): the comparison that holds even
+    when a study's seeds never converge."""
+    p = figure(title="Seeds not yet converged (Kaplan-Meier; +: never converged, censored at its last step)",
+               height=240, tools="xpan,xwheel_zoom,reset,save", name="compare-survival", **STRETCH, min_width=360,
+               x_axis_label="step", y_axis_label="share not converged", y_range=(-0.02, 1.05))
+    for n, color in zip(c["studies"], STUDY_COLORS * 8):
+        km = c["per_study"][n]["convergence"].get("survival")
+        if not km:
+            continue
+        end = max([*km["step"], *km["censored_at"]])
+        xs, ys = [*km["step"], end], [*km["not_converged"], km["not_converged"][-1]]
+        p.step(xs, ys, mode="after", line_width=2, color=color, legend_label=n)
+        if km["censored_at"]:
+            left = [km["not_converged"][int(np.searchsorted(km["step"], t, side="right")) - 1] for t in km["censored_at"]]
+            p.scatter(km["censored_at"], left, marker="cross", size=10, color=color)
+    if p.legend:
+        p.legend.location = "top_right"
+    return p
+
+
 def _timelines(a: Analysis, colors: list[str], root: Location) -> tuple[list, RadioButtonGroup]:
     c = a["comparison"]
     paths = read_json(layout(root).paths)
@@ -161,7 +187,8 @@ def render_comparison(a: Analysis, root: Location) -> str:
     graphs = _graphs(a, colors, panel)
     timeline_figs, scale = _timelines(a, colors, root)
     page = column(header, row(*graphs, **STRETCH), panel,
-                  row(occupancy_figure(c, colors), convergence_figure(c), **STRETCH), scale, *timeline_figs,
+                  row(occupancy_figure(c, colors), convergence_figure(c), **STRETCH), survival_figure(c), scale,
+                  *timeline_figs,
                   **STRETCH)
     return file_html(page, INLINE, title=f"vt: {title}")
 
