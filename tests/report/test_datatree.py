@@ -91,6 +91,9 @@ def test_states_match_paths_json_and_posteriors_are_probabilities(analysed_study
     np.testing.assert_allclose(post.sum("hmm_state").values, 1.0, atol=1e-9)
     agree = (post.argmax("hmm_state") == states["state"].sel(step=post["step"])).mean()
     assert float(agree) > 0.9  # the posterior's mode and the Viterbi path agree almost everywhere
+    # issue 34, item 11: the state as a category too (an int is drawn on a continuous scale)
+    st, lab = states["state"].values, states["state_label"].values
+    assert all(lb == (f"state {s}" if s >= 0 else "") for s, lb in zip(st.ravel(), lab.ravel()))
     sel = json.loads(layout(analysed_study).selection.read_text())
     assert states.attrs["chosen_k"] == sel["chosen_k"] == states.sizes["hmm_state"]
     assert json.loads(states.attrs["selection_table"]) == json.loads(json.dumps(sel["table"]))

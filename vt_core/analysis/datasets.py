@@ -56,6 +56,10 @@ def states_dataset(study: str | Location) -> xr.Dataset:
                        {"long_name": "posterior probability of each state", "units": "probability"})},
         coords={"seed": ("seed", seeds, naming.scalar_attrs("seed")), "step": ("step", steps, naming.scalar_attrs("step")),
                 "hmm_state": ("hmm_state", np.arange(k), {"long_name": "HMM state (labelled by mean first visit)"})})
+    # the state as a category: xarray and pandas draw an int on a continuous scale, a label one colour each
+    labels = np.where(state >= 0, np.char.add("state ", state.astype(str)), "")
+    ds["state_label"] = (("seed", "step"), labels.astype(object),
+                         {"long_name": "decoded HMM state, as a category ('' where none)"})
     sel = read_json(files.selection, _FIX)
     ds.attrs = naming.netcdf_attrs({
         "chosen_k": sel["chosen_k"], "status": sel.get("status", "decided"), "criterion": sel.get("criterion"),
