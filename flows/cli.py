@@ -262,27 +262,14 @@ def hooks(config: Annotated[Path, typer.Argument(help="study config (.toml)")]) 
 
 def _print_roles(model, cfg) -> None:
     """Which parameters the weight metrics read, and as what (vt_core.metrics.roles)."""
-    import fnmatch
-
+    from flows.role_table import print_role_table
     from vt_core.metrics.roles import role_table
     from vt_core.models.hooks import select_parameters
 
-    stored = set(select_parameters(model, cfg.hooks.weights))
-    table = Table(title=f"parameters read by the weight metrics (metrics.convention = {cfg.metrics.convention}; "
-                        f"roles by module type: `vt_core/metrics/roles.py`)")
-    for col in ("parameter", "module", "shape", "role", "matrices", "stored"):
-        table.add_column(col)
-    n_mats = 0
-    for r in role_table(model):
-        out = any(fnmatch.fnmatchcase(r["name"], g) for g in cfg.metrics.exclude)
-        role = "exclude (metrics.exclude)" if out else r["role"]
-        n = 0 if out or r["name"] not in stored else r["matrices"]
-        n_mats += n if role != "kernel" else 0
-        table.add_row(r["name"], r["module"], str(r["shape"]), role, str(n) if n else "",
-                      "yes" if r["name"] in stored else "no")
-    Console(width=160).print(table)
-    console.print(f"per-matrix metrics average over {n_mats} matrices (conv kernels add l1, l2 and "
-                  f"code_sparsity per kernel)")
+    print_role_table(console, role_table(model), stored=set(select_parameters(model, cfg.hooks.weights)),
+                     exclude=list(cfg.metrics.exclude),
+                     title=f"tensors read by the weight metrics (metrics.convention = {cfg.metrics.convention}; "
+                           f"rules: `vt_core/metrics/roles.py`)")
 
 
 #: the HMM settings' defaults, from the config model (one place): `vt states` offers the same

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from flows.role_table import guessed_line
 from vt_core.storage.location import location, url
+from vt_core.storage.study import load_study
 
 StudyArg = Annotated[str, typer.Argument(help="study directory: a path or an fsspec URL (s3://bucket/study, ...)")]
 Runner = Annotated[str, typer.Option(help="threads, dask (local cluster) or tcp://HOST:PORT of a Dask scheduler")]
@@ -32,16 +34,25 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                                                         "dashboard)")] = True,
             metrics: Annotated[bool, typer.Option(help="compute the metrics as the checkpoints come in (`vt analyze` "
                                                         "then reuses them)")] = True,
+            roles: Annotated[str | None, typer.Option(help="TOML or JSON file of tensor-name globs -> role (matrix, "
+                                                           "heads, merged_heads, kernel, bias, exclude); over "
+                                                           "every rule")] = None,
+            dry_run: Annotated[bool, typer.Option(help="find the checkpoints and print each tensor's role; write "
+                                                        "nothing")] = False,
             runner: Runner = "threads", workers: Workers = 2) -> None:
     """Import checkpoints on disk (state_dict .pt or safetensors; one series per seed) as a study, then analyse."""
     from flows.display import Display
     from flows.imports import import_flow
     from flows.runners import make_task_runner
     from flows.terminal import _run, _view, console
+    from vt_core.metrics.roles import read_roles_file
 
     options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
                "rename": json.loads(rename), "hooks": list(hook),
-               "probe": probe, "hmm": json.loads(hmm) or None}
+               "probe": probe, "hmm": json.loads(hmm) or None, "roles": read_roles_file(roles) if roles else None}
+    if dry_run:
+        _dry_run(source, study, pattern, options)
+        return
     with Display(console, live=not _view["quiet"]):  # a bar of the checkpoints imported
         result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
             source, url(location(study)), pattern, options, metrics=metrics)
@@ -53,6 +64,9 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                       f"{cells['reused']:,} reused", highlight=False)
     else:
         console.print("metrics: not computed (--no-metrics); `vt analyze` computes them", highlight=False)
+    guessed = load_study(location(study)).model.guessed_roles  # type: ignore[union-attr]
+    if guessed:
+        console.print(guessed_line(guessed), soft_wrap=True, highlight=False)
     if analyze:
         _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
     else:
@@ -60,6 +74,23 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                       soft_wrap=True, highlight=False)
 
 
+
+
+def _dry_run(source: str, study: str, pattern: str, options: dict) -> None:
+    """`vt import --dry-run`: the checkpoints found and every tensor's role; nothing written."""
+    from flows.role_table import print_role_table
+    from flows.terminal import console
+    from vt_core.stages.import_checkpoints import inspect_import
+
+    found = inspect_import(source, study, pattern, **options)
+    model = found["config"].model
+    n_ckpt = sum(len(s) for s in found["series"].values())
+    console.print(f"found {len(found['series'])} seeds, {n_ckpt} checkpoints ({pattern}); "
+                  f"{len(model.parameters)} tensors would be stored", highlight=False)  # type: ignore[union-attr]
+    how = f"from the model built by {options['factory']}" if options["factory"] else "from a plain state_dict"
+    print_role_table(console, found["roles"], stored=set(model.parameters),  # type: ignore[union-attr]
+                     title=f"roles of the checkpoints' tensors, {how} (rules: vt_core/metrics/roles.py)")
+    console.print(f"dry run: nothing written to {study}", highlight=False)
 
 
 import_command.__name__ = "import"  # the command's name: `vt import` (import is a keyword)

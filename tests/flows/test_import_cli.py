@@ -53,3 +53,28 @@ def test_vt_import_analyses_and_is_idempotent(tmp_path):
     assert RunStore(run_path(study, 1), mode="r").attrs == before  # refused before anything was deleted
     res = runner.invoke(app, ["import", str(tmp_path / "ck"), str(tmp_path / "other"), "--pattern", "s{seed}/{step}.pt"])
     assert res.exit_code == 2 and "matches the pattern" in res.output and not (tmp_path / "other").exists()
+
+
+def test_dry_run_shows_roles_and_writes_nothing_and_a_bad_roles_file_is_one_line(tmp_path):
+    from tests.reference.paper_models import save_paper_series
+
+    save_paper_series("transformer", tmp_path / "ck", seeds=(0,), epochs=2)
+    args = ["import", str(tmp_path / "ck"), str(tmp_path / "s"), "--pattern",
+            "lr0.001_adamw_seed{seed}_scaling1.0/model_{step}.pt"]
+    res = runner.invoke(app, [*args, "--dry-run"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "blocks.0.attn.W_K" in res.output and "one matrix per head" in res.output
+    assert "a buffer, by its name (mask)" in res.output and "average over 15 matrices" in res.output
+    assert "roles guessed from names, shapes and values (no model): 16 tensors" in res.output
+    assert "dry run: nothing written" in res.output and not (tmp_path / "s").exists()
+    (tmp_path / "roles.toml").write_text('"blocks.*.attn.W_O" = "diagonal"\n')
+    res = runner.invoke(app, [*args, "--roles", str(tmp_path / "roles.toml")])
+    assert res.exit_code == 2 and "'diagonal' is not a role; use one of matrix" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "s").exists()
+    (tmp_path / "roles.toml").write_text('"blocks.*.attn.W_O" = "exclude"\n')
+    res = runner.invoke(app, [*args, "--roles", str(tmp_path / "roles.toml"), "--no-analyze"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "roles guessed from names, shapes and values (no model): 15 tensors" in res.output
+    from vt_core.storage.study import load_study
+
+    assert load_study(tmp_path / "s").model.roles["blocks.0.attn.W_O"].certainty == "given"

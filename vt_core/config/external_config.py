@@ -23,6 +23,16 @@ class _Strict(BaseModel):
 Shape = list[Annotated[int, Field(ge=0)]]
 
 
+class RoleEntry(_Strict):
+    """A stored tensor's role for the weight metrics (:mod:`vt_core.metrics.roles`), why, and
+    whether it is known (from the model), guessed (from a plain state_dict's names, shapes and
+    values) or given (``--roles``)."""
+
+    role: Literal["matrix", "heads", "merged_heads", "kernel", "bias", "exclude"]
+    why: str = Field(max_length=300)
+    certainty: Literal["known", "guessed", "given"]
+
+
 class ExternalModelConfig(_Strict):
     """A model that vt did not build: its class (``module.QualName``, or ``state_dict`` when only
     the files are known) and the shape of every recorded parameter. ``factory`` (``pkg.mod:fn``,
@@ -35,6 +45,12 @@ class ExternalModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     rename: dict[str, str] = Field(default_factory=dict, description="prefixes of the files' tensor names -> "
                                    "the model's (a Hugging Face save's embed_out. -> lm_head.)")
+    roles: dict[str, RoleEntry] = Field(default_factory=dict, description="each stored tensor's role for the weight "
+                                        "metrics; empty in studies made before roles were recorded here")
+
+    @property
+    def guessed_roles(self) -> list[str]:
+        return [n for n, r in self.roles.items() if r.certainty == "guessed"]
 
     @property
     def n_parameters(self) -> int:

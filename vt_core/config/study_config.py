@@ -326,6 +326,7 @@ class StudyConfig(_Strict):
         out = {k: d[k] for k in ("model", "data", "optimizer", "training", "checkpoints", "hooks")}
         if self.origin is not None:
             out["origin"] = d["origin"]["kind"]
+            out["model"].pop("roles", None)  # what the metrics read, not what a seed stores
             out.pop("data")  # only a description: seeds may describe it differently
             if self.origin.kind == "import":  # the steps found grow as checkpoints are added
                 out.pop("checkpoints")

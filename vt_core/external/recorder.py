@@ -39,7 +39,7 @@ import torch
 
 from vt_core.errors import VtError
 from vt_core.external.studies import class_name, external_config, join_study
-from vt_core.metrics.roles import parameter_roles
+from vt_core.metrics.roles import model_roles, unmatched_globs
 from vt_core.models.hooks import array_kinds, capture, select_hookpoints, select_parameters
 from vt_core.names import SCALARS
 from vt_core.runtime import Runtime
@@ -81,7 +81,8 @@ class Recorder:
                  probe_targets: torch.Tensor | None = None, every_steps: int | None = None,
                  steps: Iterable[int] | None = None, capture: str = "output", steps_per_epoch: int | None = None,
                  data: str | None = None, name: str | None = None, metrics: dict | None = None,
-                 hmm: dict | None = None, rewind: bool = False, hold: bool = False, runtime: Runtime | None = None):
+                 hmm: dict | None = None, rewind: bool = False, hold: bool = False, runtime: Runtime | None = None,
+                 roles: dict[str, str] | None = None):
         self.runtime = Runtime.from_env() if runtime is None else runtime  # a script's edge
         self.study, self.seed, self.model = location(study), int(seed), _unwrap(model)
         self.active = _rank(self.runtime) == 0
@@ -96,11 +97,16 @@ class Recorder:
         self.weight_names = select_parameters(self.model, weights)
         schedule = self._schedule(every_steps, steps)
         params = dict(self.model.named_parameters())
+        self.roles = {r["name"]: r for r in model_roles(self.model, roles, buffers=False) if r["name"] in params}
+        if roles and (unmatched := unmatched_globs(roles, list(params))):
+            raise RecorderError(f"roles: {unmatched[0]!r} matches no parameter of the model; fix the glob")
         hooks_cfg = {"activations": hooks, "capture": capture, "weights": weights,
                      "probe_size": int(probe.shape[0]) if probe is not None else 1}
         self.config = external_config(
             self.study, seeds=[self.seed], checkpoints=schedule, hooks=hooks_cfg, data=data, name=name,
-            model={"class_name": class_name(self.model), "parameters": {n: list(p.shape) for n, p in params.items()}},
+            model={"class_name": class_name(self.model), "parameters": {n: list(p.shape) for n, p in params.items()},
+                   "roles": {n: {"role": r["role"], "why": r["why"], "certainty": r["certainty"]}
+                             for n, r in self.roles.items() if n in self.weight_names}},
             origin={"kind": "recorder"}, metrics=metrics, hmm=hmm)
         self.every, self.due_steps = every_steps, None if steps is None else set(schedule["steps"])
         self._probe_targets = probe_targets
@@ -150,7 +156,8 @@ class Recorder:
             self.store.set_status("running")
         else:
             self.store = RunStore.create(path, seed=self.seed, config_hash=self.config.training_hash(),
-                                         config=self.config.training_dict(), roles=parameter_roles(self.model),
+                                         config=self.config.training_dict(),
+                                         roles={n: r["role"] for n, r in self.roles.items()},
                                          kinds=array_kinds(self.model, self.weight_names, self.hooks))
             if self.probe is not None:
                 y = self._probe_targets if self._probe_targets is not None else torch.zeros(len(self.probe))

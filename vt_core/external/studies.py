@@ -78,6 +78,9 @@ def _join(study: Location, config: StudyConfig, seeds: list[int]) -> StudyConfig
         if current.origin is not None and current.origin.kind == "import":  # the steps found so far
             steps = sorted(set(current.checkpoints.steps or []) | set(config.checkpoints.steps or []))
             update["checkpoints"] = CheckpointConfig(steps=steps)
+        roles = getattr(config.model, "roles", None)
+        if roles and roles != getattr(current.model, "roles", None):  # roles given anew (--roles): the metrics follow
+            update["model"] = current.model.model_copy(update={"roles": roles})
         config = current.model_copy(update=update)
     merged = config.seeds + [s for s in seeds if s not in config.seeds]
     config = config.model_copy(update={"seeds": merged})

@@ -64,8 +64,12 @@ def _roles_of_config(training_json: str) -> dict[str, str]:
 
 
 def store_roles(store: RunStore, config: StudyConfig) -> dict[str, str]:
-    """Each stored parameter's role (:mod:`vt_core.metrics.roles`): recorded in the store when
+    """Each stored parameter's role (:mod:`vt_core.metrics.roles`): from study.json for a study vt
+    did not train (where ``--roles`` may have changed them), recorded in the store when
     training started, or (stores written before roles were recorded) from the config's model."""
+    declared = getattr(config.model, "roles", None)
+    if declared:  # a study vt did not train: the roles in study.json (known, guessed or given)
+        return {name: entry.role for name, entry in declared.items()}
     roles = store.attrs.get("parameter_roles")
     if roles:
         return dict(roles)

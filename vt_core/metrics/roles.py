@@ -1,12 +1,13 @@
-"""Which parameters the weight metrics read, and as what: decided by the module that owns them.
+"""Which tensors the weight metrics read, and as what: one rule set for every source of weights.
 
-One rule per family of module, chosen so that the paper's code (michahu/modeling-training,
-``src/metrics.py``: ``get_metrics_transformer``, ``get_metrics_mlp``, ``get_metrics_lenet5``,
-``get_metrics_resnet18``) is reproduced on the paper's architectures
-(``tests/reference/PAPER_RULES.md`` quotes it):
+The rules are chosen so that the paper's code (michahu/modeling-training, ``src/metrics.py``:
+``get_metrics_transformer``, ``get_metrics_mlp``, ``get_metrics_lenet5``, ``get_metrics_resnet18``)
+is reproduced on the paper's architectures (``tests/reference/PAPER_RULES.md`` quotes it), and so
+that a user's model — built by vt, by a factory, watched by the Recorder or a callback, or known only
+as a ``state_dict`` — gets the same answer:
 
 =====================  =========================================================================
-role                   what the metrics do with the parameter
+role                   what the metrics do with the tensor
 =====================  =========================================================================
 ``matrix``             one matrix (the per-matrix metrics); its entries are weights
 ``heads``              (heads, a, b): one matrix per head (attention W_Q, W_K, W_V); weights
@@ -16,23 +17,54 @@ role                   what the metrics do with the parameter
                        each (out, in) slice, averaged (``get_tensor_metrics``); no trace,
                        spectral norm or singular values; weights
 ``bias``               a bias: mean_b, median_b, var_b
-``exclude``            read by no weight metric (embeddings, normalisation layers)
+``exclude``            read by no weight metric (embeddings, unembeddings, norms, buffers)
 =====================  =========================================================================
 
-By module type: ``nn.Linear`` weight ``matrix``, bias ``bias``; ``nn.Conv1d/2d/3d`` weight
-``kernel``, bias ``bias``; embeddings and normalisation layers (``nn.Embedding``, ``nn.LayerNorm``,
-batch / group / instance / RMS norms) ``exclude``. A module may declare its own parameters' roles
-(or its children's, by dotted name) in a class attribute ``vt_metric_roles = {"W_O": "merged_heads"}``:
-vt's transformer does so for its attention, embeddings and LayerNorm, and its ResNet leaves out the
-shortcut projection and the conv biases as the paper's ResNet-18 code does. Any other parameter
-is a ``matrix`` when 2-D, a ``bias`` when 1-D, and ``heads`` (a stack along its first axis) when
-it has more dimensions: declare ``vt_metric_roles`` on your own modules to say otherwise.
+**With the model** (:func:`model_roles`; vt's models, a ``--factory``, the Recorder, the callbacks)
+roles are *known*, first rule that applies:
+
+1. a buffer (``register_buffer``: masks, running statistics, rotary tables, position ids) is never
+   a weight and is never stored;
+2. ``vt_metric_roles = {"W_O": "merged_heads"}``, a class attribute of a module, names its own
+   parameters' (or its children's, by dotted name) roles; vt's transformer declares its attention,
+   embeddings and LayerNorm, its ResNet leaves out the shortcut and the conv biases as the paper's
+   ResNet-18 code does;
+3. embeddings and unembeddings: ``nn.Embedding``/``EmbeddingBag``, the modules a Hugging Face model
+   returns from ``get_input_embeddings()``/``get_output_embeddings()``, and any module whose class
+   name contains ``Embed`` (the paper's ``Embed``, ``PosEmbed`` and ``Unembed``) are ``exclude``;
+4. normalisation layers (``nn.LayerNorm``, batch / group / instance / RMS norms, and any class whose
+   name contains ``Norm``) are ``exclude``;
+5. ``nn.Linear`` weight ``matrix``, bias ``bias``; ``nn.Conv1d/2d/3d`` weight ``kernel``, bias ``bias``;
+6. any other parameter is a ``matrix`` when 2-D, a ``bias`` when 0- or 1-D, and ``heads`` (one
+   matrix per index of its first axis, as the paper's per-head W_Q/W_K/W_V) when it has more.
+
+**Without the model** (:func:`tensor_roles`: a plain ``state_dict``), roles are *guessed* from each
+tensor's name, shape and values and said to be guessed (`vt import --dry-run`, the closing lines,
+``study.json``):
+
+1. a buffer by its name (``mask``, ``*_mask``, ``masked_bias``, ``running_mean``, ``running_var``,
+   ``num_batches_tracked``, ``inv_freq``, ``position_ids``, ``*_cached``) or by its values (a 2-D or
+   larger tensor holding only 0 and 1, both: a mask) is ``exclude``;
+2. a module whose ``weight`` is 1-D, or that holds running statistics, or whose name says norm
+   (``*norm*``, ``ln``, ``ln_1``, ``ln_f``, ``bn1``) is a normalisation layer: ``exclude``;
+3. a name part saying embedding (``*embed*``, ``wte``, ``wpe``, ``lm_head``, ``W_E``, ``W_pos``,
+   ``W_U``): ``exclude``;
+4. by the number of dimensions: 0-1 ``bias``, 2 ``matrix``, 3 ``heads`` (``kernel`` when a name part
+   says conv), 4 or more ``kernel``.
+
+``--roles FILE`` (:func:`read_roles_file`: glob -> role, TOML or JSON) sets any tensor's role over
+every rule; those are *given*.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
-from typing import TYPE_CHECKING
+import json
+import re
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from vt_core.errors import VtError
 
 if TYPE_CHECKING:  # torch is imported where a model is looked at, not by what only reads a study
     from torch import nn
@@ -42,41 +74,76 @@ WEIGHT_ROLES = ("matrix", "heads", "merged_heads", "kernel")
 #: bump when a rule changes: stored metrics computed under other rules are recomputed
 RULES_VERSION = 2
 
+Certainty = Literal["known", "guessed", "given"]
+
+
+class RoleRow(TypedDict):
+    """One tensor: its name, owner (module class, or ``state_dict``), shape, role, why, and how
+    sure vt is; ``matrices``: how many matrices (or conv kernels) the per-matrix metrics read."""
+
+    name: str
+    module: str
+    shape: tuple[int, ...]
+    role: str
+    why: str
+    certainty: Certainty
+    matrices: int
+    buffer: bool
+
+
+class RolesFileError(VtError, ValueError):
+    """A ``--roles`` file that cannot be used."""
+
+
 @functools.cache
-def _types() -> tuple[tuple[type, ...], tuple[type, ...], type]:
-    """(excluded module types, convolution types, Linear)."""
+def _types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...], type]:
+    """(embedding types, normalisation types, convolution types, Linear)."""
     from torch import nn
 
-    excluded = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
-                nn.modules.instancenorm._InstanceNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
-    return excluded, (nn.modules.conv._ConvNd,), nn.Linear
+    embeddings = (nn.Embedding, nn.EmbeddingBag)
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, nn.modules.instancenorm._InstanceNorm,
+             *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+    return embeddings, norms, (nn.modules.conv._ConvNd,), nn.Linear
 
 
-def _by_type(module: nn.Module, name: str, ndim: int) -> str:
-    excluded, conv, linear = _types()
-    if isinstance(module, excluded):
-        return "exclude"
+def _hf_embeddings(model: nn.Module) -> set[int]:
+    """ids of the modules a Hugging Face model names as its input and output embeddings."""
+    out = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        fn = getattr(model, getter, None)
+        try:
+            module = fn() if callable(fn) else None
+        except (NotImplementedError, AttributeError, TypeError):
+            module = None
+        if module is not None:
+            out.add(id(module))
+    return out
+
+
+def _by_module(module: nn.Module, name: str, ndim: int, hf: set[int]) -> tuple[str, str]:
+    embeddings, norms, conv, linear = _types()
+    cls = type(module).__name__
+    if isinstance(module, embeddings) or id(module) in hf:
+        return "exclude", f"an embedding ({cls})"
+    if "embed" in cls.lower():
+        return "exclude", f"an embedding (class {cls})"
+    if isinstance(module, norms) or "norm" in cls.lower():
+        return "exclude", f"a normalisation layer ({cls})"
     if isinstance(module, conv):
-        return "kernel" if name == "weight" else "bias"
+        return ("kernel", f"{cls} kernel") if name == "weight" else ("bias", f"{cls} bias")
     if isinstance(module, linear):
-        return "matrix" if name == "weight" else "bias"
-    return "matrix" if ndim == 2 else "bias" if ndim <= 1 else "heads"
+        return ("matrix", "Linear weight") if name == "weight" else ("bias", "Linear bias")
+    return _by_ndim(ndim, f"parameter of {cls}")
 
 
-def parameter_roles(model: nn.Module) -> dict[str, str]:
-    """Every parameter of ``model`` (its ``named_parameters`` name) and its role."""
-    roles: dict[str, str] = {}
-    for prefix, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            roles[f"{prefix}.{name}" if prefix else name] = _by_type(module, name, p.ndim)
-    for prefix, module in model.named_modules():  # declarations override the type rules
-        for rel, role in (getattr(type(module), "vt_metric_roles", None) or {}).items():
-            if role not in ROLES:
-                raise ValueError(f"{type(module).__name__}.vt_metric_roles[{rel!r}] = {role!r}: use one of {ROLES}")
-            full = f"{prefix}.{rel}" if prefix else rel
-            if full in roles:
-                roles[full] = role
-    return roles
+def _by_ndim(ndim: int, what: str, conv: bool = False) -> tuple[str, str]:
+    if ndim <= 1:
+        return "bias", f"{ndim}-D {what}: a bias"
+    if ndim == 2:
+        return "matrix", f"2-D {what}: a matrix"
+    if ndim == 3 and not conv:
+        return "heads", f"3-D {what}: one matrix per head (first axis)"
+    return "kernel", f"{ndim}-D {what}: a conv kernel"
 
 
 def matrix_count(role: str, shape: tuple[int, ...]) -> int:
@@ -86,12 +153,147 @@ def matrix_count(role: str, shape: tuple[int, ...]) -> int:
     return 1 if role in ("matrix", "merged_heads", "kernel") else 0
 
 
-def role_table(model: nn.Module) -> list[dict]:
-    """One row per parameter: name, owning module type, shape, role, and how many matrices (or
-    conv kernels) the per-matrix metrics read from it. For `vt hooks`."""
-    roles = parameter_roles(model)
-    owners = {f"{prefix}.{n}" if prefix else n: type(m).__name__
-              for prefix, m in model.named_modules() for n, _ in m.named_parameters(recurse=False)}
-    return [{"name": name, "module": owners[name], "shape": tuple(p.shape), "role": roles[name],
-             "matrices": matrix_count(roles[name], tuple(p.shape))}
-            for name, p in model.named_parameters()]
+def _row(name: str, module: str, shape, role: str, why: str, certainty: Certainty, buffer: bool = False) -> RoleRow:
+    shape = tuple(int(d) for d in shape)
+    return {"name": name, "module": module, "shape": shape, "role": role, "why": why, "certainty": certainty,
+            "matrices": matrix_count(role, shape), "buffer": buffer}
+
+
+def _given(name: str, overrides: dict[str, str] | None) -> tuple[str, str] | None:
+    for pattern, role in (overrides or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return role, f"--roles {pattern!r}"
+    return None
+
+
+def model_roles(model: nn.Module, overrides: dict[str, str] | None = None, buffers: bool = True) -> list[RoleRow]:
+    """Every parameter of ``model`` (``named_parameters`` names) and, with ``buffers``, every
+    persistent buffer: its role, known from the module that owns it (module docstring)."""
+    hf = _hf_embeddings(model)
+    rows: dict[str, RoleRow] = {}
+    for prefix, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            full = f"{prefix}.{name}" if prefix else name
+            if full in rows or p is None:
+                continue
+            rows[full] = _row(full, type(module).__name__, p.shape, *_by_module(module, name, p.ndim, hf), "known")
+    for prefix, module in model.named_modules():  # declarations override the type rules
+        for rel, role in (getattr(type(module), "vt_metric_roles", None) or {}).items():
+            if role not in ROLES:
+                raise ValueError(f"{type(module).__name__}.vt_metric_roles[{rel!r}] = {role!r}: use one of {ROLES}")
+            full = f"{prefix}.{rel}" if prefix else rel
+            if full in rows:
+                r = rows[full]
+                rows[full] = _row(full, r["module"], r["shape"], role,
+                                  f"declared by {type(module).__name__}.vt_metric_roles", "known")
+    params = set(dict(model.named_parameters()))
+    rows = {n: r for n, r in rows.items() if n in params}  # a tied parameter under its first name only
+    if buffers:
+        state = model.state_dict(keep_vars=True)
+        for full, b in model.named_buffers():
+            if full in state and full not in rows:
+                owner = model.get_submodule(full.rpartition(".")[0]) if "." in full else model
+                rows[full] = _row(full, type(owner).__name__, b.shape, "exclude", "a buffer: never a weight",
+                                  "known", buffer=True)
+    for name, r in rows.items():
+        if (g := _given(name, overrides)) is not None and not r["buffer"]:
+            rows[name] = _row(name, r["module"], r["shape"], *g, "given")
+    return list(rows.values())
+
+
+def parameter_roles(model: nn.Module, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Every parameter of ``model`` (its ``named_parameters`` name) and its role."""
+    return {r["name"]: r["role"] for r in model_roles(model, overrides, buffers=False)}
+
+
+def role_table(model: nn.Module, overrides: dict[str, str] | None = None) -> list[RoleRow]:
+    """One row per parameter and buffer of ``model``: for `vt hooks` and `vt import --dry-run`."""
+    return model_roles(model, overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# a plain state_dict: roles guessed from names, shapes and values
+
+_BUFFER_NAMES = re.compile(r"(mask|\w+_mask|masked_bias|running_mean|running_var|num_batches_tracked|inv_freq|"
+                           r"position_ids|\w*_cached|\w*cached_\w+)")
+_NORM_PART = re.compile(r"(?i)(.*norm.*|ln(_?\w{1,2}|\d+)?|bn\d*|gn\d*)")
+_EMBED_PART = re.compile(r"(?i:.*embed.*)|wte|wpe|lm_head|W_E|W_pos|W_U")
+_CONV_PART = re.compile(r"(?i).*conv.*")
+
+
+def _mask_values(t: Any) -> bool:
+    import numpy as np
+
+    a = np.asarray(t.detach().cpu().float().numpy() if hasattr(t, "detach") else t)
+    if a.ndim < 2 or a.size == 0:
+        return False
+    values = np.unique(a)
+    return len(values) == 2 and values[0] == 0 and values[1] == 1
+
+
+def _owner(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def tensor_roles(tensors: dict[str, Any], overrides: dict[str, str] | None = None) -> list[RoleRow]:
+    """Each tensor of a plain ``state_dict`` (name -> tensor or array, the floating-point ones the
+    study stores): its role, guessed by the rules of the module docstring, or given in ``overrides``."""
+    shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+    norm_owners = {_owner(n) for n, s in shapes.items() if n.endswith(".weight") and len(s) == 1}
+    norm_owners |= {_owner(n) for n in shapes if n.rpartition(".")[2] in ("running_mean", "running_var")}
+    rows = []
+    for name, shape in shapes.items():
+        parts, last = name.split("."), name.rpartition(".")[2]
+        g = _given(name, overrides)
+        if g is not None:
+            rows.append(_row(name, "state_dict", shape, *g, "given"))
+            continue
+        if _BUFFER_NAMES.fullmatch(last):
+            role, why = "exclude", f"a buffer, by its name ({last})"
+        elif _mask_values(tensors[name]):
+            role, why = "exclude", "a buffer: a mask, by its values (only 0 and 1)"
+        elif _owner(name) in norm_owners or any(_NORM_PART.fullmatch(p) for p in parts[:-1]):
+            role, why = "exclude", "a normalisation layer, by its name or 1-D weight"
+        elif any(_EMBED_PART.fullmatch(p) for p in parts):
+            role, why = "exclude", "an embedding or unembedding, by its name"
+        else:
+            role, why = _by_ndim(len(shape), "tensor", conv=any(_CONV_PART.fullmatch(p) for p in parts))
+        rows.append(_row(name, "state_dict", shape, role, why, "guessed"))
+    return rows
+
+
+def read_roles_file(path: str) -> dict[str, str]:
+    """A ``--roles`` file: a TOML or JSON table of tensor-name globs -> role (first match wins)."""
+    from vt_core.storage.location import location
+
+    loc = location(path)
+    try:
+        text = loc.read_text()
+    except OSError as err:
+        raise RolesFileError(f"--roles {path}: cannot read it ({err})") from err
+    try:
+        data = json.loads(text) if path.endswith(".json") else _toml(text)
+    except ValueError as err:
+        raise RolesFileError(f"--roles {path}: not valid {'JSON' if path.endswith('.json') else 'TOML'} "
+                             f"({err}); write lines like \"blocks.*.attn.W_O\" = \"matrix\"") from err
+    if not isinstance(data, dict) or not data:
+        raise RolesFileError(f"--roles {path}: holds no table of glob = role")
+    bad = {k: v for k, v in data.items() if v not in ROLES}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise RolesFileError(f"--roles {path}: {k!r} = {v!r} is not a role; use one of {', '.join(ROLES)}")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _toml(text: str) -> dict:
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(str(err)) from err
+
+
+def unmatched_globs(overrides: dict[str, str], names: list[str]) -> list[str]:
+    """The ``--roles`` globs that match no tensor (a typo would otherwise change nothing silently)."""
+    return [p for p in overrides if not any(fnmatch.fnmatchcase(n, p) for n in names)]

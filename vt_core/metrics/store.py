@@ -74,8 +74,12 @@ def _labels(values) -> np.ndarray:
 def metrics_hash(config: StudyConfig) -> str:
     """What every stored value depends on besides the run itself: vt's version, the module rules
     and the metric settings (a change recomputes everything)."""
-    blob = json.dumps([VERSION, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
-                       config.metrics.plugins, config.metrics.convention], sort_keys=True)
+    parts: list = [VERSION, RULES_VERSION, config.metrics.exclude, config.metrics.dormant_threshold,
+                   config.metrics.plugins, config.metrics.convention]
+    roles = getattr(config.model, "roles", None)
+    if roles:  # a study vt did not train: its roles may be changed (--roles) and the metrics follow
+        parts.append({name: entry.role for name, entry in roles.items()})
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from vt_core.config.external_config import ExternalModelConfig
+from vt_core.config.study_config import StudyConfig
 from vt_core.external.checkpoint_files import CheckpointFilesError, find_checkpoints, load_checkpoint
 from vt_core.external.studies import external_config, join_study
-from vt_core.metrics.roles import parameter_roles
+from vt_core.metrics.roles import RoleRow, model_roles, parameter_roles, tensor_roles, unmatched_globs
 from vt_core.models.hooks import array_kinds, capture, select_hookpoints, select_parameters
 from vt_core.names import SCALARS
 from vt_core.progress import publish
@@ -85,12 +86,6 @@ def _selected(state: dict[str, torch.Tensor], model: torch.nn.Module | None, wei
     return names
 
 
-def _roles_of_shapes(shapes: dict[str, list[int]]) -> dict[str, str]:
-    """Each stored tensor's role for the weight metrics without a factory's modules: by its number
-    of dimensions (2: a matrix, 1: a bias, more: a conv kernel)."""
-    return {n: "matrix" if len(s) == 2 else "bias" if len(s) <= 1 else "kernel" for n, s in shapes.items()}
-
-
 def renamed(state: dict[str, torch.Tensor], rename: dict[str, str]) -> dict[str, torch.Tensor]:
     """``state`` with each name starting with a key of ``rename`` given that key's value instead."""
     if not rename:
@@ -116,12 +111,25 @@ def _load_probe(probe: str | None) -> torch.Tensor | None:
     return obj
 
 
-def plan_import(source: str | Location, study: str | Location, pattern: str, *, weights: list[str] | None = None,
-                factory: str | None = None, kwargs: dict | None = None, rename: dict | None = None,
-                hooks: list[str] | None = None,
-                probe: str | None = None, name: str | None = None, metrics: dict | None = None,
-                hmm: dict | None = None) -> ImportPlan:
-    """Find the checkpoints, write (or extend) the study's config, and say what each seed imports."""
+class ImportInspection(TypedDict):
+    """What an import would do, found without writing anything (`vt import --dry-run`): the series,
+    the stored tensors' roles (one row per tensor, buffers of a factory's model included) and the
+    config it would write."""
+
+    series: dict[int, list]
+    roles: list[RoleRow]
+    config: StudyConfig
+    probe: str | None
+
+
+def inspect_import(source: str | Location, study: str | Location, pattern: str, *, weights: list[str] | None = None,
+                   factory: str | None = None, kwargs: dict | None = None, rename: dict | None = None,
+                   hooks: list[str] | None = None, probe: str | None = None, name: str | None = None,
+                   metrics: dict | None = None, hmm: dict | None = None,
+                   roles: dict[str, str] | None = None) -> ImportInspection:
+    """Find the checkpoints, read the first, decide every stored tensor's role (:mod:`vt_core.metrics.roles`:
+    known with a factory, guessed from a plain state_dict, given by ``roles`` globs) and make the
+    study's config; nothing is written."""
     series = find_checkpoints(source, pattern)
     weights, hooks, kwargs = list(weights or ["*"]), list(hooks or []), dict(kwargs or {})
     if hooks and (factory is None or probe is None):
@@ -131,6 +139,14 @@ def plan_import(source: str | Location, study: str | Location, pattern: str, *, 
     first_seed = min(series)
     state = renamed(load_checkpoint(series[first_seed][0][1]), dict(rename or {}))
     names = _selected(state, model, weights)
+    unmatched = unmatched_globs(dict(roles or {}), names)
+    if unmatched:
+        raise CheckpointFilesError(f"--roles: {unmatched[0]!r} matches no stored tensor (they are named like "
+                                   f"{names[0]!r}); fix the glob or leave it out")
+    rows = model_roles(model, roles) if model is not None else tensor_roles({n: state[n] for n in names}, roles)
+    stored = set(names)
+    entries = {r["name"]: {"role": r["role"], "why": r["why"], "certainty": r["certainty"]}
+               for r in rows if r["name"] in stored}
     if model is not None and hooks:
         select_hookpoints(model, hooks)  # every pattern must match
     probe_t = _load_probe(probe)
@@ -139,11 +155,19 @@ def plan_import(source: str | Location, study: str | Location, pattern: str, *, 
         study, seeds=sorted(series), checkpoints={"steps": steps}, name=name, metrics=metrics, hmm=hmm,
         model={"class_name": f"{type(model).__module__}.{type(model).__qualname__}" if model else "state_dict",
                "parameters": {n: list(state[n].shape) for n in names}, "factory": factory, "kwargs": kwargs,
-               "rename": dict(rename or {})},
+               "rename": dict(rename or {}), "roles": entries},
         hooks={"activations": hooks, "weights": weights, "probe_size": int(len(probe_t)) if probe_t is not None else 1},
         origin={"kind": "import", "source": url(location(source)), "pattern": pattern})
-    join_study(config, sorted(series))
-    return {"study": url(location(study)), "probe": probe,
+    return {"series": series, "roles": rows, "config": config, "probe": probe}
+
+
+def plan_import(source: str | Location, study: str | Location, pattern: str, **options) -> ImportPlan:
+    """Find the checkpoints, write (or extend) the study's config, and say what each seed imports
+    (``options``: those of :func:`inspect_import`)."""
+    found = inspect_import(source, study, pattern, **options)
+    series = found["series"]
+    join_study(found["config"], sorted(series))
+    return {"study": url(location(study)), "probe": found["probe"],
             "seeds": {str(seed): [[step, files] for step, files in s] for seed, s in series.items()}}
 
 
@@ -156,6 +180,7 @@ class _SeedImport:
         m = self.config.model
         assert isinstance(m, ExternalModelConfig)
         self.shapes, self.model, self.rename = m.parameters, _build(m.factory, m.kwargs), dict(m.rename)
+        self.roles = m.roles
         self.probe = _load_probe(probe)
         self.hooks = select_hookpoints(self.model, list(self.config.hooks.activations)) \
             if self.model is not None and self.config.hooks.activations else []
@@ -171,7 +196,8 @@ class _SeedImport:
                 raise StoreError(f"seed {self.seed}: {problems[0]}; delete {self.path} to import the seed again")
             store.truncate(store.committed)
             return store
-        roles = parameter_roles(self.model) if self.model is not None else _roles_of_shapes(self.shapes)
+        roles: dict[str, str] = {n: str(e.role) for n, e in self.roles.items()} if self.roles else \
+            parameter_roles(self.model) if self.model is not None else {}  # studies made before roles were recorded
         kinds = array_kinds(self.model, self.names, self.hooks) if self.model is not None else None
         store = RunStore.create(self.path, seed=self.seed, config_hash=self.config.training_hash(),
                                 config=self.config.training_dict(), roles=roles, kinds=kinds)
