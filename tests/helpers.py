@@ -94,3 +94,25 @@ def committed_steps(store_path: Path) -> int:
         return json.loads((store_path / "zarr.json").read_text())["attributes"]["committed_steps"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return 0
+
+
+def assert_reads_back(study, steps_per_seed: dict[int, list[int]], metric: str = "l2"):
+    """Analyse ``study`` (metrics, states) through vt_core, then check that it reads back: the
+    export has one row per committed (seed, step) with the metric and the decoded state, and
+    open_study shows the metric for each of them — whatever epochs the study knows (issue 30, item 4)."""
+    import numpy as np
+
+    from vt_core import stages
+    from vt_core.report.datatree import open_study
+    from vt_core.report.export import checkpoint_table
+
+    stages.analyse(study)
+    tree = open_study(study)
+    table = checkpoint_table(tree)
+    want = sorted((s, t) for s, steps in steps_per_seed.items() for t in steps)
+    assert sorted(zip(table["seed"], table["step"])) == want
+    assert np.isfinite(table[metric]).all() and table["state"].notna().all()
+    values = tree["metrics"]["value"].sel(metric=metric)
+    for seed, steps in steps_per_seed.items():
+        assert np.isfinite(values.sel(seed=seed, step=steps)).all()
+    return table

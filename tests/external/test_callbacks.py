@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import store_arrays
+from tests.helpers import assert_reads_back, store_arrays
 from vt_core.runtime import Runtime
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.study import load_study, run_path
@@ -58,6 +58,7 @@ def test_lightning_fit_is_recorded(tmp_path):
     assert arrays["activations/net.1"].shape == (4, 5, 8)
     assert RunStore(run_path(tmp_path / "s", 0), mode="r").status == "complete"
     assert load_study(tmp_path / "s").model.class_name.endswith("Net")
+    assert_reads_back(tmp_path / "s", {0: [0, 4, 8, 12]})  # issue 30, item 4
 
 
 def test_hf_trainer_is_recorded(tmp_path):
@@ -88,3 +89,4 @@ def test_hf_trainer_is_recorded(tmp_path):
     assert sorted(k for k in arrays if k.startswith("weights/")) == [
         "weights/net.0.bias", "weights/net.0.weight", "weights/net.2.bias", "weights/net.2.weight", "weights/step"]
     assert RunStore(run_path(tmp_path / "s", 2), mode="r").status == "complete"
+    assert_reads_back(tmp_path / "s", {2: [0, 4, 8, 12]})  # issue 30, item 4

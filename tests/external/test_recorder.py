@@ -270,3 +270,28 @@ def test_a_loop_that_ends_at_its_first_step_records_it_once(tmp_path):
             for s in steps:
                 rec.step(s, train_loss=1.0)
         assert list(store_arrays(run_path(study, 0))["step"]) == ([0] if steps == [0] else [0, 3])
+
+
+def test_a_loop_that_gives_no_epoch_reads_back(tmp_path):
+    """Issue 30, item 4: a loop written like the README's (steps and losses, no epoch) exports one
+    row per seed and step with metrics and states, and open_study shows the metrics."""
+    from tests.helpers import assert_reads_back
+
+    x = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.2)
+        with Recorder(tmp_path / "s", seed=seed, model=model, every_steps=5, runtime=Runtime(writer="thread")) as rec:
+            for step in range(41):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                if rec.due(step):
+                    rec.step(step, train_loss=loss.item(), test_accuracy=(model(x).argmax(-1) == y).float().mean().item())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    arrays = store_arrays(run_path(tmp_path / "s", 1))
+    assert np.isnan(arrays["epoch"]).all()
+    table = assert_reads_back(tmp_path / "s", {s: list(range(0, 41, 5)) for s in (0, 1, 2)})
+    assert table["epoch"].isna().all() and np.isfinite(table["test_accuracy"]).all()

@@ -56,7 +56,9 @@ def runs_dataset(stores: dict[int, RunStore]) -> xr.Dataset:
     """Every seed's scalars on (seed, step), NaN where a seed has no such checkpoint."""
     per_seed = [_seed_scalars(st).expand_dims(seed=[seed]) for seed, st in stores.items()]
     ds = xr.concat(per_seed, dim="seed", join="outer", data_vars="all", fill_value=np.nan)
-    ds = ds.set_coords("epoch")
+    # which (seed, step) a seed has: not from the epoch, which a study vt did not train may not know
+    have = np.stack([np.isin(ds["step"].values, one["step"].values) for one in per_seed])
+    ds = ds.set_coords("epoch").assign_coords(committed=(("seed", "step"), have))
     info = {key: ("seed", [st.attrs.get(key) for st in stores.values()])
             for key in ("status", "committed_steps")}
     info["format_version"] = ("seed", [st.format_version for st in stores.values()])
@@ -65,6 +67,7 @@ def runs_dataset(stores: dict[int, RunStore]) -> xr.Dataset:
     ds.attrs = {"long_name": "scalars recorded at every checkpoint, every seed"}
     loss = next((naming.loss_of(st.attrs) for st in stores.values()), None)
     extra = {"status": {"long_name": "training status (complete, running, failed, diverged)"},
+             "committed": {"long_name": "the seed has a committed checkpoint at this step"},
              "committed_steps": {"long_name": "checkpoints committed", "units": "checkpoints"},
              "format_version": {"long_name": "run store format version"},
              "run_id": {"long_name": "identity of the training run (new when a seed is retrained)"}}
@@ -89,7 +92,7 @@ def _committed(metrics: xr.Dataset, stores: dict[int, RunStore], runs: xr.Datase
         st = stores.get(int(seed))
         if st is None or runs is None or str(int(metrics["run_id"].values[i])) != str(st.attrs.get("run_id")):
             continue
-        have = runs["epoch"].sel(seed=seed).dropna("step")["step"].values
+        have = runs["step"].values[runs["committed"].sel(seed=seed).values]
         ok[i] = np.isin(metrics["step"].values, have)
     return xr.DataArray(ok, dims=("seed", "step"))
 

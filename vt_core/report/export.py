@@ -41,8 +41,8 @@ def _scalars(tree: xr.DataTree) -> pd.DataFrame:
     runs = tree[RUNS].to_dataset()
     names = sorted((str(v) for v, var in runs.data_vars.items() if var.dims == ("seed", "step")),
                    key=lambda n: (SCALARS.index(n) if n in SCALARS else len(SCALARS), n))
-    df = runs[names].reset_coords("epoch").to_dataframe()
-    return df.loc[df["epoch"].notna(), ["epoch", *names]]  # a (seed, step) that seed never had
+    df = runs[names].reset_coords(["epoch", "committed"]).to_dataframe()
+    return df.loc[df["committed"], ["epoch", *names]]  # not a (seed, step) that seed never had
 
 
 def _metrics(tree: xr.DataTree, have: list[str]) -> pd.DataFrame | None:
