@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from flows.role_table import guessed_line
+from vt_core.errors import VtError
 from vt_core.storage.location import location, url
 from vt_core.storage.study import load_study
 
@@ -37,6 +38,14 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
             roles: Annotated[str | None, typer.Option(help="TOML or JSON file of tensor-name globs -> role (matrix, "
                                                            "heads, merged_heads, kernel, bias, exclude); over "
                                                            "every rule")] = None,
+            scalars: Annotated[str | None, typer.Option(help="the run's own logs: a CSV/parquet/JSON table (step and "
+                                                             "train_loss, test_accuracy, ...), a W&B history or "
+                                                             "chart export, or a TensorBoard directory; {seed} for "
+                                                             "one per seed")] = None,
+            scalar_names: Annotated[str, typer.Option(help='the log\'s column names -> vt\'s, as JSON '
+                                                           '({"acc/holdout": "test_accuracy", "epoch": "step"})')] = "{}",
+            scalar_runs: Annotated[str, typer.Option(help='run names in the log -> seeds, as JSON '
+                                                          '({"brisk-sun-3": 0})')] = "{}",
             dry_run: Annotated[bool, typer.Option(help="find the checkpoints and print each tensor's role; write "
                                                         "nothing")] = False,
             runner: Runner = "threads", workers: Workers = 2) -> None:
@@ -47,15 +56,45 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
     from flows.terminal import _run, _view, console
     from vt_core.metrics.roles import read_roles_file
 
-    options = {"weights": list(weights), "factory": factory, "kwargs": json.loads(kwargs),
-               "rename": json.loads(rename), "hooks": list(hook),
-               "probe": probe, "hmm": json.loads(hmm) or None, "roles": read_roles_file(roles) if roles else None}
+    options = {"weights": list(weights), "factory": factory, "kwargs": _json("--kwargs", kwargs),
+               "rename": _json("--rename", rename), "hooks": list(hook),
+               "probe": probe, "hmm": _json("--hmm", hmm) or None, "roles": read_roles_file(roles) if roles else None,
+               "scalars": scalars, "scalar_names": _json("--scalar-names", scalar_names) or None,
+               "scalar_runs": _json("--scalar-runs", scalar_runs) or None}
     if dry_run:
         _dry_run(source, study, pattern, options)
         return
     with Display(console, live=not _view["quiet"]):  # a bar of the checkpoints imported
         result = import_flow.with_options(task_runner=make_task_runner(runner, workers))(
             source, url(location(study)), pattern, options, metrics=metrics)
+    _closing_lines(result, study)
+    if analyze:
+        _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
+    else:
+        console.print(f"not analysed (--no-analyze): `vt analyze {study}` fits the HMMs and builds the dashboard",
+                      soft_wrap=True, highlight=False)
+
+
+class OptionError(VtError, ValueError):
+    """An option's value that cannot be used."""
+
+
+def _json(option: str, text: str) -> dict:
+    """A JSON-object option, or one line saying what is wrong with it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise OptionError(f"{option} {text!r} is not JSON ({err.msg} at character {err.pos}); write an object "
+                          f"such as '{{\"name\": \"value\"}}' in single quotes") from err
+    if not isinstance(value, dict):
+        raise OptionError(f"{option} {text!r}: give a JSON object ({{...}}), not a {type(value).__name__}")
+    return value
+
+
+def _closing_lines(result: dict, study: str) -> None:
+    """What the import did: each seed, the metrics, how the logs matched, which roles were guessed."""
+    from flows.terminal import console
+
     for s in result["seeds"]:
         console.print(f"seed {s['seed']}: " + ("already imported" if s["skipped"] else f"{s['imported']} imported")
                       + f", {s['committed_steps']} checkpoints", highlight=False)
@@ -64,16 +103,12 @@ def import_command(source: Annotated[str, typer.Argument(help="directory (or URL
                       f"{cells['reused']:,} reused", highlight=False)
     else:
         console.print("metrics: not computed (--no-metrics); `vt analyze` computes them", highlight=False)
-    guessed = load_study(location(study)).model.guessed_roles  # type: ignore[union-attr]
+    config = load_study(location(study))
+    if config.origin is not None and config.origin.scalar_match:
+        console.print(config.origin.scalar_match, soft_wrap=True, highlight=False)
+    guessed = config.model.guessed_roles  # type: ignore[union-attr]
     if guessed:
         console.print(guessed_line(guessed), soft_wrap=True, highlight=False)
-    if analyze:
-        _run({"study": result["study"]}, runner, workers, analyze_only=True, study=location(study))
-    else:
-        console.print(f"not analysed (--no-analyze): `vt analyze {study}` fits the HMMs and builds the dashboard",
-                      soft_wrap=True, highlight=False)
-
-
 
 
 def _dry_run(source: str, study: str, pattern: str, options: dict) -> None:
@@ -90,6 +125,9 @@ def _dry_run(source: str, study: str, pattern: str, options: dict) -> None:
     how = f"from the model built by {options['factory']}" if options["factory"] else "from a plain state_dict"
     print_role_table(console, found["roles"], stored=set(model.parameters),  # type: ignore[union-attr]
                      title=f"roles of the checkpoints' tensors, {how} (rules: vt_core/metrics/roles.py)")
+    matched = found["config"].origin.scalar_match if found["config"].origin is not None else None
+    if matched:
+        console.print(matched, soft_wrap=True, highlight=False)
     console.print(f"dry run: nothing written to {study}", highlight=False)
 
 

@@ -34,7 +34,7 @@ def import_flow(source: str, study: str, pattern: str, options: dict | None = No
         firsts: dict[int, dict] = {}
         if metrics:
             firsts = {f["seed"]: f for f in import_first_task.map(**each).result()}
-            steps = sorted({int(step) for s in seeds for step, _ in plan["seeds"][str(s)]})
+            steps = sorted({int(c[0]) for s in seeds for c in plan["seeds"][str(s)]})
             metrics_plan = plan_metrics_task(study, seeds, steps)
         rest: list[dict] = import_seed_task.map(**each, metrics=unmapped(metrics_plan)).result()
         summaries = [merged(firsts[s["seed"]], s) if s["seed"] in firsts else s for s in rest]

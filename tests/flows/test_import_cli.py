@@ -67,6 +67,11 @@ def test_dry_run_shows_roles_and_writes_nothing_and_a_bad_roles_file_is_one_line
     assert "a buffer, by its name (mask)" in res.output and "average over 15 matrices" in res.output
     assert "roles guessed from names, shapes and values (no model): 16 tensors" in res.output
     assert "dry run: nothing written" in res.output and not (tmp_path / "s").exists()
+    logs = ["--scalars", "lr0.001_adamw_seed{seed}_scaling1.0/log.json"]  # the run's own log, beside its checkpoints
+    res = runner.invoke(app, [*args, "--dry-run", *logs], terminal_width=200)
+    assert res.exit_code == 2 and "counted in the same unit" in res.output  # its step is not the files' {step}
+    res = runner.invoke(app, [*args, "--dry-run", *logs, "--scalar-names", '{"epoch": "step"}'], terminal_width=200)
+    assert res.exit_code == 0 and "test_accuracy: 2 of 2 checkpoints" in res.output, res.output
     (tmp_path / "roles.toml").write_text('"blocks.*.attn.W_O" = "diagonal"\n')
     res = runner.invoke(app, [*args, "--roles", str(tmp_path / "roles.toml")])
     assert res.exit_code == 2 and "'diagonal' is not a role; use one of matrix" in res.output

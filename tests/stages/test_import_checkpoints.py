@@ -29,7 +29,7 @@ def _streamed(source, study, pattern, **options):
     plan = plan_import(source, study, pattern, **options)
     seeds = sorted(int(s) for s in plan["seeds"])
     first = [import_seed(study, s, plan["seeds"][str(s)], plan["probe"], limit=1) for s in seeds]
-    steps = sorted({step for cks in plan["seeds"].values() for step, _ in cks})
+    steps = sorted({c[0] for cks in plan["seeds"].values() for c in cks})
     mplan = plan_metrics(study, seeds, steps)
     out = [merged(f, import_seed(study, s, plan["seeds"][str(s)], plan["probe"], metrics=mplan))
            for f, s in zip(first, seeds)]

@@ -78,6 +78,10 @@ class OriginConfig(_Strict):
                                description="sections of the config vt was not told")
     source: str | None = Field(None, description="import: the checkpoint directory or URL")
     pattern: str | None = Field(None, description="import: the file-name pattern, with {seed} and {step}")
+    scalars: str | None = Field(None, description="import: the user's training log the losses and accuracies "
+                                "came from (--scalars)")
+    scalar_match: str | None = Field(None, max_length=2000, description="import: how the log's columns and "
+                                     "steps were matched to the checkpoints")
 
     def describe(self) -> str:
         how = ("recorded from its own training loop by vt_core.Recorder" if self.kind == "recorder"

@@ -120,13 +120,16 @@ class ImportInspection(TypedDict):
     roles: list[RoleRow]
     config: StudyConfig
     probe: str | None
+    scalars: dict[int, dict[int, dict[str, float]]]  # seed -> step -> scalar -> value (from --scalars)
 
 
 def inspect_import(source: str | Location, study: str | Location, pattern: str, *, weights: list[str] | None = None,
                    factory: str | None = None, kwargs: dict | None = None, rename: dict | None = None,
                    hooks: list[str] | None = None, probe: str | None = None, name: str | None = None,
                    metrics: dict | None = None, hmm: dict | None = None,
-                   roles: dict[str, str] | None = None) -> ImportInspection:
+                   roles: dict[str, str] | None = None, scalars: str | None = None,
+                   scalar_names: dict[str, str] | None = None,
+                   scalar_runs: dict[str, int] | None = None) -> ImportInspection:
     """Find the checkpoints, read the first, decide every stored tensor's role (:mod:`vt_core.metrics.roles`:
     known with a factory, guessed from a plain state_dict, given by ``roles`` globs) and make the
     study's config; nothing is written."""
@@ -151,14 +154,43 @@ def inspect_import(source: str | Location, study: str | Location, pattern: str, 
         select_hookpoints(model, hooks)  # every pattern must match
     probe_t = _load_probe(probe)
     steps = sorted({step for s in series.values() for step, _ in s})
+    logged, how = _scalar_logs(source, study, series, scalars, scalar_names, scalar_runs)
     config = external_config(
         study, seeds=sorted(series), checkpoints={"steps": steps}, name=name, metrics=metrics, hmm=hmm,
         model={"class_name": f"{type(model).__module__}.{type(model).__qualname__}" if model else "state_dict",
                "parameters": {n: list(state[n].shape) for n in names}, "factory": factory, "kwargs": kwargs,
                "rename": dict(rename or {}), "roles": entries},
         hooks={"activations": hooks, "weights": weights, "probe_size": int(len(probe_t)) if probe_t is not None else 1},
-        origin={"kind": "import", "source": url(location(source)), "pattern": pattern})
-    return {"series": series, "roles": rows, "config": config, "probe": probe}
+        origin={"kind": "import", "source": url(location(source)), "pattern": pattern, "scalars": scalars,
+                "scalar_match": how})
+    return {"series": series, "roles": rows, "config": config, "probe": probe, "scalars": logged}
+
+
+def _scalar_logs(source, study, series: dict[int, list], spec: str | None, names: dict | None,
+                 runs: dict | None) -> tuple[dict[int, dict[int, dict[str, float]]], str | None]:
+    """Each seed's losses and accuracies from the user's log, matched to its checkpoints
+    (:mod:`vt_core.external.scalar_logs`), and one line saying how. Refused for a study whose
+    seeds were imported without them (scalars are written with each checkpoint)."""
+    from vt_core.external.scalar_logs import describe_match, match_steps, read_scalar_logs
+    from vt_core.storage.layout import layout
+
+    paths = layout(study)
+    if paths.study_json.is_file():
+        before = load_study(study).origin
+        imported = [s for s in series if (paths.run(s) / "zarr.json").is_file()]
+        if imported and before is not None and before.scalars != spec:
+            raise CheckpointFilesError(
+                f"{study}: seeds {imported[:5]} were imported with --scalars {before.scalars}; the scalars are "
+                f"written with each checkpoint: import into a new study directory to take {spec}")
+    if spec is None:
+        return {}, None
+    logs, used = read_scalar_logs(spec, sorted(series), source=source, names=names, runs=runs)
+    out, lines = {}, []
+    for seed, ckpts in series.items():
+        out[seed], summary = match_steps(logs[seed], [step for step, _ in ckpts], where=f" (seed {seed})")
+        lines.append(describe_match(summary, used))
+    how = lines[0] if len(set(lines)) == 1 else "; ".join(f"seed {s}: {line}" for s, line in zip(series, lines))
+    return out, how[:2000]
 
 
 def plan_import(source: str | Location, study: str | Location, pattern: str, **options) -> ImportPlan:
@@ -167,8 +199,10 @@ def plan_import(source: str | Location, study: str | Location, pattern: str, **o
     found = inspect_import(source, study, pattern, **options)
     series = found["series"]
     join_study(found["config"], sorted(series))
+    logged = found["scalars"]
     return {"study": url(location(study)), "probe": found["probe"],
-            "seeds": {str(seed): [[step, files] for step, files in s] for seed, s in series.items()}}
+            "seeds": {str(seed): [[step, files, logged.get(seed, {}).get(step, {})] for step, files in s]
+                      for seed, s in series.items()}}
 
 
 class _SeedImport:
@@ -185,7 +219,8 @@ class _SeedImport:
         self.hooks = select_hookpoints(self.model, list(self.config.hooks.activations)) \
             if self.model is not None and self.config.hooks.activations else []
         self.names = list(self.shapes)
-        self.checkpoints = [(int(step), list(files)) for step, files in checkpoints]
+        self.checkpoints = [(int(c[0]), list(c[1])) for c in checkpoints]
+        self.logged = {int(c[0]): dict(c[2]) for c in checkpoints if len(c) > 2}  # from --scalars
         self.path = run_path(study, seed)
 
     def open(self) -> RunStore:
@@ -232,7 +267,9 @@ class _SeedImport:
                 self.model(self.probe)
             acts = {n: v.float().numpy() for n, v in out.items()}
         del state
-        return Checkpoint(index=index, step=step, epoch=math.nan, scalars={s: math.nan for s in SCALARS},
+        logged = self.logged.get(step, {})
+        return Checkpoint(index=index, step=step, epoch=float(logged.get("epoch", math.nan)),
+                          scalars={s: float(logged.get(s, math.nan)) for s in SCALARS},
                           weights=weights, activations=acts)
 
 
