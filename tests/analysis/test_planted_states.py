@@ -131,6 +131,8 @@ def recovery_problems(result: dict, p: Planted) -> list[str]:
         bics = ", ".join(f"{row['k']}: {row['bic']:.0f}" if row["status"] == "ok" else f"{row['k']}: {row['status']}"
                          for row in result["selection"]["table"])
         problems.append(f"chose k={result['chosen_k']} ({result['selection']['status']}), planted {p.k}; BIC by k {bics}")
+    if result["selection"]["status"] != "decided":  # issue 33: the true k must stay decided
+        problems.append(f"k = {result['chosen_k']} is {result['selection']['status']}: {result['selection']['reasons']}")
     a = ari(result, p)
     if a < MIN_ARI:
         problems.append(f"ARI {a:.3f} < {MIN_ARI}")

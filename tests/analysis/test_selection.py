@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from vt_core.analysis.selection import (
+    agreement,
     bootstrap_sample,
     bootstrap_summary,
     choose,
     cv_folds,
+    cv_support,
     feasible_ks,
     fit_jobs,
     job_name,
@@ -31,6 +33,7 @@ def test_folds_are_over_seeds_and_seeded():
     assert folds == cv_folds([6, 5, 4, 3, 2, 1, 0], 3, seed=0) and cv_folds([0], 3, 0) == []
     assert bootstrap_sample([0, 1, 2, 3], 2, 0) == bootstrap_sample([0, 1, 2, 3], 2, 0)
     assert len({job_name(j) for j in fit_jobs([1, 2], HMMConfig(restarts=2, cv_restarts=1), 3)}) == 2 * 2 + 2 * 3
+    assert len(fit_jobs([1, 2], HMMConfig(restarts=2), 3)) == 2 * 2 + 2 * 3 * 2  # cv restarts as the main fits
 
 
 def test_decided_in_the_interior():
@@ -106,3 +109,43 @@ def test_last_bit_differences_between_runners_never_change_the_choice():
         sel = choose(noisy, {}, cfg, feasible_max=6)
         assert sel["chosen_k"] == ref["chosen_k"]
         assert [t["restart"] for t in sel["table"]] == [t["restart"] for t in ref["table"]]
+
+
+def _cv(per_k: dict[int, list[float]]) -> dict:
+    return {k: {"cv_ll": float(np.mean(v)), "cv_fold_ll": list(v)} for k, v in per_k.items()}
+
+
+def test_cross_validation_takes_the_smallest_k_within_one_paired_standard_error():
+    # k = 4 is highest on average, but on the same folds it beats k = 3 by less than the noise of
+    # the difference: the one-standard-error rule keeps 3 (the argmax alone said 4)
+    per_k = {2: [-7.0, -7.1, -6.9, -7.2, -7.0], 3: [-6.30, -6.45, -6.35, -6.50, -6.33],
+             4: [-6.38, -6.33, -6.44, -6.36, -6.40]}
+    assert cv_support(_cv(per_k)) == (4, [3, 4])
+    # a deficit consistent over folds is not within noise, however small
+    per_k[3] = [v - 0.02 for v in per_k[4]]
+    assert cv_support(_cv(per_k)) == (4, [4])
+    assert cv_support({}) == (None, [])
+    # a fold where a k failed is left out of the paired difference
+    per_k = {1: [-9.0, -9.1, None, -8.9], 2: [-6.0, -6.1, -6.05, -5.9]}
+    best, ks = cv_support({kk: {"cv_ll": float(np.mean([x for x in v if x is not None])), "cv_fold_ll": v}
+                           for kk, v in per_k.items()})
+    assert (best, ks) == (2, [2])
+
+
+def test_decided_only_when_the_criteria_agree():
+    boot = {"n": 20, "k_distribution": {5: 0.8, 6: 0.2}}
+    # BIC's k among those cross-validation supports (not necessarily its smallest) agrees
+    crit, why = agreement({"chosen_k": 5, "cv_k": 4, "cv_best_k": 6, "cv_supported": [4, 5, 6]}, boot)
+    assert crit == {"bic": 5, "cv": 4, "bootstrap": 5, "paper": None} and why == []
+    crit, why = agreement({"chosen_k": 8, "cv_k": 2, "cv_best_k": 2, "cv_supported": [2]},
+                          {"n": 10, "k_distribution": {6: 0.6, 8: 0.4}})
+    assert crit == {"bic": 8, "cv": 2, "bootstrap": 6, "paper": None} and len(why) == 1
+    assert ("BIC k = 8; cross-validated likelihood supports k = 2 (highest at 2); bootstrap picks 6: 60%, 8: 40% "
+            "of 10 resamples") in why[0]
+    assert "More seeds would settle it" in why[0]
+    # a tie between two modes is no answer from the bootstrap
+    crit, why = agreement({"chosen_k": 5, "cv_k": 5, "cv_supported": [5]}, {"n": 10, "k_distribution": {5: 0.5, 6: 0.5}})
+    assert crit["bootstrap"] is None and why
+    # criteria that did not run (no folds, no resamples) neither agree nor disagree
+    assert agreement({"chosen_k": 3, "cv_k": None}, {"n": 0, "k_distribution": {}}) == (
+        {"bic": 3, "cv": None, "bootstrap": None, "paper": None}, [])

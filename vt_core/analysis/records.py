@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from vt_core.analysis.phases import Phases
 from vt_core.errors import VtError
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location, read_json
@@ -53,6 +54,7 @@ class SelectionRow(TypedDict, total=False):
     cv_ll: float
     cv_ll_sd: float
     cv_folds: int
+    cv_fold_ll: list[float | None]          # each fold's held-out log-likelihood per observation (fold order)
 
 
 class Selection(TypedDict, total=False):
@@ -66,6 +68,12 @@ class Selection(TypedDict, total=False):
     bic_gap_to_next: float | None
     bic_weight: float
     cv_best_k: int | None
+    cv_k: int | None                        # the smallest k within one standard error of cv_best_k (paired)
+    cv_supported: list[int]                 # every k within one standard error of cv_best_k (paired)
+    criteria: dict[str, int | None]         # the k each criterion gives: bic, cv, bootstrap
+    density: list[dict[str, Any]]           # k by BIC on all the data and on less (hmm.density_check)
+    paper: dict[str, Any]                   # the paper's own selection (vt_core.analysis.paper_criterion)
+    bic_k: int                              # BIC's k when another criterion chose (hmm.criterion = "paper")
     k_tried: list[int]
     k_infeasible: list[int]
     k_failed: list[int]
@@ -77,8 +85,9 @@ class Selection(TypedDict, total=False):
 
 
 #: what analysis.json keeps of selection.json, beside ``why_not`` and ``bootstrap``
-SUMMARY_KEYS = ("status", "reasons", "bic_weight", "bic_gap_to_next", "runner_up_k", "cv_best_k", "k_tried",
-                "k_infeasible", "k_failed", "standardize", "covariance", "n_seeds", "n_train_seeds")
+SUMMARY_KEYS = ("status", "reasons", "bic_weight", "bic_gap_to_next", "runner_up_k", "cv_best_k", "cv_k",
+                "cv_supported", "criteria", "density", "bic_k", "k_tried", "k_infeasible", "k_failed", "standardize",
+                "covariance", "n_seeds", "n_train_seeds")
 
 
 class SelectionSummary(TypedDict, total=False):
@@ -89,6 +98,11 @@ class SelectionSummary(TypedDict, total=False):
     bic_gap_to_next: float | None
     runner_up_k: int | None
     cv_best_k: int | None
+    cv_k: int | None
+    cv_supported: list[int]
+    criteria: dict[str, int | None]
+    density: list[dict[str, Any]]
+    bic_k: int | None
     k_tried: list[int]
     k_infeasible: list[int]
     k_failed: list[int]
@@ -165,6 +179,7 @@ class Analysis(TypedDict, total=False):
     seed_dissimilarity: dict[str, float]
     unusual_seeds: list[int]
     selection: SelectionSummary
+    phases: Phases                          # the phase timeline when the states are one ordered progression
     fingerprint: str                        # a study's (vt_core.stages.explain)
     comparison: dict[str, Any]              # a comparison's (vt_core.analysis.compare.summarise)
     comparison_notes: list[str]

@@ -27,7 +27,9 @@ from vt_core.analysis import hmm
 from vt_core.config.study_config import HMMConfig
 from vt_core.storage.location import load_npz, location
 
-KIND_CODE = {"main": 0, "cv": 1, "boot": 2}
+KIND_CODE = {"main": 0, "cv": 1, "boot": 2, "thin": 3, "few": 4}
+#: the density check's refits (``hmm.density_check``): (kind, index) -> what they fit
+DENSITY = {("thin", 2): "every 2nd checkpoint", ("thin", 4): "every 4th checkpoint", ("few", 2): "half the seeds"}
 
 
 def job_name(job: dict) -> str:
@@ -69,7 +71,10 @@ def fit_jobs(ks: list[int], cfg: HMMConfig, n_folds: int) -> list[dict]:
     """The main and cross-validation fits for ``ks``."""
     jobs = [{"kind": "main", "k": k, "restart": r, "index": -1} for k in ks for r in range(cfg.restarts)]
     jobs += [{"kind": "cv", "k": k, "restart": r, "index": f} for k in ks for f in range(n_folds)
-             for r in range(cfg.cv_restarts)]
+             for r in range(cfg.cv_restarts or cfg.restarts)]
+    if cfg.density_check:
+        jobs += [{"kind": kind, "k": k, "restart": r, "index": i} for kind, i in DENSITY for k in ks
+                 for r in range(cfg.restarts)]
     return jobs
 
 
@@ -90,6 +95,10 @@ def job_data(job: dict, z: dict[int, np.ndarray], train: list[int], held: list[i
     if job["kind"] == "cv":
         fold = folds[job["index"]]
         return [z[s] for s in train if s not in fold], [z[s] for s in fold]
+    if job["kind"] == "thin":  # every index-th checkpoint of each training seed, from its first
+        return [z[s][:: job["index"]] for s in train], []
+    if job["kind"] == "few":  # the first 1/index of the training seeds, in seed order
+        return [z[s] for s in sorted(train)[: max(2, len(train) // job["index"])]], []
     return [z[s] for s in bootstrap_sample(sorted(z), job["index"], cfg.seed)], []
 
 
@@ -120,20 +129,72 @@ def feasible_ks(n_obs: int, n_features: int, cfg: HMMConfig, upto: int) -> tuple
 
 def _cv_scores(rows: list[dict]) -> dict[int, dict[str, Any]]:
     """Per k: the held-out log-likelihood per observation of each fold (best restart by training
-    log-likelihood), its mean and standard deviation over folds."""
+    log-likelihood; None where every fit failed), their mean and standard deviation over folds."""
     out: dict[int, dict[str, Any]] = {}
+    folds = sorted({r["index"] for r in rows})
     for k in sorted({r["k"] for r in rows}):
-        per_fold = []
-        for f in sorted({r["index"] for r in rows if r["k"] == k}):
+        per_fold: list[float | None] = []
+        for f in folds:
             ok = [r for r in rows if r["k"] == k and r["index"] == f and r["status"] == "ok"
                   and r.get("heldout_ll") is not None]
-            if ok:
-                best = hmm.best_restart(ok)
-                per_fold.append(best["heldout_ll"] / max(best["n_heldout_obs"], 1))
-        if per_fold:
-            out[k] = {"cv_ll": float(np.mean(per_fold)), "cv_ll_sd": float(np.std(per_fold)),
-                      "cv_folds": len(per_fold)}
+            best = hmm.best_restart(ok) if ok else None
+            per_fold.append(best["heldout_ll"] / max(best["n_heldout_obs"], 1) if best else None)
+        got = [v for v in per_fold if v is not None]
+        if got:
+            out[k] = {"cv_ll": float(np.mean(got)), "cv_ll_sd": float(np.std(got)), "cv_folds": len(got),
+                      "cv_fold_ll": per_fold}
     return out
+
+
+def cv_support(cv: dict[int, dict[str, Any]]) -> tuple[int | None, list[int]]:
+    """(k with the highest mean held-out likelihood, every k the cross-validation supports: those
+    whose deficit to that best, paired fold by fold on the same held-out seeds, is within one
+    standard error of the paired difference).
+
+    A redundant state costs held-out likelihood only at the noise level, so the bare maximum leaned
+    to larger k even where the model is right (issue 33); the cross-validated k is the smallest
+    supported one (the one-standard-error rule), and a k agrees with cross-validation when it is
+    supported. A k with fewer than 2 folds to compare is not supported."""
+    if not cv:
+        return None, []
+    best = max(cv, key=lambda k: (hmm.stable(cv[k]["cv_ll"]), -k))
+    top = cv[best]["cv_fold_ll"]
+    out = []
+    for k in sorted(cv):
+        if k == best:
+            out.append(k)
+            continue
+        pairs = [(a, b) for a, b in zip(top, cv[k]["cv_fold_ll"]) if a is not None and b is not None]
+        if len(pairs) < 2:
+            continue
+        d = np.array([a - b for a, b in pairs])
+        if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)):
+            out.append(k)
+    return best, out
+
+
+def density_table(rows: list[dict], chosen: int) -> list[dict]:
+    """k chosen by BIC (best restart per k) on all the data and on each of :data:`DENSITY`'s reductions."""
+    out = [{"data": "all checkpoints and training seeds", "k": chosen}]
+    for (kind, index), what in DENSITY.items():
+        ok = [r for r in rows if r.get("kind") == kind and r.get("index") == index and r["status"] == "ok"]
+        if ok:
+            best = {k: hmm.best_restart([r for r in ok if r["k"] == k]) for k in {r["k"] for r in ok}}
+            out.append({"data": what, "k": min(best.values(), key=lambda r: (hmm.stable(r["bic"]), r["k"]))["k"]})
+    return out
+
+
+def follows_density(table: list[dict]) -> str | None:
+    """One plain sentence when k grows with the data (fewer checkpoints or seeds give fewer states)."""
+    if len(table) < 2:
+        return None
+    full = table[0]["k"]
+    fewer = [t for t in table[1:] if t["k"] < full]
+    if not fewer:
+        return None
+    shown = "; ".join(f"{t['data']}: k = {t['k']}" for t in table)
+    return (f"k follows the amount of data ({shown}): the states segment continuous change, and their number "
+            f"is a property of the checkpoint density as much as of training")
 
 
 def _more_k_hint(cfg: HMMConfig) -> str:
@@ -186,16 +247,52 @@ def choose(rows: list[dict], infeasible: dict[int, str], cfg: HMMConfig, feasibl
     ranked = sorted((t for t in table if t["status"] == "ok"), key=lambda t: (hmm.stable(t["bic"]), t["k"]))
     runner = ranked[1] if len(ranked) > 1 else None
     reasons = [] if extend else _edge(chosen, table, feasible_max, cap, cfg)
-    cv_best = max(cv, key=lambda k: (hmm.stable(cv[k]["cv_ll"]), -k)) if cv else None
+    cv_best, supported = cv_support(cv)
     return {
         "criterion": "bic", "chosen_k": chosen, "status": "undetermined" if reasons else "decided",
         "reasons": reasons, "table": table, "extend": extend,
         "runner_up_k": runner["k"] if runner else None,
         "bic_gap_to_next": (runner["bic"] - ranked[0]["bic"]) if runner else None,
         "bic_weight": ranked[0]["bic_weight"], "cv_best_k": cv_best,
+        "cv_k": min(supported) if supported else None, "cv_supported": supported,
         "k_tried": sorted(t["k"] for t in table if t["status"] != "infeasible"),
         "k_infeasible": sorted(infeasible), "k_failed": [t["k"] for t in table if t["status"] == "failed"],
+        "density": density_table(rows, chosen),
     }
+
+
+def _span(ks: list[int]) -> str:
+    """``3–5`` for consecutive k, ``3, 5`` otherwise."""
+    ks = sorted(ks)
+    return f"{ks[0]}–{ks[-1]}" if len(ks) > 1 and ks == list(range(ks[0], ks[-1] + 1)) else ", ".join(map(str, ks))
+
+
+def agreement(sel: dict, boot: dict) -> tuple[dict[str, int | None], list[str]]:
+    """The k each criterion gives (BIC, cross-validation by the one-standard-error rule, the
+    bootstrap's most frequent pick) and, when those that ran disagree, one sentence saying so and
+    what would settle it: k is decided only where the evidence agrees."""
+    dist = boot.get("k_distribution") or {}
+    top = max(dist.values()) if dist else None
+    modes = [int(k) for k, v in dist.items() if v == top]
+    bic, chosen = sel.get("bic_k", sel["chosen_k"]), sel["chosen_k"]
+    paper = (sel.get("paper") or {}).get("chosen_k")
+    criteria = {"bic": bic, "cv": sel.get("cv_k"), "bootstrap": modes[0] if len(modes) == 1 else None, "paper": paper}
+    said = [f"BIC k = {bic}"]
+    off = bic != chosen
+    if sel.get("criterion") == "paper":
+        said.insert(0, f"the paper's held-out BIC k = {chosen}")
+    if sel.get("cv_k") is not None:
+        supported = sel.get("cv_supported") or [sel["cv_k"]]
+        said.append(f"cross-validated likelihood supports k = {_span(supported)} (highest at {sel.get('cv_best_k')})")
+        off |= chosen not in supported
+    if dist:
+        shown = ", ".join(f"{int(k)}: {v:.0%}" for k, v in sorted(dist.items(), key=lambda kv: int(kv[0])))
+        said.append(f"bootstrap picks {shown} of {boot.get('n')} resamples")
+        off |= criteria["bootstrap"] != chosen
+    if not off:
+        return criteria, []
+    return criteria, ["the criteria disagree: " + "; ".join(said) + ". More seeds would settle it (each criterion "
+                      "sharpens with seeds); until then no k is claimed"]
 
 
 def bootstrap_summary(rows: list[dict], chosen: int) -> dict:

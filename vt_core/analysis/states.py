@@ -24,6 +24,8 @@ import numpy as np
 from vt_core.analysis import hmm, selection
 from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
+from vt_core.analysis.paper_criterion import paper_selection
+from vt_core.analysis.phases import phase_timeline
 from vt_core.analysis.records import Analysis, FeatureChange, StateSummary, Transition, load_selection, selection_summary
 from vt_core.config.study_config import HMMConfig
 from vt_core.names import VERSION
@@ -205,6 +207,22 @@ def _params(row: dict) -> dict:
     return row["params"] if "params" in row else load_npz(location(row["params_path"]))
 
 
+def _paper_criterion(sel: dict, data: HMMInput, cfg: HMMConfig) -> None:
+    """The paper's own selection beside vt's (``sel["paper"]``); with ``hmm.criterion = "paper"`` its
+    k is the one decoded (vt's best fit at that k), BIC's kept as ``bic_k``."""
+    sel["paper"] = paper_selection(data.seeds, data.raw, cfg)
+    if cfg.criterion != "paper":
+        return
+    k = sel["paper"]["chosen_k"]
+    usable = {t["k"] for t in sel["table"] if t["status"] == "ok"}
+    if k is None or k not in usable:
+        why = sel["paper"]["why"] or f"vt has no usable fit at its k = {k}"
+        sel["reasons"].append(f"the paper's criterion gave no usable k ({why}); k is BIC's")
+        sel["status"] = "undetermined"
+        return
+    sel.update(bic_k=sel["chosen_k"], chosen_k=k, criterion="paper")
+
+
 def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     """Choose k, decode every seed with the best model at that k (states relabelled by mean first
     visit), measure each state's stability under the bootstrap models; save."""
@@ -213,8 +231,9 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     infeasible = {int(k): v for k, v in split["infeasible"].items()}
     sel = selection.choose(rows, infeasible, cfg, split["max_feasible_k"])
     sel["reasons"] = list(split.get("degraded") or []) + sel["reasons"]
-    k = sel["chosen_k"]
     data = load_input(root)
+    _paper_criterion(sel, data, cfg)
+    k = sel["chosen_k"]
     best = next(t for t in sel["table"] if t["k"] == k)
     params = load_npz(location(best["params_path"]))
     states = hmm.decode(params, data.z)
@@ -229,6 +248,10 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
         except ValueError:  # a resample's model that cannot decode (older fits): left out, counted
             boot["unusable_fits"] = boot.get("unusable_fits", 0) + 1
     boot["state_stability"] = selection.state_stability(states, resampled, k)
+    sel["criteria"], disagree = selection.agreement(sel, boot)
+    if disagree:
+        sel["reasons"] += disagree
+        sel["status"] = "undetermined"
     sel.update(bootstrap=boot, standardize=split.get("standardize", cfg.standardize),
                covariance=cfg.covariance, n_seeds=len(data.seeds), n_train_seeds=len(split["train"]))
     sel.pop("extend")
@@ -319,6 +342,7 @@ def explain(root: str | Location, cfg: HMMConfig, convergence: dict[int, int | N
         "trajectory_dissimilarity": dissimilarity, "seed_dissimilarity": per_seed,
         "unusual_seeds": analysis.unusual_seeds(per_seed),
         "selection": selection_summary(sel),
+        "phases": phase_timeline(dict(zip(data.seeds, paths)), dict(zip(data.seeds, data.steps)), k),
     }
     result.update(extra or {})  # type: ignore[typeddict-item]
     write_json_atomic(files.analysis, result)

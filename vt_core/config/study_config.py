@@ -192,7 +192,9 @@ class HMMConfig(_Strict):
     restarts: int = Field(5, gt=0, le=100)
     cv_folds: int = Field(5, ge=0, le=100, description="folds over the training seeds for the cross-validated "
                           "held-out log-likelihood (0: off)")
-    cv_restarts: int = Field(1, gt=0, le=100, description="restarts per k and fold")
+    cv_restarts: int | None = Field(None, gt=0, le=100, description="restarts per k and fold (default: "
+                                    "hmm.restarts, as the main fits; with one, a local optimum at the true k made the "
+                                    "held-out likelihood favour larger k)")
     bootstrap: int = Field(20, ge=0, le=1000, description="resamples of the seeds (80%, without replacement), each "
                            "choosing its own k (0: off): the distribution of k and the stability of each state")
     bootstrap_restarts: int = Field(1, gt=0, le=100)
@@ -208,6 +210,12 @@ class HMMConfig(_Strict):
     features: list[str] | None = Field(
         None, description="default: the metrics' names; 'metric@layer' picks one layer's or hook's value")
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
+    criterion: Literal["bic", "paper"] = Field("bic", description="bic: vt's (checked by cross-validation and the "
+                                               "bootstrap); paper: the paper's procedure (always reported beside)")
+    paper_n_iter: int = Field(10, gt=0, le=100_000, description="EM iterations of the paper's procedure (its "
+                              "command's default; its result paths suggest 32)")
+    density_check: bool = Field(False, description="also choose k by BIC on every 2nd and every 4th checkpoint "
+                                "and on half the training seeds: whether k follows the amount of data")
 
 
 #: more seeds than this in one study is a config slip (10**9 took all memory before it was refused)

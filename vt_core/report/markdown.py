@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from vt_core.analysis.phases import phases_sentence
 from vt_core.analysis.records import Analysis, SelectionSummary, Transition, load_analysis
 from vt_core.config.study_config import StudyConfig
 from vt_core.report.figures.graph import state_graph_data_uri
@@ -133,7 +134,9 @@ def report_markdown(study: StudyRef) -> str:
         ("setting", ref["setting"] if ref else "(no paper setting matches this study's name)", config.name),
         ("seeds", "40", str(len(config.seeds))),
         ("metric convention", "paper_code (the paper's published code)", config.metrics.convention),
-        ("k chosen (lowest BIC)", str(ref["k"]) if ref else MISSING, f"{k_headline(a)}: {k_evidence(a)}"),
+        ("k chosen" + (" (the paper's procedure)" if sel.get("bic_k") is not None else " (lowest BIC)"),
+         str(ref["k"]) if ref else MISSING, f"{k_headline(a)}: {k_evidence(a)}"),
+        ("k by each criterion", "held-out BIC, mean of 5 fits (its code)", criteria_line(sel)),
         ("uncertainty on k", "not given", k_uncertainty(a) or NO_BOOTSTRAP),
         ("standardisation", "per seed (z-scored each seed)", sel.get("standardize") or config.hmm.standardize),
         ("covariance", "full", sel.get("covariance") or config.hmm.covariance),
@@ -153,6 +156,7 @@ def report_markdown(study: StudyRef) -> str:
     if notes := k_notes(a):
         lines += ["", *[f"- {md(n)}" for n in notes]]
     lines += ["", "## States", "", *states_table(a)]
+    lines += phases_table(a)
     if conv:
         lines += ["", "## Where the transitions fall", "",
                   f"Median convergence: {_at(sorted(conv)[len(conv) // 2], epoch_of)}."]
@@ -161,6 +165,31 @@ def report_markdown(study: StudyRef) -> str:
             lines.append(f"- {t['from']} → {t['to']}: state {t['to']} is first entered at "
                          f"{_at(to['first_step_mean'], epoch_of)} on average; " + transition_features(t))
     return "\n".join(lines) + "\n"
+
+
+def criteria_line(sel: SelectionSummary) -> str:
+    """vt's criteria and the paper's procedure side by side: ``BIC 8; cross-validated 2; bootstrap
+    6; the paper's procedure 8``."""
+    c = sel.get("criteria") or {}
+    names = {"bic": "BIC (best of restarts, training seeds)", "cv": "cross-validated (one-SE rule)",
+             "bootstrap": "bootstrap mode", "paper": "the paper's procedure (mean held-out BIC, 5 fits, 80/20 runs)"}
+    parts = [f"{names[key]} {MISSING if c.get(key) is None else c[key]}" for key in names if key in c]
+    return "; ".join(parts) or MISSING
+
+
+def phases_table(a: Analysis) -> list[str]:
+    """``## Phases``: the boundary into each state (median step, 95% range over seeds) when every
+    seed visits the states in one order; nothing otherwise."""
+    ph = a.get("phases")
+    sentence = phases_sentence(ph) if ph else None
+    if not ph or sentence is None:
+        return []
+    lines = ["", "## Phases", "", md(sentence.split(":")[0]) + ": the states mark progress along one path "
+             "rather than distinct regimes.", "", "| boundary | median step | 95% range over seeds | seeds crossing |",
+             "|---|---|---|---|"]
+    lines += [f"| {b['into'] - 1} → {b['into']} | {num(b['median'])} | {num(b['low'])}–{num(b['high'])} | "
+              f"{b['n_seeds']} |" for b in ph["boundaries"]]
+    return lines
 
 
 def converged_at(a: Analysis, seed: int) -> str:
@@ -186,6 +215,7 @@ def analysis_markdown(a: Analysis, title: str) -> list[str]:
     lines += ["", "## State graph", "",
               f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
               f"({state_graph_data_uri(a)})", "", "## States", "", *states_table(a)]
+    lines += phases_table(a)
     lines += ["", "## Transitions", ""]
     for t in a["transitions"]:
         lines.append(f"- {t['from']} → {t['to']} (p = {num(t['prob'])}, {t['n_seeds']} seeds): " + transition_features(t))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import html
 import math
 
+from vt_core.analysis.phases import phases_sentence
 from vt_core.analysis.records import Analysis, Bootstrap
+from vt_core.analysis.selection import follows_density
 
 #: what a missing number reads as
 MISSING = "–"
@@ -52,7 +54,11 @@ def k_evidence(a: Analysis) -> str:
     if sel.get("runner_up_k") is not None:
         text += (f"; runner-up k = {sel['runner_up_k']} (BIC {num(sel.get('bic_gap_to_next'))} higher, "
                  f"BIC weight of the chosen k {_weight(sel.get('bic_weight'))})")
-    if sel.get("cv_best_k") is not None:
+    if (cv_k := sel.get("cv_k")) is not None:
+        best, supported = sel.get("cv_best_k"), sel.get("cv_supported") or [cv_k]
+        text += (f"; cross-validated over seeds, the held-out likelihood is highest at k = {best}" +
+                 (f" and within one standard error of it for k = {listed(supported)}" if supported != [best] else ""))
+    elif sel.get("cv_best_k") is not None:  # analyses made before the one-standard-error rule
         text += f"; cross-validated over seeds, the held-out likelihood is highest at k = {sel['cv_best_k']}"
     return text
 
@@ -109,6 +115,8 @@ def k_notes(a: Analysis) -> list[str]:
         notes.append(f"{span} not fitted (infeasible): at k = {infeasible[0]}, {why.get(str(infeasible[0]), '')}")
     for k in sorted(int(k) for k in sel.get("k_failed") or []):
         notes.append(f"k = {k}: every fit failed ({why.get(str(k), 'no reason recorded')})")
+    if density := follows_density(sel.get("density") or []):
+        notes.append(density)
     if sel.get("standardize") == "seed":
         notes.append("features are z-scored per seed (hmm.standardize = 'seed', as the paper does): when seeds "
                      "spend different times in a state its mean moves from seed to seed, and BIC can ask for "
@@ -126,6 +134,8 @@ def closing_lines(a: Analysis) -> list[str]:
     if u := k_uncertainty(a):
         lines.append(f"  {u}")
     lines += [f"  note: {n}" for n in k_notes(a)]
+    if phases := phases_sentence(a["phases"]) if a.get("phases") else None:
+        lines.append(f"phases: {phases}")
     lines.append(f"detours: {detour_sentence(a)}")
     return lines
 
