@@ -34,7 +34,7 @@ SETTINGS = {
         "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.01},
         "training": {"epochs": 300, "batch_size": 32, "loss": "hinge"},
         "checkpoints": {"every_epochs": 10},
-        "hmm": {"max_states": 8, "restarts": 5, "covariance": "diag", "convergence_threshold": 0.9},
+        "hmm": {"max_states": 8, "restarts": 5, "covariance": "diag", "convergence_threshold": 0.9, "density_check": True},
     },
     "digits": {
         "model": {"name": "mlp", "hidden": [800], "activation": "relu"},
@@ -42,7 +42,7 @@ SETTINGS = {
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
         "training": {"epochs": 30, "batch_size": 128, "loss": "cross_entropy"},
         "checkpoints": {"log_spaced": 40},
-        "hmm": {"max_states": 8, "restarts": 5, "covariance": "diag", "convergence_threshold": 0.97},
+        "hmm": {"max_states": 8, "restarts": 5, "covariance": "diag", "convergence_threshold": 0.97, "density_check": True},
     },
 }
 

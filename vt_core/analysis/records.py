@@ -27,6 +27,7 @@ class Bootstrap(TypedDict, total=False):
     k_interval: list[int] | None            # 95% range of the resamples' k
     state_stability: list[float | None]     # selection.json only: per state, agreement under resampling
     unusable_fits: int
+    start: str                              # warm (from the main fit at each k) or cold (hmm.bootstrap_start)
 
 
 class SelectionRow(TypedDict, total=False):
@@ -194,7 +195,7 @@ def selection_summary(sel: Selection) -> SelectionSummary:
     boot = sel.get("bootstrap") or {}
     out = {key: sel.get(key) for key in SUMMARY_KEYS}
     out["why_not"] = {str(t["k"]): "; ".join(t["failures"]) for t in sel["table"] if t["status"] != "ok"}
-    out["bootstrap"] = {key: boot.get(key) for key in ("n", "k_distribution", "chosen_k_support", "k_interval")}
+    out["bootstrap"] = {key: boot.get(key) for key in ("n", "k_distribution", "chosen_k_support", "k_interval", "start")}
     return out  # type: ignore[return-value]
 
 

@@ -248,6 +248,7 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
         except ValueError:  # a resample's model that cannot decode (older fits): left out, counted
             boot["unusable_fits"] = boot.get("unusable_fits", 0) + 1
     boot["state_stability"] = selection.state_stability(states, resampled, k)
+    boot["start"] = cfg.bootstrap_start
     sel["criteria"], disagree = selection.agreement(sel, boot)
     if disagree:
         sel["reasons"] += disagree

@@ -197,7 +197,9 @@ class HMMConfig(_Strict):
                                     "held-out likelihood favour larger k)")
     bootstrap: int = Field(20, ge=0, le=1000, description="resamples of the seeds (80%, without replacement), each "
                            "choosing its own k (0: off): the distribution of k and the stability of each state")
-    bootstrap_restarts: int = Field(1, gt=0, le=100)
+    bootstrap_restarts: int | None = Field(None, gt=0, le=100, description="default: 1 warm, hmm.restarts cold")
+    bootstrap_start: Literal["warm", "cold"] = Field("warm", description="warm: each resample starts from the main "
+                                                     "fit at its k; cold: from k-means, as the main fits")
     covariance: Literal["full", "diag", "spherical", "tied"] = "full"
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     n_iter: int = Field(200, gt=0, le=100_000, description="EM iterations; a fit that has not converged is excluded")
@@ -212,10 +214,8 @@ class HMMConfig(_Strict):
     convergence_threshold: float = Field(0.9, gt=0.0, le=1.0, description="held-out accuracy")
     criterion: Literal["bic", "paper"] = Field("bic", description="bic: vt's (checked by cross-validation and the "
                                                "bootstrap); paper: the paper's procedure (always reported beside)")
-    paper_n_iter: int = Field(10, gt=0, le=100_000, description="EM iterations of the paper's procedure (its "
-                              "command's default; its result paths suggest 32)")
-    density_check: bool = Field(False, description="also choose k by BIC on every 2nd and every 4th checkpoint "
-                                "and on half the training seeds: whether k follows the amount of data")
+    paper_n_iter: int = Field(10, gt=0, le=100_000, description="EM iterations of the paper's procedure")
+    density_check: bool = Field(False, description="also choose k on every 2nd/4th checkpoint and half the seeds")
 
 
 #: more seeds than this in one study is a config slip (10**9 took all memory before it was refused)

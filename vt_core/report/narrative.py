@@ -95,7 +95,9 @@ def k_uncertainty(a: Analysis) -> str | None:
     dist = ", ".join(f"k = {k}: {num(100 * v, 2)}%" for k, v in sorted(boot["k_distribution"].items(),
                                                                         key=lambda kv: int(kv[0])))
     support = num(100 * (boot.get("chosen_k_support") or 0), 2)
-    return f"bootstrap over seeds ({boot['n']} resamples): the chosen k in {support}% ({dist}{k_range(boot)})"
+    how = {"warm": ", each started from the main fit at its k", "cold": ", each fitted from scratch"}.get(
+        str(boot.get("start")), "")
+    return f"bootstrap over seeds ({boot['n']} resamples{how}): the chosen k in {support}% ({dist}{k_range(boot)})"
 
 
 def k_range(boot: Bootstrap) -> str:
