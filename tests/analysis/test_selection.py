@@ -149,3 +149,23 @@ def test_decided_only_when_the_criteria_agree():
     # criteria that did not run (no folds, no resamples) neither agree nor disagree
     assert agreement({"chosen_k": 3, "cv_k": None}, {"n": 0, "k_distribution": {}}) == (
         {"bic": 3, "cv": None, "bootstrap": None, "paper": None}, [])
+
+
+def test_density_check_refits_and_says_when_k_follows_the_data():
+    from vt_core.analysis.selection import density_table, follows_density, job_data
+
+    cfg = HMMConfig(restarts=2, density_check=True)
+    jobs = fit_jobs([1, 2], cfg, 0)
+    assert sorted({(j["kind"], j["index"]) for j in jobs if j["kind"] != "main"}) == [("few", 2), ("thin", 2), ("thin", 4)]
+    z = {s: np.arange(10.0)[:, None] + s for s in range(6)}
+    fit, score = job_data({"kind": "thin", "index": 4, "k": 1}, z, [0, 1, 2, 3], [4, 5], [], cfg)
+    assert [len(x) for x in fit] == [3, 3, 3, 3] and fit[1][:, 0].tolist() == [1.0, 5.0, 9.0] and score == []
+    fit, _ = job_data({"kind": "few", "index": 2, "k": 1}, z, [3, 0, 2, 1], [4, 5], [], cfg)
+    assert [x[0, 0] for x in fit] == [0.0, 1.0]  # the first half of the training seeds, in seed order
+    rows = [_row(k, b, kind, i) for kind, i, bics in [("thin", 2, [50, 40, 45]), ("thin", 4, [30, 35, 36]),
+                                                      ("few", 2, [20, 10, 15])] for k, b in zip((1, 2, 3), bics)]
+    table = density_table(rows, chosen=3)
+    assert [t["k"] for t in table] == [3, 2, 1, 2]
+    assert "k follows the amount of data (all checkpoints and training seeds: k = 3; every 2nd checkpoint: k = 2" \
+        in follows_density(table)
+    assert follows_density([{"data": "all", "k": 3}, {"data": "every 2nd checkpoint", "k": 3}]) is None

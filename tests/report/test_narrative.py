@@ -68,3 +68,25 @@ def test_summary_and_report_hold_no_python(analysed_study):
     for text in (summary.split("## State graph")[0] + summary.split("## Seeds")[-1], report):
         assert "None" not in text and "&#x27;" not in text and not re.search(r"\d\.\d{5,}", text)
     assert "seeds reach it" in report and "[" not in report.split("## States")[0]
+
+
+def test_phases_and_each_criterion_are_said_everywhere(analysed_study):
+    """Issue 33: the phase timeline (when the states are one ordered progression) and k by each
+    criterion, the paper's procedure included, in the terminal, the page and the report."""
+    from vt_core.analysis.phases import phases_sentence
+
+    a = load_analysis(analysed_study)
+    report = report_markdown(analysed_study)
+    crit = a["selection"]["criteria"]
+    assert set(crit) == {"bic", "cv", "bootstrap", "paper"} and crit["bic"] == (a["selection"].get("bic_k") or a["chosen_k"])
+    assert "| k by each criterion |" in report and "the paper's procedure (mean held-out BIC" in report
+    sentence = phases_sentence(a["phases"])
+    if a["phases"]["ordered"]:
+        assert f"phases: {sentence}" in closing_lines(a) and "## Phases" in report
+        assert html.escape(sentence) in header_html(a, "x")
+    else:
+        assert sentence is None and "## Phases" not in report
+    fake = {**a, "phases": {"ordered": True, "order": [0, 1], "why_not": None, "boundaries": [
+        {"into": 1, "steps": {"0": 4, "1": 6}, "median": 5.0, "low": 4.1, "high": 5.9, "n_seeds": 2}]}}
+    assert any(line.startswith("phases: every seed visits the states in one order (0 → 1)") and "0→1 at 5 [4, 6]"
+               in line for line in closing_lines(fake))

@@ -150,5 +150,6 @@ def header_html(a: Analysis, context: str) -> str:
     parts = [html.escape(context), f"<b style='{style}'>{html.escape(k_headline(a))}</b>: {html.escape(k_evidence(a))}"]
     if u := k_uncertainty(a):
         parts.append(html.escape(u))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in k_notes(a))
+    phases = phases_sentence(a["phases"]) if a.get("phases") else None
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in k_notes(a) + ([f"phases: {phases}"] if phases else []))
     return " · ".join(parts) + (f"<ul style='margin:4px 0;font-size:12px'>{notes}</ul>" if notes else "")
