@@ -74,6 +74,7 @@ class Selection(TypedDict, total=False):
     criteria: dict[str, int | None]         # the k each criterion gives: bic, cv, bootstrap
     density: list[dict[str, Any]]           # k by BIC on all the data and on less (hmm.density_check)
     paper: dict[str, Any]                   # the paper's own selection (vt_core.analysis.paper_criterion)
+    change: dict[str, Any]                  # the states of change (vt_core.analysis.change_model)
     bic_k: int                              # BIC's k when another criterion chose (hmm.criterion = "paper")
     k_tried: list[int]
     k_infeasible: list[int]
@@ -87,8 +88,8 @@ class Selection(TypedDict, total=False):
 
 #: what analysis.json keeps of selection.json, beside ``why_not`` and ``bootstrap``
 SUMMARY_KEYS = ("status", "reasons", "bic_weight", "bic_gap_to_next", "runner_up_k", "cv_best_k", "cv_k",
-                "cv_supported", "criteria", "density", "bic_k", "k_tried", "k_infeasible", "k_failed", "standardize",
-                "covariance", "n_seeds", "n_train_seeds")
+                "cv_supported", "criteria", "density", "bic_k", "change", "k_tried", "k_infeasible", "k_failed",
+                "standardize", "covariance", "n_seeds", "n_train_seeds")
 
 
 class SelectionSummary(TypedDict, total=False):
@@ -104,6 +105,7 @@ class SelectionSummary(TypedDict, total=False):
     criteria: dict[str, int | None]
     density: list[dict[str, Any]]
     bic_k: int | None
+    change: dict[str, Any] | None
     k_tried: list[int]
     k_infeasible: list[int]
     k_failed: list[int]

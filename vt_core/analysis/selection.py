@@ -27,7 +27,7 @@ from vt_core.analysis import hmm
 from vt_core.config.study_config import HMMConfig
 from vt_core.storage.location import load_npz, location
 
-KIND_CODE = {"main": 0, "cv": 1, "boot": 2, "thin": 3, "few": 4}
+KIND_CODE = {"main": 0, "cv": 1, "boot": 2, "thin": 3, "few": 4, "chg": 5}
 #: the density check's refits (``hmm.density_check``): (kind, index) -> what they fit
 DENSITY = {("thin", 2): "every 2nd checkpoint", ("thin", 4): "every 4th checkpoint", ("few", 2): "half the seeds"}
 
@@ -75,6 +75,8 @@ def fit_jobs(ks: list[int], cfg: HMMConfig, n_folds: int) -> list[dict]:
     if cfg.density_check:
         jobs += [{"kind": kind, "k": k, "restart": r, "index": i} for kind, i in DENSITY for k in ks
                  for r in range(cfg.restarts)]
+    if cfg.change_model:  # states of change (vt_core.analysis.change_model)
+        jobs += [{"kind": "chg", "k": k, "restart": r, "index": 0} for k in ks for r in range(cfg.restarts)]
     return jobs
 
 
@@ -99,6 +101,8 @@ def job_data(job: dict, z: dict[int, np.ndarray], train: list[int], held: list[i
     if job["kind"] == "cv":
         fold = folds[job["index"]]
         return [z[s] for s in train if s not in fold], [z[s] for s in fold]
+    if job["kind"] == "chg":  # first differences: the change from each checkpoint to the next
+        return [np.diff(z[s], axis=0) for s in train], [np.diff(z[s], axis=0) for s in held]
     if job["kind"] == "thin":  # every index-th checkpoint of each training seed, from its first
         return [z[s][:: job["index"]] for s in train], []
     if job["kind"] == "few":  # the first 1/index of the training seeds, in seed order
@@ -175,6 +179,16 @@ def cv_support(cv: dict[int, dict[str, Any]]) -> tuple[int | None, list[int]]:
         if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)):
             out.append(k)
     return best, out
+
+
+def change_choice(rows: list[dict]) -> dict | None:
+    """The change model's best fit per k and the k its BIC chooses (None when it was not fitted)."""
+    chg = [r for r in rows if r.get("kind") == "chg"]
+    if not any(r["status"] == "ok" for r in chg):
+        return None
+    table, k = hmm.selection_table(chg, "bic")
+    return {"k": k, "table": [{key: t.get(key) for key in ("k", "n_ok", "bic", "heldout_ll", "params_path")}
+                              for t in table]}
 
 
 def density_table(rows: list[dict], chosen: int) -> list[dict]:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import networkx as nx
 import numpy as np
 
-from vt_core.analysis import hmm, selection
+from vt_core.analysis import change_model, hmm, selection
 from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
 from vt_core.analysis.paper_criterion import paper_selection
@@ -223,6 +223,26 @@ def _paper_criterion(sel: dict, data: HMMInput, cfg: HMMConfig) -> None:
     sel.update(bic_k=sel["chosen_k"], chosen_k=k, criterion="paper")
 
 
+def _change(rows: list[dict], pos_params: dict, data: HMMInput, split: dict) -> dict:
+    """The states of change (:mod:`vt_core.analysis.change_model`): their k, each seed's regimes (one
+    per checkpoint after the first: the change into it), and the held-out comparison with the
+    position HMM at the chosen k."""
+    chosen = selection.change_choice(rows)
+    if chosen is None:
+        return {"k": None, "why": "states of change: every fit failed"}
+    best = next(t for t in chosen["table"] if t["k"] == chosen["k"])
+    params = load_npz(location(best["params_path"]))
+    z = dict(zip(data.seeds, data.z))
+    paths = hmm.decode(params, change_model.differences(data.z))
+    out = {**chosen, "paths": {str(s): p.tolist() for s, p in zip(data.seeds, paths)}}
+    held = [z[s] for s in split["heldout"]]
+    if held:
+        out["comparison"] = change_model.compare(pos_params, params, [z[s] for s in split["train"]], held)
+    else:
+        out["why"] = "states of change: no held-out seeds to compare them with the states of position"
+    return out
+
+
 def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     """Choose k, decode every seed with the best model at that k (states relabelled by mean first
     visit), measure each state's stability under the bootstrap models; save."""
@@ -236,6 +256,7 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     k = sel["chosen_k"]
     best = next(t for t in sel["table"] if t["k"] == k)
     params = load_npz(location(best["params_path"]))
+    params_at_k = params
     states = hmm.decode(params, data.z)
     perm = hmm.canonical_permutation(states, data.steps, k, params["means"])
     params = hmm.permute_params(params, perm)
@@ -247,6 +268,8 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
             resampled.append(hmm.decode(_params(r), data.z))
         except ValueError:  # a resample's model that cannot decode (older fits): left out, counted
             boot["unusable_fits"] = boot.get("unusable_fits", 0) + 1
+    if cfg.change_model:
+        sel["change"] = _change(rows, params_at_k, data, split)
     boot["state_stability"] = selection.state_stability(states, resampled, k)
     boot["start"] = cfg.bootstrap_start
     sel["criteria"], disagree = selection.agreement(sel, boot)

@@ -216,6 +216,7 @@ class HMMConfig(_Strict):
                                                "bootstrap); paper: the paper's procedure (always reported beside)")
     paper_n_iter: int = Field(10, gt=0, le=100_000, description="EM iterations of the paper's procedure")
     density_check: bool = Field(False, description="also choose k on every 2nd/4th checkpoint and half the seeds")
+    change_model: bool = Field(False, description="also fit states of change (an HMM on first differences)")
 
 
 #: more seeds than this in one study is a config slip (10**9 took all memory before it was refused)

@@ -156,7 +156,7 @@ def report_markdown(study: StudyRef) -> str:
     if notes := k_notes(a):
         lines += ["", *[f"- {md(n)}" for n in notes]]
     lines += ["", "## States", "", *states_table(a)]
-    lines += phases_table(a)
+    lines += phases_table(a) + density_rows(a)
     if conv:
         lines += ["", "## Where the transitions fall", "",
                   f"Median convergence: {_at(sorted(conv)[len(conv) // 2], epoch_of)}."]
@@ -177,6 +177,15 @@ def criteria_line(sel: SelectionSummary) -> str:
     return "; ".join(parts) or MISSING
 
 
+def density_rows(a: Analysis) -> list[str]:
+    """``## k against the amount of data`` (``hmm.density_check``): k by BIC on all the data and on less."""
+    table = (a.get("selection") or {}).get("density") or []
+    if len(table) < 2:
+        return []
+    return ["", "## k against the amount of data", "", "| data | k (lowest BIC) |", "|---|---|",
+            *[f"| {md(t['data'])} | {t['k']} |" for t in table]]
+
+
 def phases_table(a: Analysis) -> list[str]:
     """``## Phases``: the boundary into each state (median step, 95% range over seeds) when every
     seed visits the states in one order; nothing otherwise."""
@@ -184,7 +193,8 @@ def phases_table(a: Analysis) -> list[str]:
     sentence = phases_sentence(ph) if ph else None
     if not ph or sentence is None:
         return []
-    lines = ["", "## Phases", "", md(sentence.split(":")[0]) + ": the states mark progress along one path "
+    head = sentence.split(":")[0]
+    lines = ["", "## Phases", "", md(head[:1].upper() + head[1:]) + ": the states mark progress along one path "
              "rather than distinct regimes.", "", "| boundary | median step | 95% range over seeds | seeds crossing |",
              "|---|---|---|---|"]
     lines += [f"| {b['into'] - 1} → {b['into']} | {num(b['median'])} | {num(b['low'])}–{num(b['high'])} | "
@@ -215,7 +225,7 @@ def analysis_markdown(a: Analysis, title: str) -> list[str]:
     lines += ["", "## State graph", "",
               f"![State graph: left to right by first visit, size by occupancy, edge width by seeds]"
               f"({state_graph_data_uri(a)})", "", "## States", "", *states_table(a)]
-    lines += phases_table(a)
+    lines += phases_table(a) + density_rows(a)
     lines += ["", "## Transitions", ""]
     for t in a["transitions"]:
         lines.append(f"- {t['from']} → {t['to']} (p = {num(t['prob'])}, {t['n_seeds']} seeds): " + transition_features(t))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import math
 
+from vt_core.analysis.change_model import sentence as change_sentence
 from vt_core.analysis.phases import phases_sentence
 from vt_core.analysis.records import Analysis, Bootstrap
 from vt_core.analysis.selection import follows_density
@@ -119,6 +120,8 @@ def k_notes(a: Analysis) -> list[str]:
         notes.append(f"k = {k}: every fit failed ({why.get(str(k), 'no reason recorded')})")
     if density := follows_density(sel.get("density") or []):
         notes.append(density)
+    if (chg := sel.get("change")) and (change := change_sentence(chg)):
+        notes.append(change)
     if sel.get("standardize") == "seed":
         notes.append("features are z-scored per seed (hmm.standardize = 'seed', as the paper does): when seeds "
                      "spend different times in a state its mean moves from seed to seed, and BIC can ask for "
