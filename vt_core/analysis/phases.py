@@ -5,8 +5,10 @@ next (issue 33, item 3).
 :func:`phase_timeline` tests the order (each seed's run-length path climbs the states' canonical
 labels, which are ordered by mean first visit, and never returns to one it left) and, when it holds,
 gives each boundary's step per seed with the median and the 2.5-97.5 % range over the seeds that
-cross it. A seed may skip a state (its next boundary is then where it enters the next one it
-visits) or stop before the last (it is not counted for the boundaries it never reaches).
+cross it. States that many seeds skip (more than a fifth of those that go past them) are branches or
+detours, not phases: then there is no timeline. A seed may skip a state now and then (its boundary
+is then where it enters the next one it visits) or stop before the last (it is not counted for the
+boundaries it never reaches).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 from typing import TypedDict
 
 import numpy as np
+
+#: a state is on the one path when at least this share of the seeds that go past it visit it
+MIN_VISITED = 0.8
 
 
 class Boundary(TypedDict):
@@ -48,6 +53,14 @@ def phase_timeline(paths: dict[int, np.ndarray], steps: dict[int, np.ndarray], k
         if back is not None:
             return {"ordered": False, "order": [], "boundaries": [],
                     "why_not": f"seed {seed} goes back from state {runs[back - 1]} to state {runs[back]}"}
+    visits = {seed: set(_runs(paths[seed])) for seed in paths}
+    for state in range(k):
+        past = [seed for seed in paths if max(visits[seed]) > state]
+        skipped = [seed for seed in past if state not in visits[seed]]
+        if past and len(skipped) > (1 - MIN_VISITED) * len(past):
+            return {"ordered": False, "order": [], "boundaries": [],
+                    "why_not": f"state {state} is skipped by {len(skipped)} of the {len(past)} seeds that go past it: "
+                               f"the states branch (or hold a detour) rather than form one path"}
     boundaries: list[Boundary] = []
     for state in range(1, k):
         crossed = {}
