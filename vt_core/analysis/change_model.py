@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vt_core.analysis import hmm
+from vt_core.analysis import hmm, selection
+from vt_core.storage.location import load_npz, location
 
 KIND = "chg"
 
@@ -76,3 +77,23 @@ def sentence(change: dict) -> str | None:
     return (f"states of change (an HMM on the metrics' differences): k = {change['k']} by BIC; held-out "
             f"log-likelihood per checkpoint, change minus position, {gain} over {c['n_heldout_seeds']} seeds: "
             f"{verdict}")
+
+
+def summarise(rows: list[dict], pos_params: dict, seeds: list[int], z: list[np.ndarray], train: list[int],
+              held: list[int]) -> dict:
+    """The states of change from their fits (``rows`` of kind ``chg``): their k, each seed's regimes
+    (one per checkpoint after the first: the change into it), and the held-out comparison with the
+    position HMM (``pos_params``: its model at the chosen k)."""
+    chosen = selection.change_choice(rows)
+    if chosen is None:
+        return {"k": None, "why": "states of change: every fit failed"}
+    best = next(t for t in chosen["table"] if t["k"] == chosen["k"])
+    params = load_npz(location(best["params_path"]))
+    by_seed = dict(zip(seeds, z))
+    paths = hmm.decode(params, differences(z))
+    out = {**chosen, "paths": {str(s): p.tolist() for s, p in zip(seeds, paths)}}
+    if held:
+        out["comparison"] = compare(pos_params, params, [by_seed[s] for s in train], [by_seed[s] for s in held])
+    else:
+        out["why"] = "states of change: no held-out seeds to compare them with the states of position"
+    return out

@@ -89,3 +89,19 @@ def paper_selection(seeds: list[int], raw: list[np.ndarray], cfg: HMMConfig) -> 
     else:
         out["why"] = "every k failed"
     return out
+
+
+def apply(sel: dict, seeds: list[int], raw: list[np.ndarray], cfg: HMMConfig) -> None:
+    """The paper's own selection beside vt's (``sel["paper"]``); with ``hmm.criterion = "paper"`` its
+    k is the one decoded (vt's best fit at that k), BIC's kept as ``bic_k``."""
+    sel["paper"] = paper_selection(seeds, raw, cfg)
+    if cfg.criterion != "paper":
+        return
+    k = sel["paper"]["chosen_k"]
+    usable = {t["k"] for t in sel["table"] if t["status"] == "ok"}
+    if k is None or k not in usable:
+        why = sel["paper"]["why"] or f"vt has no usable fit at its k = {k}"
+        sel["reasons"].append(f"the paper's criterion gave no usable k ({why}); k is BIC's")
+        sel["status"] = "undetermined"
+        return
+    sel.update(bic_k=sel["chosen_k"], chosen_k=k, criterion="paper")

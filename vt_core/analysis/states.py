@@ -21,10 +21,9 @@ from typing import NamedTuple
 import networkx as nx
 import numpy as np
 
-from vt_core.analysis import change_model, hmm, selection
+from vt_core.analysis import change_model, hmm, paper_criterion, selection
 from vt_core.analysis import transitions as analysis
 from vt_core.analysis.detours import detour_regression
-from vt_core.analysis.paper_criterion import paper_selection
 from vt_core.analysis.phases import phase_timeline
 from vt_core.analysis.records import Analysis, FeatureChange, StateSummary, Transition, load_selection, selection_summary
 from vt_core.config.study_config import HMMConfig
@@ -207,42 +206,6 @@ def _params(row: dict) -> dict:
     return row["params"] if "params" in row else load_npz(location(row["params_path"]))
 
 
-def _paper_criterion(sel: dict, data: HMMInput, cfg: HMMConfig) -> None:
-    """The paper's own selection beside vt's (``sel["paper"]``); with ``hmm.criterion = "paper"`` its
-    k is the one decoded (vt's best fit at that k), BIC's kept as ``bic_k``."""
-    sel["paper"] = paper_selection(data.seeds, data.raw, cfg)
-    if cfg.criterion != "paper":
-        return
-    k = sel["paper"]["chosen_k"]
-    usable = {t["k"] for t in sel["table"] if t["status"] == "ok"}
-    if k is None or k not in usable:
-        why = sel["paper"]["why"] or f"vt has no usable fit at its k = {k}"
-        sel["reasons"].append(f"the paper's criterion gave no usable k ({why}); k is BIC's")
-        sel["status"] = "undetermined"
-        return
-    sel.update(bic_k=sel["chosen_k"], chosen_k=k, criterion="paper")
-
-
-def _change(rows: list[dict], pos_params: dict, data: HMMInput, split: dict) -> dict:
-    """The states of change (:mod:`vt_core.analysis.change_model`): their k, each seed's regimes (one
-    per checkpoint after the first: the change into it), and the held-out comparison with the
-    position HMM at the chosen k."""
-    chosen = selection.change_choice(rows)
-    if chosen is None:
-        return {"k": None, "why": "states of change: every fit failed"}
-    best = next(t for t in chosen["table"] if t["k"] == chosen["k"])
-    params = load_npz(location(best["params_path"]))
-    z = dict(zip(data.seeds, data.z))
-    paths = hmm.decode(params, change_model.differences(data.z))
-    out = {**chosen, "paths": {str(s): p.tolist() for s, p in zip(data.seeds, paths)}}
-    held = [z[s] for s in split["heldout"]]
-    if held:
-        out["comparison"] = change_model.compare(pos_params, params, [z[s] for s in split["train"]], held)
-    else:
-        out["why"] = "states of change: no held-out seeds to compare them with the states of position"
-    return out
-
-
 def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     """Choose k, decode every seed with the best model at that k (states relabelled by mean first
     visit), measure each state's stability under the bootstrap models; save."""
@@ -252,7 +215,7 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
     sel = selection.choose(rows, infeasible, cfg, split["max_feasible_k"])
     sel["reasons"] = list(split.get("degraded") or []) + sel["reasons"]
     data = load_input(root)
-    _paper_criterion(sel, data, cfg)
+    paper_criterion.apply(sel, data.seeds, data.raw, cfg)
     k = sel["chosen_k"]
     best = next(t for t in sel["table"] if t["k"] == k)
     params = load_npz(location(best["params_path"]))
@@ -269,7 +232,7 @@ def finalize(root: str | Location, rows: list[dict], cfg: HMMConfig) -> dict:
         except ValueError:  # a resample's model that cannot decode (older fits): left out, counted
             boot["unusable_fits"] = boot.get("unusable_fits", 0) + 1
     if cfg.change_model:
-        sel["change"] = _change(rows, params_at_k, data, split)
+        sel["change"] = change_model.summarise(rows, params_at_k, data.seeds, data.z, split["train"], split["heldout"])
     boot["state_stability"] = selection.state_stability(states, resampled, k)
     boot["start"] = cfg.bootstrap_start
     sel["criteria"], disagree = selection.agreement(sel, boot)
