@@ -129,7 +129,9 @@ def _ufunc(kernel, arrays: list[xr.DataArray], core: list[list[str]], out_dim: s
     )
 
 
-def _matrix_kernel(metrics: list[Metric], settings: dict):
+def _matrix_kernel(metrics: list[Metric], settings: dict, sv=singular_values):
+    """The matrix metrics of a stack (..., a, b); ``sv`` computes the stack's singular values (the
+    stream's batched torch ones on a GPU, :mod:`vt_core.metrics.stream`)."""
     need_sv = any(m.needs_sv for m in metrics)
 
     def kernel(w: np.ndarray) -> np.ndarray:
@@ -137,7 +139,7 @@ def _matrix_kernel(metrics: list[Metric], settings: dict):
         finite = np.isfinite(w.sum(axis=(-2, -1)))  # NaN/inf anywhere in a matrix makes its sum so
         if not finite.all():
             w = np.where(finite[..., None, None], w, 0.0)
-        s = singular_values(w) if need_sv else None
+        s = sv(w) if need_sv else None
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.stack([np.broadcast_to(m(w, s, **settings), finite.shape) for m in metrics], axis=-1)
         out = out.astype(np.float64, copy=True)

@@ -27,6 +27,7 @@ import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
+from vt_core.metrics.registry import LAYER_KINDS, get
 from vt_core.metrics.roles import RULES_VERSION
 from vt_core.names import VERSION, is_function_feature
 from vt_core.storage.layout import layout
@@ -147,11 +148,44 @@ BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not 
 
 
 def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray) -> xr.Dataset:
-    """``seed_metrics(...).compute()`` one block of checkpoints at a time, so that a long run never
-    has more than a block of weights in memory (dask alone may read far ahead of the kernels)."""
-    blocks = [seed_metrics(store, config, names=names, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
-              for i in range(0, len(index), BLOCK_CHECKPOINTS)]
-    return blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
+    """The metrics ``names`` at the checkpoints ``index``: the weight metrics a checkpoint at a time
+    (:mod:`vt_core.metrics.stream`: memory of about one checkpoint, whatever the run's length), the
+    others (activations, recorded scalars) lazily, ``seed_metrics(...).compute()`` one block of
+    checkpoints at a time (dask alone may read far ahead of the kernels)."""
+    from vt_core.metrics import stream
+
+    weight = [n for n in names if get(n).reads in stream.KINDS] if stream.worth_streaming(store) else []
+    other = [n for n in names if n not in weight]
+    parts = []
+    if weight:
+        parts.append(stream.weight_metrics(store, config, weight, index, device=metrics_device()))
+    if other:
+        blocks = [seed_metrics(store, config, names=other, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
+                  for i in range(0, len(index), BLOCK_CHECKPOINTS)]
+        parts.append(blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact"))
+    if len(parts) == 1:
+        return parts[0].reindex(metric=names)
+    a, b = parts
+    out = xr.Dataset({"value": xr.concat([a["value"], b["value"].assign_coords(step=a["step"])], dim="metric"),
+                      "nonfinite": a["nonfinite"] | b["nonfinite"].values, "epoch": a["epoch"]})
+    pls = [p["per_layer"] for p in parts if "per_layer" in p]
+    if pls:
+        lms = [n for n in names if get(n).reads in LAYER_KINDS]
+        out["per_layer"] = xr.concat([p.assign_coords(step=a["step"]).reindex(layer_metric=lms) for p in pls], dim="layer")
+    return out.reindex(metric=names)
+
+
+def metrics_device() -> str | None:
+    """Where the weight metrics' singular values are computed: ``VT_METRICS_DEVICE`` (cpu, cuda,
+    cuda:1; cpu: torch on the CPU; numpy), else CUDA when torch sees a GPU, else None (numpy)."""
+    import os
+
+    dev = os.environ.get("VT_METRICS_DEVICE")
+    if dev:
+        return None if dev == "numpy" else dev
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def _run_id(store: RunStore) -> int:
