@@ -176,13 +176,8 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
 
 
 def metrics_device() -> str | None:
-    """Where the weight metrics' singular values are computed: ``VT_METRICS_DEVICE`` (cpu, cuda,
-    cuda:1; cpu: torch on the CPU; numpy), else CUDA when torch sees a GPU, else None (numpy)."""
-    import os
-
-    dev = os.environ.get("VT_METRICS_DEVICE")
-    if dev:
-        return None if dev == "numpy" else dev
+    """Where the weight metrics' singular values are computed: CUDA when torch sees a GPU, else
+    None (numpy on the CPU)."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else None

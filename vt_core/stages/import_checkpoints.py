@@ -280,9 +280,11 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     metrics are computed as they are committed (:class:`~vt_core.stages.metrics.MetricsStream`) and
     the summary's ``metrics`` counts the cells. ``limit``: import up to that many checkpoints of
     the seed, and leave it running (the import flow's first pass, which gives metrics.zarr its layers)."""
+    from vt_core.metrics.stream import return_freed_memory
     from vt_core.stages.metrics import MetricsStream
     from vt_core.storage.writer_thread import write_committed
 
+    return_freed_memory()  # one checkpoint's memory at a time, not a checkpoint's and its freed predecessor's
     job = _SeedImport(location(study), seed, checkpoints, probe)
     store = job.open()
     todo = job.todo(store)
