@@ -346,16 +346,19 @@ def metrics() -> None:
 
 @command
 def validate(config: Annotated[str, typer.Argument(
-        help="study config (.toml), or a study directory (path or URL)")]) -> None:
+        help="study config (.toml), or a study directory (path or URL)")],
+             full: Annotated[bool, typer.Option("--full", help="read every chunk back, also those verified "
+                                                 "before and unchanged since")] = False) -> None:
     """Check a config without training or writing anything (everything `vt run` checks first); or
-    check a study directory: every chunk of every store against its checksum, resume files,
-    metrics, HMM files and the analysis."""
+    check a study directory: every chunk of every store against its checksum (those verified before
+    and unchanged since are not read again, unless --full), resume files, metrics, HMM files and
+    the analysis."""
     from vt_core.storage.study import validate_study
 
     where = _study(config)
     if is_remote(where) or where.is_dir():
         config = where
-        problems = validate_study(config)
+        problems = validate_study(config, full=full)
         for p in problems:
             console.print(f"problem: {p}", soft_wrap=True, markup=False, highlight=False, style="red")
         if problems:

@@ -62,6 +62,9 @@ class Layout:
     def resume(self, seed: int) -> Location:
         return resume_path(self.run(seed))
 
+    def verified(self, seed: int) -> Location:
+        return verified_path(self.run(seed))
+
     @property
     def task_results(self) -> Location:
         return self.root / ".prefect" / "results"
@@ -167,3 +170,10 @@ def resume_path(store_path: str | Location) -> Location:
     foreign file inside the store would make zarr and xarray warn."""
     p = location(store_path)
     return p.with_name(p.name.removesuffix(".zarr") + ".resume.pt")
+
+
+def verified_path(store_path: str | Location) -> Location:
+    """The manifest of a run store's verified chunk files (``seed=0003.zarr`` ->
+    ``seed=0003.verified.json``; :mod:`vt_core.storage.verified`)."""
+    p = location(store_path)
+    return p.with_name(p.name.removesuffix(".zarr") + ".verified.json")

@@ -167,11 +167,13 @@ def _steps(store: RunStore, n: int) -> np.ndarray | None:
         return None
 
 
-def check_store(store: RunStore, read: bool = False) -> list[str]:
+def check_store(store: RunStore, read: bool = False, skip=None) -> list[str]:
     """Every problem of ``store`` (empty if none). Without ``read``: attributes, metadata, shapes, the
     arrays its commits recorded, and the presence of every chunk the committed rows need; with
     ``read`` also each committed chunk is read back, its checksum verified, and each row compared
-    with the CRC32C recorded when it was written (a chunk moved to another row is found)."""
+    with the CRC32C recorded when it was written (a chunk moved to another row is found). ``skip``:
+    a predicate on chunk keys whose chunks need not be read back (verified before and unchanged
+    since: :mod:`vt_core.storage.verified`)."""
     problems = check_attrs(store.attrs)
     if problems:
         return problems
@@ -187,7 +189,7 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
     have = {a.path for a in arrays}
     problems += [f"array {p} is missing (its commits recorded it)" for p in recorded if p not in have]
     for arr in arrays:
-        problems += _check_array(arr, n, steps, read, recorded.get(arr.path), run_id)
+        problems += _check_array(arr, n, steps, read, recorded.get(arr.path), run_id, skip)
     if "seed" in store.root:  # 0-d (format 2): its value must be the store's seed
         try:
             if int(store.root["seed"][...]) != store.attrs["seed"]:
@@ -196,7 +198,7 @@ def check_store(store: RunStore, read: bool = False) -> list[str]:
             problems.append(f"array seed: {_why(err)}")
     if "probe" in store.root and store.attrs.get("integrity"):  # the fixed probe batch (older stores
         for _, arr in store.root["probe"].arrays():  # skipped chunks equal to its fill value, 0)
-            problems += _check_array(arr, arr.shape[0], None, read)
+            problems += _check_array(arr, arr.shape[0], None, read, skip=skip)
     return problems
 
 
@@ -230,7 +232,7 @@ def _unreadable_metadata(store: RunStore) -> list[str]:
 
 
 def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool,
-                 crcs: np.ndarray | None = None, run_id=None) -> list[str]:
+                 crcs: np.ndarray | None = None, run_id=None, skip=None) -> list[str]:
     name = arr.path
     if arr.shape[0] < n:
         return [f"array {name} has {arr.shape[0]} rows, fewer than the {n} committed"]
@@ -241,8 +243,21 @@ def _check_array(arr: zarr.Array, n: int, steps: np.ndarray | None, read: bool,
     out = [f"array {name}: {_where(first, last, steps)}: chunk missing"
            for first, last, keys in chunks if not all(k in present for k in keys)]
     if read and not out:
-        out = _read_back(arr, chunks, steps, crcs, run_id)
+        todo = [c for c in chunks if skip is None or not all(skip(k) for k in c[2])]
+        for run in _contiguous(todo):  # read back what was not verified before, or changed since
+            out += _read_back(arr, run, steps, crcs, run_id)
     return out
+
+
+def _contiguous(chunks: list) -> list[list]:
+    """``chunks`` ((first, last, keys), in order) cut where one does not follow the previous."""
+    runs: list[list] = []
+    for c in chunks:
+        if runs and runs[-1][-1][1] + 1 == c[0]:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 _BLOCK_BYTES = 64 * 2**20

@@ -375,11 +375,11 @@ class RunStore:
         self._datasets[key] = ds = ds.isel(step=slice(0, self.committed))
         return ds
 
-    def check(self, read: bool = False) -> list[str]:
+    def check(self, read: bool = False, skip=None) -> list[str]:
         """Problems found (empty if none), each naming the array and checkpoint: attributes,
         metadata, a chunk missing from the committed rows, and with ``read`` a chunk that fails its
         checksum (:mod:`vt_core.storage.run_integrity`)."""
-        return check_store(self, read=read)
+        return check_store(self, read=read, skip=skip)
 
     def validate(self) -> list[str]:
         """:meth:`check` reading every committed chunk back."""

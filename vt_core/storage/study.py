@@ -308,11 +308,15 @@ def is_finished(study: str | Location, seed: int) -> bool:
     return store.status in FINISHED
 
 
-def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False) -> list[str]:
+def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False,
+                   full: bool = False) -> list[str]:
     """What is damaged in one seed's store and resume file (empty: nothing, or no store yet).
     Without ``read`` the check is cheap (attributes, metadata, chunks present, the resume file's
-    trailer); with it every committed chunk and the resume file are read and their checksums
-    verified. A store written by another config is reported too."""
+    trailer); with it the committed chunks and the resume file are read and their checksums
+    verified — the chunks not verified before or changed since (:mod:`vt_core.storage.verified`),
+    every one with ``full``. A store written by another config is reported too."""
+    from vt_core.storage import verified
+
     path = run_path(study, seed)
     if not path.exists():
         return []
@@ -326,19 +330,27 @@ def store_problems(study: str | Location, seed: int, config: StudyConfig, read: 
     if attrs.get("config_hash") != config.training_hash():
         return [f"store {path.name} was written by another config (hash {attrs.get('config_hash')!r} != "
                 f"{config.training_hash()})"]
-    problems = store.check(read=read)
+    before = verified.stamps(path) if read else None  # taken before the read: a change during it is not recorded
+    known = {} if full or not read else verified.load(path, attrs.get("run_id"), store.committed)
+    skip = verified.unchanged(known, before) if known else None
+    problems = store.check(read=read, skip=skip)
     resume = store.resume_problem(read=read)
     if resume:
         problems.append(resume)
     elif not problems and attrs["status"] not in FINISHED and store.committed and not store.resume_path.is_file():
         problems.append(f"resume file {store.resume_path.name} is missing: the seed cannot resume")
+    if problems:
+        verified.forget(path)
+    elif before is not None and attrs["status"] in FINISHED:
+        verified.save(path, attrs.get("run_id"), store.committed, before)
     return problems
 
 
-def validate_study(study: str | Location) -> list[str]:
+def validate_study(study: str | Location, full: bool = False) -> list[str]:
     """Every problem found in a study, each naming the seed and array (and checkpoint) or the file;
-    empty if none. Reads every committed chunk of every store (checksums verified), each resume
-    file, and every derived file (metrics, HMM, analysis: :func:`vt_core.storage.output_integrity.check_derived`)."""
+    empty if none. Reads the committed chunks of every store (checksums verified: those not verified
+    before or changed since, every one with ``full``), each resume file, and every derived file
+    (metrics, HMM, analysis: :func:`vt_core.storage.output_integrity.check_derived`)."""
     from vt_core.storage.output_integrity import check_derived
 
     study = location(study)
@@ -349,7 +361,7 @@ def validate_study(study: str | Location) -> list[str]:
         if not path.exists():
             problems.append(f"seed {seed}: store {path} is missing (`vt run` or `vt rerun {study} --seed {seed}`)")
             continue
-        found = store_problems(study, seed, config, read=True)
+        found = store_problems(study, seed, config, read=True, full=full)
         problems += [f"seed {seed}: {p}" for p in found[:20]]
         if found and MISPLACED not in found[0]:
             problems.append(f"seed {seed}: `vt run CONFIG` retrains it ({len(found)} problem(s))")
@@ -364,3 +376,4 @@ def reset_seed(study: str | Location, seed: int) -> None:
     _ = config.training  # a study vt did not train cannot be retrained: refused before anything is deleted
     remove_tree(layout(study).run(seed))
     remove_tree(layout(study).resume(seed))
+    remove_tree(layout(study).verified(seed))
