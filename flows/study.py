@@ -11,7 +11,14 @@ from flows.run_names import flow_run_name
 from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
 from tasks.hmm import finalize_model_task, fit_hmm_task, prepare_hmm_task, select_model_task
-from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
+from tasks.metrics import (
+    compute_cells_task,
+    compute_metrics_task,
+    finalize_metrics_task,
+    metric_tasks_task,
+    plan_metrics_task,
+    write_cells_task,
+)
 from tasks.publish import build_dashboard_task, publish_artifacts
 from tasks.train import train_group_task, train_seed_task
 from vt_core.analysis.states import fit_rounds
@@ -20,7 +27,7 @@ from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
-from vt_core.stages.metrics import damaged_seeds, describe_cells, usable_seeds
+from vt_core.stages.metrics import damaged_seeds, describe_cells, spread, usable_seeds
 from vt_core.stages.train import SeedsFailedError, finished_summary, repair_seeds
 from vt_core.storage.layout import layout
 from vt_core.storage.location import url
@@ -39,6 +46,19 @@ def analyze_flow(study: str, force: bool = True) -> dict:
         return _analyze(study, force)
 
 
+def _metric_cells(study: str, seeds: list[int], plan: dict) -> list:
+    """Every seed's metric cells: one task per seed, or for a large model's checkpoints one task per
+    seed and block of checkpoints (spread over the workers), each seed's region written after."""
+    if not spread(study, seeds):
+        publish({"kind": "stage", "stage": "metrics", "total": len(seeds)})
+        return compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
+    jobs = [t for ts in metric_tasks_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result() for t in ts]
+    publish({"kind": "stage", "stage": "metrics", "total": len(jobs)})
+    results = compute_cells_task.map(study=unmapped(study), task=jobs).result() if jobs else []
+    per_seed = [[r for r in results if r["seed"] == s] for s in seeds]
+    return write_cells_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan), results=per_seed).result()
+
+
 def _analyze(study: str, force: bool, retrain=None) -> dict:
     """``retrain``: what to do with seeds whose stores the metric tasks find damaged (the study
     flow retrains them); without it they are refused with a clear error."""
@@ -50,8 +70,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
         return {"study": study, "dashboard": dashboard, "chosen_k": selection["chosen_k"], "seeds": seeds,
                 "metric_cells": {"computed": 0, "reused": None}}
     plan = plan_metrics_task(study, seeds)
-    publish({"kind": "stage", "stage": "metrics", "total": len(seeds)})
-    counts = compute_metrics_task.map(study=unmapped(study), seed=seeds, plan=unmapped(plan)).result()
+    counts = _metric_cells(study, seeds, plan)
     damaged = damaged_seeds(counts)  # type: ignore[arg-type]
     if damaged and retrain is not None:
         return retrain(damaged)

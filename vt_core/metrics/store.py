@@ -206,18 +206,21 @@ def _reuse(block: xr.Dataset, old: xr.Dataset | None, seed: int, store: RunStore
     return None
 
 
-def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.ndarray, have_steps) -> None:
-    """Compute the ``missing`` (step, metric) cells of ``block`` from the store."""
+def _needed(block: xr.Dataset, missing: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The metrics with a missing cell, and the steps (values) that have one."""
+    metrics = list(block["metric"].values)
+    return [m for j, m in enumerate(metrics) if missing[:, j].any()], block["step"].values[missing.any(axis=1)]
+
+
+def _merge(block: xr.Dataset, new: xr.Dataset, missing: np.ndarray) -> None:
+    """Put the computed cells ``new`` (its steps and metrics) into ``block`` where they were ``missing``."""
     steps, metrics, layers = block["step"].values, list(block["metric"].values), list(block["layer"].values)
-    need_metrics = [m for j, m in enumerate(metrics) if missing[:, j].any()]
-    if not need_metrics:
-        return
-    need_steps = steps[missing.any(axis=1)]
-    new = _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps))
+    need_steps, need_metrics = new["step"].values, [str(m) for m in new["metric"].values]
     cur = block["value"].loc[{"step": need_steps, "metric": need_metrics}].values
     mask = missing[np.ix_(np.isin(steps, need_steps), np.array([metrics.index(m) for m in need_metrics]))]
     block["value"].loc[{"step": need_steps, "metric": need_metrics}] = np.where(mask, new["value"].values, cur)
-    block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = True
+    block["computed"].loc[{"step": need_steps, "metric": need_metrics}] = mask | block["computed"].loc[
+        {"step": need_steps, "metric": need_metrics}].values
     block["epoch"].loc[{"step": need_steps}] = new["epoch"].values
     block["nonfinite"].loc[{"step": need_steps}] = new["nonfinite"].values
     if "per_layer" in new:
@@ -226,6 +229,14 @@ def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.n
         lm_mask = mask[:, [need_metrics.index(m) for m in sub["layer_metric"]]][:, :, None]
         cur = block["per_layer"].loc[sub].values
         block["per_layer"].loc[sub] = np.where(lm_mask, nl.values, cur)
+
+
+def _fill(block: xr.Dataset, store: RunStore, config: StudyConfig, missing: np.ndarray, have_steps) -> None:
+    """Compute the ``missing`` (step, metric) cells of ``block`` from the store."""
+    need_metrics, need_steps = _needed(block, missing)
+    if not need_metrics:
+        return
+    _merge(block, _compute_in_blocks(store, config, need_metrics, np.searchsorted(have_steps, need_steps)), missing)
 
 
 class SeedRegion:
@@ -253,6 +264,25 @@ class SeedRegion:
     def _present(self, store: RunStore) -> np.ndarray:
         return np.isin(self.block["step"].values, store.dataset()["step"].values)
 
+    def missing(self, store: RunStore) -> np.ndarray:
+        """(step, metric): cells of committed checkpoints not computed yet."""
+        return (~self.block["computed"].values) & self._present(store)[:, None]
+
+    def tasks(self, store: RunStore, checkpoints: int) -> list[dict]:
+        """The missing cells as tasks of at most ``checkpoints`` checkpoints each: ``{"seed", "names",
+        "index"}`` (positions in the store), for :func:`compute_cells` on any worker."""
+        names, steps = _needed(self.block, self.missing(store))
+        index = np.searchsorted(store.dataset()["step"].values, steps).tolist()
+        return [{"seed": self.seed, "names": names, "index": index[i:i + checkpoints]}
+                for i in range(0, len(index), checkpoints)] if names else []
+
+    def apply(self, store: RunStore, computed: list[xr.Dataset]) -> None:
+        """Put cells computed elsewhere (:func:`compute_cells`) in; they count as computed here."""
+        missing = self.missing(store)
+        for new in computed:
+            _merge(self.block, new, missing)
+        self.computed += int(missing.sum()) if computed else 0
+
     def update(self, store: RunStore) -> int:
         """Compute the cells of every committed checkpoint not computed yet; how many."""
         if _run_id(store) != self.run_id:
@@ -272,6 +302,11 @@ class SeedRegion:
     def counts(self) -> dict:
         return {"seed": self.seed, "computed": self.computed, "reused": self.reused,
                 "why": (self.why or "new checkpoints or metrics") if self.computed else None}
+
+
+def compute_cells(store: RunStore, config: StudyConfig, names: list[str], index: list[int]) -> xr.Dataset:
+    """One task's cells (:meth:`SeedRegion.tasks`): the metrics ``names`` at the store positions ``index``."""
+    return _compute_in_blocks(store, config, list(names), np.asarray(index, dtype=int))
 
 
 def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import NotRequired, TypedDict
 
+import numpy as np
+
 from vt_core.config.usercode import load_user_code
 from vt_core.errors import VtError
 from vt_core.metrics import store as incremental
@@ -120,6 +122,61 @@ def compute_metrics(study: StudyRef, seed: int, plan: MetricsPlan) -> MetricCell
             if problems:
                 return {"computed": 0, "reused": 0, "why": {}, "damaged": {str(seed): problems}}
             raise
+    why = {str(seed): counts["why"]} if counts["why"] else {}
+    return {"computed": counts["computed"], "reused": counts["reused"], "why": why, "damaged": {}}
+
+
+#: weights a metric task of a large model reads at most (whole checkpoints, at least one): the
+#: cells of one seed are spread over tasks, so that a cluster's workers share a long series
+TASK_BYTES = 4 * 2**30
+
+
+def spread(study: StudyRef, seeds: list[int]) -> bool:
+    """Whether the metric stage spreads each seed over tasks of a few checkpoints: for checkpoints
+    large enough to be computed a checkpoint at a time (:mod:`vt_core.metrics.stream`)."""
+    from vt_core.metrics.stream import worth_streaming
+
+    study = Study.open(study)
+    return any(worth_streaming(study.run(s)) for s in seeds)
+
+
+def metric_tasks(study: StudyRef, seed: int, plan: MetricsPlan) -> list[dict]:
+    """One seed's missing cells as tasks of at most :data:`TASK_BYTES` of checkpoints each."""
+    study = Study.open(study)
+    config = load_user_code(study.config)
+    store = study.run(seed)
+    per = sum(a.dtype.itemsize * int(np.prod(a.shape[1:])) for _, a in store.root["weights"].arrays())
+    region = incremental.SeedRegion(study, config, store, seed, plan)
+    return region.tasks(store, max(1, TASK_BYTES // max(per, 1)))
+
+
+def compute_cells(study: StudyRef, task: dict) -> dict:
+    """One task's cells (``{"seed", "cells"}``), or the store's damage (``{"seed", "damaged"}``)."""
+    study = Study.open(study)
+    config = load_user_code(study.config)
+    store = study.run(task["seed"])
+    with _seed_slot():
+        try:
+            return {"seed": task["seed"], "cells": incremental.compute_cells(store, config, task["names"], task["index"])}
+        except Exception:
+            problems = store.check(read=True)
+            if problems:
+                return {"seed": task["seed"], "damaged": problems}
+            raise
+
+
+def write_cells(study: StudyRef, seed: int, plan: MetricsPlan, results: list[dict]) -> MetricCells:
+    """One seed's region from the cells its tasks computed (and those reused), written out."""
+    damaged = [p for r in results if r["seed"] == seed for p in r.get("damaged", [])]
+    if damaged:
+        return {"computed": 0, "reused": 0, "why": {}, "damaged": {str(seed): damaged}}
+    study = Study.open(study)
+    config = load_user_code(study.config)
+    store = study.run(seed)
+    region = incremental.SeedRegion(study, config, store, seed, plan)
+    region.apply(store, [r["cells"] for r in results if r["seed"] == seed])
+    region.write()
+    counts = region.counts()
     why = {str(seed): counts["why"]} if counts["why"] else {}
     return {"computed": counts["computed"], "reused": counts["reused"], "why": why, "damaged": {}}
 
