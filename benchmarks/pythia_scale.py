@@ -67,8 +67,11 @@ for s in seeds:
     imp.import_seed(study, s, plan["seeds"][str(s)], plan["probe"], limit=1)
 steps = sorted({int(c[0]) for s in seeds for c in plan["seeds"][str(s)]})
 mplan = plan_metrics(study, seeds, steps)
-counts = [imp.import_seed(study, s, plan["seeds"][str(s)], plan["probe"], metrics=mplan)["metrics"] for s in seeds]
-finalize_metrics(study, mplan, counts)
+with_metrics = sys.argv[3] == "metrics"
+counts = [imp.import_seed(study, s, plan["seeds"][str(s)], plan["probe"], metrics=mplan if with_metrics else None)
+          .get("metrics") or {"computed": 0, "reused": 0, "why": {}, "damaged": {}} for s in seeds]
+if with_metrics:
+    finalize_metrics(study, mplan, counts)
 print(json.dumps({"peak_mb": vm_hwm_mb() - base, "baseline_mb": base, "seconds": time.perf_counter() - t,
                   "cells": sum(c["computed"] for c in counts)}))
 """
@@ -83,6 +86,9 @@ from vt_core.names import PAPER_METRICS
 from vt_core.storage.handle import Study
 study, how = Study.open(sys.argv[1]), sys.argv[2]
 names = list(PAPER_METRICS)
+if how == "nosv":  # what a GPU leaves on the CPU: everything but the singular values
+    from vt_core.metrics.registry import get
+    names = [n for n in names if not get(n).needs_sv]
 c0, t0 = os.times(), time.perf_counter()
 values = []
 for seed in study.config.seeds:
@@ -153,11 +159,15 @@ def main() -> None:
     print(f"series: {args.size}, {args.seeds} seeds x {len(steps)} checkpoints, {time.perf_counter() - t:.0f} s", flush=True)
     ckpt_mb = checkpoint_bytes(args.size) / 2**20
     shutil.rmtree(study, ignore_errors=True)
-    mem = _child(IMPORT_CHILD, str(source), str(study))
+    plain = _child(IMPORT_CHILD, str(source), str(study), "plain")
+    shutil.rmtree(study, ignore_errors=True)
+    mem = _child(IMPORT_CHILD, str(source), str(study), "metrics")
     print(f"import + metrics: peak {mem['peak_mb']:.0f} MB over a baseline of {mem['baseline_mb']:.0f} MB "
           f"= {mem['peak_mb'] / ckpt_mb:.2f} checkpoints of {ckpt_mb:.0f} MB, {mem['seconds']:.0f} s", flush=True)
     lazy = _child(KERNELS_CHILD, str(study), "lazy")
     streamed = _child(KERNELS_CHILD, str(study), "stream", env=SINGLE)
+    nosv = _child(KERNELS_CHILD, str(study), "nosv", env=SINGLE)
+    nosv.pop("values")
     a, b = np.array(lazy.pop("values")), np.array(streamed.pop("values"))
     ok = ~np.isnan(a)
     diff = float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(a[ok]), 1e-300)))
@@ -169,6 +179,9 @@ def main() -> None:
     w1 = _child(WORKERS_CHILD, str(study), "1", str(args.block))
     w2 = _child(WORKERS_CHILD, str(study), "2", str(args.block))
     print(f"cluster: {w1['tasks']} tasks, 1 worker {w1['seconds']:.1f} s, 2 workers {w2['seconds']:.1f} s", flush=True)
+    n = args.seeds * len(steps)
+    proj = projection(plain["seconds"] / n, streamed["seconds"] / n, nosv["seconds"] / n, w1["seconds"] / w2["seconds"])
+    print(f"projection for PolyPythias at {args.size} (10 seeds x 154 checkpoints), hours: {proj}", flush=True)
     if not args.keep and args.out is None:
         shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({
@@ -178,7 +191,26 @@ def main() -> None:
         "per_core_ratio": round(per_core["stream"] / per_core["lazy"], 2),
         "lazy_wall_s": round(lazy["seconds"], 1), "stream_wall_s": round(streamed["seconds"], 1),
         "max_rel_diff": diff, "workers_1_s": round(w1["seconds"], 1), "workers_2_s": round(w2["seconds"], 1),
-        "workers_ratio": round(w1["seconds"] / w2["seconds"], 2)}))
+        "workers_ratio": round(w1["seconds"] / w2["seconds"], 2), "import_plain_s_per_ckpt": round(plain["seconds"] / n, 2),
+        "metrics_s_per_ckpt": round(streamed["seconds"] / n, 2), "metrics_no_sv_s_per_ckpt": round(nosv["seconds"] / n, 2),
+        "projection_h": proj}))
+
+
+def projection(import_s: float, metrics_s: float, no_sv_s: float, two_workers: float, seeds: int = 10,
+               checkpoints: int = 154) -> dict:
+    """Hours for a PolyPythias-like series (``seeds`` x ``checkpoints`` at the measured size) on 1, 8
+    and 64 single-core workers, from the per-checkpoint times measured here (one process, one
+    thread): the import is one task per seed (at most ``seeds`` run at once), then the metric cells
+    are spread over every worker; parallel efficiency as measured with 2 workers (kept at 8 and 64:
+    an assumption, the object store's bandwidth not modelled). ``gpu``: the singular values free
+    (what remains on the CPU, measured), a bound on what a GPU per worker gives."""
+    eff = min(1.0, two_workers / 2)
+    out = {}
+    for w in (1, 8, 64):
+        imp = import_s * checkpoints * -(-seeds // min(w, seeds)) / (eff if w > 1 else 1)
+        met = {k: v * checkpoints * seeds / (w * (eff if w > 1 else 1)) for k, v in (("cpu", metrics_s), ("gpu", no_sv_s))}
+        out[str(w)] = {k: round((imp + v) / 3600, 2) for k, v in met.items()}
+    return out
 
 
 if __name__ == "__main__":

@@ -249,6 +249,12 @@ def test_reuse_is_keyed_by_the_training_run(tmp_path):
     row = w[2]
     row[0, 0] = np.nextafter(row[0, 0], np.float32(np.inf), dtype=np.float32)
     w[2] = row
+    from vt_core.storage.run_integrity import row_crc, row_key  # as that retrain would have recorded it
+    crcs = store.root["integrity"]["row_crc"]
+    col = list(crcs.attrs["columns"]).index(w.path)
+    table = crcs[:]
+    table[2, col] = row_crc(row, row_key(store.attrs["run_id"], w.path, 2))
+    crcs[:] = table
     cells = _analyse_metrics(study, [0, 1], why=True)
     n_cells = before.sizes["step"] * len(stages.plan_metrics(study, [0, 1]) and _columns(study))
     assert cells == {"computed": n_cells, "reused": n_cells, "why": {"1": "seed retrained (its run store is new)"},

@@ -48,8 +48,10 @@ def test_median_is_exact_in_both_conventions():
     for n in (1, 2, 7, 10, 1001):
         x = rng.standard_normal(n).astype(np.float32)
         srt = np.sort(x)
-        assert stream.median(x.copy(), "paper_code") == float(srt[(n - 1) // 2])
-        assert stream.median(x.copy(), "paper_text") == (float(srt[(n - 1) // 2]) + float(srt[n // 2])) / 2
+        assert stream.median(x.copy()[None], "paper_code")[0] == float(srt[(n - 1) // 2])
+        assert stream.median(x.copy()[None], "paper_text")[0] == (float(srt[(n - 1) // 2]) + float(srt[n // 2])) / 2
+        both = np.stack([x, x[::-1]])  # row by row
+        assert stream.median(both.copy(), "paper_code").tolist() == [float(srt[(n - 1) // 2])] * 2
 
 
 def test_a_checkpoint_holding_nan_has_no_weight_metrics(tmp_path):
@@ -101,3 +103,16 @@ def test_the_metric_stage_streams_large_checkpoints(tmp_path, monkeypatch):
     assert calls
     _same(lazy["value"].values, streamed["value"].values)
     _same(lazy["per_layer"].values, streamed["per_layer"].reindex(layer=lazy["layer"], layer_metric=lazy["layer_metric"]).values)
+
+
+def test_values_do_not_depend_on_the_block(tmp_path, monkeypatch):
+    """Bit for bit the same whether checkpoints are computed one at a time (a large model, an
+    import as it commits) or many together: a study's metrics never depend on how they were batched."""
+    _, overrides = CASES["transformer, 2 layers + LayerNorm"]
+    store, _ = _store(tmp_path, overrides)
+    cfg = parse_config(tiny_dict(tmp_path, **overrides))
+    whole = stream.weight_metrics(store, cfg, NAMES, np.arange(3))
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 1)
+    one = stream.weight_metrics(store, cfg, NAMES, np.arange(3))
+    for var in ("value", "per_layer", "nonfinite"):
+        np.testing.assert_array_equal(one[var].values, whole[var].values)

@@ -148,13 +148,14 @@ BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not 
 
 
 def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray) -> xr.Dataset:
-    """The metrics ``names`` at the checkpoints ``index``: the weight metrics a checkpoint at a time
-    (:mod:`vt_core.metrics.stream`: memory of about one checkpoint, whatever the run's length), the
-    others (activations, recorded scalars) lazily, ``seed_metrics(...).compute()`` one block of
+    """The metrics ``names`` at the checkpoints ``index``: the weight metrics eagerly, a block of
+    checkpoints at a time (:mod:`vt_core.metrics.stream`: at most 64 MiB of weights or one checkpoint
+    in memory, whatever the run's length, and no graph to schedule), the others (activations,
+    recorded scalars) lazily, ``seed_metrics(...).compute()`` one block of
     checkpoints at a time (dask alone may read far ahead of the kernels)."""
     from vt_core.metrics import stream
 
-    weight = [n for n in names if get(n).reads in stream.KINDS] if stream.worth_streaming(store) else []
+    weight = [n for n in names if get(n).reads in stream.KINDS]
     other = [n for n in names if n not in weight]
     parts = []
     if weight:

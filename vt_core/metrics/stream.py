@@ -1,26 +1,27 @@
-"""Weight metrics one checkpoint at a time, one parameter at a time: memory that does not grow
-with the model's checkpoint count, and none of a lazy graph's fixed cost per block.
+"""Weight metrics computed eagerly, a block of checkpoints at a time: memory that does not grow
+with the run or the model beyond one checkpoint, and none of a lazy graph's fixed cost.
 
-The lazy path (:func:`vt_core.metrics.compute.seed_metrics`) lifts each kernel over blocks of
+The lazy path (:func:`vt_core.metrics.compute.seed_metrics`) lifted each kernel over blocks of
 checkpoints with dask; for a large model it held several checkpoints at once (a concatenated
 float32 copy for the medians, float64 copies of the initial weights, dask's read-ahead) and paid
-~0.3 s of scheduling per block. Here, for each checkpoint:
+~0.3 s of scheduling per block. Here, for each block (as many checkpoints as fit in
+:data:`BLOCK_BYTES`, at least one):
 
-* each weight parameter's row is read (its chunk checksum verified by zarr, and the row compared
-  with the CRC32C recorded when it was committed), its matrices' metrics computed by the same
-  kernels as the lazy path (:func:`vt_core.metrics.compute._matrix_kernel` numerics: float64,
-  singular values from the Gram matrix), the singular values of same-shaped matrices batched
-  through torch on CUDA when ``device`` is one;
+* each weight parameter's rows are read into one reused buffer (their chunk checksums verified by
+  zarr, and each row compared with the CRC32C recorded when it was committed), their matrices'
+  metrics computed by the same kernels as the lazy path (:func:`vt_core.metrics.compute._matrix_kernel`:
+  float64, singular values from the Gram matrix), the singular values of same-shaped matrices
+  batched through torch on CUDA when ``device`` is one;
 * the model-wide statistics are combined from per-parameter pieces: the mean and variance by
-  Chan's formula from each parameter's count, mean and squared deviations (float64), the median
-  by an exact radix selection on the stored values' bits (two passes of 65,536 counts over the
-  parameters held for the checkpoint; the lower middle value under ``paper_code`` as
+  Chan's formula from each parameter's count, mean and squared deviations (float64), the medians
+  by partitioning the buffer in place (the lower middle value under ``paper_code`` as
   ``torch.median``, the midpoint under ``paper_text``), the distances to the initial weights
   parameter by parameter;
-* so what is held is the checkpoint's weight matrices in their stored dtype, the initial ones when
-  a distance is asked, and one parameter's float64 temporaries.
+* so what is held is the block's weights in their stored dtype, the initial ones when a distance is
+  asked, and one parameter's float64 temporaries.
 
-Equal to the lazy path to ~1e-13 relative (``tests/metrics/test_stream.py``).
+Equal to the lazy path to ~1e-13 relative and to the paper's code at 1e-10 on every architecture
+(``tests/metrics/test_stream.py``, ``tests/metrics/test_paper_code.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
 from vt_core.errors import VtError
-from vt_core.metrics.compute import _conv_kernel, _matrix_kernel, matrix_layers, store_roles, weight_arrays
+from vt_core.metrics.compute import (
+    MetricsComputeError,
+    _conv_kernel,
+    _matrix_kernel,
+    matrix_layers,
+    store_roles,
+    weight_arrays,
+)
 from vt_core.metrics.registry import Metric, get
 from vt_core.metrics.weights import SV_THRESHOLD
 from vt_core.storage.run_integrity import CHECK_GROUP, ROW_KEY, row_crc, row_key
@@ -44,8 +52,8 @@ from vt_core.storage.run_store import RunStore
 KINDS = ("matrix", "weights", "biases", "init")
 
 
-#: a checkpoint's weights from which on they are computed here rather than by the lazy path (whose
-#: blocks of many small checkpoints cost less per checkpoint than a row read per parameter here)
+#: a checkpoint's weights from which on the metric stage spreads a seed over tasks of a few
+#: checkpoints (:func:`vt_core.stages.metrics.spread`)
 STREAM_MIN_BYTES = 16 * 2**20
 
 
@@ -95,22 +103,29 @@ class _Rows:
                 run_id = store.attrs.get("run_id")
                 self.key = lambda a, r: row_key(run_id, a, r)
 
-    def __call__(self, name: str, row: int) -> np.ndarray:
+    def __call__(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (increasing positions) of one array, (len(rows), *shape), each row checked."""
         arr = self.group[name]
-        data = np.asarray(arr[row])
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        data = np.asarray(arr[lo:hi])
+        if hi - lo != len(rows):
+            data = data[np.asarray(rows) - lo]
         crcs = self.crcs.get(arr.path)
-        if crcs is not None and row < len(crcs) and row_crc(data, self.key(arr.path, row)) != crcs[row]:
-            raise RowChecksumError(f"array {arr.path}: row {row} does not match the checksum recorded at its commit")
+        if crcs is not None:
+            for r, row in zip(rows, data):
+                if r < len(crcs) and row_crc(row, self.key(arr.path, int(r))) != crcs[r]:
+                    raise RowChecksumError(f"array {arr.path}: row {r} does not match the checksum recorded at its commit")
         return data
 
 
 def _matrices(w: np.ndarray, role: str) -> np.ndarray:
-    """One parameter's row as a stack of matrices (layer, a, b), as :func:`compute._as_matrices`."""
-    if role == "matrix" and w.ndim == 2:
-        return w[None]
+    """A block of one parameter's rows (B, *shape) as stacks of matrices (B, layer, a, b), as
+    :func:`compute._as_matrices`."""
+    if role == "matrix" and w.ndim == 3:
+        return w[:, None]
     if role == "merged_heads":
-        return w.reshape(1, -1, w.shape[-1])
-    return w.reshape(-1, *w.shape[-2:])
+        return w.reshape(w.shape[0], 1, -1, w.shape[-1])
+    return w.reshape(w.shape[0], -1, *w.shape[-2:])
 
 
 def _torch_singular_values(stack: np.ndarray, device: str) -> np.ndarray:
@@ -129,158 +144,181 @@ DEVICE_BATCH_BYTES = 64 * 2**20
 
 
 class _Moments:
-    """Count, mean and sum of squared deviations, combined parameter by parameter (Chan et al.)."""
+    """Per row of a block: count, mean and sum of squared deviations, combined parameter by
+    parameter (Chan et al.), in float64."""
 
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+    def __init__(self, rows: int):
+        self.n, self.mean, self.m2 = 0, np.zeros(rows), np.zeros(rows)
 
     def add(self, x: np.ndarray) -> None:
-        k = x.size
+        d = x.reshape(x.shape[0], -1).astype(np.float64)
+        k = d.shape[1]
         if not k:
             return
-        d = x.astype(np.float64).ravel()
-        mean = float(d.mean())
-        d -= mean
-        m2 = float(d @ d)
+        mean = d.mean(axis=1)
+        d -= mean[:, None]
+        m2 = (d * d).sum(axis=1)  # row by row, whatever the block (einsum's order depends on it)
         delta, n = mean - self.mean, self.n + k
-        self.mean += delta * k / n
-        self.m2 += m2 + delta * delta * self.n * k / n
+        self.mean = self.mean + delta * k / n
+        self.m2 = self.m2 + m2 + delta * delta * self.n * k / n
         self.n = n
 
-    def var(self, ddof: int) -> float:
-        return self.m2 / (self.n - ddof) if self.n - ddof > 0 else float("nan")
+    def var(self, ddof: int) -> np.ndarray:
+        return self.m2 / (self.n - ddof) if self.n - ddof > 0 else np.full(len(self.m2), np.nan)
 
 
-def median(flat: np.ndarray, convention: str) -> float:
-    """The median of ``flat`` (1-D, the stored dtype), partitioned in place: the lower middle value
-    under ``paper_code`` (as ``torch.median``), the midpoint in float64 under ``paper_text``."""
-    n = flat.size
+def median(flat: np.ndarray, convention: str) -> np.ndarray:
+    """The median of each row of ``flat`` (B, n; the stored dtype), partitioned in place: the lower
+    middle value under ``paper_code`` (as ``torch.median``), the midpoint in float64 under ``paper_text``."""
+    n = flat.shape[-1]
     if n == 0:
-        return float("nan")
+        return np.full(flat.shape[0], np.nan)
     lo, hi = (n - 1) // 2, n // 2
-    flat.partition([lo, hi] if hi != lo and convention != "paper_code" else lo)
-    return float(flat[lo]) if convention == "paper_code" else (float(flat[lo]) + float(flat[hi])) / 2
+    flat.partition([lo, hi] if hi != lo and convention != "paper_code" else lo, axis=-1)
+    if convention == "paper_code":
+        return flat[:, lo].astype(np.float64)
+    return (flat[:, lo].astype(np.float64) + flat[:, hi].astype(np.float64)) / 2
 
 
-def _flat_fallback(m: Metric, parts: list[np.ndarray], init: list[np.ndarray] | None, settings: dict) -> float:
+def _flat_fallback(m: Metric, parts: list[np.ndarray], init: list[np.ndarray] | None, settings: dict) -> np.ndarray:
     """A plugin metric over all weights (or biases) concatenated, as the lazy path computes it."""
-    flat = np.concatenate([p.ravel() for p in parts])[None]
+    flat = np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         if init is not None:
-            return float(m(flat, np.concatenate([p.ravel() for p in init]).astype(np.float64)[None], **settings)[0])
-        return float(m(flat, **settings)[0])
+            return np.asarray(m(flat, np.concatenate([p.ravel() for p in init]).astype(np.float64)[None], **settings))
+        return np.asarray(m(flat, **settings))
 
 
 def _flat_values(ms: list[Metric], parts: list[np.ndarray], init: list[np.ndarray] | None,
-                 settings: dict) -> dict[str, float]:
-    """The ``weights``/``biases``/``init`` metrics ``ms`` over ``parts`` (a checkpoint's parameters,
-    views into one buffer), the built-in ones without concatenating them; the medians are left to
-    :func:`_medians` (they reorder the buffer)."""
+                 settings: dict, rows: int) -> dict[str, np.ndarray]:
+    """The ``weights``/``biases``/``init`` metrics ``ms`` over ``parts`` (a block's parameters, views
+    into one buffer), per row, the built-in ones without concatenating them; the medians are left
+    to the caller (they reorder the buffer)."""
     if not parts:
-        return {m.name: float("nan") for m in ms}
+        return {m.name: np.full(rows, np.nan) for m in ms}
     ddof = 1 if settings["convention"] == "paper_code" else 0
     moments: _Moments | None = None
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for m in ms:
         if m.name in ("mean_w", "mean_b", "var_w", "var_b"):
             if moments is None:
-                moments = _Moments()
+                moments = _Moments(rows)
                 for p in parts:
                     moments.add(p)
             out[m.name] = moments.mean if m.name.startswith("mean") else moments.var(ddof)
         elif m.name in ("dist_init_l2", "dist_init_l1") and init is not None:
-            total = 0.0
+            total = np.zeros(rows)
             for p, p0 in zip(parts, init):
-                d = (p.astype(np.float64) - p0.astype(np.float64)).ravel()
-                total += float(d @ d) if m.name == "dist_init_l2" else float(np.abs(d).sum())
-            out[m.name] = float(np.sqrt(total)) if m.name == "dist_init_l2" else total
+                d = p.reshape(rows, -1).astype(np.float64) - p0.reshape(1, -1).astype(np.float64)
+                total += (d * d).sum(axis=1) if m.name == "dist_init_l2" else np.abs(d).sum(axis=1)
+            out[m.name] = np.sqrt(total) if m.name == "dist_init_l2" else total
         elif m.name not in ("median_w", "median_b"):
             out[m.name] = _flat_fallback(m, parts, init if m.reads == "init" else None, settings)
     return out
 
 
 def _device_sv(cur: dict[str, np.ndarray], layers: list, device: str) -> dict[str, np.ndarray]:
-    """Every matrix parameter's singular values, same-shaped matrices batched into one call."""
+    """Every matrix parameter's singular values (B, layer, k), same-shaped matrices batched."""
     by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
     for p, role, _ in layers:
         if role == "kernel":
             continue
         st = _matrices(cur[p], role)
         finite = np.isfinite(st.sum(axis=(-2, -1), dtype=np.float64))
-        by_shape.setdefault(st.shape[1:], []).append((p, np.where(finite[:, None, None], st, 0)))
+        by_shape.setdefault(st.shape[2:], []).append((p, np.where(finite[..., None, None], st, 0)))
     out = {}
     for group in by_shape.values():
         batch: list[tuple[str, np.ndarray]] = []
         for k, item in enumerate(group):
             batch.append(item)
             if k == len(group) - 1 or sum(st.nbytes for _, st in batch) + group[k + 1][1].nbytes > DEVICE_BATCH_BYTES:
-                s, i = _torch_singular_values(np.concatenate([st for _, st in batch]), device), 0
+                flat = np.concatenate([st.reshape(-1, *st.shape[2:]) for _, st in batch])
+                s, i = _torch_singular_values(flat, device), 0
                 for p, st in batch:
-                    out[p], i = s[i:i + len(st)], i + len(st)
+                    n = st.shape[0] * st.shape[1]
+                    out[p], i = s[i:i + n].reshape(*st.shape[:2], -1), i + n
                 batch = []
     return out
 
 
-class _Buffer:
-    """One checkpoint's parameters read into one contiguous array (reused from checkpoint to
-    checkpoint), each parameter a view of it: the model-wide median partitions it in place."""
+#: checkpoints' weights read and computed at once, at most (at least one checkpoint)
+BLOCK_BYTES = 64 * 2**20
 
-    def __init__(self, rows: _Rows, names: list[str]):
+
+class _Buffer:
+    """A block of checkpoints' parameters read into one contiguous array (B, all entries), each
+    parameter a view of it (B, *shape): the model-wide median partitions it in place."""
+
+    def __init__(self, rows: _Rows, names: list[str], block: int):
         arrays = [rows.group[n] for n in names]
         self.names, self.rows = names, rows
         self.shapes = [tuple(a.shape[1:]) for a in arrays]
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        dtype = np.result_type(*[a.dtype for a in arrays]) if arrays else np.float32
-        self.flat = np.empty(int(self.offsets[-1]), dtype=dtype)
+        self.dtype = np.result_type(*[a.dtype for a in arrays]) if arrays else np.dtype(np.float32)
+        self.flat = np.empty((block, int(self.offsets[-1])), dtype=self.dtype)
 
-    def read(self, row: int) -> dict[str, np.ndarray]:
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        self.flat = self.flat[:len(rows)] if len(rows) <= len(self.flat) else np.empty((len(rows), self.flat.shape[1]),
+                                                                                      dtype=self.dtype)
         out = {}
         for k, (name, shape) in enumerate(zip(self.names, self.shapes)):
-            view = self.flat[self.offsets[k]:self.offsets[k + 1]]
-            view[:] = self.rows(name, row).ravel()
-            out[name] = view.reshape(shape)
+            view = self.flat[:, self.offsets[k]:self.offsets[k + 1]]
+            view[:] = self.rows(name, rows).reshape(len(rows), -1)
+            out[name] = view.reshape(len(rows), *shape)
         return out
 
 
 def _matrix_rows(cur: dict[str, np.ndarray], layers: list, mm: list[Metric], settings: dict,
-                 device: str | None) -> np.ndarray:
-    """Each matrix's (layer's) values of the matrix metrics ``mm`` (layer, metric)."""
+                 device: str | None, rows: int) -> np.ndarray:
+    """Each checkpoint's and matrix's (layer's) values of the matrix metrics ``mm`` (B, layer, metric)."""
     if not mm:
-        return np.zeros((0, 0))
-    use_device = device is not None and any(m.needs_sv for m in mm)
-    sv = _device_sv(cur, layers, device) if use_device and device is not None else {}
-    rows = []
+        return np.zeros((rows, 0, 0))
+    sv = _device_sv(cur, layers, device) if device is not None and any(m.needs_sv for m in mm) else {}
+    out = []
     for p, role, labels in layers:
         if role == "kernel":
-            rows.append(np.broadcast_to(_conv_kernel(mm, settings, cur[p].ndim)(cur[p][None])[0], (len(labels), len(mm))))
+            vals = _conv_kernel(mm, settings, cur[p].ndim - 1)(cur[p])
+            out.append(np.broadcast_to(vals[:, None], (rows, len(labels), len(mm))))
         else:
             kern = _matrix_kernel(mm, settings, sv=(lambda w, s=sv.get(p): s)) if p in sv else _matrix_kernel(mm, settings)
-            rows.append(kern(_matrices(cur[p], role)))
-    return np.concatenate(rows)
+            out.append(kern(_matrices(cur[p], role)))
+    return np.concatenate(out, axis=1)
 
 
-def _checkpoint(wbuf: _Buffer, bbuf: _Buffer, row: int, init: list[np.ndarray] | None, layers: list,
-                metrics: dict[str, list[Metric]], settings: dict, device: str | None) -> tuple:
-    """One checkpoint: (per-layer matrix values (layer, metric), model values by metric, nonfinite)."""
-    cur, biases = wbuf.read(row), bbuf.read(row)
-    bad = any(not np.isfinite(a.sum(dtype=np.float64)) for a in [*cur.values(), *biases.values()])
+def _bad_rows(parts) -> np.ndarray | None:
+    bad = None
+    for a in parts:
+        b = ~np.isfinite(a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64))
+        bad = b if bad is None else bad | b
+    return bad
+
+
+def _block(wbuf: _Buffer, bbuf: _Buffer, rows: np.ndarray, init: list[np.ndarray] | None, layers: list,
+           metrics: dict[str, list[Metric]], settings: dict, device: str | None) -> tuple:
+    """A block of checkpoints: (per-layer matrix values (B, layer, metric), model values by metric
+    (B,), nonfinite (B,))."""
+    cur, biases = wbuf.read(rows), bbuf.read(rows)
+    b = len(rows)
+    bad = _bad_rows([*cur.values(), *biases.values()])
+    if bad is None:
+        bad = np.zeros(b, dtype=bool)
     mm = metrics["matrix"]
-    per_layer = _matrix_rows(cur, layers, mm, settings, device)
-    values: dict[str, float] = {}
-    if not bad:
-        mats, bias_parts = list(cur.values()), list(biases.values())
-        values |= _flat_values(metrics["init"], mats, init, settings)
-        values |= _flat_values(metrics["weights"], mats, None, settings)
-        values |= _flat_values(metrics["biases"], bias_parts, None, settings)
-        for m in metrics["weights"] + metrics["biases"]:  # last: they reorder the buffers
-            if m.name in ("median_w", "median_b"):
-                flat = (wbuf if m.reads == "weights" else bbuf).flat
-                values[m.name] = median(flat, settings["convention"]) if flat.size else float("nan")
+    per_layer = _matrix_rows(cur, layers, mm, settings, device, b)
+    mats, bias_parts = list(cur.values()), list(biases.values())
+    values = _flat_values(metrics["init"], mats, init, settings, b)
+    values |= _flat_values(metrics["weights"], mats, None, settings, b)
+    values |= _flat_values(metrics["biases"], bias_parts, None, settings, b)
+    for m in metrics["weights"] + metrics["biases"]:  # last: they reorder the buffers
+        if m.name in ("median_w", "median_b"):
+            buf = wbuf if m.reads == "weights" else bbuf
+            values[m.name] = median(buf.flat, settings["convention"]) if buf.flat.shape[1] else np.full(b, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN on every layer: NaN, no warning
         for j, m in enumerate(mm):
-            values[m.name] = float("nan") if bad or not len(per_layer) else float(np.nanmean(per_layer[:, j]))
+            values[m.name] = np.nanmean(per_layer[:, :, j], axis=1) if per_layer.shape[1] else np.full(b, np.nan)
+    for k in values:  # a checkpoint whose weights hold NaN/inf has no weight metrics
+        values[k] = np.where(bad, np.nan, np.asarray(values[k], dtype=np.float64))
     return per_layer, values, bad
 
 
@@ -297,20 +335,25 @@ def weight_metrics(store: RunStore, config: StudyConfig, names: list[str], index
     roles = store_roles(store, config)
     wds = store.dataset("weights")
     mat_names, bias_names = weight_arrays(wds, config, roles)
+    if not mat_names:
+        raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
+                                  f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
     layers = matrix_layers(wds, mat_names, roles)
     labels = [label for _, _, ls in layers for label in ls]
     rows = _Rows(store)
-    init = [rows(p, 0) for p in mat_names] if metrics["init"] else None
-    wbuf, bbuf = _Buffer(rows, mat_names), _Buffer(rows, bias_names)
+    init = [rows(p, np.array([0]))[0] for p in mat_names] if metrics["init"] else None
     index = np.asarray(index, dtype=int)
+    per_row = sum(rows.group[p].dtype.itemsize * int(np.prod(rows.group[p].shape[1:])) for p in mat_names + bias_names)
+    block = max(1, min(len(index), BLOCK_BYTES // max(per_row, 1)))
+    wbuf, bbuf = _Buffer(rows, mat_names, block), _Buffer(rows, bias_names, block)
     value = np.full((len(index), len(ms)), np.nan)
     per_layer = np.full((len(index), len(metrics["matrix"]), len(labels)), np.nan)
     nonfinite = np.zeros(len(index), dtype=bool)
-    for j, i in enumerate(index):
-        pl, vals, nonfinite[j] = _checkpoint(wbuf, bbuf, int(i), init, layers, metrics, settings, device)
-        if len(pl):
-            per_layer[j] = pl.T
-        value[j] = [vals.get(m.name, np.nan) for m in ms]
+    for j in range(0, len(index), block):
+        pl, vals, nonfinite[j:j + block] = _block(wbuf, bbuf, index[j:j + block], init, layers, metrics, settings, device)
+        if pl.shape[1]:
+            per_layer[j:j + block] = pl.transpose(0, 2, 1)
+        value[j:j + block] = np.stack([vals.get(m.name, np.full(len(pl), np.nan)) for m in ms], axis=1)
     scalars = store.dataset().isel(step=index)
     ds = xr.Dataset({"value": (("step", "metric"), value), "nonfinite": (("step",), nonfinite),
                      "epoch": (("step",), scalars["epoch"].values.astype(np.float64))},
