@@ -1,0 +1,120 @@
+"""Live states (issue 32, the decoding core): a finished study's fitted HMM as a reference, and the
+forward filter that updates a running seed's state posterior as each checkpoint's metrics arrive.
+
+:func:`load_reference` reads what the filter needs from a finished study, verified and nothing
+unpickled: the chosen model (``hmm/model.npz``), how its inputs were made (``hmm/split.json``,
+``hmm/input.npz``: the features, the global standardisation's mean and standard deviation
+recomputed from the stored raw values exactly as the analysis computed them, the principal
+components and their centre) and the detour states (``analysis.json``). A reference analysed with
+``hmm.standardize = "seed"`` is refused: a seed standardised on its own needs its whole run.
+
+:class:`OnlineFilter` is the forward algorithm one observation at a time, in log space and
+normalised at every step: after ``t`` checkpoints its posterior is P(state_t | x_1..x_t), the
+*filtered* posterior (not the smoothed one, which needs the future), equal to the offline forward
+pass over the same prefix (``tests/analysis/test_live.py``: 1e-10). :func:`events` turns two
+successive posteriors into the events a researcher (or a Prefect automation) acts on, each keyed
+by seed, step and kind so that a resumed run neither loses nor repeats one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import logsumexp
+
+from vt_core.analysis import hmm
+from vt_core.errors import VtError
+from vt_core.storage.layout import layout
+from vt_core.storage.location import Location, load_npz, read_json
+
+
+class ReferenceError(VtError, ValueError):
+    """A study that cannot serve as a live reference."""
+
+
+@dataclass
+class Reference:
+    """What live decoding needs from a finished study."""
+
+    features: list[str]            # raw metric names, in the order the model reads them
+    mu: np.ndarray                 # global standardisation
+    sd: np.ndarray
+    params: dict[str, np.ndarray]  # the chosen model (states in the study's canonical order)
+    pca_mu: np.ndarray | None = None
+    components: np.ndarray | None = None
+    detour_states: set[int] = field(default_factory=set)
+
+    @property
+    def k(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw metric rows (n, F) as the model reads them."""
+        z = (np.asarray(raw, dtype=np.float64) - self.mu) / np.where(self.sd > 0, self.sd, 1.0)
+        if self.components is not None:
+            z = (z - self.pca_mu) @ self.components.T
+        return z
+
+
+def load_reference(study: str | Location) -> Reference:
+    files = layout(study)
+    if not files.model.is_file():
+        raise ReferenceError(f"{study} has no fitted model (hmm/model.npz); analyse it first (`vt analyze {study}`)")
+    split = read_json(files.hmm_split, fix=f"`vt analyze {study}` rewrites it")
+    if split.get("standardize") != "global":
+        raise ReferenceError(f"{study} was analysed with hmm.standardize = {split.get('standardize')!r}: a seed "
+                             f"standardised on its own needs its whole run; analyse the reference with 'global'")
+    d = load_npz(files.hmm_input)
+    raw = d["raw"].astype(np.float64)
+    mu, sd = raw.mean(axis=0), raw.std(axis=0)
+    ref = Reference(features=[str(f) for f in d["raw_features"]], mu=mu, sd=sd,
+                    params=dict(load_npz(files.model)))
+    pca = split.get("pca") or {}
+    if pca:
+        cut = np.cumsum(d["lengths"])[:-1]
+        seeds = [int(s) for s in d["seeds"]]
+        z = np.split((raw - mu) / np.where(sd > 0, sd, 1.0), cut)
+        train = np.concatenate([z[seeds.index(s)] for s in split["train"]])
+        ref.pca_mu, ref.components = train.mean(axis=0), np.asarray(pca["components"], dtype=np.float64)
+    analysis = read_json(files.analysis) if files.analysis.is_file() else {}
+    ref.detour_states = {int(s) for s in analysis.get("detour_states", [])}
+    return ref
+
+
+class OnlineFilter:
+    """The forward algorithm under a reference model, one observation at a time."""
+
+    def __init__(self, ref: Reference):
+        self.ref = ref
+        self.model = hmm.load_model(ref.params)
+        with np.errstate(divide="ignore"):  # a transition never taken is log 0 = -inf, as in hmmlearn
+            self.log_start = np.log(np.asarray(ref.params["startprob"], dtype=np.float64))
+            self.log_trans = np.log(np.asarray(ref.params["transmat"], dtype=np.float64))
+        self.log_alpha: np.ndarray | None = None  # normalised: log P(state_t | x_1..t)
+        self.log_likelihood = 0.0                  # log P(x_1..t)
+
+    def update(self, raw_row: np.ndarray) -> np.ndarray:
+        """The posterior over states after this checkpoint's raw metric row (F,)."""
+        z = self.ref.transform(np.asarray(raw_row, dtype=np.float64)[None])
+        log_b = self.model._compute_log_likelihood(z)[0]
+        with np.errstate(divide="ignore"):
+            prior = self.log_start if self.log_alpha is None else logsumexp(self.log_alpha[:, None] + self.log_trans, axis=0)
+        a = prior + log_b
+        norm = logsumexp(a)
+        self.log_alpha, self.log_likelihood = a - norm, self.log_likelihood + float(norm)
+        return np.exp(self.log_alpha)
+
+
+def events(seed: int, step: int, before: np.ndarray | None, after: np.ndarray, ref: Reference) -> list[dict]:
+    """What changed at this checkpoint: the most probable state entered (``entered``), and when it is
+    one of the reference's detour states, ``detour`` too. Keyed by seed, step and kind."""
+    state = int(np.argmax(after))
+    if before is not None and int(np.argmax(before)) == state:
+        return []
+    out = [{"key": f"{seed}:{step}:entered", "kind": "entered", "seed": seed, "step": step, "state": state,
+            "probability": float(after[state])}]
+    if state in ref.detour_states:
+        out.append({"key": f"{seed}:{step}:detour", "kind": "detour", "seed": seed, "step": step, "state": state,
+                    "probability": float(after[state])})
+    return out
