@@ -296,12 +296,15 @@ class _Columns:
         for m in self.kind("scalar"):
             self.columns[m.name] = self.scalars[m.name].astype(np.float64) if m.name in self.scalars else self.nan
 
-    def dataset(self, names: list[str]) -> xr.Dataset:
+    def dataset(self, names: list[str], flags: bool = True) -> xr.Dataset:
         params = self.mat_names + self.bias_names
-        nonfinite = xr.apply_ufunc(
-            _nonfinite, *[self.weights[p] for p in params],
-            input_core_dims=[list(self.weights[p].dims[1:]) for p in params],
-            dask="parallelized", output_dtypes=[bool])
+        if flags:
+            nonfinite = xr.apply_ufunc(
+                _nonfinite, *[self.weights[p] for p in params],
+                input_core_dims=[list(self.weights[p].dims[1:]) for p in params],
+                dask="parallelized", output_dtypes=[bool])
+        else:  # the caller has the flags (the weights are not read for them here)
+            nonfinite = xr.zeros_like(self.scalars["epoch"], dtype=bool).reset_coords(drop=True)
         weight_kinds = ("matrix", "weights", "biases", "init")
         # a checkpoint whose weights hold NaN/inf has no weight metrics (NaN and the flag)
         cols = [self.columns[n].astype(np.float64).reset_coords(drop=True) for n in names]
@@ -318,13 +321,14 @@ class _Columns:
 
 
 def seed_metrics(store: RunStore, config: StudyConfig, names: list[str] | None = None,
-                 index: list[int] | np.ndarray | None = None) -> xr.Dataset:
+                 index: list[int] | np.ndarray | None = None, flags: bool = True) -> xr.Dataset:
     """Lazy metrics of one seed for ``names`` (default: all configured + scalars) at the committed
-    checkpoints ``index`` (positions along ``step``; default: all)."""
+    checkpoints ``index`` (positions along ``step``; default: all). ``flags=False``: no ``nonfinite``
+    flags (all False; they read every weight) and no weight metrics masked by them."""
     names = list(metric_names(config) if names is None else names)
     cols = _Columns(store, config, [get(n) for n in names], index)
     cols.matrices()
     cols.flat()
     cols.activations()
     cols.recorded()
-    return cols.dataset(names)
+    return cols.dataset(names, flags)

@@ -157,19 +157,17 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
 
     weight = [n for n in names if get(n).reads in stream.KINDS]
     other = [n for n in names if n not in weight]
-    parts = []
-    if weight:
-        parts.append(stream.weight_metrics(store, config, weight, index, device=metrics_device()))
-    if other:
-        blocks = [seed_metrics(store, config, names=other, index=index[i:i + BLOCK_CHECKPOINTS]).compute()
-                  for i in range(0, len(index), BLOCK_CHECKPOINTS)]
-        parts.append(blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact"))
-    if len(parts) == 1:
-        return parts[0].reindex(metric=names)
-    a, b = parts
+    # the weights are read once, a block at a time, for their metrics and the nonfinite flags (the
+    # lazy path's flags read every weight of a block at once: 2 checkpoints of a 410M model)
+    a = stream.weight_metrics(store, config, weight, index, device=metrics_device())
+    if not other:
+        return a
+    blocks = [seed_metrics(store, config, names=other, index=index[i:i + BLOCK_CHECKPOINTS], flags=False).compute()
+              for i in range(0, len(index), BLOCK_CHECKPOINTS)]
+    b = blocks[0] if len(blocks) == 1 else xr.concat(blocks, dim="step", join="exact")
     out = xr.Dataset({"value": xr.concat([a["value"], b["value"].assign_coords(step=a["step"])], dim="metric"),
-                      "nonfinite": a["nonfinite"] | b["nonfinite"].values, "epoch": a["epoch"]})
-    pls = [p["per_layer"] for p in parts if "per_layer" in p]
+                      "nonfinite": a["nonfinite"], "epoch": a["epoch"]})
+    pls = [p["per_layer"] for p in (a, b) if "per_layer" in p]
     if pls:
         lms = [n for n in names if get(n).reads in LAYER_KINDS]
         out["per_layer"] = xr.concat([p.assign_coords(step=a["step"]).reindex(layer_metric=lms) for p in pls], dim="layer")
