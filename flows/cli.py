@@ -94,13 +94,26 @@ def _study(value: str):
 
 @command
 def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], runner: Runner = "threads",
-        workers: Workers = 2) -> None:
+        workers: Workers = 2,
+        reference: Annotated[str | None, typer.Option(
+            help="a finished study (this one, to use its earlier analysis): each seed's state decoded under "
+                 "its model as checkpoints commit, shown live and sent as Prefect events")] = None) -> None:
     """Train every seed (finished seeds are skipped, interrupted ones resume), then analyse."""
     cfg = load_config(config)
     console.print(f"study [bold]{cfg.name}[/]: {len(cfg.seeds)} seeds -> {escape(str(study_dir(cfg)))}",
                   soft_wrap=True, highlight=False)
     console.print("checking the config (building the task and the model) ...", style="dim", highlight=False)
     check_config(cfg)  # everything `vt validate` checks, before anything is written
+    if reference is not None:
+        from vt_core.stages.live import check_reference
+
+        ref = check_reference(load_user_code(cfg), _study(reference))
+        console.print(f"live states under {escape(reference)}'s model (k = {ref.k}, {ref.status}; detour states: "
+                      f"{sorted(ref.detour_states) or 'none'})", soft_wrap=True, highlight=False)
+        if ref.status != "decided":
+            console.print(f"warning: the reference did not decide its number of states: its k = {ref.k} is one "
+                          f"reading of several, and so are the states decoded under it", style="yellow",
+                          soft_wrap=True, highlight=False)
     switches = dataclasses.asdict(Runtime.from_env())
     from vt_core.stages import nothing_to_do
 
@@ -112,8 +125,8 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
         _closing(study_dir(cfg))
         return
     # the config as read and checked here: the flow neither reads the file nor checks it again
-    _run({"config_path": str(config), "config": cfg.model_dump(mode="json"), "checked": True, "runtime": switches},
-         runner, workers, study=study_dir(cfg))
+    _run({"config_path": str(config), "config": cfg.model_dump(mode="json"), "checked": True, "runtime": switches,
+          "reference": None if reference is None else url(_study(reference))}, runner, workers, study=study_dir(cfg))
 
 
 @command
@@ -230,10 +243,24 @@ def status(study: StudyArg) -> None:
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),
                       escape(r["error"] or ""))
     console.print(table)
+    _live_status(study)
     state, hints = study_state(rows, resume_command(study))
     console.print(f"study: [bold]{state}[/]", soft_wrap=True)
     for hint in hints:
         console.print(f"  {hint.replace('STUDY', str(study))}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _live_status(study) -> None:
+    """Each seed's live state (`vt run --reference`), when a live run decoded any."""
+    from vt_core.stages.live import describe, read_live
+
+    doc = read_live(study)
+    if doc and doc.get("seeds"):
+        console.print(f"live states under {doc['reference']}'s model (k = {doc['k']}, {doc.get('status')}):",
+                      soft_wrap=True,
+                      markup=False, highlight=False)
+        for seed, entry in sorted(doc["seeds"].items(), key=lambda kv: int(kv[0])):
+            console.print(f"  {describe(int(seed), entry)}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command

@@ -30,6 +30,7 @@ class Display:
         self.lock = threading.Lock()
         self.tasks: dict[Any, Any] = {}
         self.last: dict[Any, float] = {}
+        self.states: dict[int, str] = {}  # each seed's live state (`vt run --reference`)
         self.bars = Progress(TextColumn("{task.description:<16}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
                              transient=False, refresh_per_second=4)
@@ -62,18 +63,29 @@ class Display:
                 self._stage(e)
             elif kind == "advance":
                 self._advance(e)
+            elif kind == "live":
+                self._live(e)
 
     def _seed(self, e: dict) -> None:
         key = ("seed", e["seed"])
         if self.live:
             if key not in self.tasks:
                 self.tasks[key] = self.bars.add_task(f"seed {e['seed']}", total=e["epochs"], info="")
-            self.bars.update(self.tasks[key], completed=e["epoch"], info=_acc(e))
+            self.bars.update(self.tasks[key], completed=e["epoch"], info=_acc(e) + self.states.get(e["seed"], ""))
             return
         now = time.monotonic()
         if now - self.last.get(key, -1e9) >= _PLAIN_EVERY_S or e["epoch"] >= e["epochs"]:
             self.last[key] = now
             self.line(f"seed {e['seed']}: epoch {num(e['epoch'])}/{e['epochs']}  {_acc(e)}")
+
+    def _live(self, e: dict) -> None:
+        """A seed's state decoded live (`vt run --reference`), beside its bar; the events that change
+        it come as notes (lines), on a terminal or not."""
+        self.states[e["seed"]] = f"  state {e['state']} (p {e['probability']:.2f})"
+        key = ("seed", e["seed"])
+        if self.live and key in self.tasks:
+            info = self.bars.tasks[self.tasks[key]].fields.get("info", "").split("  state")[0]
+            self.bars.update(self.tasks[key], info=info + self.states[e["seed"]])
 
     def _seed_end(self, e: dict) -> None:
         key = ("seed", e["seed"])

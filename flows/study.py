@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
+from flows.live import live_states
 from flows.run_names import flow_run_name
 from flows.session import keep_stop_on_sigterm
 from tasks.explain import explain_task
@@ -87,7 +88,7 @@ def _analyze(study: str, force: bool, retrain=None) -> dict:
 @flow(name="vt-study", flow_run_name=flow_run_name)
 def study_flow(config_path: str | None = None, study: str | None = None, rerun_seeds: list[int] | None = None,
                runtime: dict | None = None, config: dict | None = None, checked: bool = False,
-               output_dir: str | None = None) -> dict:
+               output_dir: str | None = None, reference: str | None = None) -> dict:
     """Train every seed of a study (finished seeds come back cached), then analyse.
 
     Give ``config_path`` for a new or continued study, or ``study`` for an existing directory.
@@ -97,7 +98,8 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     ``config_path`` (the `vt` command passes it, so the file is read once); ``checked``: the caller
     has run every check of `vt validate` on it (the `vt` command has), so it is not run again.
     ``output_dir``: where this run's study goes instead of the config's, with ``{date}`` and
-    ``{time}`` filled in (a nightly deployment's own study each night)."""
+    ``{time}`` filled in (a nightly deployment's own study each night). ``reference``: a finished
+    study whose model decodes each seed's state while it trains (:mod:`flows.live`)."""
     logger = get_run_logger()
     opened = None
     if config is not None:
@@ -117,7 +119,7 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     with study_lock(study), keep_stop_on_sigterm():
         if opened is not None:
             prepare_study(opened, source=config_path)
-        return _train_and_analyze(study, rerun_seeds, logger, switches)
+        return _train_and_analyze(study, rerun_seeds, logger, switches, reference)
 
 
 def _select(study: str) -> dict:
@@ -172,10 +174,12 @@ def _train(study: str, logger, switches: dict) -> tuple[dict, dict]:
     return runs, failed
 
 
-def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switches: dict) -> dict:
+def _train_and_analyze(study: str, rerun_seeds: list[int] | None, logger, switches: dict,
+                       reference: str | None = None) -> dict:
     for seed in rerun_seeds or []:
         reset_seed(study, seed)
-    runs, failed = _train(study, logger, switches)
+    with live_states(study, load_study(study).name, reference):
+        runs, failed = _train(study, logger, switches)
     if stop_requested():  # Ctrl-C or SIGTERM: nothing new starts, nothing is analysed
         raise StudyInterrupted(study, sorted(s for s, r in runs.items() if r["status"] == "interrupted"),
                                sorted(s for s, r in runs.items() if r["status"] == "missing"))

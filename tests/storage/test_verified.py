@@ -108,3 +108,21 @@ def test_a_damaged_or_foreign_manifest_is_ignored(study, monkeypatch):
     shutil.copy(runs / "seed=0001.verified.json", manifest)  # another run's manifest
     assert store_problems(study, 0, config, read=True) == []
     assert calls
+
+
+def test_validate_reads_the_manifest_and_writes_nothing(study, monkeypatch):
+    """`vt validate` is a reader: a study sent by someone else is checked as it lies — no manifest
+    written where there was none, none dropped when damage is found; one written by a run is used."""
+    assert validate_study(study) == []
+    assert not list((study / "runs").glob("*.verified.json"))
+    config = load_study(study)
+    assert all(store_problems(study, s, config, read=True) == [] for s in config.seeds)  # as a run records it
+    manifest = study / "runs" / "seed=0000.verified.json"
+    recorded = manifest.read_bytes()
+    calls = _reads(monkeypatch)
+    assert validate_study(study) == []
+    assert calls == []  # what the run verified is not read back again
+    assert manifest.read_bytes() == recorded
+    _flip_keeping_stamp(_weight_chunk(study))
+    assert any("weights/" in p for p in validate_study(study, full=True))
+    assert manifest.read_bytes() == recorded  # found, reported, nothing written

@@ -44,6 +44,7 @@ class Reference:
     pca_mu: np.ndarray | None = None
     components: np.ndarray | None = None
     detour_states: set[int] = field(default_factory=set)
+    status: str = "unknown"        # the reference's choice of k: decided, or undetermined (hmm/selection.json)
 
     @property
     def k(self) -> int:
@@ -77,6 +78,8 @@ def load_reference(study: str | Location) -> Reference:
         z = np.split((raw - mu) / np.where(sd > 0, sd, 1.0), cut)
         train = np.concatenate([z[seeds.index(s)] for s in split["train"]])
         ref.pca_mu, ref.components = train.mean(axis=0), np.asarray(pca["components"], dtype=np.float64)
+    if files.selection.is_file():
+        ref.status = str(read_json(files.selection, fix=f"`vt analyze {study}` rewrites it").get("status", "unknown"))
     analysis = read_json(files.analysis) if files.analysis.is_file() else {}
     ref.detour_states = {int(s) for s in analysis.get("detour_states", [])}
     return ref
@@ -106,15 +109,18 @@ class OnlineFilter:
         return np.exp(self.log_alpha)
 
 
-def events(seed: int, step: int, before: np.ndarray | None, after: np.ndarray, ref: Reference) -> list[dict]:
+def events(seed: int, step: int, before: np.ndarray | None, after: np.ndarray, ref: Reference,
+           run: int | None = None) -> list[dict]:
     """What changed at this checkpoint: the most probable state entered (``entered``), and when it is
-    one of the reference's detour states, ``detour`` too. Keyed by seed, step and kind."""
+    one of the reference's detour states, ``detour`` too. Keyed by seed, step and kind (and by the
+    training ``run``'s id when given: a seed retrained from scratch is a new run, with its own events)."""
     state = int(np.argmax(after))
     if before is not None and int(np.argmax(before)) == state:
         return []
-    out = [{"key": f"{seed}:{step}:entered", "kind": "entered", "seed": seed, "step": step, "state": state,
+    prefix = f"{seed}:{step}" if run is None else f"{seed}:{run}:{step}"
+    out = [{"key": f"{prefix}:entered", "kind": "entered", "seed": seed, "step": step, "state": state,
             "probability": float(after[state])}]
     if state in ref.detour_states:
-        out.append({"key": f"{seed}:{step}:detour", "kind": "detour", "seed": seed, "step": step, "state": state,
+        out.append({"key": f"{prefix}:detour", "kind": "detour", "seed": seed, "step": step, "state": state,
                     "probability": float(after[state])})
     return out

@@ -338,25 +338,30 @@ def load_features(study: str | Location, features: list[str]) -> xr.DataArray:
     ds = open_metrics(study)
     cols = []
     for f in features:
-        name, _, layer = f.partition("@")
         if is_function_feature(f):  # the PCs of the per-example losses (vt_core.metrics.function)
             from vt_core.metrics.function import function_features
 
-            col = function_features(study, [f], ds["seed"].values, ds["step"].values).isel(metric=0, drop=True)
-        elif layer in AGGREGATIONS:
-            if "per_layer" not in ds or name not in ds["layer_metric"].values:
-                raise MetricsComputeError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
-            per = ds["per_layer"].sel(layer_metric=name, drop=True).load()
-            has = per.notnull().any(dim=("seed", "step"))  # the layers this metric applies to
-            col = getattr(per.where(has, drop=True), layer)(dim="layer", skipna=False)
-        elif layer:
-            if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
-                raise MetricsComputeError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
-                                   f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
-            col = ds["per_layer"].sel(layer_metric=name, layer=layer, drop=True)
+            cols.append(function_features(study, [f], ds["seed"].values, ds["step"].values).isel(metric=0, drop=True))
         else:
-            if name not in ds["metric"].values:
-                raise MetricsComputeError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
-            col = ds["value"].sel(metric=name, drop=True)
-        cols.append(col)
+            cols.append(feature_column(ds, f))
     return xr.concat(cols, dim="metric").assign_coords(metric=list(features)).transpose("seed", "step", "metric").load()
+
+
+def feature_column(ds: xr.Dataset, f: str) -> xr.DataArray:
+    """One feature of :func:`load_features` from metric cells (``value``, ``per_layer``): of a
+    study's metrics.zarr, or of the checkpoints a live run just committed (:mod:`vt_core.stages.live`)."""
+    name, _, layer = f.partition("@")
+    if layer in AGGREGATIONS:
+        if "per_layer" not in ds or name not in ds["layer_metric"].values:
+            raise MetricsComputeError(f"feature {f!r}: {name!r} has no per-layer values to aggregate")
+        per = ds["per_layer"].sel(layer_metric=name, drop=True).load()
+        has = per.notnull().any(dim=[d for d in per.dims if d != "layer"])  # the layers this metric applies to
+        return getattr(per.where(has, drop=True), layer)(dim="layer", skipna=False)
+    if layer:
+        if "per_layer" not in ds or name not in ds["layer_metric"].values or layer not in ds["layer"].values:
+            raise MetricsComputeError(f"feature {f!r}: no per-layer values for {name!r} at {layer!r}; layers: "
+                                      f"{[str(x) for x in ds['layer'].values] if 'layer' in ds else []}")
+        return ds["per_layer"].sel(layer_metric=name, layer=layer, drop=True)
+    if name not in ds["metric"].values:
+        raise MetricsComputeError(f"feature {f!r} is not in metrics.zarr; add it to metrics.names and re-analyze")
+    return ds["value"].sel(metric=name, drop=True)

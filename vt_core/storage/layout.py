@@ -13,6 +13,7 @@
       hmm/selection.json, hmm/model.npz, hmm/paths.json
       function.npz                   PCA of the per-example losses (hooks.per_example_loss): the function
       analysis.json                  states, graph, explanations, regression
+      live.json                      live states while seeds train (`vt run --reference`): posteriors, events
       dashboard/index.html           standalone Bokeh page
       .vt.serving                    while `vt dashboard --serve` serves it: its URL, host and pid
       figures/NAME.pdf|svg|png       `vt figures`: static figures for papers
@@ -112,6 +113,12 @@ class Layout:
     def function(self) -> Location:
         """``function.npz``: the PCA of the per-example losses over every seed and checkpoint."""
         return self.root / "function.npz"
+
+    @property
+    def live(self) -> Location:
+        """``live.json``: each training seed's state posterior under a reference study's model, and
+        the events decoded so far (:mod:`vt_core.stages.live`)."""
+        return self.root / "live.json"
 
     # -- what people read ---------------------------------------------------------------------------
     @property

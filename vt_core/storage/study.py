@@ -309,12 +309,14 @@ def is_finished(study: str | Location, seed: int) -> bool:
 
 
 def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False,
-                   full: bool = False) -> list[str]:
+                   full: bool = False, record: bool = True) -> list[str]:
     """What is damaged in one seed's store and resume file (empty: nothing, or no store yet).
     Without ``read`` the check is cheap (attributes, metadata, chunks present, the resume file's
     trailer); with it the committed chunks and the resume file are read and their checksums
     verified — the chunks not verified before or changed since (:mod:`vt_core.storage.verified`),
-    every one with ``full``. A store written by another config is reported too."""
+    every one with ``full``. A store written by another config is reported too. With ``record`` (a
+    writer's check) what was read is recorded as verified, or the record dropped when damage is found;
+    without it (``vt validate``) nothing is written."""
     from vt_core.storage import verified
 
     path = run_path(study, seed)
@@ -339,7 +341,9 @@ def store_problems(study: str | Location, seed: int, config: StudyConfig, read: 
         problems.append(resume)
     elif not problems and attrs["status"] not in FINISHED and store.committed and not store.resume_path.is_file():
         problems.append(f"resume file {store.resume_path.name} is missing: the seed cannot resume")
-    if problems:
+    if not record:
+        pass
+    elif problems:
         verified.forget(path)
     elif before is not None and attrs["status"] in FINISHED:
         verified.save(path, attrs.get("run_id"), store.committed, before)
@@ -350,7 +354,8 @@ def validate_study(study: str | Location, full: bool = False) -> list[str]:
     """Every problem found in a study, each naming the seed and array (and checkpoint) or the file;
     empty if none. Reads the committed chunks of every store (checksums verified: those not verified
     before or changed since, every one with ``full``), each resume file, and every derived file
-    (metrics, HMM, analysis: :func:`vt_core.storage.output_integrity.check_derived`)."""
+    (metrics, HMM, analysis: :func:`vt_core.storage.output_integrity.check_derived`). Writes nothing:
+    a study sent by someone else is validated as it lies."""
     from vt_core.storage.output_integrity import check_derived
 
     study = location(study)
@@ -361,7 +366,7 @@ def validate_study(study: str | Location, full: bool = False) -> list[str]:
         if not path.exists():
             problems.append(f"seed {seed}: store {path} is missing (`vt run` or `vt rerun {study} --seed {seed}`)")
             continue
-        found = store_problems(study, seed, config, read=True, full=full)
+        found = store_problems(study, seed, config, read=True, full=full, record=False)
         problems += [f"seed {seed}: {p}" for p in found[:20]]
         if found and MISPLACED not in found[0]:
             problems.append(f"seed {seed}: `vt run CONFIG` retrains it ({len(found)} problem(s))")

@@ -1,0 +1,100 @@
+"""Live states in the study flow (`vt run CONFIG --reference STUDY`): the watcher process of
+:mod:`vt_core.stages.live` runs beside training; this thread reads what it decodes, shows it (the
+terminal's live view) and sends each event to Prefect (``emit_event``), so that an automation can
+notify or cancel. An event's Prefect id is derived from its key: sent again by a resumed run, the
+server keeps one (events and triggers are deduplicated by id)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+
+from vt_core.progress import publish
+from vt_core.stages.live import describe, describe_event, read_live
+
+log = logging.getLogger("vt")
+
+EVENT_NAMES = {"entered": "vt.seed.entered-state", "detour": "vt.seed.entered-detour"}
+
+
+def event_id(study: str, key: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"vt:{study}#{key}")
+
+
+def emit(study: str, name: str, e: dict) -> None:
+    """One decoded event to Prefect: the seed as the resource, the study as a related one."""
+    from prefect.events import emit_event
+
+    emit_event(event=EVENT_NAMES[e["kind"]], id=event_id(study, e["key"]),
+               resource={"prefect.resource.id": f"vt.study.{name}.seed.{e['seed']}", "vt.study": study,
+                         "vt.seed": str(e["seed"]), "vt.step": str(e["step"]), "vt.state": str(e["state"])},
+               related=[{"prefect.resource.id": f"vt.study.{name}", "prefect.resource.role": "study"}],
+               payload={k: e[k] for k in ("key", "seed", "step", "state", "probability")})
+
+
+class _Tail:
+    """Reads ``live.json`` about once a second; shows each seed's state and each new event."""
+
+    def __init__(self, study: str, name: str):
+        self.study, self.name = study, name
+        self.seen: set[str] = set()
+        self.updated = None
+        self.stop = threading.Event()
+
+    def once(self) -> None:
+        try:
+            doc = read_live(self.study)
+        except Exception as err:  # noqa: BLE001 - a half-written or damaged file: the next read
+            log.debug("live.json not readable yet: %s", err)
+            return
+        if not doc or doc.get("updated") == self.updated:
+            return
+        self.updated = doc.get("updated")
+        for seed, entry in doc.get("seeds", {}).items():
+            publish({"kind": "live", "seed": int(seed), "state": entry["state"], "probability": entry["probability"],
+                     "text": describe(int(seed), entry)})
+        for e in doc.get("events", []):
+            if e["key"] in self.seen:
+                continue
+            self.seen.add(e["key"])
+            publish({"kind": "note", "text": describe_event(e)})
+            try:
+                emit(self.study, self.name, e)
+            except Exception as err:  # noqa: BLE001 - no Prefect API here: the terminal still shows it
+                log.debug("event %s not sent to Prefect: %s", e["key"], err)
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            self.once()
+        self.once()
+
+
+@contextlib.contextmanager
+def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
+    """While training runs: the watcher process (niced) and the tail thread; at the end, the
+    watcher decodes the last commits and stops, and the last events are shown and sent."""
+    if reference is None:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "vt_core.stages.live", study, reference], stdin=subprocess.PIPE)
+    tail = _Tail(study, name)
+    thread = threading.Thread(target=tail.run, name="vt-live", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()  # training has ended: decode what is committed, then stop
+        try:
+            proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.returncode:
+            log.warning("live states: the watcher ended with exit code %s", proc.returncode)
+        tail.stop.set()
+        thread.join()

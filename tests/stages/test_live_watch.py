@@ -1,0 +1,112 @@
+"""Live states from the stores (vt_core/stages/live.py): the watcher computes each committed
+checkpoint's features from the run store itself and decodes them; replaying a finished study its
+posteriors are the offline forward (filtered) posteriors of the analysis's own inputs, and its
+events those of the offline filter's argmax path. Killed between decoding and writing, with
+``live.json`` damaged, and resumed: no event lost, none repeated. A reference the study cannot be
+decoded under is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hmmlearn import _hmmc
+from scipy.special import logsumexp
+
+from vt_core.analysis import hmm
+from vt_core.analysis.live import ReferenceError, load_reference
+from vt_core.analysis.states import load_input
+from vt_core.config.study_config import parse_config
+from vt_core.stages import live
+from vt_core.stages.train import train_seed
+from vt_core.storage.run_store import RunStore
+from vt_core.storage.study import load_study, reset_seed
+
+
+def _offline(params: dict, z: np.ndarray) -> np.ndarray:
+    model = hmm.load_model(params)
+    _, fwd = _hmmc.forward_log(model.startprob_, model.transmat_, model._compute_log_likelihood(z))
+    return np.exp(fwd - logsumexp(fwd, axis=1, keepdims=True))
+
+
+@pytest.fixture
+def running(analysed_study, tmp_path):
+    """A copy of the finished study's run stores as a study being trained (nothing analysed yet)."""
+    study = tmp_path / "live-study"
+    study.mkdir()
+    shutil.copy(analysed_study / "study.json", study / "study.json")
+    shutil.copytree(analysed_study / "runs", study / "runs")
+    return study
+
+
+def test_the_watcher_decodes_the_stores_as_the_analysis_did(analysed_study, running):
+    w = live.Watcher(running, analysed_study)
+    new = w.poll()
+    ref, data = load_reference(analysed_study), load_input(analysed_study)
+    doc = live.read_live(running)
+    expected = []
+    for seed, z, steps in zip(data.seeds, data.z, data.steps):
+        offline = _offline(ref.params, z)
+        entry = doc["seeds"][str(seed)]
+        assert entry["step"] == int(steps[-1]) and entry["checkpoints"] == len(steps)
+        np.testing.assert_allclose(entry["posterior"], offline[-1], rtol=0, atol=1e-10)
+        path = offline.argmax(axis=1)
+        expected += [(seed, int(steps[t]), int(path[t])) for t in range(len(path)) if t == 0 or path[t] != path[t - 1]]
+    got = [(e["seed"], e["step"], e["state"]) for e in new if e["kind"] == "entered"]
+    assert sorted(got) == sorted(expected)
+    assert [e["key"] for e in doc["events"]] == [e["key"] for e in new]
+    assert w.poll() == []  # nothing committed since: nothing decoded, nothing repeated
+
+
+def test_killed_between_decoding_and_writing_then_resumed_loses_and_repeats_nothing(analysed_study, running,
+                                                                                      monkeypatch, caplog):
+    whole = [e["key"] for e in live.Watcher(running, analysed_study).poll()]
+    (running / "live.json").unlink()
+    n = RunStore(running / "runs" / "seed=0000.zarr", mode="r").committed
+    cap = {"n": n // 3}
+    real = RunStore.committed
+    monkeypatch.setattr(RunStore, "committed", property(lambda self: min(real.fget(self), cap["n"])))
+    first = live.Watcher(running, analysed_study)
+    first.poll()  # a third of each seed's checkpoints decoded and written
+    written = json.loads((running / "live.json").read_text())["events"]
+    assert written and len(written) < len(whole)
+    cap["n"] = 2 * n // 3
+    second = live.Watcher(running, analysed_study)
+    monkeypatch.setattr(live.Watcher, "write", lambda self: None)  # killed before it wrote what it decoded
+    second.poll()
+    assert json.loads((running / "live.json").read_text())["events"] == written
+    monkeypatch.undo()
+    resumed = live.Watcher(running, analysed_study)
+    resumed.poll()
+    keys = [e["key"] for e in live.read_live(running)["events"]]
+    assert sorted(keys) == sorted(whole) and len(keys) == len(set(keys))
+    # live.json damaged: named, and decoded again from the stores
+    (running / "live.json").write_text('{"events": [')
+    with caplog.at_level("WARNING", logger="vt"):
+        again = live.Watcher(running, analysed_study)
+    assert "live.json" in caplog.text
+    again.poll()
+    assert sorted(e["key"] for e in live.read_live(running)["events"]) == sorted(whole)
+
+
+def test_a_seed_retrained_from_scratch_is_a_new_run_with_its_own_events(analysed_study, running):
+    w = live.Watcher(running, analysed_study)
+    w.poll()
+    before = {e["key"] for e in live.read_live(running)["events"]}
+    reset_seed(running, 1)
+    train_seed(running, 1)  # `vt rerun --seed 1`: the same weights again, as a new training run
+    new = w.poll()
+    assert new and all(e["seed"] == 1 and e["key"] not in before for e in new)
+
+
+def test_a_reference_the_study_cannot_be_decoded_under_is_refused(analysed_study, tmp_path):
+    config = load_study(analysed_study)
+    fewer = parse_config(config.model_dump(mode="json") | {"metrics": {"names": ["l2"]},
+                                                           "hmm": {"features": ["l2"]}})
+    with pytest.raises(ReferenceError, match=r"does not compute.*metrics.names"):
+        live.check_reference(fewer, analysed_study)
+    with pytest.raises(ReferenceError, match="no study there"):
+        live.check_reference(config, tmp_path / "nowhere")
+    assert live.check_reference(config, analysed_study).k >= 1

@@ -1,0 +1,231 @@
+"""Live states while a study trains (`vt run CONFIG --reference STUDY`, issue 32).
+
+A watcher process (``python -m vt_core.stages.live STUDY REFERENCE``, started by the study flow
+beside training, niced, dying with its parent) polls each seed's run store for checkpoints the
+writer has committed, computes the reference model's features for them (the same kernels and the
+same checksummed reads as the metric stage: :func:`vt_core.metrics.store.compute_cells`), and runs
+each seed's forward filter (:class:`vt_core.analysis.live.OnlineFilter`). What it finds goes to
+``live.json`` (written atomically, checksummed): every seed's filtered posterior at its last
+committed checkpoint, and the events so far, each keyed by seed, training run, step and kind.
+
+Nothing of this runs in the training loop. A watcher started again (a killed and resumed run)
+replays every seed from its first committed checkpoint: the filter is deterministic, so it decodes
+the same events, and the keys already in ``live.json`` are not added twice — none lost, none
+repeated. A ``live.json`` found damaged is named and rebuilt the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from vt_core.analysis.live import OnlineFilter, Reference, ReferenceError, events, load_reference
+from vt_core.config.study_config import StudyConfig
+from vt_core.config.usercode import load_user_code
+from vt_core.metrics.store import compute_cells, feature_column
+from vt_core.names import SCALARS, is_function_feature
+from vt_core.storage.handle import Study, StudyRef
+from vt_core.storage.layout import layout
+from vt_core.storage.location import DamagedFileError, Location, location, read_json, url, write_json_atomic
+from vt_core.storage.run_store import RunStore, StoreError
+from vt_core.storage.study import FINISHED
+
+log = logging.getLogger("vt")
+
+POLL_S = 0.5  # how often the watcher looks for new commits
+
+
+def check_reference(config: StudyConfig, reference: str | Location) -> Reference:
+    """The reference, refused with one line when a study of ``config`` cannot be decoded under it:
+    features it does not compute, or features made from every seed at once (the function's PCs)."""
+    if not layout(reference).study_json.is_file():
+        raise ReferenceError(f"--reference {reference}: no study there (no study.json); give a study vt analysed")
+    ref = load_reference(reference)
+    whole = [f for f in ref.features if is_function_feature(f)]
+    if whole:
+        raise ReferenceError(f"the reference's HMM reads {whole}, made from every seed's finished run; "
+                             f"live states need a reference analysed on metrics a checkpoint gives alone")
+    computed = set(config.metrics.names) | set(SCALARS)
+    missing = sorted({f.partition("@")[0] for f in ref.features} - computed)
+    if missing:
+        raise ReferenceError(f"the reference's HMM reads {missing}, which this study does not compute; "
+                             f"add them to metrics.names (or use a reference analysed on this study's metrics)")
+    return ref
+
+
+@dataclass
+class _Seed:
+    filter: OnlineFilter
+    run_id: int | None = None
+    done: int = 0                  # committed checkpoints decoded
+    step: int | None = None
+    posterior: np.ndarray | None = None
+    skipped: int = 0               # checkpoints with a nonfinite feature (the HMM drops them too)
+
+
+class Watcher:
+    """Decodes every seed of ``study`` under ``reference``, one :meth:`poll` at a time."""
+
+    def __init__(self, study: StudyRef, reference: str | Location):
+        self.study = Study.open(study)
+        self.config = load_user_code(self.study.config)
+        self.reference = url(location(reference))
+        self.ref = check_reference(self.config, reference)
+        self.names = list(dict.fromkeys(f.partition("@")[0] for f in self.ref.features))
+        self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
+        self.events: list[dict] = self._stored_events()
+        self.keys = {e["key"] for e in self.events}
+
+    def _stored_events(self) -> list[dict]:
+        path = layout(self.study).live
+        if not path.is_file():
+            return []
+        try:
+            doc = read_json(path)
+        except DamagedFileError as err:
+            log.warning("%s; its events are decoded again from the stores", err)
+            return []
+        if doc.get("reference") != self.reference:  # another reference's states mean other things
+            return []
+        return [e for e in doc.get("events", []) if isinstance(e, dict) and isinstance(e.get("key"), str)]
+
+    def poll(self) -> list[dict]:
+        """Decode the checkpoints committed since the last poll; the new events (also in ``live.json``)."""
+        new: list[dict] = []
+        changed = False
+        for seed, state in self.seeds.items():
+            path = layout(self.study).run(seed)
+            if not (path / "zarr.json").is_file():
+                continue
+            try:
+                store = RunStore(path, mode="r")
+                run_id, n = store.attrs.get("run_id"), store.committed
+            except (StoreError, OSError, KeyError, ValueError):
+                continue  # being created: the next poll
+            if run_id != state.run_id:  # a new training run (retrained from scratch): decoded afresh
+                self.seeds[seed] = state = _Seed(OnlineFilter(self.ref), run_id=run_id)
+            if n <= state.done:
+                continue
+            new += self._decode(seed, state, store, n)
+            changed = True
+        if changed:
+            self.write()
+        return new
+
+    def _decode(self, seed: int, state: _Seed, store: RunStore, n: int) -> list[dict]:
+        index = list(range(state.done, n))
+        cells = compute_cells(store, self.config, self.names, index)
+        rows, ok = rows_of(cells, self.ref.features)
+        steps = [int(s) for s in cells["step"].values]
+        new = []
+        for step, row, good in zip(steps, rows, ok):
+            if not good:
+                state.skipped += 1
+                continue
+            before = state.posterior
+            state.posterior, state.step = state.filter.update(row), step
+            for e in events(seed, step, before, state.posterior, self.ref, run=state.run_id):
+                if e["key"] not in self.keys:
+                    self.keys.add(e["key"])
+                    self.events.append(e)
+                    new.append(e)
+        state.done = n
+        return new
+
+    def write(self) -> None:
+        seeds = {}
+        for seed, s in self.seeds.items():
+            if s.posterior is None:
+                continue
+            top = int(np.argmax(s.posterior))
+            seeds[str(seed)] = {"step": s.step, "checkpoints": s.done, "skipped": s.skipped, "run_id": s.run_id,
+                                "state": top, "probability": float(s.posterior[top]),
+                                "posterior": [float(p) for p in s.posterior],
+                                "detour": top in self.ref.detour_states}
+        write_json_atomic(layout(self.study).live, {
+            "reference": self.reference, "k": self.ref.k, "status": self.ref.status,
+            "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
+            "events": self.events, "updated": time.time()})
+
+    def finished(self) -> bool:
+        """Every seed's training has ended and each of its commits is decoded."""
+        for seed, state in self.seeds.items():
+            try:
+                store = RunStore(layout(self.study).run(seed), mode="r")
+                if store.status not in (*FINISHED, "failed", "interrupted") or store.committed > state.done:
+                    return False
+            except (StoreError, OSError, KeyError, ValueError):
+                return False
+        return True
+
+
+def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The raw feature rows (n, F) of freshly computed cells, and which rows the HMM would keep
+    (every feature finite, no nonfinite weight flagged)."""
+    rows = np.stack([feature_column(cells, f).values.astype(np.float64) for f in features], axis=-1)
+    ok = np.isfinite(rows).all(axis=1)
+    if "nonfinite" in cells:
+        flags = cells["nonfinite"].values
+        ok &= ~(flags.reshape(len(rows), -1).any(axis=1) if flags.ndim > 1 else flags.astype(bool))
+    return rows, ok
+
+
+def read_live(study: StudyRef) -> dict | None:
+    """``live.json`` as the watcher last wrote it (None: no live run); damage is named."""
+    path = layout(study).live
+    return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None
+
+
+def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> str:
+    """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
+    detour = " — a detour state in the reference" if entry.get("detour") else ""
+    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}"
+
+
+def describe_event(e: dict) -> str:
+    if e["kind"] == "detour":
+        return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state in the "
+                f"reference (it delayed convergence there)")
+    return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f})"
+
+
+def watch(study: str, reference: str, stop=lambda: False) -> None:
+    """Poll until every seed has ended and is decoded, or ``stop()``; one last poll either way."""
+    w = Watcher(study, reference)
+    w.write()
+    while not stop() and not w.finished():
+        w.poll()
+        time.sleep(POLL_S)
+    w.poll()
+
+
+def _main(argv: list[str]) -> int:
+    import signal
+
+    study, reference = argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops training; the parent then closes our stdin
+    try:
+        os.nice(10)  # training comes first
+    except OSError:
+        pass
+    import threading
+
+    closed = threading.Event()
+
+    def wait_for_parent() -> None:  # the parent closes our stdin to say "training has ended"
+        sys.stdin.read()
+        closed.set()
+
+    threading.Thread(target=wait_for_parent, daemon=True).start()
+    watch(study, reference, stop=closed.is_set)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
