@@ -243,24 +243,13 @@ def status(study: StudyArg) -> None:
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),
                       escape(r["error"] or ""))
     console.print(table)
-    _live_status(study)
+    from flows.live import print_live_status
+
+    print_live_status(console, study)
     state, hints = study_state(rows, resume_command(study))
     console.print(f"study: [bold]{state}[/]", soft_wrap=True)
     for hint in hints:
         console.print(f"  {hint.replace('STUDY', str(study))}", soft_wrap=True, markup=False, highlight=False)
-
-
-def _live_status(study) -> None:
-    """Each seed's live state (`vt run --reference`), when a live run decoded any."""
-    from vt_core.stages.live import describe, read_live
-
-    doc = read_live(study)
-    if doc and doc.get("seeds"):
-        console.print(f"live states under {doc['reference']}'s model (k = {doc['k']}, {doc.get('status')}):",
-                      soft_wrap=True,
-                      markup=False, highlight=False)
-        for seed, entry in sorted(doc["seeds"].items(), key=lambda kv: int(kv[0])):
-            console.print(f"  {describe(int(seed), entry)}", soft_wrap=True, markup=False, highlight=False)
 
 
 @command

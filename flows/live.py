@@ -19,29 +19,34 @@ from vt_core.stages.live import describe, describe_event, read_live
 
 log = logging.getLogger("vt")
 
-EVENT_NAMES = {"entered": "vt.seed.entered-state", "detour": "vt.seed.entered-detour"}
+EVENT_NAMES = {"entered": "vt.seed.entered-state", "detour": "vt.seed.entered-detour",
+               "late": "vt.seed.predicted-late"}
 
 
 def event_id(study: str, key: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"vt:{study}#{key}")
 
 
-def emit(study: str, name: str, e: dict) -> None:
-    """One decoded event to Prefect: the seed as the resource, the study as a related one."""
+def emit(study: str, name: str, e: dict, flow_run: str | None = None) -> None:
+    """One decoded event to Prefect: the seed as the resource; the study, and the flow run training
+    it (so that an automation's ``cancel-flow-run`` with ``source: inferred`` stops that run), as
+    related ones."""
     from prefect.events import emit_event
 
+    related = [{"prefect.resource.id": f"vt.study.{name}", "prefect.resource.role": "study"}]
+    if flow_run:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run}", "prefect.resource.role": "flow-run"})
     emit_event(event=EVENT_NAMES[e["kind"]], id=event_id(study, e["key"]),
                resource={"prefect.resource.id": f"vt.study.{name}.seed.{e['seed']}", "vt.study": study,
                          "vt.seed": str(e["seed"]), "vt.step": str(e["step"]), "vt.state": str(e["state"])},
-               related=[{"prefect.resource.id": f"vt.study.{name}", "prefect.resource.role": "study"}],
-               payload={k: e[k] for k in ("key", "seed", "step", "state", "probability")})
+               related=related, payload={k: e[k] for k in ("key", "seed", "step", "state", "probability")})
 
 
 class _Tail:
     """Reads ``live.json`` about once a second; shows each seed's state and each new event."""
 
-    def __init__(self, study: str, name: str):
-        self.study, self.name = study, name
+    def __init__(self, study: str, name: str, flow_run: str | None):
+        self.study, self.name, self.flow_run = study, name, flow_run
         self.seen: set[str] = set()
         self.updated = None
         self.stop = threading.Event()
@@ -64,7 +69,7 @@ class _Tail:
             self.seen.add(e["key"])
             publish({"kind": "note", "text": describe_event(e)})
             try:
-                emit(self.study, self.name, e)
+                emit(self.study, self.name, e, self.flow_run)
             except Exception as err:  # noqa: BLE001 - no Prefect API here: the terminal still shows it
                 log.debug("event %s not sent to Prefect: %s", e["key"], err)
 
@@ -72,6 +77,16 @@ class _Tail:
         while not self.stop.wait(1.0):
             self.once()
         self.once()
+
+
+def print_live_status(console, study) -> None:
+    """`vt status`: each seed's live state, when a live run decoded any."""
+    doc = read_live(study)
+    if doc and doc.get("seeds"):
+        console.print(f"live states under {doc['reference']}'s model (k = {doc['k']}, {doc.get('status')}):",
+                      soft_wrap=True, markup=False, highlight=False)
+        for seed, entry in sorted(doc["seeds"].items(), key=lambda kv: int(kv[0])):
+            console.print(f"  {describe(int(seed), entry)}", soft_wrap=True, markup=False, highlight=False)
 
 
 @contextlib.contextmanager
@@ -82,7 +97,9 @@ def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
         yield
         return
     proc = subprocess.Popen([sys.executable, "-m", "vt_core.stages.live", study, reference], stdin=subprocess.PIPE)
-    tail = _Tail(study, name)
+    from prefect.runtime import flow_run
+
+    tail = _Tail(study, name, flow_run.id)  # read here: the tail's thread does not see the run's context
     thread = threading.Thread(target=tail.run, name="vt-live", daemon=True)
     thread.start()
     try:

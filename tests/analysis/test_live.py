@@ -75,3 +75,22 @@ def test_a_reference_standardised_per_seed_is_refused(analysed_study, tmp_path):
     with pytest.raises(ReferenceError, match="standardi"):
         load_reference(study)
     assert load_npz(study / "hmm" / "model.npz")  # nothing else touched
+
+
+def test_the_convergence_prediction_is_the_precedents_of_the_reference():
+    from vt_core.analysis.live import Reference, describe_prediction, predict_convergence
+
+    ref = Reference(features=["a"], mu=np.zeros(1), sd=np.ones(1), params={"means": np.zeros((3, 1))})
+    ref.entries = {0: {0: 0, 2: 10}, 1: {0: 0, 2: 20}, 2: {0: 0, 2: 30}, 3: {0: 0}, 4: {0: 0, 1: 80}}
+    ref.convergence = {0: 50, 1: 70, 2: 90, 3: None, 4: 60}
+    p = predict_convergence(ref, 2, entered=15, now=15)  # 40, 50 and 60 steps after entering state 2
+    assert (p["predicted"], p["low"], p["high"], p["precedents"]) == (65, 55, 75, 3)
+    assert predict_convergence(ref, 2, entered=15, now=70)["low"] == 70  # not before now
+    p0 = predict_convergence(ref, 0, entered=0, now=0)
+    assert (p0["predicted"], p0["precedents"], p0["never_converged"]) == (65, 4, 1)  # 50, 60, 70, 90
+    assert "1 never converged" in describe_prediction(p0)
+    p1 = predict_convergence(ref, 1, entered=80, now=80)  # entered by one seed, after it converged
+    assert p1["predicted"] is None and "after converging" in describe_prediction(p1)
+    ref.entries[5] = {1: 10}
+    ref.convergence[5] = 30
+    assert "no convergence predicted: 1 reference seed" in describe_prediction(predict_convergence(ref, 1, 5, 5))

@@ -148,7 +148,10 @@ def recovery_problems(result: dict, p: Planted) -> list[str]:
 
 # Known defect, kept visible: on this draw the k = 6 fit sticks in a local optimum with the default
 # 5 restarts (its BIC is worse than k = 5's) and BIC picks 7; hmmlearn with 10 restarts recovers it.
-EM_LOCAL_OPTIMUM = pytest.mark.xfail(reason="EM local optimum at k = 6 with 5 restarts (open defect)", strict=False)
+# A non-strict xfail cannot fail: it runs in `make test-slow`, where the defect stays visible, and
+# costs `make test` nothing (39 s).
+EM_LOCAL_OPTIMUM = [pytest.mark.xfail(reason="EM local optimum at k = 6 with 5 restarts (open defect)", strict=False),
+                    pytest.mark.slow]
 RECOVERY = [draw(3, 10, 0), draw(3, 25, 1), draw(4, 12, 2), draw(4, 20, 3),
             pytest.param(draw(6, 12, 4), marks=EM_LOCAL_OPTIMUM), draw(6, 20, 5)]
 
@@ -175,7 +178,8 @@ DETOUR = [
     # known defect, kept visible: k = 6 chosen for the planted 5 here (an extra late state); the detour
     # itself is flagged (coefficient 0.89 steps per step, 95% interval 0.41-1.29)
     pytest.param(draw(4, 40, 11, detour=True, unconverged=2), "dict",
-                 marks=pytest.mark.xfail(reason="k = 6 chosen for 5 on this draw (open defect)", strict=False)),
+                 marks=[pytest.mark.xfail(reason="k = 6 chosen for 5 on this draw (open defect)", strict=False),
+                        pytest.mark.slow]),  # in `make test-slow` (34 s), as EM_LOCAL_OPTIMUM above
 ]
 
 
@@ -259,6 +263,7 @@ def _assert_per_seed_not_better(draws: list[Draw]):
 STANDARDISE = [draw(3, 12, 30, trend=0.8, same_length=True), draw(4, 16, 31, trend=0.8, same_length=True)]
 
 
+@pytest.mark.slow  # 18 s; the default's own recovery is tested above on every draw
 def test_per_seed_z_scoring_is_not_better_than_the_default():
     """Documents the finding (REFERENCE.md, "Corrections and findings"): the paper's per-seed
     z-scoring recovers k and states no better than the default when dwell times differ."""

@@ -78,6 +78,7 @@ def test_study_on_s3_through_the_cli(s3_bucket, tmp_path):
     assert res.exit_code == 0, res.output
 
 
+@pytest.mark.slow  # 69 s: an S3 study is tested through the CLI above, Dask workers in test_dask_cluster.py
 def test_study_on_s3_with_dask_worker_processes(s3_bucket, tmp_path):
     """`vt run --runner dask` in its own process: training, metric and HMM tasks in Dask worker
     processes and checkpoints in writer processes, all meeting in the bucket (no shared disk)."""

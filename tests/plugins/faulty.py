@@ -2,11 +2,14 @@
 
 The seed is read at build time (vt seeds torch's RNG with the run's seed just before it builds the
 model); the failing seed and step come from the environment, so the same config trains cleanly
-once the variable is unset (as a user's fix would make it)."""
+once the variable is unset (as a user's fix would make it). ``VT_TEST_STEP_SLEEP_S`` slows each
+training forward pass down by that many seconds (a run long enough to be watched, or killed, while
+it trains)."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 from torch import nn
@@ -24,6 +27,8 @@ class FaultyMLP(nn.Module):
         if self.training and fail is not None and int(fail) == self.seed \
                 and self.calls > int(os.environ.get("VT_TEST_FAIL_AFTER", "20")):
             raise RuntimeError(f"injected failure in seed {self.seed} at forward call {self.calls}")
+        if self.training and os.environ.get("VT_TEST_STEP_SLEEP_S"):
+            time.sleep(float(os.environ["VT_TEST_STEP_SLEEP_S"]))
         return self.layers(x)
 
 

@@ -110,3 +110,18 @@ def test_a_reference_the_study_cannot_be_decoded_under_is_refused(analysed_study
     with pytest.raises(ReferenceError, match="no study there"):
         live.check_reference(config, tmp_path / "nowhere")
     assert live.check_reference(config, analysed_study).k >= 1
+
+
+def test_a_seed_predicted_past_the_end_of_training_gets_a_late_event(analysed_study, running):
+    w = live.Watcher(running, analysed_study)
+    assert w.budget == 96  # 12 epochs of 8 batches
+    ref = w.ref
+    w.budget = 10  # a run that stops at step 10
+    new = w.poll()
+    late = [e for e in new if e["kind"] == "late"]
+    entered = [e for e in new if e["kind"] == "entered"]
+    expected = [(e["seed"], e["step"]) for e in entered
+                if (p := live.predict_convergence(ref, e["state"], e["step"], e["step"]))["predicted"] is not None
+                and p["predicted"] > 10]
+    assert expected and [(e["seed"], e["step"]) for e in late] == expected
+    assert all("predicted not to converge within training (step 10)" in live.describe_event(e) for e in late)

@@ -45,6 +45,11 @@ class Reference:
     components: np.ndarray | None = None
     detour_states: set[int] = field(default_factory=set)
     status: str = "unknown"        # the reference's choice of k: decided, or undetermined (hmm/selection.json)
+    # per reference seed: the step it first entered each state (Viterbi path) and its convergence step
+    entries: dict[int, dict[int, int]] = field(default_factory=dict)
+    convergence: dict[int, int | None] = field(default_factory=dict)
+    # a detour state's delay per step spent there, with its 95% interval (the reference's regression)
+    delays: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -82,7 +87,60 @@ def load_reference(study: str | Location) -> Reference:
         ref.status = str(read_json(files.selection, fix=f"`vt analyze {study}` rewrites it").get("status", "unknown"))
     analysis = read_json(files.analysis) if files.analysis.is_file() else {}
     ref.detour_states = {int(s) for s in analysis.get("detour_states", [])}
+    reg = analysis.get("regression") or {}
+    for s, c in (reg.get("coefficients") or {}).items():
+        lo, hi = reg.get("intervals", {}).get(s, [np.nan, np.nan])
+        if int(s) in ref.detour_states:
+            ref.delays[int(s)] = (float(c), float(lo), float(hi))
+    ref.convergence = {int(s): (None if c is None else int(c)) for s, c in analysis.get("convergence_step", {}).items()}
+    if files.paths.is_file():
+        for seed, p in read_json(files.paths).items():
+            if seed.isdigit():
+                first: dict[int, int] = {}
+                for step, state in zip(p["steps"], p["states"]):
+                    first.setdefault(int(state), int(step))
+                ref.entries[int(seed)] = first
     return ref
+
+
+MIN_PRECEDENTS = 3  # reference seeds that entered the state, below which no convergence step is predicted
+
+
+def predict_convergence(ref: Reference, state: int, entered: int, now: int) -> dict:
+    """When a seed that entered ``state`` at step ``entered`` and is in it at ``now`` will converge,
+    from the reference seeds that entered the same state before converging: each gives its own
+    steps from that entry to its convergence, added to ``entered`` (and not before ``now``). The
+    median and the range of those precedents, with their number and how many of the seeds that
+    entered the state never converged; fewer than :data:`MIN_PRECEDENTS`: no prediction, said."""
+    after, never, before = [], 0, 0
+    for seed, first in ref.entries.items():
+        if state not in first:
+            continue
+        conv = ref.convergence.get(seed)
+        if conv is None:
+            never += 1
+        elif first[state] <= conv:
+            after.append(conv - first[state])
+        else:
+            before += 1
+    out: dict = {"state": state, "precedents": len(after), "never_converged": never, "converged_before": before}
+    if len(after) < MIN_PRECEDENTS:
+        return out | {"predicted": None}
+    steps = np.maximum(entered + np.asarray(after, dtype=np.int64), now)
+    return out | {"predicted": int(np.median(steps)), "low": int(steps.min()), "high": int(steps.max())}
+
+
+def describe_prediction(p: dict) -> str:
+    """``converges near step 1,200 [900, 1,500] (7 reference seeds that entered state 3; 1 never converged)``."""
+    never = f"; {p['never_converged']} never converged" if p["never_converged"] else ""
+    if p["predicted"] is None and p.get("converged_before") and not p["precedents"]:
+        return (f"the reference's seeds entered state {p['state']} after converging ({p['converged_before']} "
+                f"seed(s){never})")
+    if p["predicted"] is None:
+        return (f"no convergence predicted: {p['precedents']} reference seed(s) converged after entering state "
+                f"{p['state']} (at least {MIN_PRECEDENTS} needed{never})")
+    return (f"converges near step {p['predicted']:,} [{p['low']:,}, {p['high']:,}] ({p['precedents']} reference "
+            f"seeds that entered state {p['state']}{never})")
 
 
 class OnlineFilter:

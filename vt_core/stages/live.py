@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from vt_core.analysis.live import OnlineFilter, Reference, ReferenceError, events, load_reference
+from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of this module's interface)
+    OnlineFilter,
+    Reference,
+    ReferenceError,
+    describe_prediction,
+    events,
+    load_reference,
+    predict_convergence,
+)
 from vt_core.config.study_config import StudyConfig
 from vt_core.config.usercode import load_user_code
 from vt_core.metrics.store import compute_cells, feature_column
@@ -66,6 +74,7 @@ class _Seed:
     done: int = 0                  # committed checkpoints decoded
     step: int | None = None
     posterior: np.ndarray | None = None
+    entered: int | None = None     # the step its most probable state became so
     skipped: int = 0               # checkpoints with a nonfinite feature (the HMM drops them too)
 
 
@@ -78,6 +87,7 @@ class Watcher:
         self.reference = url(location(reference))
         self.ref = check_reference(self.config, reference)
         self.names = list(dict.fromkeys(f.partition("@")[0] for f in self.ref.features))
+        self.budget = training_budget(self.config)
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
         self.keys = {e["key"] for e in self.events}
@@ -130,13 +140,34 @@ class Watcher:
                 continue
             before = state.posterior
             state.posterior, state.step = state.filter.update(row), step
-            for e in events(seed, step, before, state.posterior, self.ref, run=state.run_id):
+            if before is None or before.argmax() != state.posterior.argmax():
+                state.entered = step
+            found = events(seed, step, before, state.posterior, self.ref, run=state.run_id)
+            for e in found:
+                e["prediction"] = predict_convergence(self.ref, e["state"], step, step)
+                if e["kind"] == "detour" and e["state"] in self.ref.delays:
+                    e["delay_per_step"] = list(self.ref.delays[e["state"]])
+            late = self._late(seed, state, step)
+            for e in found + ([late] if late is not None else []):
                 if e["key"] not in self.keys:
                     self.keys.add(e["key"])
                     self.events.append(e)
                     new.append(e)
         state.done = n
         return new
+
+    def _late(self, seed: int, state: _Seed, step: int) -> dict | None:
+        """``late``: at the checkpoint where a seed enters a state, the reference's precedents put its
+        convergence (the median) past the last step of training; keyed like the other events."""
+        if self.budget is None or state.entered != step or state.posterior is None:
+            return None
+        top = int(np.argmax(state.posterior))
+        p = predict_convergence(self.ref, top, step, step)
+        if p["predicted"] is None or p["predicted"] <= self.budget:
+            return None
+        prefix = f"{seed}:{state.run_id}:{step}"
+        return {"key": f"{prefix}:late", "kind": "late", "seed": seed, "step": step, "state": top,
+                "probability": float(state.posterior[top]), "prediction": p, "budget": self.budget}
 
     def write(self) -> None:
         seeds = {}
@@ -147,10 +178,12 @@ class Watcher:
             seeds[str(seed)] = {"step": s.step, "checkpoints": s.done, "skipped": s.skipped, "run_id": s.run_id,
                                 "state": top, "probability": float(s.posterior[top]),
                                 "posterior": [float(p) for p in s.posterior],
-                                "detour": top in self.ref.detour_states}
+                                "detour": top in self.ref.detour_states, "entered": s.entered,
+                                "prediction": predict_convergence(self.ref, top, s.entered or 0, s.step or 0)}
         write_json_atomic(layout(self.study).live, {
             "reference": self.reference, "k": self.ref.k, "status": self.ref.status,
             "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
+            "budget": self.budget,
             "events": self.events, "updated": time.time()})
 
     def finished(self) -> bool:
@@ -163,6 +196,17 @@ class Watcher:
             except (StoreError, OSError, KeyError, ValueError):
                 return False
         return True
+
+
+def training_budget(config: StudyConfig) -> int | None:
+    """The last step of a vt-trained seed's training (None for a study vt did not train)."""
+    from vt_core.data import build_task
+    from vt_core.training.position import BatchPosition
+
+    if config.given_training is None:
+        return None
+    task = build_task(config.data, config.seeds[0])
+    return BatchPosition(config, len(task.x_train), config.seeds[0]).total_steps
 
 
 def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,15 +228,23 @@ def read_live(study: StudyRef) -> dict | None:
 
 def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> str:
     """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
-    detour = " — a detour state in the reference" if entry.get("detour") else ""
-    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}"
+    detour = ", a detour state in the reference" if entry.get("detour") else ""
+    said = f"; {describe_prediction(entry['prediction'])}" if entry.get("prediction") else ""
+    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}{said}"
 
 
 def describe_event(e: dict) -> str:
+    said = f"; {describe_prediction(e['prediction'])}" if e.get("prediction") else ""
+    if e["kind"] == "late":
+        return (f"seed {e['seed']}: predicted not to converge within training (step {e['budget']:,}): entered "
+                f"state {e['state']} at step {e['step']:,}{said}")
     if e["kind"] == "detour":
-        return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state in the "
-                f"reference (it delayed convergence there)")
-    return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f})"
+        delay = e.get("delay_per_step")
+        by = (f" by {delay[0]:+.2f} steps per step spent in it, 95% interval [{delay[1]:.2f}, {delay[2]:.2f}]"
+              if delay else "")
+        return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state: in the "
+                f"reference, visiting it delayed convergence{by}{said}")
+    return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f}){said}"
 
 
 def watch(study: str, reference: str, stop=lambda: False) -> None:
