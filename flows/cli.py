@@ -196,9 +196,17 @@ def dashboard(study: StudyArg,
     from vt_core.report.dashboard import build_dashboard
 
     study = _study(study)
-    path = build_dashboard(study, max_points=max_points)
+    files = layout(study)
+    if files.live_page.is_file() and not files.analysis.is_file():  # training, live: nothing analysed yet
+        path = files.live_page
+        console.print(f"live states: [bold]{path}[/] (rewritten as checkpoints commit; the analysis's dashboard "
+                      f"comes when training ends)", soft_wrap=True)
+    else:
+        path = build_dashboard(study, max_points=max_points)
+        console.print(f"dashboard: [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
+        if files.live_page.is_file():
+            console.print(f"live states: {files.live_page}", soft_wrap=True, highlight=False)
     page = path.read_bytes()
-    console.print(f"dashboard: [bold]{path}[/] ({len(page) / 1e6:.1f} MB)", soft_wrap=True)
     if is_remote(path) and (open_ or serve):  # a browser needs a local copy (the page is standalone)
         import tempfile
 
@@ -214,7 +222,7 @@ def dashboard(study: StudyArg,
         from vt_core.report.serving import serving
 
         served = None if is_remote(study) else functools.partial(serving, study)  # a local copy: not the study's
-        serve_directory(path.parent, host, port, console.print, served=served)
+        serve_directory(path.parent, host, port, console.print, served=served, page=path.name)
 
 
 @command

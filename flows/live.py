@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
 
 from vt_core.progress import publish
-from vt_core.stages.live import describe, describe_event, read_live
+from vt_core.stages.live import describe, describe_event, read_live, watcher_command
 
 log = logging.getLogger("vt")
 
@@ -96,7 +95,7 @@ def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
     if reference is None:
         yield
         return
-    proc = subprocess.Popen([sys.executable, "-m", "vt_core.stages.live", study, reference], stdin=subprocess.PIPE)
+    proc = subprocess.Popen(watcher_command(study, reference), stdin=subprocess.PIPE)
     from prefect.runtime import flow_run
 
     tail = _Tail(study, name, flow_run.id)  # read here: the tail's thread does not see the run's context

@@ -50,12 +50,12 @@ def _stop_on_sigterm():
 
 def serve_directory(directory: Path, host: str, port: int, say: Callable[[str], None] = print,
                     stop: threading.Event | None = None,
-                    served: Callable[[str], AbstractContextManager] | None = None) -> None:
+                    served: Callable[[str], AbstractContextManager] | None = None, page: str | None = None) -> None:
     """Serve until Ctrl-C (or until ``stop`` is set); meanwhile inside ``served(url)`` (which
     records where the page is served: :func:`vt_core.report.serving.serving`)."""
     server = make_server(directory, host, port)
     h, p = server.server_address[:2]
-    link = page_url(str(h), int(p))
+    link = page_url(str(h), int(p), page)
     say(f"serving {link} (Ctrl-C to stop)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: bound to {host}: anyone who can reach this machine can read the dashboard")

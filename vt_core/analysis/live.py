@@ -182,3 +182,24 @@ def events(seed: int, step: int, before: np.ndarray | None, after: np.ndarray, r
         out.append({"key": f"{prefix}:detour", "kind": "detour", "seed": seed, "step": step, "state": state,
                     "probability": float(after[state])})
     return out
+
+
+def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> str:
+    """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
+    detour = ", a detour state in the reference" if entry.get("detour") else ""
+    said = f"; {describe_prediction(entry['prediction'])}" if entry.get("prediction") else ""
+    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}{said}"
+
+
+def describe_event(e: dict) -> str:
+    said = f"; {describe_prediction(e['prediction'])}" if e.get("prediction") else ""
+    if e["kind"] == "late":
+        return (f"seed {e['seed']}: predicted not to converge within training (step {e['budget']:,}): entered "
+                f"state {e['state']} at step {e['step']:,}{said}")
+    if e["kind"] == "detour":
+        delay = e.get("delay_per_step")
+        by = (f" by {delay[0]:+.2f} steps per step spent in it, 95% interval [{delay[1]:.2f}, {delay[2]:.2f}]"
+              if delay else "")
+        return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state: in the "
+                f"reference, visiting it delayed convergence{by}{said}")
+    return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f}){said}"

@@ -16,8 +16,8 @@ repeated. A ``live.json`` found damaged is named and rebuilt the same way.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +29,8 @@ from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of
     OnlineFilter,
     Reference,
     ReferenceError,
+    describe,
+    describe_event,
     describe_prediction,
     events,
     load_reference,
@@ -38,6 +40,7 @@ from vt_core.config.study_config import StudyConfig
 from vt_core.config.usercode import load_user_code
 from vt_core.metrics.store import compute_cells, feature_column
 from vt_core.names import SCALARS, is_function_feature
+from vt_core.report.live_page import REFRESH_S, write_live_page
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import layout
 from vt_core.storage.location import DamagedFileError, Location, location, read_json, url, write_json_atomic
@@ -46,7 +49,21 @@ from vt_core.storage.study import FINISHED
 
 log = logging.getLogger("vt")
 
-POLL_S = 0.5  # how often the watcher looks for new commits
+POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
+
+# The watcher's command: its scheduling set before anything heavy is imported. SCHED_IDLE (Linux) and
+# nice 19: training and its writer come first; the watcher runs on what they leave, and decodes what
+# has piled up when it gets a core (benchmarks/live_overhead.py measures both the cost and the lag).
+_IDLE = ("import os, sys\n"
+         "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nexcept (AttributeError, OSError):\n"
+         "    pass\n"
+         "try:\n    os.nice(19)\nexcept OSError:\n    pass\n"
+         "from vt_core.stages.live import _main\nsys.exit(_main(sys.argv[1:]))\n")
+
+
+def watcher_command(study: str, reference: str) -> list[str]:
+    """The command that starts the watcher process for ``study`` under ``reference``."""
+    return [sys.executable, "-c", _IDLE, study, reference]
 
 
 def check_reference(config: StudyConfig, reference: str | Location) -> Reference:
@@ -88,6 +105,7 @@ class Watcher:
         self.ref = check_reference(self.config, reference)
         self.names = list(dict.fromkeys(f.partition("@")[0] for f in self.ref.features))
         self.budget = training_budget(self.config)
+        self.page_written = -float("inf")
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
         self.keys = {e["key"] for e in self.events}
@@ -169,7 +187,8 @@ class Watcher:
         return {"key": f"{prefix}:late", "kind": "late", "seed": seed, "step": step, "state": top,
                 "probability": float(state.posterior[top]), "prediction": p, "budget": self.budget}
 
-    def write(self) -> None:
+    def write(self, page: bool = True) -> None:
+        """``live.json``; and the live page, when ``page`` (no more often than it reloads itself)."""
         seeds = {}
         for seed, s in self.seeds.items():
             if s.posterior is None:
@@ -180,11 +199,13 @@ class Watcher:
                                 "posterior": [float(p) for p in s.posterior],
                                 "detour": top in self.ref.detour_states, "entered": s.entered,
                                 "prediction": predict_convergence(self.ref, top, s.entered or 0, s.step or 0)}
-        write_json_atomic(layout(self.study).live, {
-            "reference": self.reference, "k": self.ref.k, "status": self.ref.status,
-            "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
-            "budget": self.budget,
-            "events": self.events, "updated": time.time()})
+        doc = {"reference": self.reference, "k": self.ref.k, "status": self.ref.status,
+               "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
+               "budget": self.budget, "events": self.events, "updated": time.time()}
+        write_json_atomic(layout(self.study).live, doc)
+        if page and time.monotonic() - self.page_written >= REFRESH_S:
+            write_live_page(self.study, json.loads(json.dumps(doc)), self.config.name)
+            self.page_written = time.monotonic()
 
     def finished(self) -> bool:
         """Every seed's training has ended and each of its commits is decoded."""
@@ -226,27 +247,6 @@ def read_live(study: StudyRef) -> dict | None:
     return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None
 
 
-def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> str:
-    """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
-    detour = ", a detour state in the reference" if entry.get("detour") else ""
-    said = f"; {describe_prediction(entry['prediction'])}" if entry.get("prediction") else ""
-    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}{said}"
-
-
-def describe_event(e: dict) -> str:
-    said = f"; {describe_prediction(e['prediction'])}" if e.get("prediction") else ""
-    if e["kind"] == "late":
-        return (f"seed {e['seed']}: predicted not to converge within training (step {e['budget']:,}): entered "
-                f"state {e['state']} at step {e['step']:,}{said}")
-    if e["kind"] == "detour":
-        delay = e.get("delay_per_step")
-        by = (f" by {delay[0]:+.2f} steps per step spent in it, 95% interval [{delay[1]:.2f}, {delay[2]:.2f}]"
-              if delay else "")
-        return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state: in the "
-                f"reference, visiting it delayed convergence{by}{said}")
-    return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f}){said}"
-
-
 def watch(study: str, reference: str, stop=lambda: False) -> None:
     """Poll until every seed has ended and is decoded, or ``stop()``; one last poll either way."""
     w = Watcher(study, reference)
@@ -255,6 +255,8 @@ def watch(study: str, reference: str, stop=lambda: False) -> None:
         w.poll()
         time.sleep(POLL_S)
     w.poll()
+    w.page_written = -float("inf")
+    w.write()  # the last state on the page too
 
 
 def _main(argv: list[str]) -> int:
@@ -262,10 +264,6 @@ def _main(argv: list[str]) -> int:
 
     study, reference = argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops training; the parent then closes our stdin
-    try:
-        os.nice(10)  # training comes first
-    except OSError:
-        pass
     import threading
 
     closed = threading.Event()

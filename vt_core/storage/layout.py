@@ -14,7 +14,7 @@
       function.npz                   PCA of the per-example losses (hooks.per_example_loss): the function
       analysis.json                  states, graph, explanations, regression
       live.json                      live states while seeds train (`vt run --reference`): posteriors, events
-      dashboard/index.html           standalone Bokeh page
+      dashboard/index.html           standalone Bokeh page; dashboard/live.html while seeds train (live states)
       .vt.serving                    while `vt dashboard --serve` serves it: its URL, host and pid
       figures/NAME.pdf|svg|png       `vt figures`: static figures for papers
       report.md                      `vt report`
@@ -128,6 +128,11 @@ class Layout:
     @property
     def dashboard(self) -> Location:
         return self.root / "dashboard" / "index.html"
+
+    @property
+    def live_page(self) -> Location:
+        """``dashboard/live.html``: live states as seeds train (:mod:`vt_core.report.live_page`)."""
+        return self.root / "dashboard" / "live.html"
 
     @property
     def dashboard_served(self) -> Location:
