@@ -3,9 +3,10 @@ the live watcher decoding every committed checkpoint beside it, in one run.
 
 The reference is the demo study itself (examples/sparse_parity.toml: 8 seeds, trained and
 analysed first, k decided). Then ``--seeds`` seeds of the same config are trained into fresh
-studies the way a `vt run` task trains them (``train_group``: one batched model, the writer
-process), *bare* and *live* interleaved ``--repeats`` times: *live* starts the watcher process
-(``python -m vt_core.stages.live STUDY REFERENCE``, niced, as the study flow does) before training
+studies the way a `vt run` task trains them (``train_group``: one batched model, torch on one
+thread, the writer process), *bare* and *live* interleaved ``--repeats`` times: *live* starts the
+watcher process (``watcher_command``: nice 19 once it has read the reference, as the study flow
+does) before training
 and tells it training has ended after. The ratio is of training's wall time (best of the repeats);
 ``drain_s`` is how long the watcher took after training to decode the last commits and stop.
 ``--load N`` runs N CPU-bound processes beside it (a shared machine).
@@ -59,7 +60,7 @@ def train(where: Path, seeds: int, ref: Path | None) -> tuple[float, float, int]
     if ref is not None:
         watcher = subprocess.Popen(watcher_command(str(study), str(ref)), stdin=subprocess.PIPE, cwd=ROOT)
     t = time.perf_counter()
-    train_group(study, list(config.seeds))
+    train_group(study, list(config.seeds), num_threads=1)  # as a `vt run` task trains them
     trained = time.perf_counter() - t
     drain, events = 0.0, 0
     if watcher is not None:

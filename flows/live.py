@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -95,7 +96,8 @@ def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
     if reference is None:
         yield
         return
-    proc = subprocess.Popen(watcher_command(study, reference), stdin=subprocess.PIPE)
+    errors = tempfile.TemporaryFile(mode="w+")  # its one line when it stops on an error (no traceback)
+    proc = subprocess.Popen(watcher_command(study, reference), stdin=subprocess.PIPE, stderr=errors)
     from prefect.runtime import flow_run
 
     tail = _Tail(study, name, flow_run.id)  # read here: the tail's thread does not see the run's context
@@ -111,6 +113,9 @@ def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
         if proc.returncode:
-            log.warning("live states: the watcher ended with exit code %s", proc.returncode)
+            errors.seek(0)
+            said = [line for line in errors.read().splitlines() if line.startswith("live states stopped")]
+            log.warning("%s", said[-1] if said else f"live states stopped (the watcher's exit code {proc.returncode})")
+        errors.close()
         tail.stop.set()
         thread.join()

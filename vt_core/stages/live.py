@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -51,19 +52,17 @@ log = logging.getLogger("vt")
 
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
 
-# The watcher's command: its scheduling set before anything heavy is imported. SCHED_IDLE (Linux) and
-# nice 19: training and its writer come first; the watcher runs on what they leave, and decodes what
-# has piled up when it gets a core (benchmarks/live_overhead.py measures both the cost and the lag).
-_IDLE = ("import os, sys\n"
-         "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nexcept (AttributeError, OSError):\n"
-         "    pass\n"
-         "try:\n    os.nice(19)\nexcept OSError:\n    pass\n"
-         "from vt_core.stages.live import _main\nsys.exit(_main(sys.argv[1:]))\n")
+# The watcher's command. It imports and reads the reference at the priority it is started with (a few
+# seconds of CPU, while the flow starts its training tasks), then decodes at nice 19: training and its
+# writers come first, and what piles up while they hold every core is decoded when one is free
+# (benchmarks/live_overhead.py measures the cost on training and the lag). SCHED_IDLE was tried: on
+# 2 cores busy with two training tasks it starved the watcher until training ended.
+_MAIN = "import sys\nfrom vt_core.stages.live import _main\nsys.exit(_main(sys.argv[1:]))\n"
 
 
 def watcher_command(study: str, reference: str) -> list[str]:
     """The command that starts the watcher process for ``study`` under ``reference``."""
-    return [sys.executable, "-c", _IDLE, study, reference]
+    return [sys.executable, "-c", _MAIN, study, reference]
 
 
 def check_reference(config: StudyConfig, reference: str | Location) -> Reference:
@@ -247,10 +246,16 @@ def read_live(study: StudyRef) -> dict | None:
     return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None
 
 
-def watch(study: str, reference: str, stop=lambda: False) -> None:
-    """Poll until every seed has ended and is decoded, or ``stop()``; one last poll either way."""
+def watch(study: str, reference: str, stop=lambda: False, nice: int = 0) -> None:
+    """Poll until every seed has ended and is decoded, or ``stop()``; one last poll either way.
+    ``nice``: the niceness added once the reference is read (the watcher process: 19)."""
     w = Watcher(study, reference)
     w.write()
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
     while not stop() and not w.finished():
         w.poll()
         time.sleep(POLL_S)
@@ -273,7 +278,11 @@ def _main(argv: list[str]) -> int:
         closed.set()
 
     threading.Thread(target=wait_for_parent, daemon=True).start()
-    watch(study, reference, stop=closed.is_set)
+    try:
+        watch(study, reference, stop=closed.is_set, nice=19)
+    except Exception as err:  # noqa: BLE001 - one line for the parent to show; training is not affected
+        print(f"live states stopped: {type(err).__name__}: {str(err)[:300]}", file=sys.stderr)
+        return 1
     return 0
 
 
