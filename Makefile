@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 BENCHMARKS = benchmarks/metrics_throughput.py benchmarks/capture_overhead.py benchmarks/hmm_selection.py \
 	benchmarks/dashboard_scale.py benchmarks/seed_groups.py benchmarks/group_checkpoints.py benchmarks/hmm_estep.py \
 	benchmarks/analysis_scale.py benchmarks/verification_cost.py benchmarks/recorder_overhead.py benchmarks/import_rate.py \
-	benchmarks/readonly_commands.py benchmarks/pythia_scale.py
+	benchmarks/readonly_commands.py benchmarks/pythia_scale.py benchmarks/live_overhead.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

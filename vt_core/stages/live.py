@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from vt_core.storage.study import FINISHED
 log = logging.getLogger("vt")
 
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
+DUTY = 0.1    # the most of the wall-clock time it spends decoding
 
 # The watcher's command. It imports and reads the reference at the priority it is started with (a few
 # seconds of CPU, while the flow starts its training tasks), then decodes at nice 19: training and its
@@ -246,9 +248,12 @@ def read_live(study: StudyRef) -> dict | None:
     return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None
 
 
-def watch(study: str, reference: str, stop=lambda: False, nice: int = 0) -> None:
-    """Poll until every seed has ended and is decoded, or ``stop()``; one last poll either way.
-    ``nice``: the niceness added once the reference is read (the watcher process: 19)."""
+def watch(study: str, reference: str, stop: threading.Event | None = None, nice: int = 0) -> None:
+    """Poll until every seed has ended and is decoded, or ``stop`` is set; one last poll either way.
+    ``nice``: the niceness added once the reference is read (the watcher process: 19). Between polls
+    it waits :data:`POLL_S`, or longer after a costly one: it spends at most :data:`DUTY` of the
+    wall-clock time decoding (what piles up meanwhile is decoded at once, at the same fixed cost)."""
+    stop = stop or threading.Event()
     w = Watcher(study, reference)
     w.write()
     if nice:
@@ -256,9 +261,10 @@ def watch(study: str, reference: str, stop=lambda: False, nice: int = 0) -> None
             os.nice(nice)
         except OSError:
             pass
-    while not stop() and not w.finished():
+    while not stop.is_set() and not w.finished():
+        used = time.process_time()
         w.poll()
-        time.sleep(POLL_S)
+        stop.wait(max(POLL_S, (time.process_time() - used) / DUTY))
     w.poll()
     w.page_written = -float("inf")
     w.write()  # the last state on the page too
@@ -269,8 +275,6 @@ def _main(argv: list[str]) -> int:
 
     study, reference = argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops training; the parent then closes our stdin
-    import threading
-
     closed = threading.Event()
 
     def wait_for_parent() -> None:  # the parent closes our stdin to say "training has ended"
@@ -279,7 +283,7 @@ def _main(argv: list[str]) -> int:
 
     threading.Thread(target=wait_for_parent, daemon=True).start()
     try:
-        watch(study, reference, stop=closed.is_set, nice=19)
+        watch(study, reference, stop=closed, nice=19)
     except Exception as err:  # noqa: BLE001 - one line for the parent to show; training is not affected
         print(f"live states stopped: {type(err).__name__}: {str(err)[:300]}", file=sys.stderr)
         return 1
