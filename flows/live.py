@@ -14,8 +14,8 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+from vt_core.analysis.live import describe, describe_event, read_live  # light: `vt status` imports this module
 from vt_core.progress import publish
-from vt_core.stages.live import describe, describe_event, read_live, watcher_command
 
 log = logging.getLogger("vt")
 
@@ -96,9 +96,12 @@ def live_states(study: str, name: str, reference: str | None) -> Iterator[None]:
     if reference is None:
         yield
         return
+    from vt_core.stages.live import watcher_command
+
     errors = tempfile.TemporaryFile(mode="w+")  # its one line when it stops on an error (no traceback)
     proc = subprocess.Popen(watcher_command(study, reference), stdin=subprocess.PIPE, stderr=errors)
     from prefect.runtime import flow_run
+
 
     tail = _Tail(study, name, flow_run.id)  # read here: the tail's thread does not see the run's context
     thread = threading.Thread(target=tail.run, name="vt-live", daemon=True)

@@ -203,3 +203,9 @@ def describe_event(e: dict) -> str:
         return (f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,}, a detour state: in the "
                 f"reference, visiting it delayed convergence{by}{said}")
     return f"seed {e['seed']}: entered state {e['state']} at step {e['step']:,} (p {e['probability']:.2f}){said}"
+
+
+def read_live(study: str | Location) -> dict | None:
+    """``live.json`` as the watcher last wrote it (None: no live run); damage is named."""
+    path = layout(study).live
+    return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None

@@ -37,6 +37,7 @@ from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of
     events,
     load_reference,
     predict_convergence,
+    read_live,
 )
 from vt_core.config.study_config import StudyConfig
 from vt_core.config.usercode import load_user_code
@@ -240,12 +241,6 @@ def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndar
         flags = cells["nonfinite"].values
         ok &= ~(flags.reshape(len(rows), -1).any(axis=1) if flags.ndim > 1 else flags.astype(bool))
     return rows, ok
-
-
-def read_live(study: StudyRef) -> dict | None:
-    """``live.json`` as the watcher last wrote it (None: no live run); damage is named."""
-    path = layout(study).live
-    return read_json(path, fix="the next `vt run --reference` decodes it again") if path.is_file() else None
 
 
 def watch(study: str, reference: str, stop: threading.Event | None = None, nice: int = 0) -> None:
