@@ -104,16 +104,9 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
                   soft_wrap=True, highlight=False)
     console.print("checking the config (building the task and the model) ...", style="dim", highlight=False)
     check_config(cfg)  # everything `vt validate` checks, before anything is written
-    if reference is not None:
-        from vt_core.stages.live import check_reference
+    from flows.live import announce_reference
 
-        ref = check_reference(load_user_code(cfg), _study(reference))
-        console.print(f"live states under {escape(reference)}'s model (k = {ref.k}, {ref.status}; detour states: "
-                      f"{sorted(ref.detour_states) or 'none'})", soft_wrap=True, highlight=False)
-        if ref.status != "decided":
-            console.print(f"warning: the reference did not decide its number of states: its k = {ref.k} is one "
-                          f"reading of several, and so are the states decoded under it", style="yellow",
-                          soft_wrap=True, highlight=False)
+    reference = announce_reference(console, cfg, reference)
     switches = dataclasses.asdict(Runtime.from_env())
     from vt_core.stages import nothing_to_do
 
@@ -126,7 +119,7 @@ def run(config: Annotated[Path, typer.Argument(help="study config (.toml)")], ru
         return
     # the config as read and checked here: the flow neither reads the file nor checks it again
     _run({"config_path": str(config), "config": cfg.model_dump(mode="json"), "checked": True, "runtime": switches,
-          "reference": None if reference is None else url(_study(reference))}, runner, workers, study=study_dir(cfg))
+          "reference": reference}, runner, workers, study=study_dir(cfg))
 
 
 @command
@@ -238,14 +231,14 @@ def figures(study: StudyArg,
 
 @command
 def status(study: StudyArg) -> None:
-    """Each seed's state (complete, running, interrupted, failed, diverged, missing) and last committed step."""
+    """Each seed's state (complete, running, interrupted, stopped-early, failed, diverged, missing) and last step."""
     study = _study(study)
     rows = seed_status(study)
     table = Table(title=f"study {study}")
     for col in ("seed", "status", "checkpoints", "last step", "error"):
         table.add_column(col)
     colors = {"complete": "green", "running": "yellow", "interrupted": "yellow", "failed": "red",
-              "diverged": "magenta"}
+              "diverged": "magenta", "stopped-early": "cyan"}
     for r in rows:
         c = colors.get(r["status"], "white")
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),

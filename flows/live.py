@@ -20,7 +20,7 @@ from vt_core.progress import publish
 log = logging.getLogger("vt")
 
 EVENT_NAMES = {"entered": "vt.seed.entered-state", "detour": "vt.seed.entered-detour",
-               "late": "vt.seed.predicted-late"}
+               "late": "vt.seed.predicted-late", "stopped": "vt.seed.stopped-early"}
 
 
 def event_id(study: str, key: str) -> uuid.UUID:
@@ -87,6 +87,30 @@ def print_live_status(console, study) -> None:
                       soft_wrap=True, markup=False, highlight=False)
         for seed, entry in sorted(doc["seeds"].items(), key=lambda kv: int(kv[0])):
             console.print(f"  {describe(int(seed), entry)}", soft_wrap=True, markup=False, highlight=False)
+
+
+def announce_reference(console, config, given: str | None) -> str | None:
+    """`vt run`: the reference (``--reference``, else ``live.reference``) checked, and said, before
+    anything is written; its URL, or None for no live states."""
+    from rich.markup import escape
+
+    from vt_core.config.usercode import load_user_code
+    from vt_core.stages.live import check_reference, live_reference
+
+    reference = live_reference(config, given)
+    if reference is None:
+        return None
+    ref = check_reference(load_user_code(config), reference)
+    console.print(f"live states under {escape(reference)}'s model (k = {ref.k}, {ref.status}; detour states: "
+                  f"{sorted(ref.detour_states) or 'none'})", soft_wrap=True, highlight=False)
+    if config.live.stop_if_predicted_beyond is not None:
+        console.print(f"a seed predicted to converge after step {config.live.stop_if_predicted_beyond:,} stops early "
+                      f"(live.stop_if_predicted_beyond)", soft_wrap=True, highlight=False)
+    if ref.status != "decided":
+        console.print(f"warning: the reference did not decide its number of states: its k = {ref.k} is one "
+                      f"reading of several, and so are the states decoded under it", style="yellow",
+                      soft_wrap=True, highlight=False)
+    return reference
 
 
 @contextlib.contextmanager

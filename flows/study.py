@@ -28,6 +28,7 @@ from vt_core.progress import note, publish
 from vt_core.runtime import Runtime
 from vt_core.stages.explain import analysis_is_current
 from vt_core.stages.hmm import load_selection
+from vt_core.stages.live import live_reference
 from vt_core.stages.metrics import damaged_seeds, describe_cells, spread, usable_seeds
 from vt_core.stages.train import SeedsFailedError, finished_summary, repair_seeds
 from vt_core.storage.layout import layout
@@ -116,6 +117,7 @@ def study_flow(config_path: str | None = None, study: str | None = None, rerun_s
     elif study is None:
         raise ValueError("give config_path (a .toml study config) or study (an existing study directory)")
     switches = runtime if runtime is not None else dataclasses.asdict(Runtime.from_env())
+    reference = live_reference(opened or load_study(study), reference)  # --reference, else live.reference
     with study_lock(study), keep_stop_on_sigterm():
         if opened is not None:
             prepare_study(opened, source=config_path)

@@ -50,6 +50,7 @@ class Reference:
     convergence: dict[int, int | None] = field(default_factory=dict)
     # a detour state's delay per step spent there, with its 95% interval (the reference's regression)
     delays: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    threshold: float | None = None  # the held-out accuracy at which the reference's seeds converged
 
     @property
     def k(self) -> int:
@@ -87,6 +88,8 @@ def load_reference(study: str | Location) -> Reference:
         ref.status = str(read_json(files.selection, fix=f"`vt analyze {study}` rewrites it").get("status", "unknown"))
     analysis = read_json(files.analysis) if files.analysis.is_file() else {}
     ref.detour_states = {int(s) for s in analysis.get("detour_states", [])}
+    if analysis.get("convergence_threshold") is not None:
+        ref.threshold = float(analysis["convergence_threshold"])
     reg = analysis.get("regression") or {}
     for s, c in (reg.get("coefficients") or {}).items():
         lo, hi = reg.get("intervals", {}).get(s, [np.nan, np.nan])
@@ -188,7 +191,10 @@ def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> 
     """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
     detour = ", a detour state in the reference" if entry.get("detour") else ""
     said = f"; {describe_prediction(entry['prediction'])}" if entry.get("prediction") else ""
-    return f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}{said}"
+    stopped = (f"; stopped early by the live policy at step {entry['stopped']:,}"
+               if entry.get("stopped") is not None else "")
+    return (f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}"
+            f"{said}{stopped}")
 
 
 def describe_event(e: dict) -> str:
@@ -196,6 +202,9 @@ def describe_event(e: dict) -> str:
     if e["kind"] == "late":
         return (f"seed {e['seed']}: predicted not to converge within training (step {e['budget']:,}): entered "
                 f"state {e['state']} at step {e['step']:,}{said}")
+    if e["kind"] == "stopped":
+        return (f"seed {e['seed']}: stopping at its next checkpoint (live.stop_if_predicted_beyond = "
+                f"{e['beyond']:,}): in state {e['state']} since step {e['entered']:,}, at step {e['step']:,}{said}")
     if e["kind"] == "detour":
         delay = e.get("delay_per_step")
         by = (f" by {delay[0]:+.2f} steps per step spent in it, 95% interval [{delay[1]:.2f}, {delay[2]:.2f}]"

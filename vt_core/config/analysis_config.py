@@ -1,5 +1,6 @@
-"""The ``hooks``, ``metrics`` and ``hmm`` sections of a study config: what is recorded, what is
-computed from it, and how states are fitted (re-exported by :mod:`vt_core.config.study_config`)."""
+"""The ``hooks``, ``metrics``, ``hmm`` and ``live`` sections of a study config: what is recorded, what
+is computed from it, how states are fitted, and how they are decoded while seeds train (re-exported
+by :mod:`vt_core.config.study_config`)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,16 @@ class HMMConfig(_Strict):
     paper_n_iter: int = Field(10, gt=0, le=100_000, description="EM iterations of the paper's procedure")
     density_check: bool = Field(False, description="also choose k on every 2nd/4th checkpoint and half the seeds")
     change_model: bool = Field(False, description="also fit states of change (an HMM on first differences)")
+
+
+class LiveConfig(_Strict):
+    """Live states while seeds train (`vt run`; issue 32). Not part of what a seed stores: changing it
+    retrains nothing."""
+
+    reference: str | None = Field(None, min_length=1, description="a study vt analysed (a path relative to the "
+                                  "working dir, or an fsspec URL) whose model decodes each seed's state as its "
+                                  "checkpoints commit; `vt run --reference` overrides it")
+    stop_if_predicted_beyond: int | None = Field(
+        None, gt=0, le=10**12, description="stop a seed (status stopped-early, resumable) at the first checkpoint "
+        "where the reference's precedents put its convergence (their median) past this step; a run without this "
+        "key resumes such seeds")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from vt_core.config.analysis_config import HMMConfig, HooksConfig, MetricsConfig
+from vt_core.config.analysis_config import HMMConfig, HooksConfig, LiveConfig, MetricsConfig
 from vt_core.config.data_config import IMAGE_DATA, DataConfig, ModularConfig, SparseParityConfig
 from vt_core.config.external_config import ExternalDataConfig, ExternalModelConfig, OriginConfig
 from vt_core.config.messages import format_errors
@@ -170,6 +170,7 @@ class StudyConfig(_Strict):
     hooks: HooksConfig = HooksConfig()
     metrics: MetricsConfig = MetricsConfig()
     hmm: HMMConfig = HMMConfig()
+    live: LiveConfig = LiveConfig()
     origin: OriginConfig | None = Field(None, description="set when vt did not train the runs (recorder, import)")
 
     @model_validator(mode="before")

@@ -39,7 +39,7 @@ from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of
     predict_convergence,
     read_live,
 )
-from vt_core.config.study_config import StudyConfig
+from vt_core.config.study_config import ConfigError, StudyConfig
 from vt_core.config.usercode import load_user_code
 from vt_core.metrics.store import compute_cells, feature_column
 from vt_core.names import SCALARS, is_function_feature
@@ -48,7 +48,8 @@ from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import layout
 from vt_core.storage.location import DamagedFileError, Location, location, read_json, url, write_json_atomic
 from vt_core.storage.run_store import RunStore, StoreError
-from vt_core.storage.study import FINISHED
+from vt_core.storage.study import ENDED
+from vt_core.training import early_stop
 
 log = logging.getLogger("vt")
 
@@ -66,6 +67,18 @@ _MAIN = "import sys\nfrom vt_core.stages.live import _main\nsys.exit(_main(sys.a
 def watcher_command(study: str, reference: str) -> list[str]:
     """The command that starts the watcher process for ``study`` under ``reference``."""
     return [sys.executable, "-c", _MAIN, study, reference]
+
+
+def live_reference(config: StudyConfig, given: str | Location | None = None) -> str | None:
+    """The reference a run of ``config`` decodes under, as a URL: ``given`` (`vt run --reference`), else
+    ``live.reference``; None for none. The stop policy without a reference is refused in one line."""
+    chosen = given if given is not None else config.live.reference
+    if chosen is None:
+        if config.live.stop_if_predicted_beyond is not None:
+            raise ConfigError("live.stop_if_predicted_beyond needs a reference study to predict from: set "
+                              "live.reference in the config or pass `vt run CONFIG --reference STUDY`")
+        return None
+    return url(location(chosen))
 
 
 def check_reference(config: StudyConfig, reference: str | Location) -> Reference:
@@ -95,6 +108,8 @@ class _Seed:
     posterior: np.ndarray | None = None
     entered: int | None = None     # the step its most probable state became so
     skipped: int = 0               # checkpoints with a nonfinite feature (the HMM drops them too)
+    converged: bool = False        # its held-out accuracy has reached the reference's threshold
+    stopped: int | None = None     # the step at which the live policy asked it to stop
 
 
 class Watcher:
@@ -107,6 +122,10 @@ class Watcher:
         self.ref = check_reference(self.config, reference)
         self.names = list(dict.fromkeys(f.partition("@")[0] for f in self.ref.features))
         self.budget = training_budget(self.config)
+        self.beyond = self.config.live.stop_if_predicted_beyond  # the stop policy (None: off)
+        self.threshold = self.ref.threshold if self.ref.threshold is not None else self.config.hmm.convergence_threshold
+        if self.beyond is not None and "test_accuracy" not in self.names:  # a converged seed is never stopped
+            self.names.append("test_accuracy")
         self.page_written = -float("inf")
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
@@ -153,8 +172,11 @@ class Watcher:
         cells = compute_cells(store, self.config, self.names, index)
         rows, ok = rows_of(cells, self.ref.features)
         steps = [int(s) for s in cells["step"].values]
+        accuracy = (feature_column(cells, "test_accuracy").values if self.beyond is not None
+                    else np.full(len(steps), np.nan))
         new = []
-        for step, row, good in zip(steps, rows, ok):
+        for step, row, good, acc in zip(steps, rows, ok, accuracy):
+            state.converged |= bool(acc >= self.threshold)
             if not good:
                 state.skipped += 1
                 continue
@@ -167,8 +189,8 @@ class Watcher:
                 e["prediction"] = predict_convergence(self.ref, e["state"], step, step)
                 if e["kind"] == "detour" and e["state"] in self.ref.delays:
                     e["delay_per_step"] = list(self.ref.delays[e["state"]])
-            late = self._late(seed, state, step)
-            for e in found + ([late] if late is not None else []):
+            late, stop = self._late(seed, state, step), self._stop(seed, state, step)
+            for e in found + [x for x in (late, stop) if x is not None]:
                 if e["key"] not in self.keys:
                     self.keys.add(e["key"])
                     self.events.append(e)
@@ -189,6 +211,26 @@ class Watcher:
         return {"key": f"{prefix}:late", "kind": "late", "seed": seed, "step": step, "state": top,
                 "probability": float(state.posterior[top]), "prediction": p, "budget": self.budget}
 
+    def _stop(self, seed: int, state: _Seed, step: int) -> dict | None:
+        """The live policy: at the first checkpoint where the reference's precedents put the seed's
+        convergence (their median) past ``live.stop_if_predicted_beyond``, ask its training to stop
+        (:mod:`vt_core.training.early_stop`). Never a seed that has converged already, nor one in a
+        state for which the reference predicts nothing."""
+        if self.beyond is None or state.stopped is not None or state.converged or state.posterior is None:
+            return None
+        top, entered = int(np.argmax(state.posterior)), state.entered if state.entered is not None else step
+        p = predict_convergence(self.ref, top, entered, step)
+        if p["predicted"] is None or p["predicted"] <= self.beyond:
+            return None
+        state.stopped = step
+        reason = (f"stopped early at step {step:,} by live.stop_if_predicted_beyond = {self.beyond:,}: in state "
+                  f"{top} since step {entered:,}, {describe_prediction(p)} (`vt run` without the policy resumes it)")
+        early_stop.request(self.study.location, seed, state.run_id, step, reason, state=top, prediction=p,
+                           beyond=self.beyond)
+        return {"key": f"{seed}:{state.run_id}:{step}:stopped", "kind": "stopped", "seed": seed, "step": step,
+                "state": top, "entered": entered, "probability": float(state.posterior[top]), "prediction": p,
+                "beyond": self.beyond}
+
     def write(self, page: bool = True) -> None:
         """``live.json``; and the live page, when ``page`` (no more often than it reloads itself)."""
         seeds = {}
@@ -199,7 +241,7 @@ class Watcher:
             seeds[str(seed)] = {"step": s.step, "checkpoints": s.done, "skipped": s.skipped, "run_id": s.run_id,
                                 "state": top, "probability": float(s.posterior[top]),
                                 "posterior": [float(p) for p in s.posterior],
-                                "detour": top in self.ref.detour_states, "entered": s.entered,
+                                "detour": top in self.ref.detour_states, "entered": s.entered, "stopped": s.stopped,
                                 "prediction": predict_convergence(self.ref, top, s.entered or 0, s.step or 0)}
         doc = {"reference": self.reference, "k": self.ref.k, "status": self.ref.status,
                "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
@@ -214,7 +256,7 @@ class Watcher:
         for seed, state in self.seeds.items():
             try:
                 store = RunStore(layout(self.study).run(seed), mode="r")
-                if store.status not in (*FINISHED, "failed", "interrupted") or store.committed > state.done:
+                if store.status not in (*ENDED, "failed", "interrupted") or store.committed > state.done:
                     return False
             except (StoreError, OSError, KeyError, ValueError):
                 return False

@@ -22,7 +22,7 @@ from vt_core.report.narrative import seed_ranges
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.location import remove_tree
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import FINISHED
+from vt_core.storage.study import ENDED
 
 log = logging.getLogger("vt")
 
@@ -57,13 +57,13 @@ class MetricCells(TypedDict):
 
 
 def usable_seeds(study: StudyRef) -> list[int]:
-    """Seeds whose store has at least two committed checkpoints (complete or diverged)."""
+    """Seeds whose store has at least two committed checkpoints (complete, diverged or stopped early)."""
     study = Study.open(study)
     out = []
     for seed in study.config.seeds:
         if study.layout.run(seed).exists():
             store = study.run(seed)
-            if store.status in FINISHED and store.committed >= 2:
+            if store.status in ENDED and store.committed >= 2:
                 out.append(seed)
     return out
 

@@ -23,8 +23,19 @@ from vt_core.runtime import Runtime
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.location import Location, remove_tree
 from vt_core.storage.run_store import RunStore, StoreError
-from vt_core.storage.study import FINISHED, MISPLACED, open_run, reset_seed, run_path, store_problems
+from vt_core.storage.study import (
+    FINISHED,
+    MISPLACED,
+    STOPPED_EARLY,
+    needs_no_training,
+    open_run,
+    reset_seed,
+    run_path,
+    store_problems,
+)
 from vt_core.storage.writer import make_writer
+from vt_core.training import early_stop
+from vt_core.training.early_stop import EarlyStop, StoppedEarly
 from vt_core.training.interrupt import Interrupted, stop_requested
 from vt_core.training.loop import DivergedError, Trainer, example_indices, example_seed
 
@@ -120,8 +131,10 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     store = None
     if path.exists():
         store = open_run(study, seed, config)
-        if store.status in FINISHED:
+        if needs_no_training(store.status, config):
             return _summary(store, seed, skipped=True)
+        if store.status == STOPPED_EARLY:  # the live policy is off now: the seed resumes
+            early_stop.clear(study, seed)
     trainer = Trainer(config, seed)
     if store is None:
         store = RunStore.create(path, seed=seed, config_hash=config.training_hash(),
@@ -157,6 +170,8 @@ def _end(path: Location, seed: int, outcome: BaseException | None) -> SeedSummar
     store = RunStore(path)
     if isinstance(outcome, Interrupted):  # everything handed to the writer is committed
         store.set_status("interrupted")
+    elif isinstance(outcome, StoppedEarly):  # as interrupted: committed, resumable
+        store.set_status(STOPPED_EARLY, error=str(outcome))
     elif isinstance(outcome, DivergedError):
         store.truncate(store.committed)
         store.set_status("diverged", error=str(outcome))
@@ -177,18 +192,28 @@ def _report(progress: Progress | None, seed: int, config: StudyConfig, ckpt) -> 
                   "step": ckpt.step, **ckpt.scalars})
 
 
+def early_stop_for(store: RunStore, config: StudyConfig) -> EarlyStop | None:
+    """The look for the live policy's stop request after each checkpoint (None: no such policy)."""
+    if config.live.stop_if_predicted_beyond is None:
+        return None
+    return EarlyStop(store.path, store.attrs.get("run_id"))
+
+
 def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress | None) -> SeedSummary:
     """Run one trainer to its end into ``writer``; raise what training or writing raised
-    (except divergence, which ends the seed as ``diverged``)."""
+    (except divergence, which ends the seed as ``diverged``, and the live policy's early stop)."""
     outcome: BaseException | None = None
+    early = early_stop_for(store, trainer.cfg)
     try:
         try:
             for ckpt in trainer.run():
                 writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
                 _report(progress, trainer.seed, trainer.cfg, ckpt)
+                if early is not None:
+                    early.check()  # the checkpoint is with its writer: stop here if the watcher asked
         finally:
             writer.close()  # everything queued is committed before the status changes
-    except (DivergedError, Interrupted) as err:
+    except (DivergedError, Interrupted, StoppedEarly) as err:
         outcome = err
     except BaseException as err:
         _end(store.path, trainer.seed, err)
@@ -271,15 +296,26 @@ class _GroupRun:
         self.writers = {t.seed: make_writer(store, t.expected_checkpoints, runtime=runtime) for store, t in items}
         self.outcome: dict[int, BaseException | None] = {seed: None for seed in self.trainers}
         self.failed_writes: dict[int, BaseException] = {}
+        self.early = {t.seed: early_stop_for(store, t.cfg) for store, t in items}
 
     def submit(self, seed: int, ckpt, state) -> None:
-        if seed in self.failed_writes:
-            return
+        if seed in self.failed_writes or isinstance(self.outcome[seed], StoppedEarly):
+            return  # a seed stopped early is still computed with its group, but nothing more is written
         try:
             self.writers[seed].submit(ckpt, state)
         except Exception as err:  # noqa: BLE001 - a full disk for this store: this seed fails alone
             self.failed_writes[seed] = err
         _report(self.progress, seed, self.trainers[seed].cfg, ckpt)
+        early = self.early[seed]
+        if early is not None:
+            try:
+                early.check()
+            except StoppedEarly as stopped:
+                self.outcome[seed] = stopped
+
+    def all_ended(self) -> bool:
+        """Every seed of the group stopped early or failed to write: the group need not train on."""
+        return all(isinstance(self.outcome[s], StoppedEarly) or s in self.failed_writes for s in self.trainers)
 
     def on_event(self, i: int, event, state) -> None:
         """From a background thread when the group copies checkpoints to the host asynchronously."""
@@ -313,6 +349,7 @@ class _GroupRun:
         from vt_core.training.groups import GroupTrainer
 
         group = GroupTrainer([t for _, t in self.items], async_host=self.runtime.group_async)
+        group.all_ended = self.all_ended
         start = group.step
         try:
             group.train(self.on_event)
@@ -330,6 +367,8 @@ class _GroupRun:
             try:
                 for ckpt in t.run():
                     self.submit(seed, ckpt, t.state_dict())
+                    if isinstance(self.outcome[seed], StoppedEarly):
+                        break
             except DivergedError as div:
                 self.outcome[seed] = div
 

@@ -7,6 +7,7 @@
       .vt.lock                       while a run holds the study: its host and pid
       runs/seed=0003.zarr            one Zarr v3 store per seed
       runs/seed=0003.resume.pt       model + optimizer + RNG state of its last commit
+      runs/seed=0003.stop.json       the live policy's request that the seed stop early (live.stop_if_predicted_beyond)
       metrics.zarr                   (seed, step, metric[, layer]); metrics.zarr.new while rebuilt
       hmm/input.npz, hmm/split.json  the HMM input: standardised features, seeds split
       hmm/fits/NAME.json|.npz        one fit per (kind, k, restart, fold or resample)
@@ -65,6 +66,11 @@ class Layout:
 
     def verified(self, seed: int) -> Location:
         return verified_path(self.run(seed))
+
+    def stop_request(self, seed: int) -> Location:
+        """``runs/seed=NNNN.stop.json``: the live watcher's request that the seed stop at its next
+        checkpoint (:mod:`vt_core.training.early_stop`)."""
+        return stop_request_path(self.run(seed))
 
     @property
     def task_results(self) -> Location:
@@ -189,3 +195,9 @@ def verified_path(store_path: str | Location) -> Location:
     ``seed=0003.verified.json``; :mod:`vt_core.storage.verified`)."""
     p = location(store_path)
     return p.with_name(p.name.removesuffix(".zarr") + ".verified.json")
+
+
+def stop_request_path(store_path: str | Location) -> Location:
+    """The live policy's stop request beside a run store (``seed=0003.zarr`` -> ``seed=0003.stop.json``)."""
+    p = location(store_path)
+    return p.with_name(p.name.removesuffix(".zarr") + ".stop.json")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 RunStore = Any  # vt_core.storage.run_store.RunStore (which imports this module)
 
-STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
+STATUSES = ("running", "complete", "failed", "diverged", "interrupted", "stopped-early")
 GROUPS = ("weights", "activations", "examples")
 #: the group of ``row_crc`` (step, array): each written row's CRC32C, columns named in its attributes
 CHECK_GROUP = "integrity"

@@ -37,8 +37,9 @@ def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str,
     """The study's state in the seeds' vocabulary, and what to do about each kind of seed
     (``resume``: the command that resumes it, :func:`resume_command`).
 
-    ``running`` (a seed is being trained), ``complete`` (every seed complete or diverged, at least
-    one complete), ``failed`` (a seed failed or is damaged, or every seed diverged),
+    ``running`` (a seed is being trained), ``complete`` (every seed complete, diverged or stopped
+    early by the live policy, at least one complete or stopped early), ``failed`` (a seed failed or
+    is damaged, or every seed diverged),
     ``interrupted`` (seeds interrupted or not started, none failed, diverged or damaged: `vt run`
     resumes them; a study stopped before any seed finished is interrupted, not failed)."""
     by = seeds_by_status(rows)
@@ -53,6 +54,10 @@ def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str,
     if by.get("damaged"):
         hints.append(f"seeds {_seeds(by['damaged'])} damaged: `vt validate STUDY` names what; {resume} "
                      f"retrains them")
+    if by.get("stopped-early"):
+        hints.append(f"seeds {_seeds(by['stopped-early'])} stopped early by the live policy (predicted to converge "
+                     f"too late; `vt status STUDY` says why); they are analysed as they stand. Without "
+                     f"live.stop_if_predicted_beyond in the config, {resume} resumes them")
     if by.get("diverged"):
         hints.append(f"seeds {_seeds(by['diverged'])} diverged (non-finite loss): lower the learning rate to "
                      f"train them; the analysis leaves their last checkpoints out")
@@ -62,7 +67,7 @@ def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str,
         return "failed", hints
     if by.get("interrupted") or by.get("missing"):
         return "interrupted", hints
-    if not by.get("complete"):  # every seed diverged: nothing trained to the end
+    if not by.get("complete") and not by.get("stopped-early"):  # every seed diverged: nothing trained to the end
         return "failed", hints
     return "complete", hints
 

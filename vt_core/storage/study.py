@@ -38,6 +38,10 @@ log = logging.getLogger("vt")
 _VERSIONED = ("vt", "torch", "zarr", "xarray", "dask", "hmmlearn", "networkx", "bokeh", "prefect", "numpy")
 #: a seed in one of these states needs no more training
 FINISHED = ("complete", "diverged")
+#: a seed stopped by the live policy (live.stop_if_predicted_beyond): resumable, but analysed as it stands
+STOPPED_EARLY = "stopped-early"
+#: seeds whose training has ended, for now at least: their runs are analysed
+ENDED = (*FINISHED, STOPPED_EARLY)
 
 
 class StudyError(VtError, ValueError):
@@ -297,15 +301,22 @@ def open_run(study: str | Location, seed: int, config: StudyConfig) -> RunStore:
 
 
 def is_finished(study: str | Location, seed: int) -> bool:
-    """True when the seed's store is complete (or diverged) under the study's current config."""
+    """True when a run of the study's current config leaves the seed alone (:func:`needs_no_training`)."""
     path = run_path(study, seed)
     if not path.exists():
         return False
+    config = load_study(study)
     try:
-        store = open_run(study, seed, load_study(study))
+        store = open_run(study, seed, config)
     except StoreError:
         return False
-    return store.status in FINISHED
+    return needs_no_training(store.status, config)
+
+
+def needs_no_training(status: str, config: StudyConfig) -> bool:
+    """Whether a run of ``config`` leaves a seed of this status alone: complete or diverged, or stopped
+    early by the live policy while ``config`` still has that policy (a run without it resumes the seed)."""
+    return status in FINISHED or (status == STOPPED_EARLY and config.live.stop_if_predicted_beyond is not None)
 
 
 def store_problems(study: str | Location, seed: int, config: StudyConfig, read: bool = False,
@@ -382,3 +393,4 @@ def reset_seed(study: str | Location, seed: int) -> None:
     remove_tree(layout(study).run(seed))
     remove_tree(layout(study).resume(seed))
     remove_tree(layout(study).verified(seed))
+    remove_tree(layout(study).stop_request(seed))

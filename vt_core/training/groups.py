@@ -106,6 +106,8 @@ class GroupTrainer:
         self._step = TrainStep(self._losses, self.cfg, self.device)
         self.async_host = bool(self.device.type == "cuda" if async_host is None else async_host)
         self.recorder = GroupRecorder(self)
+        #: asked after each checkpoint round: True ends training there (every member stopped early)
+        self.all_ended: Callable[[], bool] = lambda: False
 
     @property
     def step(self) -> int:
@@ -174,6 +176,8 @@ class GroupTrainer:
             if self._advance():
                 yield
                 check_stop()  # the round is with the writers: stop here if asked
+                if self.all_ended():  # every member stopped early by the live policy
+                    return
 
     def train_steps(self, n: int) -> None:
         """``n`` steps with no checkpoints (for benchmarks)."""
