@@ -87,6 +87,8 @@ def test_the_watcher_asks_each_seed_to_stop_where_the_precedents_say(analysed_st
         study = policy_study(beyond)
         shutil.rmtree(study / "runs")  # the reference's runs, as if just trained under the policy
         shutil.copytree(analysed_study / "runs", study / "runs")
+        for seed in load_study(study).seeds:
+            RunStore(study / "runs" / f"seed={seed:04d}.zarr").set_status("running")
         new = live.Watcher(study, analysed_study).poll()
         stops = {e["seed"]: e["step"] for e in new if e["kind"] == "stopped"}
         assert stops == expected, beyond
@@ -96,6 +98,12 @@ def test_the_watcher_asks_each_seed_to_stop_where_the_precedents_say(analysed_st
                                                                       mode="r").attrs["run_id"]
             assert f"live.stop_if_predicted_beyond = {beyond}" in req["reason"]
         said = [live.describe_event(e) for e in new if e["kind"] == "stopped"]
+        for seed in load_study(study).seeds:  # a seed whose training has ended is not asked to stop
+            RunStore(study / "runs" / f"seed={seed:04d}.zarr").set_status("complete")
+            early_stop.clear(study, seed)
+        (study / "live.json").unlink()
+        assert [e for e in live.Watcher(study, analysed_study).poll() if e["kind"] == "stopped"] == []
+        assert not any(early_stop.requested(study, seed) for seed in load_study(study).seeds)
         assert all("stopping at its next checkpoint" in s for s in said)
     assert _expected_stops(analysed_study, 50) != _expected_stops(analysed_study, 65)  # the two differ
 
@@ -176,6 +184,13 @@ def test_a_request_for_another_training_run_or_damaged_stops_nothing(analysed_st
     with caplog.at_level("WARNING", logger="vt"):
         assert train_seed(study, 2)["status"] == "complete"
     assert "seed=0002.stop.json" in caplog.text and caplog.text.count("seed=0002.stop.json") == 1
+
+    def at_the_end(info):  # asked only once the last checkpoint is with the writer: nothing left to stop
+        if info["step"] == 96:
+            run_id = RunStore(study / "runs" / "seed=0000.zarr", mode="r").attrs["run_id"]
+            early_stop.request(study, 0, run_id, 96, "too late to matter")
+
+    assert train_seed(study, 0, progress=at_the_end)["status"] == "complete"
 
 
 def test_the_policy_without_a_reference_is_refused_in_one_line(analysed_study, tmp_path):

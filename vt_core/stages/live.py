@@ -161,13 +161,15 @@ class Watcher:
                 self.seeds[seed] = state = _Seed(OnlineFilter(self.ref), run_id=run_id)
             if n <= state.done:
                 continue
-            new += self._decode(seed, state, store, n)
+            new += self._decode(seed, state, store, n, training=store.status == "running")
             changed = True
         if changed:
             self.write()
         return new
 
-    def _decode(self, seed: int, state: _Seed, store: RunStore, n: int) -> list[dict]:
+    def _decode(self, seed: int, state: _Seed, store: RunStore, n: int, training: bool = True) -> list[dict]:
+        """Decode the seed's checkpoints up to ``n``; the events. A seed whose training has ended
+        (``training`` false) is not asked to stop: there is nothing left to stop."""
         index = list(range(state.done, n))
         cells = compute_cells(store, self.config, self.names, index)
         rows, ok = rows_of(cells, self.ref.features)
@@ -189,7 +191,8 @@ class Watcher:
                 e["prediction"] = predict_convergence(self.ref, e["state"], step, step)
                 if e["kind"] == "detour" and e["state"] in self.ref.delays:
                     e["delay_per_step"] = list(self.ref.delays[e["state"]])
-            late, stop = self._late(seed, state, step), self._stop(seed, state, step)
+            late = self._late(seed, state, step)
+            stop = self._stop(seed, state, step) if training else None
             for e in found + [x for x in (late, stop) if x is not None]:
                 if e["key"] not in self.keys:
                     self.keys.add(e["key"])

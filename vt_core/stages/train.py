@@ -209,8 +209,8 @@ def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress |
             for ckpt in trainer.run():
                 writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
                 _report(progress, trainer.seed, trainer.cfg, ckpt)
-                if early is not None:
-                    early.check()  # the checkpoint is with its writer: stop here if the watcher asked
+                if early is not None and ckpt.step < trainer.total_steps:  # the last one: nothing left to stop
+                    early.check(ckpt.step)  # the checkpoint is with its writer: stop here if the watcher asked
         finally:
             writer.close()  # everything queued is committed before the status changes
     except (DivergedError, Interrupted, StoppedEarly) as err:
@@ -307,9 +307,9 @@ class _GroupRun:
             self.failed_writes[seed] = err
         _report(self.progress, seed, self.trainers[seed].cfg, ckpt)
         early = self.early[seed]
-        if early is not None:
+        if early is not None and ckpt.step < self.trainers[seed].total_steps:
             try:
-                early.check()
+                early.check(ckpt.step)
             except StoppedEarly as stopped:
                 self.outcome[seed] = stopped
 

@@ -57,8 +57,10 @@ class EarlyStop:
         self.path, self.run_id = stop_request_path(store_path), run_id
         self.damaged = False
 
-    def check(self) -> None:
-        """Raise :class:`StoppedEarly` when the watcher asked this run to stop."""
+    def check(self, step: int) -> None:
+        """Raise :class:`StoppedEarly` when the watcher asked this run to stop (at ``step``, the
+        checkpoint just handed to the writer: the watcher decodes committed checkpoints, so it may
+        have asked a few checkpoints earlier)."""
         if not self.path.is_file():
             return
         try:
@@ -69,4 +71,6 @@ class EarlyStop:
             self.damaged = True
             return
         if req.get("run_id") == self.run_id:
-            raise StoppedEarly(str(req.get("reason") or "stopped early by the live policy"))
+            reason = str(req.get("reason") or "stopped early by the live policy")
+            asked = req.get("step")
+            raise StoppedEarly(reason if asked == step else f"{reason}; it stopped at step {step:,}")
