@@ -19,6 +19,7 @@ from vt_core.analysis import hmm
 from vt_core.analysis.live import ReferenceError, load_reference
 from vt_core.analysis.states import load_input
 from vt_core.config.study_config import parse_config
+from vt_core.report import live_page
 from vt_core.stages import live
 from vt_core.stages.train import train_seed
 from vt_core.storage.run_store import RunStore
@@ -114,7 +115,9 @@ def test_a_reference_the_study_cannot_be_decoded_under_is_refused(analysed_study
 
 def test_a_seed_predicted_past_the_end_of_training_gets_a_late_event(analysed_study, running):
     w = live.Watcher(running, analysed_study)
-    assert w.budget == 96  # 12 epochs of 8 batches
+    assert live.training_budget(w.config) == 96  # 12 epochs of 8 batches
+    assert RunStore(running / "runs" / "seed=0000.zarr", mode="r").attrs["total_steps"] == 96  # as training said
+    assert live.PAGE_S == live_page.REFRESH_S  # rewritten as often as it reloads itself
     ref = w.ref
     w.budget = 10  # a run that stops at step 10
     new = w.poll()

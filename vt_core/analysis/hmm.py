@@ -18,6 +18,7 @@ import xarray as xr
 from hmmlearn import _hmmc
 from hmmlearn.hmm import GaussianHMM as _HMMLearnGaussianHMM
 
+from vt_core.analysis.live import model_covars
 from vt_core.config.study_config import HMMConfig
 from vt_core.errors import VtError
 from vt_core.storage.location import Location, save_npz
@@ -295,12 +296,7 @@ def load_model(params: dict[str, np.ndarray]) -> GaussianHMM:
     m = GaussianHMM(n_components=k, covariance_type=cov)
     m.n_features = n_features
     m.startprob_, m.transmat_, m.means_ = params["startprob"], params["transmat"], params["means"]
-    covars = np.asarray(params["covars"])
-    if cov == "spherical" and covars.ndim == 2:  # stored per feature (all equal): the setter takes one per state
-        covars = covars[:, 0]
-    if cov in ("full", "tied"):  # symmetric up to rounding after EM: make it exactly so for the validator
-        covars = (covars + np.swapaxes(covars, -1, -2)) / 2
-    m.covars_ = covars
+    m.covars_ = model_covars(params)
     return m
 
 

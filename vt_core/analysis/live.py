@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
-from vt_core.analysis import hmm
 from vt_core.errors import VtError
 from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, load_npz, read_json
@@ -146,12 +145,29 @@ def describe_prediction(p: dict) -> str:
             f"seeds that entered state {p['state']}{never})")
 
 
+def model_covars(params: dict[str, np.ndarray]) -> np.ndarray:
+    """A stored model's covariances as hmmlearn's ``GaussianHMM`` holds them (``_covars_``), which
+    :func:`vt_core.analysis.hmm.load_model` sets: spherical ones one per state, full and tied ones
+    exactly symmetric."""
+    cov = str(np.asarray(params["covariance_type"]))
+    covars = np.asarray(params["covars"])
+    if cov == "spherical" and covars.ndim == 2:  # stored per feature (all equal): the setter takes one per state
+        covars = covars[:, 0]
+    if cov in ("full", "tied"):  # symmetric up to rounding after EM: make it exactly so for the validator
+        covars = (covars + np.swapaxes(covars, -1, -2)) / 2
+    return np.array(covars, copy=True)
+
+
 class OnlineFilter:
-    """The forward algorithm under a reference model, one observation at a time."""
+    """The forward algorithm under a reference model, one observation at a time. The emissions are
+    hmmlearn's own density (``hmmlearn.stats``, which GaussianHMM calls), without importing the model
+    classes and scikit-learn: the watcher process starts in a fraction of the time."""
 
     def __init__(self, ref: Reference):
         self.ref = ref
-        self.model = hmm.load_model(ref.params)
+        self.covariance_type = str(np.asarray(ref.params["covariance_type"]))
+        self.means = np.asarray(ref.params["means"], dtype=np.float64)
+        self.covars = model_covars(ref.params)
         with np.errstate(divide="ignore"):  # a transition never taken is log 0 = -inf, as in hmmlearn
             self.log_start = np.log(np.asarray(ref.params["startprob"], dtype=np.float64))
             self.log_trans = np.log(np.asarray(ref.params["transmat"], dtype=np.float64))
@@ -161,7 +177,9 @@ class OnlineFilter:
     def update(self, raw_row: np.ndarray) -> np.ndarray:
         """The posterior over states after this checkpoint's raw metric row (F,)."""
         z = self.ref.transform(np.asarray(raw_row, dtype=np.float64)[None])
-        log_b = self.model._compute_log_likelihood(z)[0]
+        from hmmlearn.stats import log_multivariate_normal_density
+
+        log_b = log_multivariate_normal_density(z, self.means, self.covars, self.covariance_type)[0]
         with np.errstate(divide="ignore"):
             prior = self.log_start if self.log_alpha is None else logsumexp(self.log_alpha[:, None] + self.log_trans, axis=0)
         a = prior + log_b

@@ -15,17 +15,30 @@ orchestrator: for scripts, notebooks and tests.
 
 from __future__ import annotations
 
+import importlib
 import time
+from typing import TYPE_CHECKING
 
-from vt_core.analysis import states
-from vt_core.analysis.parallel import pool as _pool
-from vt_core.config.study_config import StudyConfig
-from vt_core.stages.explain import explain
-from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
-from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
-from vt_core.storage.handle import Study
-from vt_core.storage.layout import layout
 from vt_core.storage.location import Location, location, same_process_only
+
+if TYPE_CHECKING:
+    from vt_core.config.study_config import StudyConfig
+    from vt_core.stages.explain import explain
+    from vt_core.stages.hmm import finalize_model, fit_hmm, prepare_hmm, select_model
+    from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
+
+# The stages' functions are imported when first asked for: a process that needs one stage (the live
+# watcher, a worker) does not import every other's dependencies (hmmlearn, scikit-learn, bokeh).
+_LAZY = {"explain": "vt_core.stages.explain", "finalize_model": "vt_core.stages.hmm", "fit_hmm": "vt_core.stages.hmm",
+         "prepare_hmm": "vt_core.stages.hmm", "select_model": "vt_core.stages.hmm",
+         "compute_metrics": "vt_core.stages.metrics", "finalize_metrics": "vt_core.stages.metrics",
+         "plan_metrics": "vt_core.stages.metrics", "usable_seeds": "vt_core.stages.metrics"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
@@ -33,6 +46,9 @@ def nothing_to_do(study: str | Location, config: StudyConfig) -> bool:
     config, every seed is finished and its store verified in full (checksums), and the analysis
     is current and intact. Then no orchestration needs to start."""
     from vt_core.stages.explain import analysis_is_current
+    from vt_core.stages.metrics import usable_seeds
+    from vt_core.storage.handle import Study
+    from vt_core.storage.layout import layout
     from vt_core.storage.study import is_finished, store_problems
 
     if not layout(study).study_json.is_file():
@@ -53,6 +69,13 @@ def analyse(study: str | Location, workers: int = 1) -> dict:
     processes (each writes its own files, as the tasks do), each with its share of the cores; they
     are spawned, so a script that asks for workers runs under ``if __name__ == "__main__":``. The
     result's ``seconds`` times the metric stage, the HMM fits and the selection."""
+    from vt_core.analysis import states
+    from vt_core.analysis.parallel import pool as _pool
+    from vt_core.stages.explain import explain
+    from vt_core.stages.hmm import finalize_model, prepare_hmm
+    from vt_core.stages.metrics import compute_metrics, finalize_metrics, plan_metrics, usable_seeds
+    from vt_core.storage.handle import Study
+
     where = location(study)
     study = Study.open(where)  # opened once; worker processes get the location (a small pickle)
     if workers > 1 and same_process_only(where):

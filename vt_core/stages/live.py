@@ -43,7 +43,6 @@ from vt_core.config.study_config import ConfigError, StudyConfig
 from vt_core.config.usercode import load_user_code
 from vt_core.metrics.store import compute_cells, feature_column
 from vt_core.names import SCALARS, is_function_feature
-from vt_core.report.live_page import REFRESH_S, write_live_page
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import layout
 from vt_core.storage.location import DamagedFileError, Location, location, read_json, url, write_json_atomic
@@ -53,6 +52,7 @@ from vt_core.training import early_stop
 
 log = logging.getLogger("vt")
 
+PAGE_S = 5.0  # the live page is rewritten at most this often (it reloads itself as often: live_page.REFRESH_S)
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
 DUTY = 0.1    # the most of the wall-clock time it spends decoding
 
@@ -121,7 +121,7 @@ class Watcher:
         self.reference = url(location(reference))
         self.ref = check_reference(self.config, reference)
         self.names = list(dict.fromkeys(f.partition("@")[0] for f in self.ref.features))
-        self.budget = training_budget(self.config)
+        self.budget: int | None = None  # the last step of training: from the first store that records it
         self.beyond = self.config.live.stop_if_predicted_beyond  # the stop policy (None: off)
         self.threshold = self.ref.threshold if self.ref.threshold is not None else self.config.hmm.convergence_threshold
         if self.beyond is not None and "test_accuracy" not in self.names:  # a converged seed is never stopped
@@ -155,6 +155,8 @@ class Watcher:
             try:
                 store = RunStore(path, mode="r")
                 run_id, n = store.attrs.get("run_id"), store.committed
+                if self.budget is None:
+                    self.budget = store.attrs.get("total_steps") or training_budget(self.config)
             except (StoreError, OSError, KeyError, ValueError):
                 continue  # being created: the next poll
             if run_id != state.run_id:  # a new training run (retrained from scratch): decoded afresh
@@ -250,7 +252,9 @@ class Watcher:
                "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
                "budget": self.budget, "events": self.events, "updated": time.time()}
         write_json_atomic(layout(self.study).live, doc)
-        if page and time.monotonic() - self.page_written >= REFRESH_S:
+        if page and time.monotonic() - self.page_written >= PAGE_S:
+            from vt_core.report.live_page import write_live_page  # bokeh: imported once there is a page to draw
+
             write_live_page(self.study, json.loads(json.dumps(doc)), self.config.name)
             self.page_written = time.monotonic()
 
@@ -295,7 +299,7 @@ def watch(study: str, reference: str, stop: threading.Event | None = None, nice:
     wall-clock time decoding (what piles up meanwhile is decoded at once, at the same fixed cost)."""
     stop = stop or threading.Event()
     w = Watcher(study, reference)
-    w.write()
+    w.write(page=False)  # the page once a checkpoint is decoded (bokeh is imported then, at the lower priority)
     if nice:
         try:
             os.nice(nice)

@@ -156,7 +156,7 @@ def _start(study: Location, seed: int, config: StudyConfig) -> SeedSummary | tup
     # a kill between the resume state and the commit leaves complete rows: roll the commit forward
     store.truncate(trainer.n_checkpoints)
     store.commit(trainer.n_checkpoints, store.attrs["last_step"] if state is None else trainer.step)
-    store.set_status("running")
+    store.set_status("running", total_steps=trainer.total_steps)
     if trainer.n_checkpoints == 0:
         store.write_probe(trainer.probe_x.cpu().numpy(), trainer.probe_y.cpu().numpy())
         if config.hooks.per_example_loss:

@@ -144,11 +144,13 @@ class RunStore:
     def status(self) -> str:
         return str(self.root.attrs["status"])
 
-    def set_status(self, status: str, error: str | None = None) -> None:
-        """Record the status; a running seed also records which process trains it."""
+    def set_status(self, status: str, error: str | None = None, total_steps: int | None = None) -> None:
+        """Record the status; a running seed also records which process trains it, and how many
+        steps its training takes in all (``total_steps``: what the live watcher compares predictions with)."""
         assert status in STATUSES, status
         owner = {"host": socket.gethostname(), "pid": os.getpid()} if status == "running" else None
-        self.root.update_attributes({"status": status, "error": error, "owner": owner})
+        more = {} if total_steps is None else {"total_steps": int(total_steps)}
+        self.root.update_attributes({"status": status, "error": error, "owner": owner, **more})
 
     def effective_status(self) -> str:
         """``interrupted`` for a seed marked running whose process (on this host) is gone."""
