@@ -29,7 +29,7 @@ from vt_core.stages.train import train_group, train_seed
 from vt_core.storage.layout import layout
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.seed_status import seed_status, study_state
-from vt_core.storage.study import is_finished, load_study, prepare_study
+from vt_core.storage.study import is_finished, load_study, prepare_study, reset_seed
 from vt_core.training import early_stop
 
 
@@ -191,6 +191,22 @@ def test_a_request_for_another_training_run_or_damaged_stops_nothing(analysed_st
             early_stop.request(study, 0, run_id, 96, "too late to matter")
 
     assert train_seed(study, 0, progress=at_the_end)["status"] == "complete"
+
+    def asked_at_80(above: float):
+        """A request seen at step 80, naming a threshold ``above`` the best held-out accuracy so far."""
+        best: list[float] = []
+
+        def progress(info):
+            best.append(info["test_accuracy"])
+            if info["step"] == 80:
+                run_id = RunStore(study / "runs" / "seed=0001.zarr", mode="r").attrs["run_id"]
+                early_stop.request(study, 1, run_id, 40, "decided at step 40", threshold=max(best) + above)
+        return progress
+
+    for above, status, last in ((0.0, "complete", 96), (1e-6, "stopped-early", 80)):
+        reset_seed(study, 1)  # converged meanwhile (the threshold reached by step 80): trains on; else stops
+        summary = train_seed(study, 1, progress=asked_at_80(above))
+        assert (summary["status"], summary["last_step"]) == (status, last)
 
 
 def test_the_policy_without_a_reference_is_refused_in_one_line(analysed_study, tmp_path):

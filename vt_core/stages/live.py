@@ -53,8 +53,9 @@ from vt_core.training import early_stop
 log = logging.getLogger("vt")
 
 PAGE_S = 5.0  # the live page is rewritten at most this often (it reloads itself as often: live_page.REFRESH_S)
+NICE = 10     # its niceness once the reference is read: below training, but not starved by it
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
-DUTY = 0.1    # the most of the wall-clock time it spends decoding
+DUTY = 0.05   # the most of the wall-clock time it spends decoding
 
 # The watcher's command. It imports and reads the reference at the priority it is started with (a few
 # seconds of CPU, while the flow starts its training tasks), then decodes at nice 19: training and its
@@ -231,7 +232,7 @@ class Watcher:
         reason = (f"stopped early at step {step:,} by live.stop_if_predicted_beyond = {self.beyond:,}: in state "
                   f"{top} since step {entered:,}, {describe_prediction(p)} (`vt run` without the policy resumes it)")
         early_stop.request(self.study.location, seed, state.run_id, step, reason, state=top, prediction=p,
-                           beyond=self.beyond)
+                           beyond=self.beyond, threshold=self.threshold)
         return {"key": f"{seed}:{state.run_id}:{step}:stopped", "kind": "stopped", "seed": seed, "step": step,
                 "state": top, "entered": entered, "probability": float(state.posterior[top]), "prediction": p,
                 "beyond": self.beyond}
@@ -294,9 +295,12 @@ def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndar
 
 def watch(study: str, reference: str, stop: threading.Event | None = None, nice: int = 0) -> None:
     """Poll until every seed has ended and is decoded, or ``stop`` is set; one last poll either way.
-    ``nice``: the niceness added once the reference is read (the watcher process: 19). Between polls
-    it waits :data:`POLL_S`, or longer after a costly one: it spends at most :data:`DUTY` of the
-    wall-clock time decoding (what piles up meanwhile is decoded at once, at the same fixed cost)."""
+    ``nice``: the niceness added once the reference is read (the watcher process: :data:`NICE`).
+    Between polls it waits :data:`POLL_S`, or longer while it has spent more than :data:`DUTY` of
+    the wall-clock time decoding, counted from its first decode on (which pays one-off costs:
+    imports, the first page); what piles up meanwhile is decoded at once, at the same fixed cost.
+    (A wait set by one poll's cost alone slept 40 s after the first one, longer than the demo's
+    training: the live view showed nothing while it trained.)"""
     stop = stop or threading.Event()
     w = Watcher(study, reference)
     w.write(page=False)  # the page once a checkpoint is decoded (bokeh is imported then, at the lower priority)
@@ -305,10 +309,13 @@ def watch(study: str, reference: str, stop: threading.Event | None = None, nice:
             os.nice(nice)
         except OSError:
             pass
+    since: tuple[float, float] | None = None  # (cpu, wall) after the first decode
     while not stop.is_set() and not w.finished():
-        used = time.process_time()
-        w.poll()
-        stop.wait(max(POLL_S, (time.process_time() - used) / DUTY))
+        if w.poll() or since is not None:
+            since = since or (time.process_time(), time.monotonic())
+        spent = 0.0 if since is None else time.process_time() - since[0]
+        elapsed = 0.0 if since is None else time.monotonic() - since[1]
+        stop.wait(max(POLL_S, spent / DUTY - elapsed))
     w.poll()
     w.page_written = -float("inf")
     w.write()  # the last state on the page too
@@ -327,7 +334,7 @@ def _main(argv: list[str]) -> int:
 
     threading.Thread(target=wait_for_parent, daemon=True).start()
     try:
-        watch(study, reference, stop=closed, nice=19)
+        watch(study, reference, stop=closed, nice=NICE)
     except Exception as err:  # noqa: BLE001 - one line for the parent to show; training is not affected
         print(f"live states stopped: {type(err).__name__}: {str(err)[:300]}", file=sys.stderr)
         return 1

@@ -210,7 +210,7 @@ def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress |
                 writer.submit(ckpt, trainer.state_dict())  # written while the next steps train
                 _report(progress, trainer.seed, trainer.cfg, ckpt)
                 if early is not None and ckpt.step < trainer.total_steps:  # the last one: nothing left to stop
-                    early.check(ckpt.step)  # the checkpoint is with its writer: stop here if the watcher asked
+                    early.check(ckpt.step, ckpt.scalars.get("test_accuracy"))  # with its writer: stop here if asked
         finally:
             writer.close()  # everything queued is committed before the status changes
     except (DivergedError, Interrupted, StoppedEarly) as err:
@@ -309,7 +309,7 @@ class _GroupRun:
         early = self.early[seed]
         if early is not None and ckpt.step < self.trainers[seed].total_steps:
             try:
-                early.check(ckpt.step)
+                early.check(ckpt.step, ckpt.scalars.get("test_accuracy"))
             except StoppedEarly as stopped:
                 self.outcome[seed] = stopped
 

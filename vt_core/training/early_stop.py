@@ -56,11 +56,16 @@ class EarlyStop:
     def __init__(self, store_path: str | Location, run_id: int | None):
         self.path, self.run_id = stop_request_path(store_path), run_id
         self.damaged = False
+        self.best = -float("inf")  # the highest held-out accuracy seen at a checkpoint so far
 
-    def check(self, step: int) -> None:
+    def check(self, step: int, accuracy: float | None = None) -> None:
         """Raise :class:`StoppedEarly` when the watcher asked this run to stop (at ``step``, the
         checkpoint just handed to the writer: the watcher decodes committed checkpoints, so it may
-        have asked a few checkpoints earlier)."""
+        have asked a few checkpoints earlier). A seed whose held-out ``accuracy`` has reached the
+        threshold the request names, at this checkpoint or an earlier one, is not stopped: it
+        converged while the watcher caught up."""
+        if accuracy is not None and accuracy == accuracy:  # not NaN
+            self.best = max(self.best, float(accuracy))
         if not self.path.is_file():
             return
         try:
@@ -69,6 +74,9 @@ class EarlyStop:
             if not self.damaged:  # said once, not at every checkpoint
                 log.warning("%s; ignored (the seed trains on)", err)
             self.damaged = True
+            return
+        threshold = req.get("threshold")
+        if isinstance(threshold, (int, float)) and self.best >= threshold:
             return
         if req.get("run_id") == self.run_id:
             reason = str(req.get("reason") or "stopped early by the live policy")
