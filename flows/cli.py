@@ -190,8 +190,10 @@ def dashboard(study: StudyArg,
 
     study = _study(study)
     files = layout(study)
-    if files.live_page.is_file() and not files.analysis.is_file():  # training, live: nothing analysed yet
-        path = files.live_page
+    if files.live.is_file() and not files.analysis.is_file():  # training, live: nothing analysed yet
+        from vt_core.stages.live import draw_live_page
+
+        path = draw_live_page(study)  # drawn now; the watcher redraws it every 5 s while it is served
         console.print(f"live states: [bold]{path}[/] (rewritten as checkpoints commit; the analysis's dashboard "
                       f"comes when training ends)", soft_wrap=True)
     else:

@@ -59,6 +59,8 @@ def test_the_watcher_decodes_the_stores_as_the_analysis_did(analysed_study, runn
     assert sorted(got) == sorted(expected)
     assert [e["key"] for e in doc["events"]] == [e["key"] for e in new]
     assert w.poll() == []  # nothing committed since: nothing decoded, nothing repeated
+    (running / "dashboard" / "live.html").unlink()  # `vt dashboard` draws it from live.json when asked
+    assert "live-timeline" in live.draw_live_page(running).read_text()
 
 
 def test_killed_between_decoding_and_writing_then_resumed_loses_and_repeats_nothing(analysed_study, running,

@@ -52,7 +52,9 @@ from vt_core.training import early_stop
 
 log = logging.getLogger("vt")
 
-PAGE_S = 5.0  # the live page is rewritten at most this often (it reloads itself as often: live_page.REFRESH_S)
+PAGE_S = 5.0  # the live page is rewritten at most this often while served (it reloads itself as often:
+              # live_page.REFRESH_S), and at most every UNSERVED_PAGE_S otherwise (drawing it costs ~0.1 s)
+UNSERVED_PAGE_S = 30.0
 NICE = 10     # its niceness once the reference is read: below training, but not starved by it
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
 DUTY = 0.05   # the most of the wall-clock time it spends decoding
@@ -253,11 +255,17 @@ class Watcher:
                "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
                "budget": self.budget, "events": self.events, "updated": time.time()}
         write_json_atomic(layout(self.study).live, doc)
-        if page and time.monotonic() - self.page_written >= PAGE_S:
+        if page and time.monotonic() - self.page_written >= self._page_every():
             from vt_core.report.live_page import write_live_page  # bokeh: imported once there is a page to draw
 
             write_live_page(self.study, json.loads(json.dumps(doc)), self.config.name)
             self.page_written = time.monotonic()
+
+    def _page_every(self) -> float:
+        """How often the page is drawn: every :data:`PAGE_S` while `vt dashboard --serve` serves it."""
+        from vt_core.report.serving import served_url
+
+        return PAGE_S if served_url(self.study.location) is not None else UNSERVED_PAGE_S
 
     def finished(self) -> bool:
         """Every seed's training has ended and each of its commits is decoded."""
@@ -269,6 +277,17 @@ class Watcher:
             except (StoreError, OSError, KeyError, ValueError):
                 return False
         return True
+
+
+def draw_live_page(study: StudyRef) -> Location:
+    """``dashboard/live.html`` from ``live.json`` as the watcher last wrote it."""
+    from vt_core.report.live_page import write_live_page
+
+    study = Study.open(study)
+    doc = read_live(study.location)
+    if doc is None:
+        raise ReferenceError(f"{study.location} has no live states (no live.json): `vt run CONFIG --reference STUDY`")
+    return write_live_page(study.location, doc, study.config.name)
 
 
 def training_budget(config: StudyConfig) -> int | None:
