@@ -147,7 +147,8 @@ def plan_metrics(study: str | Location, config: StudyConfig, stores: dict[int, R
 BLOCK_CHECKPOINTS = 128  # checkpoints per computed block: peak memory does not grow with the run
 
 
-def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray) -> xr.Dataset:
+def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray,
+                       device: str | None = "auto") -> xr.Dataset:
     """The metrics ``names`` at the checkpoints ``index``: the weight metrics eagerly, a block of
     checkpoints at a time (:mod:`vt_core.metrics.stream`: at most 64 MiB of weights or one checkpoint
     in memory, whatever the run's length, and no graph to schedule), the others (activations,
@@ -159,7 +160,7 @@ def _compute_in_blocks(store: RunStore, config: StudyConfig, names: list[str], i
     other = [n for n in names if n not in weight]
     # the weights are read once, a block at a time, for their metrics and the nonfinite flags (the
     # lazy path's flags read every weight of a block at once: 2 checkpoints of a 410M model)
-    a = stream.weight_metrics(store, config, weight, index, device=metrics_device())
+    a = stream.weight_metrics(store, config, weight, index, device=metrics_device() if device == "auto" else device)
     if not other:
         return a
     blocks = [seed_metrics(store, config, names=other, index=index[i:i + BLOCK_CHECKPOINTS], flags=False).compute()
@@ -303,9 +304,11 @@ class SeedRegion:
                 "why": (self.why or "new checkpoints or metrics") if self.computed else None}
 
 
-def compute_cells(store: RunStore, config: StudyConfig, names: list[str], index: list[int]) -> xr.Dataset:
-    """One task's cells (:meth:`SeedRegion.tasks`): the metrics ``names`` at the store positions ``index``."""
-    return _compute_in_blocks(store, config, list(names), np.asarray(index, dtype=int))
+def compute_cells(store: RunStore, config: StudyConfig, names: list[str], index: list[int],
+                  device: str | None = "auto") -> xr.Dataset:
+    """One task's cells (:meth:`SeedRegion.tasks`): the metrics ``names`` at the store positions ``index``.
+    ``device``: where singular values are computed (``auto``: :func:`metrics_device`; None: numpy)."""
+    return _compute_in_blocks(store, config, list(names), np.asarray(index, dtype=int), device)
 
 
 def write_seed_metrics(study: str | Location, config: StudyConfig, store: RunStore, seed: int,

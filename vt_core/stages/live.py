@@ -55,21 +55,23 @@ log = logging.getLogger("vt")
 PAGE_S = 5.0  # the live page is rewritten at most this often while served (it reloads itself as often:
               # live_page.REFRESH_S), and at most every UNSERVED_PAGE_S otherwise (drawing it costs ~0.1 s)
 UNSERVED_PAGE_S = 30.0
-NICE = 10     # its niceness once the reference is read: below training, but not starved by it
+NICE = 10     # the watcher process's niceness, from its start: below training, but not starved by it
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
 DUTY = 0.05   # the most of the wall-clock time it spends decoding
 
-# The watcher's command. It imports and reads the reference at the priority it is started with (a few
-# seconds of CPU, while the flow starts its training tasks), then decodes at nice 19: training and its
-# writers come first, and what piles up while they hold every core is decoded when one is free
-# (benchmarks/live_overhead.py measures the cost on training and the lag). SCHED_IDLE was tried: on
-# 2 cores busy with two training tasks it starved the watcher until training ended.
-_MAIN = "import sys\nfrom vt_core.stages.live import _main\nsys.exit(_main(sys.argv[1:]))\n"
+# The watcher's command. It lowers its priority to NICE before anything else (its imports and the
+# reference: about a second of CPU), so that training and its writers come first; at nice 10 it still
+# gets about a tenth of a core that training holds, and it spends at most DUTY of the wall time, so
+# it keeps up with a small model's checkpoints without costing training more than a few percent
+# (benchmarks/live_overhead.py measures both). Tried and dropped: SCHED_IDLE and nice 19, which on 2
+# cores busy with two training tasks starved it until training ended (the live view showed nothing).
+_MAIN = ("import os, sys\ntry:\n    os.nice(int(sys.argv[3]))\nexcept OSError:\n    pass\n"
+         "from vt_core.stages.live import _main\nsys.exit(_main(sys.argv[1:3]))\n")
 
 
 def watcher_command(study: str, reference: str) -> list[str]:
     """The command that starts the watcher process for ``study`` under ``reference``."""
-    return [sys.executable, "-c", _MAIN, study, reference]
+    return [sys.executable, "-c", _MAIN, study, reference, str(NICE)]
 
 
 def live_reference(config: StudyConfig, given: str | Location | None = None) -> str | None:
@@ -129,7 +131,7 @@ class Watcher:
         self.threshold = self.ref.threshold if self.ref.threshold is not None else self.config.hmm.convergence_threshold
         if self.beyond is not None and "test_accuracy" not in self.names:  # a converged seed is never stopped
             self.names.append("test_accuracy")
-        self.page_written = -float("inf")
+        self.page_written = time.monotonic()  # the first page after PAGE_S or UNSERVED_PAGE_S (bokeh: ~1 s to import)
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
         self.keys = {e["key"] for e in self.events}
@@ -176,7 +178,9 @@ class Watcher:
         """Decode the seed's checkpoints up to ``n``; the events. A seed whose training has ended
         (``training`` false) is not asked to stop: there is nothing left to stop."""
         index = list(range(state.done, n))
-        cells = compute_cells(store, self.config, self.names, index)
+        # numpy on the CPU: no torch in the watcher (importing it cost a second), and no second process on
+        # the GPU training uses; the features equal the metric stage's to rounding (float64 either way)
+        cells = compute_cells(store, self.config, self.names, index, device=None)
         rows, ok = rows_of(cells, self.ref.features)
         steps = [int(s) for s in cells["step"].values]
         accuracy = (feature_column(cells, "test_accuracy").values if self.beyond is not None
@@ -314,7 +318,7 @@ def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndar
 
 def watch(study: str, reference: str, stop: threading.Event | None = None, nice: int = 0) -> None:
     """Poll until every seed has ended and is decoded, or ``stop`` is set; one last poll either way.
-    ``nice``: the niceness added once the reference is read (the watcher process: :data:`NICE`).
+    ``nice``: the niceness added once the reference is read (the watcher process is niced from its start).
     Between polls it waits :data:`POLL_S`, or longer while it has spent more than :data:`DUTY` of
     the wall-clock time decoding, counted from its first decode on (which pays one-off costs:
     imports, the first page); what piles up meanwhile is decoded at once, at the same fixed cost.
@@ -353,7 +357,7 @@ def _main(argv: list[str]) -> int:
 
     threading.Thread(target=wait_for_parent, daemon=True).start()
     try:
-        watch(study, reference, stop=closed, nice=NICE)
+        watch(study, reference, stop=closed)
     except Exception as err:  # noqa: BLE001 - one line for the parent to show; training is not affected
         print(f"live states stopped: {type(err).__name__}: {str(err)[:300]}", file=sys.stderr)
         return 1
