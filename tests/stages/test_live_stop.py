@@ -104,7 +104,7 @@ def test_the_watcher_asks_each_seed_to_stop_where_the_precedents_say(analysed_st
         (study / "live.json").unlink()
         assert [e for e in live.Watcher(study, analysed_study).poll() if e["kind"] == "stopped"] == []
         assert not any(early_stop.requested(study, seed) for seed in load_study(study).seeds)
-        assert all("stopping at its next checkpoint" in s for s in said)
+        assert all("asked to stop at its next checkpoint, unless it converges first" in s for s in said)
     assert _expected_stops(analysed_study, 50) != _expected_stops(analysed_study, 65)  # the two differ
 
 

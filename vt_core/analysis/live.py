@@ -221,8 +221,9 @@ def describe_event(e: dict) -> str:
         return (f"seed {e['seed']}: predicted not to converge within training (step {e['budget']:,}): entered "
                 f"state {e['state']} at step {e['step']:,}{said}")
     if e["kind"] == "stopped":
-        return (f"seed {e['seed']}: stopping at its next checkpoint (live.stop_if_predicted_beyond = "
-                f"{e['beyond']:,}): in state {e['state']} since step {e['entered']:,}, at step {e['step']:,}{said}")
+        return (f"seed {e['seed']}: asked to stop at its next checkpoint, unless it converges first "
+                f"(live.stop_if_predicted_beyond = {e['beyond']:,}): in state {e['state']} since step "
+                f"{e['entered']:,}, at step {e['step']:,}{said}")
     if e["kind"] == "detour":
         delay = e.get("delay_per_step")
         by = (f" by {delay[0]:+.2f} steps per step spent in it, 95% interval [{delay[1]:.2f}, {delay[2]:.2f}]"

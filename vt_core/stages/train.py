@@ -196,7 +196,7 @@ def early_stop_for(store: RunStore, config: StudyConfig) -> EarlyStop | None:
     """The look for the live policy's stop request after each checkpoint (None: no such policy)."""
     if config.live.stop_if_predicted_beyond is None:
         return None
-    return EarlyStop(store.path, store.attrs.get("run_id"))
+    return EarlyStop(store.path, store.attrs.get("run_id"), store.attrs.get("seed"))
 
 
 def _train_alone(store: RunStore, trainer: Trainer, writer, progress: Progress | None) -> SeedSummary:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from vt_core.errors import VtError
+from vt_core.progress import note
 from vt_core.storage.layout import layout, stop_request_path
 from vt_core.storage.location import DamagedFileError, Location, read_json, remove_tree, write_json_atomic
 
@@ -53,10 +54,11 @@ def clear(study: str | Location, seed: int) -> None:
 class EarlyStop:
     """Training's look, after each checkpoint, for a stop request addressed to its own run."""
 
-    def __init__(self, store_path: str | Location, run_id: int | None):
-        self.path, self.run_id = stop_request_path(store_path), run_id
+    def __init__(self, store_path: str | Location, run_id: int | None, seed: int | None = None):
+        self.path, self.run_id, self.seed = stop_request_path(store_path), run_id, seed
         self.damaged = False
         self.best = -float("inf")  # the highest held-out accuracy seen at a checkpoint so far
+        self.declined: int | None = None  # the step of a request declined because the seed had converged
 
     def check(self, step: int, accuracy: float | None = None) -> None:
         """Raise :class:`StoppedEarly` when the watcher asked this run to stop (at ``step``, the
@@ -75,10 +77,16 @@ class EarlyStop:
                 log.warning("%s; ignored (the seed trains on)", err)
             self.damaged = True
             return
-        threshold = req.get("threshold")
-        if isinstance(threshold, (int, float)) and self.best >= threshold:
+        if req.get("run_id") != self.run_id:
             return
-        if req.get("run_id") == self.run_id:
-            reason = str(req.get("reason") or "stopped early by the live policy")
-            asked = req.get("step")
-            raise StoppedEarly(reason if asked == step else f"{reason}; it stopped at step {step:,}")
+        threshold = req.get("threshold")
+        asked = req.get("step")
+        at = f"{asked:,}" if isinstance(asked, int) else repr(asked)
+        if isinstance(threshold, (int, float)) and self.best >= threshold:
+            if self.declined != asked:  # said once per request
+                self.declined = asked
+                note(f"seed {self.seed}: not stopped early: the live policy asked at step {at}, but by step "
+                     f"{step:,} it had converged (held-out accuracy {self.best:.3g} >= {threshold}); training on")
+            return
+        reason = str(req.get("reason") or f"stopped early by the live policy (asked at step {at})")
+        raise StoppedEarly(reason if asked == step else f"{reason}; it stopped at step {step:,}")
