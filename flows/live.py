@@ -7,6 +7,7 @@ server keeps one (events and triggers are deduplicated by id)."""
 from __future__ import annotations
 
 import contextlib
+import statistics
 import logging
 import subprocess
 import tempfile
@@ -103,9 +104,15 @@ def announce_reference(console, config, given: str | None) -> str | None:
     ref = check_reference(load_user_code(config), reference)
     console.print(f"live states under {escape(reference)}'s model (k = {ref.k}, {ref.status}; detour states: "
                   f"{sorted(ref.detour_states) or 'none'})", soft_wrap=True, highlight=False)
-    if config.live.stop_if_predicted_beyond is not None:
-        console.print(f"a seed predicted to converge after step {config.live.stop_if_predicted_beyond:,} stops early "
-                      f"(live.stop_if_predicted_beyond)", soft_wrap=True, highlight=False)
+    beyond = config.live.stop_if_predicted_beyond
+    if beyond is not None:
+        console.print(f"a seed predicted to converge after step {beyond:,} stops early (live.stop_if_predicted_beyond)",
+                      soft_wrap=True, highlight=False)
+        steps = sorted(c for c in ref.convergence.values() if c is not None)
+        if steps and beyond < statistics.median(steps):
+            console.print(f"warning: the reference's seeds converged at steps {steps[0]:,}-{steps[-1]:,} (median "
+                          f"{statistics.median(steps):,.0f}): below that, a seed is predicted past {beyond:,} from its first "
+                          f"checkpoints, and every seed will stop there", style="yellow", soft_wrap=True, highlight=False)
     if ref.status != "decided":
         console.print(f"warning: the reference did not decide its number of states: its k = {ref.k} is one "
                       f"reading of several, and so are the states decoded under it", style="yellow",
