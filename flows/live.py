@@ -7,8 +7,8 @@ server keeps one (events and triggers are deduplicated by id)."""
 from __future__ import annotations
 
 import contextlib
-import statistics
 import logging
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -111,8 +111,9 @@ def announce_reference(console, config, given: str | None) -> str | None:
         steps = sorted(c for c in ref.convergence.values() if c is not None)
         if steps and beyond < statistics.median(steps):
             console.print(f"warning: the reference's seeds converged at steps {steps[0]:,}-{steps[-1]:,} (median "
-                          f"{statistics.median(steps):,.0f}): below that, a seed is predicted past {beyond:,} from its first "
-                          f"checkpoints, and every seed will stop there", style="yellow", soft_wrap=True, highlight=False)
+                          f"{statistics.median(steps):,.0f}): below that, a seed is predicted past {beyond:,} from "
+                          f"its first checkpoints, and every seed will stop there", style="yellow", soft_wrap=True,
+                          highlight=False)
     if ref.status != "decided":
         console.print(f"warning: the reference did not decide its number of states: its k = {ref.k} is one "
                       f"reading of several, and so are the states decoded under it", style="yellow",
