@@ -25,11 +25,13 @@ from vt_core.analysis.live import load_reference
 from vt_core.analysis.states import load_input
 from vt_core.config.study_config import ConfigError, parse_config
 from vt_core.stages import live
+from vt_core.stages import train as train_stage
 from vt_core.stages.train import train_group, train_seed
 from vt_core.storage.layout import layout
 from vt_core.storage.run_store import RunStore
 from vt_core.storage.seed_status import seed_status, study_state
 from vt_core.storage.study import is_finished, load_study, prepare_study, reset_seed
+from vt_core.storage.writer_thread import CheckpointWriter
 from vt_core.training import early_stop
 
 
@@ -116,7 +118,11 @@ def _wait_committed(path, n: int) -> None:
 
 
 def test_a_seed_stopped_early_stays_stopped_under_the_policy_and_resumes_exactly_without_it(analysed_study,
-                                                                                            policy_study):
+                                                                                            policy_study, monkeypatch):
+    # each checkpoint written and committed as it comes (the writers batch up to 2 s), so that the
+    # watcher below can decode it before training goes on
+    monkeypatch.setattr(train_stage, "make_writer", lambda store, capacity, runtime=None:
+                        CheckpointWriter(store, capacity, max_pending_bytes=1))
     expected = _expected_stops(analysed_study, 50)
     assert 0 in expected
     study = policy_study(50)
