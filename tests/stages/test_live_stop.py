@@ -225,3 +225,16 @@ def test_the_policy_without_a_reference_is_refused_in_one_line(analysed_study, t
         parse_config(d | {"live": {"stop_if_predicted_beyond": 0}})
     with pytest.raises(ConfigError, match="stop_after"):
         parse_config(d | {"live": {"stop_after": 3}})
+
+
+def test_every_event_the_watcher_decodes_has_a_prefect_name():
+    from flows.live import EVENT_NAMES
+
+    kinds = {"entered", "detour", "late", "stopped"}
+    assert set(EVENT_NAMES) == kinds and EVENT_NAMES["stopped"] == "vt.seed.stopped-early"
+    e = {"kind": "stopped", "seed": 3, "step": 40, "state": 2, "entered": 20, "beyond": 60,
+         "prediction": {"state": 2, "precedents": 3, "never_converged": 0, "converged_before": 0, "predicted": 70,
+                        "low": 50, "high": 90}}
+    assert live.describe_event(e) == ("seed 3: asked to stop at its next checkpoint, unless it converges first "
+                                      "(live.stop_if_predicted_beyond = 60): in state 2 since step 20, at step 40; "
+                                      "converges near step 70 [50, 90] (3 reference seeds that entered state 2)")
