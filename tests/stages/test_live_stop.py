@@ -139,6 +139,9 @@ def test_a_seed_stopped_early_stays_stopped_under_the_policy_and_resumes_exactly
     assert summary["status"] == "stopped-early" and summary["last_step"] == expected[0]
     assert seen[-1] == expected[0]  # stopped at the checkpoint where the watcher asked
     assert "stopped early at step" in summary["error"]
+    watcher.poll()  # what `vt status` and the live page then say of it
+    said = live.describe(0, live.read_live(study)["seeds"]["0"])
+    assert said.endswith(f"; stopped early (the live policy asked it to stop at step {expected[0]:,})")
     store = RunStore(path, mode="r")
     assert store.committed == len(seen) and store.resume_path.is_file()
     rows = seed_status(study)

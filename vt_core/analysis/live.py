@@ -209,8 +209,14 @@ def describe(seed: int, entry: dict, detour_states: list[int] | None = None) -> 
     """``seed 3: state 4 (p 0.93) at step 1,200 — a detour state in the reference``."""
     detour = ", a detour state in the reference" if entry.get("detour") else ""
     said = f"; {describe_prediction(entry['prediction'])}" if entry.get("prediction") else ""
-    stopped = (f"; stopped early by the live policy at step {entry['stopped']:,}"
-               if entry.get("stopped") is not None else "")
+    stopped = ""
+    if entry.get("stopped") is not None:  # the step the live policy asked it to stop at
+        asked = f"the live policy asked it to stop at step {entry['stopped']:,}"
+        status = str(entry.get("status"))
+        stopped = {"stopped-early": f"; stopped early ({asked})", "running": f"; {asked}",
+                   "complete": f"; {asked}, but it trained on to its end (it had converged meanwhile, or "
+                               f"the request came at its last checkpoint)"}.get(
+            status, f"; {asked}; its training ended {status}")
     return (f"seed {seed}: state {entry['state']} (p {entry['probability']:.2f}) at step {entry['step']:,}{detour}"
             f"{said}{stopped}")
 

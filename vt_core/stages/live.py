@@ -115,6 +115,7 @@ class _Seed:
     skipped: int = 0               # checkpoints with a nonfinite feature (the HMM drops them too)
     converged: bool = False        # its held-out accuracy has reached the reference's threshold
     stopped: int | None = None     # the step at which the live policy asked it to stop
+    status: str | None = None      # its training's status (stopped-early once training saw the request)
 
 
 class Watcher:
@@ -166,6 +167,8 @@ class Watcher:
                 continue  # being created: the next poll
             if run_id != state.run_id:  # a new training run (retrained from scratch): decoded afresh
                 self.seeds[seed] = state = _Seed(OnlineFilter(self.ref), run_id=run_id)
+            if store.status != state.status:
+                state.status, changed = store.status, True
             if n <= state.done:
                 continue
             new += self._decode(seed, state, store, n, training=store.status == "running")
@@ -254,6 +257,7 @@ class Watcher:
                                 "state": top, "probability": float(s.posterior[top]),
                                 "posterior": [float(p) for p in s.posterior],
                                 "detour": top in self.ref.detour_states, "entered": s.entered, "stopped": s.stopped,
+                                "status": s.status,
                                 "prediction": predict_convergence(self.ref, top, s.entered or 0, s.step or 0)}
         doc = {"reference": self.reference, "k": self.ref.k, "status": self.ref.status,
                "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
