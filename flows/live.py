@@ -101,7 +101,7 @@ def announce_reference(console, config, given: str | None) -> str | None:
     reference = live_reference(config, given)
     if reference is None:
         return None
-    ref = check_reference(load_user_code(config), reference)
+    ref = check_reference(load_user_code(config), reference, "--reference" if given is not None else "live.reference")
     console.print(f"live states under {escape(reference)}'s model (k = {ref.k}, {ref.status}; detour states: "
                   f"{sorted(ref.detour_states) or 'none'})", soft_wrap=True, highlight=False)
     beyond = config.live.stop_if_predicted_beyond

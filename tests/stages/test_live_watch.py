@@ -112,6 +112,8 @@ def test_a_reference_the_study_cannot_be_decoded_under_is_refused(analysed_study
         live.check_reference(fewer, analysed_study)
     with pytest.raises(ReferenceError, match="no study there"):
         live.check_reference(config, tmp_path / "nowhere")
+    with pytest.raises(ReferenceError, match=r"^live.reference .*nowhere: no study there"):
+        live.check_reference(config, tmp_path / "nowhere", "live.reference")
     assert live.check_reference(config, analysed_study).k >= 1
 
 

@@ -86,11 +86,13 @@ def live_reference(config: StudyConfig, given: str | Location | None = None) -> 
     return url(location(chosen))
 
 
-def check_reference(config: StudyConfig, reference: str | Location) -> Reference:
+def check_reference(config: StudyConfig, reference: str | Location, source: str = "--reference") -> Reference:
     """The reference, refused with one line when a study of ``config`` cannot be decoded under it:
-    features it does not compute, or features made from every seed at once (the function's PCs)."""
+    features it does not compute, or features made from every seed at once (the function's PCs).
+    ``source``: where it was named (``--reference``, or ``live.reference`` in the config)."""
     if not layout(reference).study_json.is_file():
-        raise ReferenceError(f"--reference {reference}: no study there (no study.json); give a study vt analysed")
+        raise ReferenceError(f"{source} {reference}: no study there (no study.json); give a study vt analysed "
+                             f"(`vt run` its config first)")
     ref = load_reference(reference)
     whole = [f for f in ref.features if is_function_feature(f)]
     if whole:
