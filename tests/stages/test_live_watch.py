@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -21,9 +22,12 @@ from vt_core.analysis.states import load_input
 from vt_core.config.study_config import parse_config
 from vt_core.report import live_page
 from vt_core.stages import live
+from vt_core.stages import train as train_stage
 from vt_core.stages.train import train_seed
+from vt_core.storage import run_store
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import load_study, reset_seed
+from vt_core.storage.study import load_study, prepare_study, reset_seed
+from vt_core.storage.writer_thread import CheckpointWriter
 
 
 def _offline(params: dict, z: np.ndarray) -> np.ndarray:
@@ -132,3 +136,36 @@ def test_a_seed_predicted_past_the_end_of_training_gets_a_late_event(analysed_st
                 and p["predicted"] > 10]
     assert expected and [(e["seed"], e["step"]) for e in late] == expected
     assert all("predicted not to converge within training (step 10)" in live.describe_event(e) for e in late)
+
+
+def test_decoded_commit_by_commit_as_the_arrays_grow_it_is_the_analysis_filter(analysed_study, tmp_path, monkeypatch):
+    """The watcher keeps each store's arrays open between looks and reads only the new rows
+    (:class:`vt_core.metrics.stream.WeightMetrics`); arrays that grow as they are written (a
+    recorder's: doubled from one row here) are opened again when the rows asked for lie past them.
+    Seed 0 retrained (bitwise the reference's run), decoded as each checkpoint commits: at every
+    prefix the posterior is the analysis's offline forward posterior, and the events its argmax path's."""
+    monkeypatch.setattr(run_store, "GROW_ROWS", 1)
+    monkeypatch.setattr(train_stage, "make_writer", lambda store, capacity, runtime=None:
+                        CheckpointWriter(store, 0, max_pending_bytes=1))  # no capacity known; each commit at once
+    study = prepare_study(parse_config(load_study(analysed_study).model_dump(mode="json")
+                                       | {"output_dir": str(tmp_path / "again")}))
+    w, path = live.Watcher(study, analysed_study), study / "runs" / "seed=0000.zarr"
+    posteriors, new, shapes = [], [], set()
+
+    def progress(info):
+        deadline = time.monotonic() + 30
+        while RunStore(path, mode="r").committed < len(posteriors) + 1:
+            assert time.monotonic() < deadline, "the writer did not commit"
+            time.sleep(0.01)
+        shapes.add(RunStore(path, mode="r").root["weights/layers.0.weight"].shape[0])
+        new.extend(w.poll())
+        posteriors.append(live.read_live(study)["seeds"]["0"]["posterior"])
+
+    train_seed(study, 0, progress=progress)
+    assert len(shapes) > 3  # the arrays grew under the watcher
+    ref, data = load_reference(analysed_study), load_input(analysed_study)
+    offline = _offline(ref.params, data.z[list(data.seeds).index(0)])
+    np.testing.assert_allclose(np.array(posteriors), offline, rtol=0, atol=1e-10)
+    steps, states = data.steps[list(data.seeds).index(0)], offline.argmax(axis=1)
+    expected = [(int(steps[t]), int(states[t])) for t in range(len(states)) if t == 0 or states[t] != states[t - 1]]
+    assert [(e["step"], e["state"]) for e in new if e["kind"] == "entered"] == expected

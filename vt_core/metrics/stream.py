@@ -31,6 +31,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -46,7 +47,7 @@ from vt_core.metrics.compute import (
     weight_arrays,
 )
 from vt_core.metrics.registry import Metric, get
-from vt_core.metrics.weights import SV_THRESHOLD
+from vt_core.metrics.weights import device_singular_values, matrix_stack
 from vt_core.storage.run_integrity import CHECK_GROUP, ROW_KEY, row_crc, row_key
 from vt_core.storage.run_store import RunStore
 
@@ -91,58 +92,58 @@ class RowChecksumError(VtError, RuntimeError):
 
 
 class _Rows:
-    """Reads one committed row of a weight array, checked against its recorded CRC32C."""
+    """Reads committed rows of a run store's arrays, each checked against the CRC32C recorded at its
+    commit. Kept while a store grows (:meth:`update` with the store opened again: the live watcher),
+    an array is opened again only when the rows asked for lie past the shape it was opened with,
+    and only the new commits' checksums are read."""
 
     def __init__(self, store: RunStore):
-        self.group = store.root["weights"]
-        self.crcs: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, Any] = {}
+        self.crcs = np.zeros((0, 0), dtype=np.uint32)
+        self.columns: dict[str, int] = {}
         self.key: Callable[[str, int], bytes] = lambda a, r: b""
-        if CHECK_GROUP in store.root and "row_crc" in store.root[CHECK_GROUP]:
-            arr = store.root[CHECK_GROUP]["row_crc"]
-            table = np.asarray(arr[:store.committed])
-            self.crcs = {c: table[:, j] for j, c in enumerate(arr.attrs.get("columns") or [])}
-            if arr.attrs.get("keyed") == ROW_KEY:
-                run_id = store.attrs.get("run_id")
-                self.key = lambda a, r: row_key(run_id, a, r)
+        self.update(store)
+        if self.checked and self._array(f"{CHECK_GROUP}/row_crc", 0).attrs.get("keyed") == ROW_KEY:
+            run_id = store.attrs.get("run_id")
+            self.key = lambda a, r: row_key(run_id, a, r)
 
-    def __call__(self, name: str, rows: np.ndarray) -> np.ndarray:
+    def update(self, store: RunStore) -> None:
+        """The store opened again (more rows may be committed; its training run the same)."""
+        self.root, self.committed = store.root, store.committed
+        self.checked = CHECK_GROUP in self.root and "row_crc" in self.root[CHECK_GROUP]
+        if self.checked and len(self.crcs) < self.committed:
+            arr = self._array(f"{CHECK_GROUP}/row_crc", self.committed)
+            new = np.asarray(arr[len(self.crcs):self.committed])
+            self.crcs = new if not len(self.crcs) else np.concatenate([self.crcs, new])
+            self.columns = {c: j for j, c in enumerate(arr.attrs.get("columns") or [])}
+
+    def _array(self, path: str, rows: int):
+        arr = self.arrays.get(path)
+        if arr is None or arr.shape[0] < rows:
+            arr = self.arrays[path] = self.root[path]
+        return arr
+
+    def weights(self, name: str):
+        """The array of a weight parameter (its shape past the step axis does not change)."""
+        return self._array(f"weights/{name}", 0)
+
+    def root_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``rows`` of one of the scalars at the store's root (``step``, ``epoch``, ...), each checked."""
+        return self(name, rows, root=True)
+
+    def __call__(self, name: str, rows: np.ndarray, root: bool = False) -> np.ndarray:
         """``rows`` (increasing positions) of one array, (len(rows), *shape), each row checked."""
-        arr = self.group[name]
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+        arr = self._array(name if root else f"weights/{name}", hi)
         data = np.asarray(arr[lo:hi])
         if hi - lo != len(rows):
             data = data[np.asarray(rows) - lo]
-        crcs = self.crcs.get(arr.path)
-        if crcs is not None:
+        j = self.columns.get(arr.path)
+        if j is not None:
             for r, row in zip(rows, data):
-                if r < len(crcs) and row_crc(row, self.key(arr.path, int(r))) != crcs[r]:
+                if r < len(self.crcs) and row_crc(row, self.key(arr.path, int(r))) != self.crcs[r, j]:
                     raise RowChecksumError(f"array {arr.path}: row {r} does not match the checksum recorded at its commit")
         return data
-
-
-def _matrices(w: np.ndarray, role: str) -> np.ndarray:
-    """A block of one parameter's rows (B, *shape) as stacks of matrices (B, layer, a, b), as
-    :func:`compute._as_matrices`."""
-    if role == "matrix" and w.ndim == 3:
-        return w[:, None]
-    if role == "merged_heads":
-        return w.reshape(w.shape[0], 1, -1, w.shape[-1])
-    return w.reshape(w.shape[0], -1, *w.shape[-2:])
-
-
-def _torch_singular_values(stack: np.ndarray, device: str) -> np.ndarray:
-    """Singular values of a stack of same-shaped matrices on ``device`` (float64, the Gram form of
-    :func:`vt_core.metrics.weights.singular_values`), in one batched call."""
-    import torch
-
-    w = torch.from_numpy(np.ascontiguousarray(stack)).to(device=device, dtype=torch.float64)
-    gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
-    s = torch.linalg.eigvalsh(gram).flip(-1).clamp(min=0).sqrt().cpu().numpy()
-    return np.where(s < SV_THRESHOLD, 0.0, s)
-
-
-#: same-shaped matrices sent to the device in one call, at most (their stored bytes)
-DEVICE_BATCH_BYTES = 64 * 2**20
 
 
 class _Moments:
@@ -219,30 +220,6 @@ def _flat_values(ms: list[Metric], parts: list[np.ndarray], init,
     return out
 
 
-def _device_sv(cur: dict[str, np.ndarray], layers: list, device: str) -> dict[str, np.ndarray]:
-    """Every matrix parameter's singular values (B, layer, k), same-shaped matrices batched."""
-    by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
-    for p, role, _ in layers:
-        if role == "kernel":
-            continue
-        st = _matrices(cur[p], role)
-        finite = np.isfinite(st.sum(axis=(-2, -1), dtype=np.float64))
-        by_shape.setdefault(st.shape[2:], []).append((p, np.where(finite[..., None, None], st, 0)))
-    out = {}
-    for group in by_shape.values():
-        batch: list[tuple[str, np.ndarray]] = []
-        for k, item in enumerate(group):
-            batch.append(item)
-            if k == len(group) - 1 or sum(st.nbytes for _, st in batch) + group[k + 1][1].nbytes > DEVICE_BATCH_BYTES:
-                flat = np.concatenate([st.reshape(-1, *st.shape[2:]) for _, st in batch])
-                s, i = _torch_singular_values(flat, device), 0
-                for p, st in batch:
-                    n = st.shape[0] * st.shape[1]
-                    out[p], i = s[i:i + n].reshape(*st.shape[:2], -1), i + n
-                batch = []
-    return out
-
-
 #: checkpoints' weights read and computed at once, at most (at least one checkpoint)
 BLOCK_BYTES = 64 * 2**20
 
@@ -272,7 +249,7 @@ class _Buffer:
     parameter a view of it (B, *shape): the model-wide median partitions it in place."""
 
     def __init__(self, rows: _Rows, names: list[str], block: int):
-        arrays = [rows.group[n] for n in names]
+        arrays = [rows.weights(n) for n in names]
         self.names, self.rows = names, rows
         self.shapes = [tuple(a.shape[1:]) for a in arrays]
         sizes = [int(np.prod(s)) for s in self.shapes]
@@ -296,7 +273,7 @@ def _matrix_rows(cur: dict[str, np.ndarray], layers: list, mm: list[Metric], set
     """Each checkpoint's and matrix's (layer's) values of the matrix metrics ``mm`` (B, layer, metric)."""
     if not mm:
         return np.zeros((rows, 0, 0))
-    sv = _device_sv(cur, layers, device) if device is not None and any(m.needs_sv for m in mm) else {}
+    sv = device_singular_values(cur, layers, device) if device is not None and any(m.needs_sv for m in mm) else {}
     out = []
     for p, role, labels in layers:
         if role == "kernel":
@@ -304,7 +281,7 @@ def _matrix_rows(cur: dict[str, np.ndarray], layers: list, mm: list[Metric], set
             out.append(np.broadcast_to(vals[:, None], (rows, len(labels), len(mm))))
         else:
             kern = _matrix_kernel(mm, settings, sv=(lambda w, s=sv.get(p): s)) if p in sv else _matrix_kernel(mm, settings)
-            out.append(kern(_matrices(cur[p], role)))
+            out.append(kern(matrix_stack(cur[p], role)))
     return np.concatenate(out, axis=1)
 
 
@@ -346,43 +323,65 @@ def _block(wbuf: _Buffer, bbuf: _Buffer, rows: np.ndarray, init, layers: list,
 
 def weight_metrics(store: RunStore, config: StudyConfig, names: list[str], index: np.ndarray,
                    device: str | None = None) -> xr.Dataset:
-    """The weight metrics ``names`` (kinds :data:`KINDS`) of one seed at the committed checkpoints
-    ``index``, as :func:`vt_core.metrics.compute.seed_metrics` gives them (value, per_layer,
+    """The weight metrics ``names`` (kinds :data:`KINDS`, and recorded scalars) of one seed at the
+    committed checkpoints ``index``, as :func:`vt_core.metrics.compute.seed_metrics` gives them (value, per_layer,
     nonfinite, epoch), computed eagerly a checkpoint at a time. ``device``: where singular values
     are computed (None: numpy, one matrix at a time; a torch device, "cuda" or "cpu": torch, batched)."""
-    return_freed_memory()
-    ms = [get(n) for n in names]
-    metrics = {k: [m for m in ms if m.reads == k] for k in KINDS}
-    settings = {"convention": config.metrics.convention, "threshold": config.metrics.dormant_threshold}
-    roles = store_roles(store, config)
-    wds = store.dataset("weights")
-    mat_names, bias_names = weight_arrays(wds, config, roles)
-    if not mat_names:
-        raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
-                                  f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
-    layers = matrix_layers(wds, mat_names, roles)
-    labels = [label for _, _, ls in layers for label in ls]
-    rows = _Rows(store)
-    index = np.asarray(index, dtype=int)
-    size = {p: rows.group[p].dtype.itemsize * int(np.prod(rows.group[p].shape[1:])) for p in mat_names + bias_names}
-    per_row = sum(size.values())
-    init = _Initial(rows, mat_names, sum(size[p] for p in mat_names)) if metrics["init"] else None
-    block = max(1, min(len(index), BLOCK_BYTES // max(per_row, 1)))
-    wbuf, bbuf = _Buffer(rows, mat_names, block), _Buffer(rows, bias_names, block)
-    value = np.full((len(index), len(ms)), np.nan)
-    per_layer = np.full((len(index), len(metrics["matrix"]), len(labels)), np.nan)
-    nonfinite = np.zeros(len(index), dtype=bool)
-    for j in range(0, len(index), block):
-        pl, vals, nonfinite[j:j + block] = _block(wbuf, bbuf, index[j:j + block], init, layers, metrics, settings, device)
-        if pl.shape[1]:
-            per_layer[j:j + block] = pl.transpose(0, 2, 1)
-        if ms:
-            value[j:j + block] = np.stack([vals.get(m.name, np.full(len(pl), np.nan)) for m in ms], axis=1)
-    scalars = store.dataset().isel(step=index)
-    ds = xr.Dataset({"value": (("step", "metric"), value), "nonfinite": (("step",), nonfinite),
-                     "epoch": (("step",), scalars["epoch"].values.astype(np.float64))},
-                    coords={"step": scalars["step"].values, "metric": names})
-    if metrics["matrix"]:
-        ds["per_layer"] = xr.DataArray(per_layer, dims=("step", "layer_metric", "layer"),
-                                       coords={"layer_metric": [m.name for m in metrics["matrix"]], "layer": labels})
-    return ds
+    return WeightMetrics(store, config, names)(store, index, device)
+
+
+class WeightMetrics:
+    """:func:`weight_metrics` with what a training run's store decides (roles, matrices, layers)
+    worked out once: the live watcher computes a few new checkpoints at a time, again and again
+    (opening the weights as a Dataset for each was most of its cost). Call it with the store
+    opened again (its committed rows grow) while its ``run_id`` is the one it was built from."""
+
+    def __init__(self, store: RunStore, config: StudyConfig, names: list[str]):
+        self.names, self.ms = list(names), [get(n) for n in names]
+        self.metrics = {k: [m for m in self.ms if m.reads == k] for k in KINDS}
+        self.settings = {"convention": config.metrics.convention, "threshold": config.metrics.dormant_threshold}
+        roles = store_roles(store, config)
+        wds = store.dataset("weights")
+        self.mat_names, self.bias_names = weight_arrays(wds, config, roles)
+        if not self.mat_names:
+            raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
+                                      f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
+        self.layers = matrix_layers(wds, self.mat_names, roles)
+        self.labels = [label for _, _, ls in self.layers for label in ls]
+        self.recorded = {m.name for m in self.ms if m.reads == "scalar" and m.name in store.root}
+        self.rows: _Rows | None = None  # kept while the store grows
+
+    def __call__(self, store: RunStore, index: np.ndarray, device: str | None = None) -> xr.Dataset:
+        return_freed_memory()
+        ms, metrics, layers = self.ms, self.metrics, self.layers
+        if self.rows is None:
+            self.rows = _Rows(store)
+        else:
+            self.rows.update(store)
+        rows, index = self.rows, np.asarray(index, dtype=int)
+        params = self.mat_names + self.bias_names
+        size = {p: rows.weights(p).dtype.itemsize * int(np.prod(rows.weights(p).shape[1:])) for p in params}
+        init = _Initial(rows, self.mat_names, sum(size[p] for p in self.mat_names)) if metrics["init"] else None
+        block = max(1, min(len(index), BLOCK_BYTES // max(sum(size.values()), 1)))
+        wbuf, bbuf = _Buffer(rows, self.mat_names, block), _Buffer(rows, self.bias_names, block)
+        value = np.full((len(index), len(ms)), np.nan)
+        per_layer = np.full((len(index), len(metrics["matrix"]), len(self.labels)), np.nan)
+        nonfinite = np.zeros(len(index), dtype=bool)
+        for j in range(0, len(index), block):
+            pl, vals, nonfinite[j:j + block] = _block(wbuf, bbuf, index[j:j + block], init, layers, metrics,
+                                                      self.settings, device)
+            if pl.shape[1]:
+                per_layer[j:j + block] = pl.transpose(0, 2, 1)
+            if ms:
+                value[j:j + block] = np.stack([vals.get(m.name, np.full(len(pl), np.nan)) for m in ms], axis=1)
+        for k, m in enumerate(ms):  # recorded scalars, as they were recorded (a nonfinite weight masks none)
+            if m.reads == "scalar":
+                value[:, k] = rows.root_rows(m.name, index) if m.name in self.recorded else np.nan
+        ds = xr.Dataset({"value": (("step", "metric"), value), "nonfinite": (("step",), nonfinite),
+                         "epoch": (("step",), rows.root_rows("epoch", index).astype(np.float64))},
+                        coords={"step": rows.root_rows("step", index), "metric": self.names})
+        if metrics["matrix"]:
+            ds["per_layer"] = xr.DataArray(per_layer, dims=("step", "layer_metric", "layer"),
+                                           coords={"layer_metric": [m.name for m in metrics["matrix"]],
+                                                   "layer": self.labels})
+        return ds

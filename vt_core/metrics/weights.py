@@ -218,3 +218,52 @@ def dist_init_l1(flat, flat0):
 
 for _name, _formula in SCALAR_FORMULAS.items():
     register_scalar(_name, _formula)
+
+
+def matrix_stack(w: np.ndarray, role: str) -> np.ndarray:
+    """A block of one parameter's rows (B, *shape) as stacks of matrices (B, layer, a, b), as
+    :func:`vt_core.metrics.compute._as_matrices`."""
+    if role == "matrix" and w.ndim == 3:
+        return w[:, None]
+    if role == "merged_heads":
+        return w.reshape(w.shape[0], 1, -1, w.shape[-1])
+    return w.reshape(w.shape[0], -1, *w.shape[-2:])
+
+
+def torch_singular_values(stack: np.ndarray, device: str) -> np.ndarray:
+    """Singular values of a stack of same-shaped matrices on ``device`` (float64, the Gram form of
+    :func:`vt_core.metrics.weights.singular_values`), in one batched call."""
+    import torch
+
+    w = torch.from_numpy(np.ascontiguousarray(stack)).to(device=device, dtype=torch.float64)
+    gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
+    s = torch.linalg.eigvalsh(gram).flip(-1).clamp(min=0).sqrt().cpu().numpy()
+    return np.where(s < SV_THRESHOLD, 0.0, s)
+
+
+#: same-shaped matrices sent to the device in one call, at most (their stored bytes)
+DEVICE_BATCH_BYTES = 64 * 2**20
+
+
+def device_singular_values(cur: dict[str, np.ndarray], layers: list, device: str) -> dict[str, np.ndarray]:
+    """Every matrix parameter's singular values (B, layer, k), same-shaped matrices batched."""
+    by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
+    for p, role, _ in layers:
+        if role == "kernel":
+            continue
+        st = matrix_stack(cur[p], role)
+        finite = np.isfinite(st.sum(axis=(-2, -1), dtype=np.float64))
+        by_shape.setdefault(st.shape[2:], []).append((p, np.where(finite[..., None, None], st, 0)))
+    out = {}
+    for group in by_shape.values():
+        batch: list[tuple[str, np.ndarray]] = []
+        for k, item in enumerate(group):
+            batch.append(item)
+            if k == len(group) - 1 or sum(st.nbytes for _, st in batch) + group[k + 1][1].nbytes > DEVICE_BATCH_BYTES:
+                flat = np.concatenate([st.reshape(-1, *st.shape[2:]) for _, st in batch])
+                s, i = torch_singular_values(flat, device), 0
+                for p, st in batch:
+                    n = st.shape[0] * st.shape[1]
+                    out[p], i = s[i:i + n].reshape(*st.shape[:2], -1), i + n
+                batch = []
+    return out

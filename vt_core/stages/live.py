@@ -41,7 +41,9 @@ from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of
 )
 from vt_core.config.study_config import ConfigError, StudyConfig
 from vt_core.config.usercode import load_user_code
+from vt_core.metrics.registry import get
 from vt_core.metrics.store import compute_cells, feature_column
+from vt_core.metrics.stream import KINDS, WeightMetrics
 from vt_core.names import SCALARS, is_function_feature
 from vt_core.storage.handle import Study, StudyRef
 from vt_core.storage.layout import layout
@@ -118,6 +120,7 @@ class _Seed:
     converged: bool = False        # its held-out accuracy has reached the reference's threshold
     stopped: int | None = None     # the step at which the live policy asked it to stop
     status: str | None = None      # its training's status (stopped-early once training saw the request)
+    weights: WeightMetrics | None = None  # what its store's layout decides, worked out at its first decode
 
 
 class Watcher:
@@ -134,6 +137,8 @@ class Watcher:
         self.threshold = self.ref.threshold if self.ref.threshold is not None else self.config.hmm.convergence_threshold
         if self.beyond is not None and "test_accuracy" not in self.names:  # a converged seed is never stopped
             self.names.append("test_accuracy")
+        # weight metrics and recorded scalars: read straight from the new rows (every feature of the paper's)
+        self.lean = all(get(n).reads in (*KINDS, "scalar") for n in self.names)
         self.page_written = time.monotonic()  # the first page after PAGE_S or UNSERVED_PAGE_S (bokeh: ~1 s to import)
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
@@ -185,7 +190,7 @@ class Watcher:
         index = list(range(state.done, n))
         # numpy on the CPU: no torch in the watcher (importing it cost a second), and no second process on
         # the GPU training uses; the features equal the metric stage's to rounding (float64 either way)
-        cells = compute_cells(store, self.config, self.names, index, device=None)
+        cells = self._cells(state, store, index)
         rows, ok = rows_of(cells, self.ref.features)
         steps = [int(s) for s in cells["step"].values]
         accuracy = (feature_column(cells, "test_accuracy").values if self.beyond is not None
@@ -214,6 +219,15 @@ class Watcher:
                     new.append(e)
         state.done = n
         return new
+
+    def _cells(self, state: _Seed, store: RunStore, index: list[int]) -> xr.Dataset:
+        """The features' metrics at ``index``: a seed's stores read again and again, a few new rows at a
+        time (opening them as a Dataset each time was most of the watcher's cost)."""
+        if not self.lean:
+            return compute_cells(store, self.config, self.names, index, device=None)
+        if state.weights is None:
+            state.weights = WeightMetrics(store, self.config, self.names)
+        return state.weights(store, np.asarray(index, dtype=int))
 
     def _late(self, seed: int, state: _Seed, step: int) -> dict | None:
         """``late``: at the checkpoint where a seed enters a state, the reference's precedents put its
@@ -269,7 +283,9 @@ class Watcher:
             from vt_core.report.live_page import write_live_page  # bokeh: imported once there is a page to draw
 
             write_live_page(self.study, json.loads(json.dumps(doc)), self.config.name)
-            self.page_written = time.monotonic()
+            # weight metrics and recorded scalars: read straight from the new rows (every feature of the paper's)
+        self.lean = all(get(n).reads in (*KINDS, "scalar") for n in self.names)
+        self.page_written = time.monotonic()
 
     def _page_every(self) -> float:
         """How often the page is drawn: every :data:`PAGE_S` while `vt dashboard --serve` serves it."""
@@ -314,7 +330,9 @@ def training_budget(config: StudyConfig) -> int | None:
 def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The raw feature rows (n, F) of freshly computed cells, and which rows the HMM would keep
     (every feature finite, no nonfinite weight flagged)."""
-    rows = np.stack([feature_column(cells, f).values.astype(np.float64) for f in features], axis=-1)
+    metrics, value = [str(m) for m in cells["metric"].values], cells["value"].values
+    rows = np.stack([(value[:, metrics.index(f)] if f in metrics else feature_column(cells, f).values).astype(np.float64)
+                     for f in features], axis=-1)
     ok = np.isfinite(rows).all(axis=1)
     if "nonfinite" in cells:
         flags = cells["nonfinite"].values
