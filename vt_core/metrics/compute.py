@@ -13,87 +13,22 @@ checkpoints at a time. The result has
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import json
-
 import numpy as np
 import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
-from vt_core.errors import VtError
+from vt_core.metrics.kernels import _activation_kernel, _conv_kernel, _flat_kernel, _matrix_kernel, _nonfinite
+from vt_core.metrics.params import (  # noqa: F401  (MetricsComputeError, layer_metric_names: importers' names)
+    MetricsComputeError,
+    layer_metric_names,
+    matrix_layers,
+    metric_names,
+    store_roles,
+    stored_shapes,
+    weight_arrays,
+)
 from vt_core.metrics.registry import LAYER_KINDS, Metric, get
-from vt_core.metrics.roles import WEIGHT_ROLES, parameter_roles
-from vt_core.metrics.weights import singular_values
-from vt_core.names import SCALARS
 from vt_core.storage.run_store import RunStore
-
-
-class MetricsComputeError(VtError, RuntimeError):
-    """Metrics cannot be computed or read as asked."""
-
-
-def metric_names(config: StudyConfig) -> list[str]:
-    """Every column of ``value``: the configured metrics, then the recorded scalars."""
-    return list(config.metrics.names) + [s for s in SCALARS if s not in config.metrics.names]
-
-
-def layer_metric_names(config: StudyConfig) -> list[str]:
-    return [n for n in config.metrics.names if get(n).reads in LAYER_KINDS]
-
-
-def _excluded(name: str, exclude: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pat) for pat in exclude)
-
-
-def _fallback_role(ndim_stored: int) -> str:
-    """A stored parameter that no rule names (``ndim_stored`` counts the step axis)."""
-    return "matrix" if ndim_stored == 3 else "bias" if ndim_stored <= 2 else "heads"
-
-
-@functools.lru_cache(maxsize=8)
-def _roles_of_config(training_json: str) -> dict[str, str]:
-    from vt_core.config.study_config import parse_config
-    from vt_core.data import build_task
-    from vt_core.models import build_model
-
-    config = parse_config(json.loads(training_json))
-    task = build_task(config.data, config.seeds[0])
-    model = build_model(config.model, task, config.output_size(task.n_classes))
-    return parameter_roles(model)
-
-
-def store_roles(store: RunStore, config: StudyConfig) -> dict[str, str]:
-    """Each stored parameter's role (:mod:`vt_core.metrics.roles`): from study.json for a study vt
-    did not train (where ``--roles`` may have changed them), recorded in the store when
-    training started, or (stores written before roles were recorded) from the config's model."""
-    declared = getattr(config.model, "roles", None)
-    if declared:  # a study vt did not train: the roles in study.json (known, guessed or given)
-        return {name: entry.role for name, entry in declared.items()}
-    roles = store.attrs.get("parameter_roles")
-    if roles:
-        return dict(roles)
-    return _roles_of_config(json.dumps(config.model_dump(mode="json"), sort_keys=True))
-
-
-def weight_arrays(weights: xr.Dataset, config: StudyConfig, roles: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(weight parameters, bias parameters) that the weight metrics read, sorted by name: by their
-    roles, less any ``metrics.exclude`` glob."""
-    # sorted: zarr lists members in no fixed order, and layer labels must not depend on it
-    params = sorted(str(v) for v in weights.data_vars if not _excluded(str(v), list(config.metrics.exclude)))
-    role = {p: roles.get(p, _fallback_role(weights[p].ndim)) for p in params}
-    return [p for p in params if role[p] in WEIGHT_ROLES], [p for p in params if role[p] == "bias"]
-
-
-def matrix_layers(weights: xr.Dataset, params: list[str], roles: dict[str, str]) -> list[tuple[str, str, list[str]]]:
-    """(parameter, role, layer labels) for each weight parameter: a head-split parameter gives
-    one layer per head (``blocks.0.attn.W_Q.2``), any other parameter one layer."""
-    out = []
-    for p in params:
-        role = roles.get(p, _fallback_role(weights[p].ndim))
-        n = int(np.prod(weights[p].shape[1:-2])) if role == "heads" else 1
-        out.append((p, role, [f"{p}.{h}" for h in range(n)] if role == "heads" else [p]))
-    return out
 
 
 def _as_matrices(var: xr.DataArray, role: str, labels: list[str]) -> xr.DataArray:
@@ -113,10 +48,9 @@ def _as_matrices(var: xr.DataArray, role: str, labels: list[str]) -> xr.DataArra
 
 def layer_names(store: RunStore, config: StudyConfig) -> list[str]:
     """The ``layer`` coordinate of this seed: weight matrices and kernels (heads split), then hookpoints."""
-    weights = store.dataset("weights")
-    roles = store_roles(store, config)
-    mats, _ = weight_arrays(weights, config, roles)
-    out = [label for _, _, labels in matrix_layers(weights, mats, roles) for label in labels]
+    shapes, roles = stored_shapes(store), store_roles(store, config)
+    mats, _ = weight_arrays(shapes, config, roles)
+    out = [label for _, _, labels in matrix_layers(shapes, mats, roles) for label in labels]
     if "activations" in store.root:
         out += sorted(str(v) for v in store.dataset("activations").data_vars)
     return out
@@ -129,80 +63,6 @@ def _ufunc(kernel, arrays: list[xr.DataArray], core: list[list[str]], out_dim: s
     )
 
 
-def _matrix_kernel(metrics: list[Metric], settings: dict, sv=singular_values):
-    """The matrix metrics of a stack (..., a, b); ``sv`` computes the stack's singular values (the
-    stream's batched torch ones on a GPU, :mod:`vt_core.metrics.stream`)."""
-    need_sv = any(m.needs_sv for m in metrics)
-
-    def kernel(w: np.ndarray) -> np.ndarray:
-        w = np.asarray(w, dtype=np.float64)
-        finite = np.isfinite(w.sum(axis=(-2, -1)))  # NaN/inf anywhere in a matrix makes its sum so
-        if not finite.all():
-            w = np.where(finite[..., None, None], w, 0.0)
-        s = sv(w) if need_sv else None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.stack([np.broadcast_to(m(w, s, **settings), finite.shape) for m in metrics], axis=-1)
-        out = out.astype(np.float64, copy=True)
-        out[~finite] = np.nan
-        return out
-
-    return kernel
-
-
-def _conv_kernel(metrics: list[Metric], settings: dict, kernel_ndim: int):
-    """A conv kernel (..., out, in, *k): each metric defined on kernels (``kernels=True``: l1, l2,
-    code_sparsity) on every (out, in) slice as a 1 x prod(k) matrix, averaged over the slices, as
-    the paper's ``get_tensor_metrics``; NaN for the others (no trace or singular values)."""
-
-    def kernel(w: np.ndarray) -> np.ndarray:
-        w = np.asarray(w, dtype=np.float64)
-        lead = w.shape[:-kernel_ndim]
-        slices = w.reshape(*lead, -1, 1, int(np.prod(w.shape[-kernel_ndim + 2:])))
-        finite = np.isfinite(w.reshape(*lead, -1).sum(axis=-1))
-        out = np.full((*lead, len(metrics)), np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for i, m in enumerate(metrics):
-                if m.kernels:
-                    out[..., i] = np.mean(m(slices, None, **settings), axis=-1)
-        out[~finite] = np.nan
-        return out
-
-    return kernel
-
-
-def _flat_kernel(metrics: list[Metric], settings: dict, n_current: int, with_init: bool):
-    def kernel(*arrays):
-        # in the stored dtype (float32): the kernels accumulate in float64 themselves
-        cur = np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in arrays[:n_current]], axis=1)
-        bad = ~np.isfinite(cur).all(axis=1)
-        if bad.any():
-            cur = np.where(bad[:, None], 0, cur)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if with_init:
-                init = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays[n_current:]])
-                out = np.stack([m(cur, init[None, :], **settings) for m in metrics], axis=-1)
-            else:
-                out = np.stack([m(cur, **settings) for m in metrics], axis=-1)
-        out[bad] = np.nan  # NaN/inf weights give NaN (and the nonfinite flag), never a crash
-        return out
-
-    return kernel
-
-
-def _activation_kernel(metrics: list[Metric], settings: dict):
-    def kernel(*arrays):
-        return np.stack([m(*arrays, **settings) for m in metrics], axis=-1)
-
-    return kernel
-
-
-def _nonfinite(*arrays) -> np.ndarray:
-    bad = np.zeros(arrays[0].shape[0], dtype=bool)
-    for a in arrays:
-        bad |= ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
-    return bad
-
-
 class _Columns:
     """The lazy pieces of one seed's metrics as they are built: one column of ``value`` per
     metric, and the per-layer blocks."""
@@ -213,7 +73,7 @@ class _Columns:
         self.full_w = store.dataset("weights")
         self.weights, self.scalars = self.sel(self.full_w), self.sel(store.dataset())
         self.roles = store_roles(store, config)
-        self.mat_names, self.bias_names = weight_arrays(self.weights, config, self.roles)
+        self.mat_names, self.bias_names = weight_arrays(stored_shapes(store), config, self.roles)
         if not self.mat_names:
             raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
                                       f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
@@ -237,7 +97,7 @@ class _Columns:
         if not (mm := self.kind("matrix")):
             return
         parts = []
-        for p, role, labels in matrix_layers(self.weights, self.mat_names, self.roles):
+        for p, role, labels in matrix_layers(stored_shapes(self.store), self.mat_names, self.roles):
             w = self.weights[p]
             if role == "kernel":
                 out = _ufunc(_conv_kernel(mm, self.settings, w.ndim - 1), [w], [list(w.dims[1:])],

@@ -9,7 +9,7 @@ float32 copy for the medians, float64 copies of the initial weights, dask's read
 
 * each weight parameter's rows are read into one reused buffer (their chunk checksums verified by
   zarr, and each row compared with the CRC32C recorded when it was committed), their matrices'
-  metrics computed by the same kernels as the lazy path (:func:`vt_core.metrics.compute._matrix_kernel`:
+  metrics computed by the same kernels as the lazy path (:func:`vt_core.metrics.kernels._matrix_kernel`:
   float64, singular values from the Gram matrix), the singular values of same-shaped matrices
   batched through torch on CUDA when ``device`` is one;
 * the model-wide statistics are combined from per-parameter pieces: the mean and variance by
@@ -38,14 +38,8 @@ import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
 from vt_core.errors import VtError
-from vt_core.metrics.compute import (
-    MetricsComputeError,
-    _conv_kernel,
-    _matrix_kernel,
-    matrix_layers,
-    store_roles,
-    weight_arrays,
-)
+from vt_core.metrics.kernels import _conv_kernel, _matrix_kernel
+from vt_core.metrics.params import MetricsComputeError, matrix_layers, store_roles, stored_shapes, weight_arrays
 from vt_core.metrics.registry import Metric, get
 from vt_core.metrics.weights import device_singular_values, matrix_stack
 from vt_core.storage.run_integrity import CHECK_GROUP, ROW_KEY, row_crc, row_key
@@ -341,12 +335,12 @@ class WeightMetrics:
         self.metrics = {k: [m for m in self.ms if m.reads == k] for k in KINDS}
         self.settings = {"convention": config.metrics.convention, "threshold": config.metrics.dormant_threshold}
         roles = store_roles(store, config)
-        wds = store.dataset("weights")
-        self.mat_names, self.bias_names = weight_arrays(wds, config, roles)
+        shapes = stored_shapes(store)
+        self.mat_names, self.bias_names = weight_arrays(shapes, config, roles)
         if not self.mat_names:
             raise MetricsComputeError(f"{store.path}: no weight matrices left after the module rules and "
                                       f"metrics.exclude={config.metrics.exclude} (`vt hooks CONFIG` shows the roles)")
-        self.layers = matrix_layers(wds, self.mat_names, roles)
+        self.layers = matrix_layers(shapes, self.mat_names, roles)
         self.labels = [label for _, _, ls in self.layers for label in ls]
         self.recorded = {m.name for m in self.ms if m.reads == "scalar" and m.name in store.root}
         self.rows: _Rows | None = None  # kept while the store grows

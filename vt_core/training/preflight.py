@@ -101,7 +101,7 @@ def check_config(cfg: StudyConfig) -> Checked:
 
 def _check_matrices(cfg: StudyConfig, model, params: list[str]) -> None:
     """The metric stage needs at least one weight matrix among the stored parameters once the
-    module rules and ``metrics.exclude`` are applied (:func:`vt_core.metrics.compute.weight_arrays`):
+    module rules and ``metrics.exclude`` are applied (:func:`vt_core.metrics.params.weight_arrays`):
     refused here, not after training (`vt run` wrote a whole study before it failed)."""
     import fnmatch
 
