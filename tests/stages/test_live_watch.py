@@ -169,3 +169,23 @@ def test_decoded_commit_by_commit_as_the_arrays_grow_it_is_the_analysis_filter(a
     steps, states = data.steps[list(data.seeds).index(0)], offline.argmax(axis=1)
     expected = [(int(steps[t]), int(states[t])) for t in range(len(states)) if t == 0 or states[t] != states[t - 1]]
     assert [(e["step"], e["state"]) for e in new if e["kind"] == "entered"] == expected
+
+
+def test_the_watcher_decodes_without_torch_xarray_dask_or_bokeh(analysed_study, running):
+    """The watcher shares the machine with training: what it imports is CPU taken from it (torch
+    1 s, xarray with the dask it imports 0.8 s; benchmarks/live_overhead.py). Its page (bokeh) is
+    drawn only when asked or served."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom vt_core.stages.live import Watcher\n"
+            "assert Watcher(sys.argv[1], sys.argv[2]).poll()\n"
+            "print(sorted(m for m in ('torch', 'xarray', 'dask', 'pandas', 'sklearn', 'bokeh', 'prefect') "
+            "if m in sys.modules))")
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", code, str(running), str(analysed_study)], capture_output=True,
+                         text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout

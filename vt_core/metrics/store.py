@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
+from vt_core.metrics.cells import AGGREGATIONS
 from vt_core.metrics.compute import MetricsComputeError, layer_metric_names, layer_names, metric_names, seed_metrics
 from vt_core.metrics.registry import LAYER_KINDS, get
 from vt_core.metrics.roles import RULES_VERSION
@@ -327,9 +328,6 @@ def finalize_metrics(study: str | Location, plan: Mapping[str, Any]) -> str:
     if plan["rebuild"]:
         move_store(location(plan["target"]), final)
     return url(final)
-
-
-AGGREGATIONS = ("mean", "median", "min", "max", "sum")
 
 
 def load_features(study: str | Location, features: list[str]) -> xr.DataArray:

@@ -31,19 +31,22 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from vt_core.config.study_config import StudyConfig
 from vt_core.errors import VtError
+from vt_core.metrics.cells import Cells
 from vt_core.metrics.kernels import _conv_kernel, _matrix_kernel
 from vt_core.metrics.params import MetricsComputeError, matrix_layers, store_roles, stored_shapes, weight_arrays
 from vt_core.metrics.registry import Metric, get
 from vt_core.metrics.weights import device_singular_values, matrix_stack
 from vt_core.storage.run_integrity import CHECK_GROUP, ROW_KEY, row_crc, row_key
 from vt_core.storage.run_store import RunStore
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: the metric kinds computed here; activations and recorded scalars stay on the lazy path
 KINDS = ("matrix", "weights", "biases", "init")
@@ -321,7 +324,7 @@ def weight_metrics(store: RunStore, config: StudyConfig, names: list[str], index
     committed checkpoints ``index``, as :func:`vt_core.metrics.compute.seed_metrics` gives them (value, per_layer,
     nonfinite, epoch), computed eagerly a checkpoint at a time. ``device``: where singular values
     are computed (None: numpy, one matrix at a time; a torch device, "cuda" or "cpu": torch, batched)."""
-    return WeightMetrics(store, config, names)(store, index, device)
+    return WeightMetrics(store, config, names)(store, index, device).dataset()
 
 
 class WeightMetrics:
@@ -345,7 +348,7 @@ class WeightMetrics:
         self.recorded = {m.name for m in self.ms if m.reads == "scalar" and m.name in store.root}
         self.rows: _Rows | None = None  # kept while the store grows
 
-    def __call__(self, store: RunStore, index: np.ndarray, device: str | None = None) -> xr.Dataset:
+    def __call__(self, store: RunStore, index: np.ndarray, device: str | None = None) -> Cells:
         return_freed_memory()
         ms, metrics, layers = self.ms, self.metrics, self.layers
         if self.rows is None:
@@ -371,11 +374,7 @@ class WeightMetrics:
         for k, m in enumerate(ms):  # recorded scalars, as they were recorded (a nonfinite weight masks none)
             if m.reads == "scalar":
                 value[:, k] = rows.root_rows(m.name, index) if m.name in self.recorded else np.nan
-        ds = xr.Dataset({"value": (("step", "metric"), value), "nonfinite": (("step",), nonfinite),
-                         "epoch": (("step",), rows.root_rows("epoch", index).astype(np.float64))},
-                        coords={"step": rows.root_rows("step", index), "metric": self.names})
-        if metrics["matrix"]:
-            ds["per_layer"] = xr.DataArray(per_layer, dims=("step", "layer_metric", "layer"),
-                                           coords={"layer_metric": [m.name for m in metrics["matrix"]],
-                                                   "layer": self.labels})
-        return ds
+        return Cells(step=rows.root_rows("step", index), epoch=rows.root_rows("epoch", index).astype(np.float64),
+                     metric=self.names, value=value, nonfinite=nonfinite,
+                     layer_metric=[m.name for m in metrics["matrix"]], layer=self.labels,
+                     per_layer=per_layer if metrics["matrix"] else None)

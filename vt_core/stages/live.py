@@ -3,10 +3,11 @@
 A watcher process (``python -m vt_core.stages.live STUDY REFERENCE``, started by the study flow
 beside training, niced, dying with its parent) polls each seed's run store for checkpoints the
 writer has committed, computes the reference model's features for them (the same kernels and the
-same checksummed reads as the metric stage: :func:`vt_core.metrics.store.compute_cells`), and runs
-each seed's forward filter (:class:`vt_core.analysis.live.OnlineFilter`). What it finds goes to
-``live.json`` (written atomically, checksummed): every seed's filtered posterior at its last
-committed checkpoint, and the events so far, each keyed by seed, training run, step and kind.
+same checksummed reads as the metric stage, :class:`vt_core.metrics.stream.WeightMetrics`: only
+the new rows, no xarray), and runs each seed's forward filter
+(:class:`vt_core.analysis.live.OnlineFilter`). What it finds goes to ``live.json`` (written
+atomically, checksummed): every seed's filtered posterior at its last committed checkpoint, and
+the events so far, each keyed by seed, training run, step and kind.
 
 Nothing of this runs in the training loop. A watcher started again (a killed and resumed run)
 replays every seed from its first committed checkpoint: the filter is deterministic, so it decodes
@@ -25,7 +26,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
 
 from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of this module's interface)
     OnlineFilter,
@@ -41,8 +41,8 @@ from vt_core.analysis.live import (  # noqa: F401  (predict_convergence: part of
 )
 from vt_core.config.study_config import ConfigError, StudyConfig
 from vt_core.config.usercode import load_user_code
+from vt_core.metrics.cells import Cells
 from vt_core.metrics.registry import get
-from vt_core.metrics.store import compute_cells, feature_column
 from vt_core.metrics.stream import KINDS, WeightMetrics
 from vt_core.names import SCALARS, is_function_feature
 from vt_core.storage.handle import Study, StudyRef
@@ -192,8 +192,8 @@ class Watcher:
         # the GPU training uses; the features equal the metric stage's to rounding (float64 either way)
         cells = self._cells(state, store, index)
         rows, ok = rows_of(cells, self.ref.features)
-        steps = [int(s) for s in cells["step"].values]
-        accuracy = (feature_column(cells, "test_accuracy").values if self.beyond is not None
+        steps = [int(s) for s in cells.step]
+        accuracy = (cells.feature("test_accuracy") if self.beyond is not None
                     else np.full(len(steps), np.nan))
         new = []
         for step, row, good, acc in zip(steps, rows, ok, accuracy):
@@ -220,11 +220,13 @@ class Watcher:
         state.done = n
         return new
 
-    def _cells(self, state: _Seed, store: RunStore, index: list[int]) -> xr.Dataset:
+    def _cells(self, state: _Seed, store: RunStore, index: list[int]) -> Cells:
         """The features' metrics at ``index``: a seed's stores read again and again, a few new rows at a
         time (opening them as a Dataset each time was most of the watcher's cost)."""
         if not self.lean:
-            return compute_cells(store, self.config, self.names, index, device=None)
+            from vt_core.metrics.store import compute_cells  # activations: the lazy path (xarray, dask)
+
+            return Cells.of(compute_cells(store, self.config, self.names, index, device=None))
         if state.weights is None:
             state.weights = WeightMetrics(store, self.config, self.names)
         return state.weights(store, np.asarray(index, dtype=int))
@@ -327,17 +329,11 @@ def training_budget(config: StudyConfig) -> int | None:
     return BatchPosition(config, len(task.x_train), config.seeds[0]).total_steps
 
 
-def rows_of(cells: xr.Dataset, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def rows_of(cells: Cells, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The raw feature rows (n, F) of freshly computed cells, and which rows the HMM would keep
     (every feature finite, no nonfinite weight flagged)."""
-    metrics, value = [str(m) for m in cells["metric"].values], cells["value"].values
-    rows = np.stack([(value[:, metrics.index(f)] if f in metrics else feature_column(cells, f).values).astype(np.float64)
-                     for f in features], axis=-1)
-    ok = np.isfinite(rows).all(axis=1)
-    if "nonfinite" in cells:
-        flags = cells["nonfinite"].values
-        ok &= ~(flags.reshape(len(rows), -1).any(axis=1) if flags.ndim > 1 else flags.astype(bool))
-    return rows, ok
+    rows = np.stack([cells.feature(f).astype(np.float64) for f in features], axis=-1)
+    return rows, np.isfinite(rows).all(axis=1) & ~cells.nonfinite.astype(bool)
 
 
 def watch(study: str, reference: str, stop: threading.Event | None = None, nice: int = 0) -> None:

@@ -162,7 +162,7 @@ def _check_examples(cfg: StudyConfig, task) -> None:
 
 def _check_hmm(cfg: StudyConfig, params: list[str], hooks: list[str], n_checkpoints: int) -> None:
     """Features that name a layer must name one that is stored; the settings must be possible."""
-    from vt_core.metrics.store import AGGREGATIONS
+    from vt_core.metrics.cells import AGGREGATIONS
     from vt_core.models.hooks import INPUT_SUFFIX
 
     layers = set(params) | set(hooks) | {h + INPUT_SUFFIX for h in hooks}
