@@ -103,6 +103,31 @@ def test_a_damaged_chunk_is_refused_not_written_over(tmp_path):
     assert any("weights/w" in p and "checkpoints 0-2" in p and "checksum" in p for p in problems), problems
 
 
+def test_rows_read_straight_from_the_chunk_files_are_zarrs_and_verified(tmp_path):
+    """DirectChunks.get (the live watcher's reads of new rows): every range zarr reads, across
+    chunk boundaries, compressed or not; a chunk whose bytes changed, or missing, is named."""
+    store = write(tmp_path / "s.zarr", [1, 3, 5, 16, 2, 40], big=False)
+    n = store.committed
+    for path in ("weights/w", "weights/b", "weights/count", "step", "epoch", "train_loss", "activations/h"):
+        arr = store.root[path]
+        reader = direct(arr, store.path)
+        assert reader is not None, path
+        for lo, hi in ((0, n), (0, 1), (n - 1, n), (3, 20), (30, 40), (5, 5)):
+            got = reader.get(lo, hi)
+            assert got.dtype == arr.dtype
+            np.testing.assert_array_equal(got, np.asarray(arr[lo:hi]), err_msg=f"{path} {lo}:{hi}")
+    arr = store.root["weights/w"]
+    f = store.path / "weights" / "w" / "c.1.0.0"
+    data = bytearray(f.read_bytes())
+    data[50] ^= 1
+    f.write_bytes(bytes(data))
+    with pytest.raises(ChunkError, match=r"c\.1\.0\.0 fails its checksum"):
+        direct(arr, store.path).get(arr.chunks[0], arr.chunks[0] + 1)
+    f.unlink()
+    with pytest.raises(ChunkError, match=r"c\.1\.0\.0 is missing"):
+        direct(arr, store.path).get(0, n)
+
+
 def test_a_store_with_nested_chunk_keys_is_written_in_its_own_layout(tmp_path):
     """Stores written before flat keys keep ``c/<row>/0``: the direct writer follows the metadata."""
     path = tmp_path / "old.zarr"

@@ -42,6 +42,7 @@ from vt_core.metrics.kernels import _conv_kernel, _matrix_kernel
 from vt_core.metrics.params import MetricsComputeError, matrix_layers, store_roles, stored_shapes, weight_arrays
 from vt_core.metrics.registry import Metric, get
 from vt_core.metrics.weights import device_singular_values, matrix_stack
+from vt_core.storage.chunks import DirectChunks, direct
 from vt_core.storage.run_integrity import CHECK_GROUP, ROW_KEY, row_crc, row_key
 from vt_core.storage.run_store import RunStore
 
@@ -92,13 +93,19 @@ class _Rows:
     """Reads committed rows of a run store's arrays, each checked against the CRC32C recorded at its
     commit. Kept while a store grows (:meth:`update` with the store opened again: the live watcher),
     an array is opened again only when the rows asked for lie past the shape it was opened with,
-    and only the new commits' checksums are read."""
+    and only the new commits' checksums are read. ``direct``: chunks read straight from their files
+    (:meth:`vt_core.storage.chunks.DirectChunks.get`: the watcher's few new rows, where zarr's
+    per-call cost was most of a look); the metric stage reads through zarr (large chunks, where
+    that cost is nothing and zarr's buffers are what the memory figures measure)."""
 
-    def __init__(self, store: RunStore):
+    def __init__(self, store: RunStore, direct: bool = False):
         self.arrays: dict[str, Any] = {}
+        self.readers: dict[str, tuple[Any, DirectChunks | None]] = {}  # by array: the array it reads
         self.crcs = np.zeros((0, 0), dtype=np.uint32)
         self.columns: dict[str, int] = {}
         self.key: Callable[[str, int], bytes] = lambda a, r: b""
+        self.direct, self.path = direct, store.path
+        self.checked = CHECK_GROUP in store.root and "row_crc" in store.root[CHECK_GROUP]
         self.update(store)
         if self.checked and self._array(f"{CHECK_GROUP}/row_crc", 0).attrs.get("keyed") == ROW_KEY:
             run_id = store.attrs.get("run_id")
@@ -107,10 +114,8 @@ class _Rows:
     def update(self, store: RunStore) -> None:
         """The store opened again (more rows may be committed; its training run the same)."""
         self.root, self.committed = store.root, store.committed
-        self.checked = CHECK_GROUP in self.root and "row_crc" in self.root[CHECK_GROUP]
         if self.checked and len(self.crcs) < self.committed:
-            arr = self._array(f"{CHECK_GROUP}/row_crc", self.committed)
-            new = np.asarray(arr[len(self.crcs):self.committed])
+            arr, new = self._read(f"{CHECK_GROUP}/row_crc", len(self.crcs), self.committed)
             self.crcs = new if not len(self.crcs) else np.concatenate([self.crcs, new])
             self.columns = {c: j for j, c in enumerate(arr.attrs.get("columns") or [])}
 
@@ -119,6 +124,16 @@ class _Rows:
         if arr is None or arr.shape[0] < rows:
             arr = self.arrays[path] = self.root[path]
         return arr
+
+    def _read(self, path: str, lo: int, hi: int) -> tuple[Any, np.ndarray]:
+        arr = self._array(path, hi)
+        if self.direct:
+            if path not in self.readers or self.readers[path][0] is not arr:
+                self.readers[path] = (arr, direct(arr, self.path))
+            reader = self.readers[path][1]
+            if reader is not None:
+                return arr, reader.get(lo, hi)
+        return arr, np.asarray(arr[lo:hi])
 
     def weights(self, name: str):
         """The array of a weight parameter (its shape past the step axis does not change)."""
@@ -131,8 +146,7 @@ class _Rows:
     def __call__(self, name: str, rows: np.ndarray, root: bool = False) -> np.ndarray:
         """``rows`` (increasing positions) of one array, (len(rows), *shape), each row checked."""
         lo, hi = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
-        arr = self._array(name if root else f"weights/{name}", hi)
-        data = np.asarray(arr[lo:hi])
+        arr, data = self._read(name if root else f"weights/{name}", lo, hi)
         if hi - lo != len(rows):
             data = data[np.asarray(rows) - lo]
         j = self.columns.get(arr.path)
@@ -333,7 +347,7 @@ class WeightMetrics:
     (opening the weights as a Dataset for each was most of its cost). Call it with the store
     opened again (its committed rows grow) while its ``run_id`` is the one it was built from."""
 
-    def __init__(self, store: RunStore, config: StudyConfig, names: list[str]):
+    def __init__(self, store: RunStore, config: StudyConfig, names: list[str], direct: bool = False):
         self.names, self.ms = list(names), [get(n) for n in names]
         self.metrics = {k: [m for m in self.ms if m.reads == k] for k in KINDS}
         self.settings = {"convention": config.metrics.convention, "threshold": config.metrics.dormant_threshold}
@@ -347,12 +361,13 @@ class WeightMetrics:
         self.labels = [label for _, _, ls in self.layers for label in ls]
         self.recorded = {m.name for m in self.ms if m.reads == "scalar" and m.name in store.root}
         self.rows: _Rows | None = None  # kept while the store grows
+        self.direct = direct  # chunks read from their files (_Rows)
 
     def __call__(self, store: RunStore, index: np.ndarray, device: str | None = None) -> Cells:
         return_freed_memory()
         ms, metrics, layers = self.ms, self.metrics, self.layers
         if self.rows is None:
-            self.rows = _Rows(store)
+            self.rows = _Rows(store, self.direct)
         else:
             self.rows.update(store)
         rows, index = self.rows, np.asarray(index, dtype=int)

@@ -228,7 +228,7 @@ class Watcher:
 
             return Cells.of(compute_cells(store, self.config, self.names, index, device=None))
         if state.weights is None:
-            state.weights = WeightMetrics(store, self.config, self.names)
+            state.weights = WeightMetrics(store, self.config, self.names, direct=True)
         return state.weights(store, np.asarray(index, dtype=int))
 
     def _late(self, seed: int, state: _Seed, step: int) -> dict | None:

@@ -17,8 +17,9 @@ so that a reader sees the old chunk or the new one, never a part (as zarr's ``Lo
 
 Only arrays whose metadata is exactly one of those codec chains, on a regular grid whose chunks
 span every dimension after the first, in a local directory, are written here; :func:`direct`
-returns None for anything else and the caller writes through zarr. Reading is always zarr's, and
-:func:`vt_core.storage.run_integrity.check_store` verifies what was written here like anything else.
+returns None for anything else and the caller writes through zarr. Reading is zarr's, and
+:func:`vt_core.storage.run_integrity.check_store` verifies what was written here like anything else;
+the live watcher alone reads its few new rows here too (:meth:`DirectChunks.get`, checksums verified).
 
 A chunk that holds several rows and is only partly written is read back from disk (its checksum
 verified) when more rows are written to it, and written whole again. A writer that owns the store
@@ -137,7 +138,7 @@ class DirectChunks:
 
         return payload, struct.pack("<I", google_crc32c.value(payload))
 
-    def _decode(self, raw: bytes, f: Path) -> np.ndarray:
+    def _decode(self, raw: bytes, f: Path, rows: slice = slice(None)) -> np.ndarray:
         import google_crc32c
 
         body, crc = raw[:-4], raw[-4:]
@@ -147,7 +148,7 @@ class DirectChunks:
         try:
             if self.zstd is not None:
                 body = self.zstd.decode(body)
-            return np.frombuffer(body, dtype=self.dtype).reshape(self.chunks).astype(np.dtype(self.arr.dtype))
+            return np.frombuffer(body, dtype=self.dtype).reshape(self.chunks)[rows].astype(np.dtype(self.arr.dtype))
         except (ValueError, RuntimeError) as err:
             raise ChunkError(f"chunk {f} cannot be decoded ({err})") from None
 
@@ -175,6 +176,22 @@ class DirectChunks:
         if self.hold:
             self._held = (index, rows)
         return rows
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo .. hi`` as stored, each chunk read straight from its file and its checksum
+        verified: the live watcher reads a few new rows of a few small arrays at every look, and
+        zarr's per-call cost (a thread hop per call and per chunk) was most of a look's CPU. A
+        chunk missing is damage (every chunk is written, :data:`WRITE_ALL`)."""
+        r, parts = self.rows_per_chunk, []
+        for c in range(lo // r, (hi - 1) // r + 1) if hi > lo else ():
+            f = self._file(c)
+            try:
+                raw = f.read_bytes()
+            except FileNotFoundError:
+                raise ChunkError(f"chunk {f} is missing (a committed row's chunk is always written); "
+                                 f"vt validate names the damage") from None
+            parts.append(self._decode(raw, f, slice(max(lo - c * r, 0), min(hi - c * r, r))))
+        return np.concatenate(parts) if parts else np.empty((0, *self.chunks[1:]), dtype=np.dtype(self.arr.dtype))
 
     def put(self, rows: np.ndarray, start: int) -> None:
         """Write ``rows`` at rows ``start ..`` (the array is already large enough)."""
