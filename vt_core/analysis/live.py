@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from vt_core.errors import VtError
 from vt_core.storage.layout import layout
@@ -158,6 +157,15 @@ def model_covars(params: dict[str, np.ndarray]) -> np.ndarray:
     return np.array(covars, copy=True)
 
 
+def _logsumexp(a: np.ndarray) -> np.ndarray:
+    """log(sum(exp(a))) over the first axis, as scipy's ``logsumexp`` (its array-API layer cost
+    a tenth of a look of the live watcher): -inf where every term is."""
+    m = a.max(axis=0)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(a - m).sum(axis=0)) + m
+
+
 class OnlineFilter:
     """The forward algorithm under a reference model, one observation at a time. The emissions are
     hmmlearn's own density (``hmmlearn.stats``, which GaussianHMM calls), without importing the model
@@ -181,9 +189,9 @@ class OnlineFilter:
 
         log_b = log_multivariate_normal_density(z, self.means, self.covars, self.covariance_type)[0]
         with np.errstate(divide="ignore"):
-            prior = self.log_start if self.log_alpha is None else logsumexp(self.log_alpha[:, None] + self.log_trans, axis=0)
+            prior = self.log_start if self.log_alpha is None else _logsumexp(self.log_alpha[:, None] + self.log_trans)
         a = prior + log_b
-        norm = logsumexp(a)
+        norm = float(_logsumexp(a[:, None])[0])
         self.log_alpha, self.log_likelihood = a - norm, self.log_likelihood + float(norm)
         return np.exp(self.log_alpha)
 
