@@ -3,6 +3,7 @@ report, compare."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata
@@ -191,9 +192,9 @@ def dashboard(study: StudyArg,
     study = _study(study)
     files = layout(study)
     if files.live.is_file() and not files.analysis.is_file():  # training, live: nothing analysed yet
-        from vt_core.stages.live import draw_live_page
+        from vt_core.report.live_page import draw_live_page
 
-        path = draw_live_page(study)  # drawn now; the watcher redraws it every 5 s while it is served
+        path = draw_live_page(study)  # drawn now; redrawn as live.json changes while it is served
         console.print(f"live states: [bold]{path}[/] (rewritten as checkpoints commit; the analysis's dashboard "
                       f"comes when training ends)", soft_wrap=True)
     else:
@@ -214,10 +215,13 @@ def dashboard(study: StudyArg,
         webbrowser.open(path.resolve().as_uri())
     if serve:
         from flows.serve_dashboard import serve_directory
+        from vt_core.report.live_page import redrawing
         from vt_core.report.serving import serving
 
         served = None if is_remote(study) else functools.partial(serving, study)  # a local copy: not the study's
-        serve_directory(path.parent, host, port, console.print, served=served, page=path.name)
+        live = served is not None and path.name == files.live_page.name  # the watcher's page: redrawn here
+        with redrawing(study) if live else contextlib.nullcontext():
+            serve_directory(path.parent, host, port, console.print, served=served, page=path.name)
 
 
 @command

@@ -62,7 +62,7 @@ def test_the_live_page_grows_as_checkpoints_are_decoded(browser, analysed_study,
     real = RunStore.committed
     monkeypatch.setattr(RunStore, "committed", property(lambda self: min(real.fget(self), 16)))
     w = live.Watcher(study, analysed_study)
-    w.page_written = -float("inf")  # drawn at once (a watcher draws it every 5 s while served)
+    w.page_written = -float("inf")  # drawn at once (unserved, the watcher draws it every 30 s)
     w.poll()
     early = _look(browser, study / "dashboard" / "live.html", tmp_path / "live-early.png")
     monkeypatch.undo()

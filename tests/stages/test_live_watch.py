@@ -64,7 +64,7 @@ def test_the_watcher_decodes_the_stores_as_the_analysis_did(analysed_study, runn
     assert [e["key"] for e in doc["events"]] == [e["key"] for e in new]
     assert w.poll() == []  # nothing committed since: nothing decoded, nothing repeated
     assert not (running / "dashboard" / "live.html").is_file()  # not drawn at once, unserved: `vt dashboard`
-    assert "live-timeline" in live.draw_live_page(running).read_text()
+    assert "live-timeline" in live_page.draw_live_page(running).read_text()
 
 
 def test_killed_between_decoding_and_writing_then_resumed_loses_and_repeats_nothing(analysed_study, running,
@@ -125,7 +125,6 @@ def test_a_seed_predicted_past_the_end_of_training_gets_a_late_event(analysed_st
     w = live.Watcher(running, analysed_study)
     assert live.training_budget(w.config) == 96  # 12 epochs of 8 batches
     assert RunStore(running / "runs" / "seed=0000.zarr", mode="r").attrs["total_steps"] == 96  # as training said
-    assert live.PAGE_S == live_page.REFRESH_S  # rewritten as often as it reloads itself
     ref = w.ref
     w.budget = 10  # a run that stops at step 10
     new = w.poll()
@@ -189,3 +188,35 @@ def test_the_watcher_decodes_without_torch_xarray_dask_or_bokeh(analysed_study, 
                          text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
+
+
+def test_a_served_live_page_is_redrawn_by_the_server_as_live_json_changes(analysed_study, running, monkeypatch):
+    """While `vt dashboard --serve` serves the live page, that process redraws it when live.json
+    changes (live_page.redrawing); the watcher does not (its first draw imported bokeh at nice 10,
+    beside training: the served page stood 20-25 s behind)."""
+    from vt_core.report.serving import serving
+
+    monkeypatch.setattr(live_page, "REFRESH_S", 0.05)
+    page = running / "dashboard" / "live.html"
+    real = RunStore.committed
+    monkeypatch.setattr(RunStore, "committed", property(lambda self: min(real.fget(self), 5)))
+    w = live.Watcher(running, analysed_study)
+    w.page_written = -float("inf")  # due: unserved, the watcher would draw it now
+    with serving(running, "http://127.0.0.1:1/live.html"), live_page.redrawing(running):
+        w.poll()
+        assert not page.is_file()  # served: not the watcher's to draw
+
+        def drawn(text: str) -> bool:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if page.is_file() and text in page.read_text():
+                    return True
+                time.sleep(0.05)
+            return False
+
+        assert drawn("at step 8")  # the 5th checkpoint (every 2 steps from 0)
+        monkeypatch.setattr(RunStore, "committed", real)
+        w.poll()
+        assert drawn("at step 96")  # the last one, once the watcher has decoded it
+    w.poll()
+    assert "at step 96" in page.read_text()

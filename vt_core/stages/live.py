@@ -54,8 +54,8 @@ from vt_core.training import early_stop
 
 log = logging.getLogger("vt")
 
-PAGE_S = 5.0  # the live page is rewritten at most this often while served (it reloads itself as often:
-              # live_page.REFRESH_S), and at most every UNSERVED_PAGE_S otherwise (drawing it costs ~0.1 s)
+# the live page: while `vt dashboard --serve` serves it, that process redraws it (live_page.redrawing,
+# every REFRESH_S); otherwise the watcher does, at most every UNSERVED_PAGE_S (a draw costs ~0.15 s)
 UNSERVED_PAGE_S = 30.0
 NICE = 10     # the watcher process's niceness, from its start: below training, but not starved by it
 POLL_S = 2.0  # how often the watcher looks for new commits (each look decodes every new one of a seed at once)
@@ -139,7 +139,7 @@ class Watcher:
             self.names.append("test_accuracy")
         # weight metrics and recorded scalars: read straight from the new rows (every feature of the paper's)
         self.lean = all(get(n).reads in (*KINDS, "scalar") for n in self.names)
-        self.page_written = time.monotonic()  # the first page after PAGE_S or UNSERVED_PAGE_S (bokeh: ~1 s to import)
+        self.page_written = time.monotonic()  # the first page after UNSERVED_PAGE_S (bokeh: ~1 s to import)
         self.one_off = 0.0  # CPU seconds paid once (bokeh's import), not counted against DUTY
         self.seeds = {s: _Seed(OnlineFilter(self.ref)) for s in self.config.seeds}
         self.events: list[dict] = self._stored_events()
@@ -282,7 +282,7 @@ class Watcher:
                "detour_states": sorted(self.ref.detour_states), "features": self.ref.features, "seeds": seeds,
                "budget": self.budget, "events": self.events, "updated": time.time()}
         write_json_atomic(layout(self.study).live, doc)
-        if page and time.monotonic() - self.page_written >= self._page_every():
+        if page and time.monotonic() - self.page_written >= UNSERVED_PAGE_S and not self._served():
             if "vt_core.report.live_page" not in sys.modules:  # bokeh, imported once there is a page to draw:
                 t = time.process_time()  # 1.2 s of CPU, which counted against DUTY stalled every look for 25 s
                 import vt_core.report.live_page  # noqa: F401
@@ -290,15 +290,13 @@ class Watcher:
             from vt_core.report.live_page import write_live_page
 
             write_live_page(self.study, json.loads(json.dumps(doc)), self.config.name)
-            # weight metrics and recorded scalars: read straight from the new rows (every feature of the paper's)
-        self.lean = all(get(n).reads in (*KINDS, "scalar") for n in self.names)
-        self.page_written = time.monotonic()
+            self.page_written = time.monotonic()
 
-    def _page_every(self) -> float:
-        """How often the page is drawn: every :data:`PAGE_S` while `vt dashboard --serve` serves it."""
+    def _served(self) -> bool:
+        """`vt dashboard --serve` serves the page: it redraws it itself (:func:`vt_core.report.live_page.redrawing`)."""
         from vt_core.report.serving import served_url
 
-        return PAGE_S if served_url(self.study.location) is not None else UNSERVED_PAGE_S
+        return served_url(self.study.location) is not None
 
     def finished(self) -> bool:
         """Every seed's training has ended and each of its commits is decoded."""
@@ -310,17 +308,6 @@ class Watcher:
             except (StoreError, OSError, KeyError, ValueError):
                 return False
         return True
-
-
-def draw_live_page(study: StudyRef) -> Location:
-    """``dashboard/live.html`` from ``live.json`` as the watcher last wrote it."""
-    from vt_core.report.live_page import write_live_page
-
-    study = Study.open(study)
-    doc = read_live(study.location)
-    if doc is None:
-        raise ReferenceError(f"{study.location} has no live states (no live.json): `vt run CONFIG --reference STUDY`")
-    return write_live_page(study.location, doc, study.config.name)
 
 
 def training_budget(config: StudyConfig) -> int | None:
