@@ -142,3 +142,39 @@ def test_variance_by_blocks_equals_numpy(ddof, monkeypatch):
     monkeypatch.setattr(weights, "VAR_BLOCK", 7)  # uneven blocks, leading axes
     x = rng.standard_normal((3, 4, 50)).astype(np.float32)
     np.testing.assert_allclose(weights._variance(x, ddof), x.var(axis=-1, dtype=np.float64, ddof=ddof), rtol=1e-13)
+
+
+def test_sums_shared_within_a_kernel_equal_each_metric_alone():
+    """l1, l2, code_sparsity and rms read sums computed once per kernel call: bit for bit what each
+    metric gives alone, in dask's threads at once as in one, and nothing kept after the call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vt_core.metrics import weights
+
+    names = ["l1", "l2", "code_sparsity", "rms", "trace", "spectral"]
+    ms = [get(n) for n in names]
+    rng = np.random.default_rng(3)
+    stacks = [rng.normal(size=(3, 2, 7, 5)) * 10.0 ** rng.integers(-3, 3, size=(3, 2, 1, 1)) for _ in range(8)]
+    stacks[0][1, 0, 2, 2] = np.nan  # a nonfinite matrix: NaN row, the others as ever
+
+    def alone(w):
+        w = np.where(np.isfinite(w.sum(axis=(-2, -1)))[..., None, None], w, 0.0)
+        s = weights.singular_values(w)
+        out = np.stack([np.broadcast_to(m(w, s), w.shape[:-2]) for m in ms], axis=-1)
+        return out
+
+    kernel = _matrix_kernel(ms, {})
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(kernel, stacks * 4))
+    for w, got in zip(stacks * 4, threaded):
+        want = alone(w)
+        if w is stacks[0]:
+            want[1, 0] = np.nan
+        np.testing.assert_array_equal(got, want)
+    assert getattr(weights._SHARED, "slot", None) is None
+    with pytest.raises(ZeroDivisionError), weights.shared_sums(stacks[1]):
+        raise ZeroDivisionError
+    assert weights._SHARED.slot is None
+    # outside a kernel, or for another array than the kernel's, each metric computes its own sums
+    with weights.shared_sums(stacks[1]):
+        np.testing.assert_array_equal(get("l1")(stacks[2], None), np.abs(stacks[2]).sum(axis=(-2, -1)))

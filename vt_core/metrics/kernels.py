@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from vt_core.metrics.registry import Metric
-from vt_core.metrics.weights import singular_values
+from vt_core.metrics.weights import shared_sums, singular_values
 
 
 def _matrix_kernel(metrics: list[Metric], settings: dict, sv=singular_values):
@@ -21,7 +21,7 @@ def _matrix_kernel(metrics: list[Metric], settings: dict, sv=singular_values):
         if not finite.all():
             w = np.where(finite[..., None, None], w, 0.0)
         s = sv(w) if need_sv else None
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"), shared_sums(w):
             out = np.stack([np.broadcast_to(m(w, s, **settings), finite.shape) for m in metrics], axis=-1)
         out = out.astype(np.float64, copy=True)
         out[~finite] = np.nan
@@ -41,7 +41,7 @@ def _conv_kernel(metrics: list[Metric], settings: dict, kernel_ndim: int):
         slices = w.reshape(*lead, -1, 1, int(np.prod(w.shape[-kernel_ndim + 2:])))
         finite = np.isfinite(w.reshape(*lead, -1).sum(axis=-1))
         out = np.full((*lead, len(metrics)), np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"), shared_sums(slices):
             for i, m in enumerate(metrics):
                 if m.kernels:
                     out[..., i] = np.mean(m(slices, None, **settings), axis=-1)

@@ -14,6 +14,10 @@ Two conventions (``metrics.convention``), which differ in three places only:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from vt_core.metrics.registry import register_metric, register_scalar
@@ -70,16 +74,48 @@ def _variance(x: np.ndarray, ddof: int) -> np.ndarray:
     return total / (n - ddof)
 
 
+_SHARED = threading.local()
+
+
+@contextmanager
+def shared_sums(w: np.ndarray) -> Iterator[None]:
+    """While the metrics of one stack ``w`` are computed (a kernel call), the sums several of them
+    read (l1, the sum of squares: l1, l2, code_sparsity, rms) are computed once, each exactly as
+    alone; per thread (the lazy path's kernels run in dask's threads)."""
+    _SHARED.slot = (w, {})
+    try:
+        yield
+    finally:
+        _SHARED.slot = None
+
+
+def _sum(w: np.ndarray, key: str, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    slot = getattr(_SHARED, "slot", None)
+    if slot is None or slot[0] is not w:
+        return fn(w)
+    if key not in slot[1]:
+        slot[1][key] = fn(w)
+    return slot[1][key]
+
+
+def _abs_sum(w: np.ndarray) -> np.ndarray:
+    return _sum(w, "abs", lambda x: np.abs(x).sum(axis=(-2, -1)))
+
+
+def _square_sum(w: np.ndarray) -> np.ndarray:
+    return _sum(w, "square", lambda x: (x * x).sum(axis=(-2, -1)))
+
+
 @register_metric("l1", "matrix", kernels=True)
 def l1(w, s):
     """sum_ij |w_ij|"""
-    return np.abs(w).sum(axis=(-2, -1))
+    return _abs_sum(w)
 
 
 @register_metric("l2", "matrix", kernels=True)
 def l2(w, s):
     """Frobenius norm sqrt(sum_ij w_ij^2)"""
-    return np.sqrt((w * w).sum(axis=(-2, -1)))
+    return np.sqrt(_square_sum(w))
 
 
 @register_metric("trace", "matrix")
@@ -145,7 +181,7 @@ def approx_rank(w, s):
 @register_metric("rms", "matrix")
 def rms(w, s):
     """root mean square entry sqrt(mean_ij w_ij^2)"""
-    return np.sqrt((w * w).mean(axis=(-2, -1)))
+    return np.sqrt(_square_sum(w) / (w.shape[-2] * w.shape[-1]))  # as np.mean: the sum, then divided
 
 
 # --- over all weights / biases concatenated ------------------------------------------------------
