@@ -244,7 +244,7 @@ def status(study: StudyArg) -> None:
     for col in ("seed", "status", "checkpoints", "last step", "error"):
         table.add_column(col)
     colors = {"complete": "green", "running": "yellow", "interrupted": "yellow", "failed": "red",
-              "diverged": "magenta", "stopped-early": "cyan"}
+              "diverged": "magenta", "stopped-early": "cyan", "queued": "yellow"}
     for r in rows:
         c = colors.get(r["status"], "white")
         table.add_row(str(r["seed"]), f"[{c}]{r['status']}[/]", num(r["committed_steps"]), num(r["last_step"]),

@@ -41,3 +41,36 @@ def test_the_hint_names_the_config_the_study_was_made_from(tiny_config, tmp_path
     assert resume_command(study) == resume
     toml.unlink()
     assert resume_command(study).startswith(f"`vt run CONFIG` with the study's config ({toml} is gone)")
+
+
+def test_seeds_not_started_while_another_process_holds_the_study_are_queued(tiny_config):
+    """`vt status` during a run: the seeds of later seed groups have no store yet; they are queued
+    (the study running), not "interrupted or not started", while the run's process lives."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from vt_core.storage.layout import layout
+    from vt_core.storage.seed_status import seed_status
+
+    study = prepare_study(tiny_config)
+    lock = layout(study).lock
+    host = socket.gethostname()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            lock.write_bytes(json.dumps({"pid": other.pid, "host": host, "since": "now"}).encode())
+            rows = seed_status(study)
+            assert {r["status"] for r in rows} == {"queued"}
+            state, hints = study_state(rows)
+            assert state == "running" and hints == [
+                f"seeds {', '.join(str(s) for s in tiny_config.seeds)} queued: the run that holds the study "
+                f"trains them in their turn"]
+        finally:
+            other.kill()
+    other.wait()
+    for holder in (other.pid, os.getpid()):  # its process gone; this process's own lock
+        lock.write_bytes(json.dumps({"pid": holder, "host": host, "since": "now"}).encode())
+        assert {r["status"] for r in seed_status(study)} == {"missing"}
+        assert study_state(seed_status(study))[0] == "interrupted"

@@ -12,7 +12,7 @@ from vt_core.storage.seed_status import resume_command, seed_status, seeds_by_st
 
 def _outcomes(rows: list[dict]) -> str:
     by = seeds_by_status(rows)
-    order = ["complete", "diverged", "stopped-early", "failed", "interrupted", "missing", "damaged", "running"]
+    order = ["complete", "diverged", "stopped-early", "failed", "interrupted", "missing", "damaged", "running", "queued"]
     parts = [f"{len(by[s])} {s}" + (f" ({', '.join(map(str, by[s]))})" if s != "complete" else "")
              for s in order if s in by]
     return "seeds: " + ", ".join(parts)

@@ -9,7 +9,7 @@ from pathlib import Path
 from vt_core.storage.layout import layout
 from vt_core.storage.location import DamagedFileError, Location, location, read_json
 from vt_core.storage.run_store import RunStore
-from vt_core.storage.study import load_study, run_path
+from vt_core.storage.study import load_study, lock_holder, run_path
 
 
 def seeds_by_status(rows: list[dict]) -> dict[str, list[int]]:
@@ -41,9 +41,13 @@ def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str,
     early by the live policy, at least one complete or stopped early), ``failed`` (a seed failed or
     is damaged, or every seed diverged),
     ``interrupted`` (seeds interrupted or not started, none failed, diverged or damaged: `vt run`
-    resumes them; a study stopped before any seed finished is interrupted, not failed)."""
+    resumes them; a study stopped before any seed finished is interrupted, not failed); seeds not
+    started while another live process holds the study are ``queued`` (:func:`seed_status`), and
+    the study ``running``."""
     by = seeds_by_status(rows)
     hints = []
+    if by.get("queued"):
+        hints.append(f"seeds {_seeds(by['queued'])} queued: the run that holds the study trains them in their turn")
     if by.get("interrupted") or by.get("missing"):
         todo = sorted(by.get("interrupted", []) + by.get("missing", []))
         hints.append(f"seeds {_seeds(todo)} interrupted or not started: {resume} resumes them from their "
@@ -61,7 +65,7 @@ def study_state(rows: list[dict], resume: str = "`vt run CONFIG`") -> tuple[str,
     if by.get("diverged"):
         hints.append(f"seeds {_seeds(by['diverged'])} diverged (non-finite loss): lower the learning rate to "
                      f"train them; the analysis leaves their last checkpoints out")
-    if by.get("running"):
+    if by.get("running") or by.get("queued"):
         return "running", hints
     if by.get("failed") or by.get("damaged"):
         return "failed", hints
@@ -77,14 +81,17 @@ def _seeds(seeds: list[int]) -> str:
 
 
 def seed_status(study: str | Location) -> list[dict]:
-    """One row per configured seed: status, committed checkpoints, last step, error."""
+    """One row per configured seed: status, committed checkpoints, last step, error. A seed with no
+    store yet is ``missing``, or ``queued`` while another live process holds the study's lock (a
+    run's later seed groups)."""
     study = location(study)
     config = load_study(study)
+    not_started = "queued" if lock_holder(study) else "missing"
     rows = []
     for seed in config.seeds:
         path = run_path(study, seed)
         if not path.exists():
-            rows.append({"seed": seed, "status": "missing", "committed_steps": 0, "last_step": None,
+            rows.append({"seed": seed, "status": not_started, "committed_steps": 0, "last_step": None,
                          "error": None, "path": str(path)})
             continue
         try:

@@ -141,6 +141,17 @@ def training_hash_of(meta: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def lock_holder(study: str | Location) -> dict | None:
+    """The other live process holding the study's lock (its ``pid``, ``host``, ``since``), or None:
+    no lock, a lock whose process is provably gone, or this process's own."""
+    path = layout(study).lock
+    if not path.is_file():
+        return None
+    other, gone = _holder(path, socket.gethostname())
+    mine = other.get("pid") == os.getpid() and other.get("host") == socket.gethostname()
+    return None if gone or mine else other
+
+
 def check_lock(study: Location) -> None:
     """Refuse now (before anything is written) when a live process holds the study's lock."""
     path = layout(study).lock
