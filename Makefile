@@ -7,7 +7,9 @@ STAMP  := $(VENV)/.installed
 .PHONY: venv demo test test-fast test-slow bench clean
 
 # each prints, as its last line, one JSON object with its figures (benchmarks/RESULTS.md); the
-# GPU study (benchmarks/study_timing.py, benchmarks/gpu_session.sh) is run by hand on a GPU
+# GPU study (benchmarks/study_timing.py, benchmarks/gpu_session.sh) is run by hand on a GPU, the
+# paper's CPU rows (paper_table.py, ~10 min) and the PolyPythia-sized series (polypythia_run.py:
+# 72 GB of disk, ~45 min) by hand
 BENCHMARKS = benchmarks/metrics_throughput.py benchmarks/capture_overhead.py benchmarks/hmm_selection.py \
 	benchmarks/dashboard_scale.py benchmarks/seed_groups.py benchmarks/group_checkpoints.py benchmarks/hmm_estep.py \
 	benchmarks/analysis_scale.py benchmarks/verification_cost.py benchmarks/recorder_overhead.py benchmarks/import_rate.py \
