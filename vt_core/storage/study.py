@@ -1,7 +1,5 @@
-"""The study directory: study.json, the lock, each seed's status, validation and reset.
-
-Training lives in :mod:`vt_core.stages.train`; the paths in :mod:`vt_core.storage.layout`.
-"""
+"""The study directory: study.json, the lock, each seed's status, validation and reset (training
+in :mod:`vt_core.stages.train`; the paths in :mod:`vt_core.storage.layout`)."""
 
 from __future__ import annotations
 
@@ -142,26 +140,20 @@ def training_hash_of(meta: dict) -> str | None:
 
 
 def lock_holder(study: str | Location) -> dict | None:
-    """The other live process holding the study's lock (its ``pid``, ``host``, ``since``), or None:
-    no lock, a lock whose process is provably gone, or this process's own."""
-    path = layout(study).lock
-    if not path.is_file():
-        return None
-    other, gone = _holder(path, socket.gethostname())
-    mine = other.get("pid") == os.getpid() and other.get("host") == socket.gethostname()
-    return None if gone or mine else other
+    """The other live process holding the study's lock (``pid``, ``host``, ``since``), or None: no
+    lock, a lock whose process is provably gone, or this process's own."""
+    path, host = layout(study).lock, socket.gethostname()
+    other, gone = _holder(path, host) if path.is_file() else ({}, "no lock")
+    return None if gone or (other.get("pid"), other.get("host")) == (os.getpid(), host) else other
 
 
 def check_lock(study: Location) -> None:
     """Refuse now (before anything is written) when a live process holds the study's lock."""
-    path = layout(study).lock
-    if path.is_file():
-        other, gone = _holder(path, socket.gethostname())
-        mine = other.get("pid") == os.getpid() and other.get("host") == socket.gethostname()
-        if not gone and not mine:
-            raise StudyLockedError(
-                f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
-                f"{other.get('since')}; wait for it to finish, or delete {path} if that process is gone")
+    other = lock_holder(study)
+    if other is not None:
+        raise StudyLockedError(
+            f"{study} is being run by pid {other.get('pid')} on {other.get('host')} since "
+            f"{other.get('since')}; wait for it to finish, or delete {layout(study).lock} if that process is gone")
 
 
 def check_output_dir(config: StudyConfig) -> None:
