@@ -5,6 +5,10 @@
 # thread (group_checkpoints.py), and a timed 40-seed study. Results land in $OUT.
 # One device call runs at most 600 s: PARTS="bench" (seed_groups + group_checkpoints, ~7 min) and
 # PARTS="study" (~5 min) fit one call each; STUDY_COMPILE=reduce-overhead compiles the study's step.
+# PARTS="pythia" (issue 31, not yet run on a GPU): the 160M series' weight metrics per CPU-second with
+# the singular values on CUDA against the lazy kernels (pythia_scale.py --device cuda); it also needs
+# safetensors, transformers and their dependencies in .whl/ (huggingface-hub, tokenizers, regex,
+# requests, tqdm, filelock, pyyaml, packaging, certifi, charset-normalizer, idna, urllib3).
 #
 # The GPU image has Python 3.12 and torch but not vt's other dependencies; fetch them here first
 # (into .whl/, listed in .git/info/exclude, carried with the run: `carry = [".whl"]`):
@@ -26,6 +30,10 @@ if [[ " $PARTS " == *" bench "* ]]; then
     | tee "$OUT/seed_groups.txt"
   timeout "${CKPT_TIMEOUT:-180}" python3 benchmarks/group_checkpoints.py --epochs "${CKPT_EPOCHS:-600}" 2>&1 \
     | tee "$OUT/group_checkpoints.txt"
+fi
+if [[ " $PARTS " == *" pythia "* ]]; then
+  timeout "${PYTHIA_TIMEOUT:-420}" python3 benchmarks/pythia_scale.py --size 160m --seeds 1 --checkpoints 4 \
+    --device cuda --no-workers 2>&1 | tee "$OUT/pythia_scale.txt"
 fi
 if [[ " $PARTS " == *" study "* ]]; then
   timeout "${STUDY_TIMEOUT:-300}" python3 benchmarks/study_timing.py --epochs "${STUDY_EPOCHS:-2000}" --seeds 40 \

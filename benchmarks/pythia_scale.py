@@ -95,8 +95,9 @@ for seed in study.config.seeds:
     store = study.run(seed)
     if how == "lazy":
         ds = seed_metrics(store, study.config, names=names).compute()
-    else:
-        ds = stream.weight_metrics(store, study.config, names, np.arange(store.committed))
+    else:  # "stream", "nosv", or "device:cuda" (the singular values batched through torch there)
+        device = how.split(":", 1)[1] if how.startswith("device:") else None
+        ds = stream.weight_metrics(store, study.config, names, np.arange(store.committed), device=device)
     values.append(ds["value"].values.tolist())
 c1 = os.times()
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
@@ -145,6 +146,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=2, help="checkpoints per cluster task")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--device", default=None, help="also the streamed metrics with the singular values on this "
+                    "torch device (cuda), compared with the lazy kernels")
+    ap.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 workers part")
     args = ap.parse_args()
     import numpy as np
 
@@ -177,11 +181,24 @@ def main() -> None:
     print(f"kernels: lazy {lazy['seconds']:.1f} s wall, {lazy['cpu_s']:.1f} CPU-s; streamed {streamed['seconds']:.1f} s wall "
           f"(1 thread), {streamed['cpu_s']:.1f} CPU-s: {per_core['stream'] / per_core['lazy']:.2f}x per core; "
           f"largest relative difference {diff:.1e}", flush=True)
-    w1 = _child(WORKERS_CHILD, str(study), "1", str(args.block))
-    w2 = _child(WORKERS_CHILD, str(study), "2", str(args.block))
-    print(f"cluster: {w1['tasks']} tasks, 1 worker {w1['seconds']:.1f} s, 2 workers {w2['seconds']:.1f} s", flush=True)
+    dev = {}
+    if args.device:
+        on = _child(KERNELS_CHILD, str(study), f"device:{args.device}", env=SINGLE)
+        c = np.array(on.pop("values"))
+        dev = {"device": args.device, "device_wall_s": round(on["seconds"], 1), "device_cpu_s": round(on["cpu_s"], 1),
+               "per_core_ratio_device": round((gb / on["cpu_s"]) / per_core["lazy"], 2),
+               "device_max_rel_diff": float(np.max(np.abs(a[ok] - c[ok]) / np.maximum(np.abs(a[ok]), 1e-300)))}
+        print(f"singular values on {args.device}: {json.dumps(dev)}", flush=True)
+    if args.no_workers:
+        w1 = w2 = {"seconds": 0.0, "tasks": 0}
+    else:
+        w1 = _child(WORKERS_CHILD, str(study), "1", str(args.block))
+        w2 = _child(WORKERS_CHILD, str(study), "2", str(args.block))
+        print(f"cluster: {w1['tasks']} tasks, 1 worker {w1['seconds']:.1f} s, 2 workers {w2['seconds']:.1f} s", flush=True)
     n = args.seeds * len(steps)
-    proj = projection(plain["seconds"] / n, streamed["seconds"] / n, nosv["seconds"] / n, w1["seconds"] / w2["seconds"])
+    ratio = w1["seconds"] / w2["seconds"] if w1["tasks"] else None
+    # without the workers part the projection takes the 2-worker speedup measured at 410M (RESULTS.md)
+    proj = projection(plain["seconds"] / n, streamed["seconds"] / n, nosv["seconds"] / n, ratio or 1.84)
     print(f"projection for PolyPythias at {args.size} (10 seeds x 154 checkpoints), hours: {proj}", flush=True)
     if not args.keep and args.out is None:
         shutil.rmtree(out, ignore_errors=True)
@@ -196,9 +213,9 @@ def main() -> None:
         "per_core_bound_gpu_sv": round(lazy["cpu_s"] / nosv["cpu_s"], 2),
         "lazy_wall_s": round(lazy["seconds"], 1), "stream_wall_s": round(streamed["seconds"], 1),
         "max_rel_diff": diff, "workers_1_s": round(w1["seconds"], 1), "workers_2_s": round(w2["seconds"], 1),
-        "workers_ratio": round(w1["seconds"] / w2["seconds"], 2), "import_plain_s_per_ckpt": round(plain["seconds"] / n, 2),
+        "workers_ratio": round(ratio, 2) if ratio else None, "import_plain_s_per_ckpt": round(plain["seconds"] / n, 2),
         "metrics_s_per_ckpt": round(streamed["seconds"] / n, 2), "metrics_no_sv_s_per_ckpt": round(nosv["seconds"] / n, 2),
-        "projection_h": proj}))
+        "projection_h": proj, **dev}))
 
 
 def projection(import_s: float, metrics_s: float, no_sv_s: float, two_workers: float, seeds: int = 10,
