@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 
 from tasks.import_checkpoints import import_first_task, import_seed_task, plan_import_task
-from tasks.metrics import finalize_metrics_task, plan_metrics_task
-from vt_core.stages.import_checkpoints import merged
+from tasks.metrics import compute_metrics_task, finalize_metrics_task, plan_metrics_task
+from vt_core.stages.import_checkpoints import kept_seeds, merged
 from vt_core.stages.metrics import describe_cells
 from vt_core.storage.location import location, url
 from vt_core.storage.study import study_lock
@@ -32,14 +32,18 @@ def import_flow(source: str, study: str, pattern: str, options: dict | None = No
                                 "checkpoints": [plan["seeds"][str(s)] for s in seeds]}
         metrics_plan: dict | None = None
         firsts: dict[int, dict] = {}
+        kept = kept_seeds(study, seeds)  # their metrics are reused into the new metrics.zarr
         if metrics:
             firsts = {f["seed"]: f for f in import_first_task.map(**each).result()}
             steps = sorted({int(c[0]) for s in seeds for c in plan["seeds"][str(s)]})
-            metrics_plan = plan_metrics_task(study, seeds, steps)
+            metrics_plan = plan_metrics_task(study, sorted(seeds + kept), steps)
         rest: list[dict] = import_seed_task.map(**each, metrics=unmapped(metrics_plan)).result()
         summaries = [merged(firsts[s["seed"]], s) if s["seed"] in firsts else s for s in rest]
         cells = None
         if metrics_plan is not None:
-            cells = finalize_metrics_task(study, metrics_plan, [s["metrics"] for s in summaries])
+            counts = [s["metrics"] for s in summaries]
+            if kept:
+                counts += compute_metrics_task.map(unmapped(study), kept, unmapped(metrics_plan)).result()
+            cells = finalize_metrics_task(study, metrics_plan, counts)
             get_run_logger().info(describe_cells(cells))  # type: ignore[arg-type]
         return {"study": study, "seeds": summaries, "metric_cells": cells}

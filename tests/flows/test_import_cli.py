@@ -83,3 +83,42 @@ def test_dry_run_shows_roles_and_writes_nothing_and_a_bad_roles_file_is_one_line
     from vt_core.storage.study import load_study
 
     assert load_study(tmp_path / "s").model.roles["blocks.0.attn.W_O"].certainty == "given"
+
+
+def test_a_series_imported_a_seed_at_a_time_keeps_every_seeds_metrics(tmp_path):
+    """A series larger than the disk comes a seed at a time (PolyPythias: download a seed, import
+    it, delete its files, the next). Each `vt import` extends the study by the seeds it finds; the
+    seeds imported before keep their metrics (reused into the new metrics.zarr: each import
+    planned it for its own seeds alone and dropped the others', and `vt analyze` then recomputed
+    every seed's from the stores: hours at PolyPythia scale)."""
+    import shutil
+
+    import numpy as np
+    import xarray as xr
+
+    from vt_core.storage.study import load_study
+
+    study = tmp_path / "study"
+    first = None
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 2))
+        (tmp_path / "ck" / f"seed{seed}").mkdir(parents=True)
+        for step in range(0, 30, 5):
+            torch.save(model.state_dict(), tmp_path / "ck" / f"seed{seed}" / f"step_{step}.pt")
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1.05).add_(0.02 * torch.randn_like(p))
+        res = runner.invoke(app, ["import", str(tmp_path / "ck"), str(study), "--pattern", "seed{seed}/step_{step}.pt",
+                                  "--no-analyze"])
+        assert res.exit_code == 0, res.output
+        assert f"cells computed as the checkpoints came in, {114 * seed} reused" in res.output
+        shutil.rmtree(tmp_path / "ck" / f"seed{seed}")
+        ds = xr.open_zarr(str(layout(study).metrics), consolidated=False).load()
+        assert ds["seed"].values.tolist() == list(range(seed + 1)) and bool(ds["computed"].all())
+        if first is None:
+            first = ds.sel(seed=0)
+        np.testing.assert_array_equal(ds.sel(seed=0)["value"].values, first["value"].values)
+    assert load_study(study).seeds == [0, 1, 2]
+    res = runner.invoke(app, ["analyze", str(study)])
+    assert res.exit_code == 0 and "metrics: 0 cells computed, 342 reused" in res.output, res.output

@@ -318,6 +318,14 @@ def import_seed(study: str | Location, seed: int, checkpoints: list, probe: str 
     return _summary(seed, len(todo), done, stream, skipped=False)
 
 
+def kept_seeds(study: str | Location, importing: list[int]) -> list[int]:
+    """The study's seeds with a store that this import does not touch (imported before from a
+    source that no longer holds them: a series imported a seed at a time). Their metrics go into
+    the import's metrics.zarr too, reused, not dropped."""
+    study = location(study)
+    return [s for s in load_study(study).seeds if s not in importing and run_path(study, s).exists()]
+
+
 def merged(first: Mapping[str, Any], rest: Mapping[str, Any]) -> dict:
     """One seed's summary over the import flow's two passes (its first checkpoint, then the rest)."""
     return {**rest, "imported": first["imported"] + rest["imported"], "skipped": first["skipped"] and rest["skipped"]}
