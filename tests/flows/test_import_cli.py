@@ -122,3 +122,6 @@ def test_a_series_imported_a_seed_at_a_time_keeps_every_seeds_metrics(tmp_path):
     assert load_study(study).seeds == [0, 1, 2]
     res = runner.invoke(app, ["analyze", str(study)])
     assert res.exit_code == 0 and "metrics: 0 cells computed, 342 reused" in res.output, res.output
+    from vt_core.report.outputs import load_outputs
+
+    assert load_outputs(study).context.startswith("3 seeds · state_dict checkpoints · ")  # was "external on external"

@@ -38,8 +38,9 @@ def load_outputs(study: StudyRef) -> Outputs:
     files = study.layout
     config = study.config
     a = load_analysis(study)
-    context = (f"{len(config.seeds)} seeds · {config.model.name} on {config.data.name} · "
-               f"{len(a['features'])} features")
+    model = getattr(config.model, "class_name", None)  # imported or recorded: the user's model, no task of vt's
+    what = f"{model.rsplit('.', 1)[-1]} checkpoints" if model else f"{config.model.name} on {config.data.name}"
+    context = f"{len(config.seeds)} seeds · {what} · {len(a['features'])} features"
     fix = f"`vt analyze {study}` recomputes it"
     return Outputs(config.name, context, a, load_selection(study),
                    read_json(files.paths, fix), open_metrics(study)["value"].load())
